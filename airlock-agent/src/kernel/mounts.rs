@@ -1,0 +1,104 @@
+//! The pseudo file systems the programs need, found (never assumed) in /proc/self/mounts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+
+/// Where cgroup2 is mounted: /sys/fs/cgroup on systemd hosts, /sys/fs/cgroup/unified on hybrid ones.
+pub fn cgroup2_root() -> Result<PathBuf> {
+    find_mount("cgroup2")?.context(
+        "no cgroup2 file system is mounted (looked in /proc/self/mounts); \
+         the compat backend attaches its egress programs to the cgroup2 root",
+    )
+}
+
+/// Mounts bpffs, tracefs and securityfs where they are missing.
+pub fn ensure_pseudo_filesystems() -> Result<()> {
+    ensure_mounted("bpf", Path::new("/sys/fs/bpf"))?;
+    if find_mount("tracefs")?.is_none() {
+        ensure_mounted("tracefs", Path::new("/sys/kernel/tracing"))?;
+    }
+    if find_mount("securityfs")?.is_none() {
+        // Only informative (the lsm list); a kernel without it still runs the compat backend.
+        if let Err(e) = ensure_mounted("securityfs", Path::new("/sys/kernel/security")) {
+            tracing::debug!("securityfs not mounted: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's active LSMs, when securityfs shows them.
+pub fn active_lsms() -> Option<String> {
+    std::fs::read_to_string("/sys/kernel/security/lsm").ok().map(|s| s.trim().to_string())
+}
+
+fn ensure_mounted(fstype: &str, target: &Path) -> Result<()> {
+    if find_mount(fstype)?.is_some_and(|p| p == target) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
+    mount(Some(fstype), target, Some(fstype), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mount {fstype} on {}", target.display()))?;
+    tracing::info!(fstype, target = %target.display(), "mounted");
+    Ok(())
+}
+
+fn find_mount(fstype: &str) -> Result<Option<PathBuf>> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("read /proc/self/mounts")?;
+    Ok(parse_mounts(&mounts, fstype))
+}
+
+fn parse_mounts(mounts: &str, fstype: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, target, ty) = (fields.next()?, fields.next()?, fields.next()?);
+        (ty == fstype).then(|| PathBuf::from(unescape_mount_path(target)))
+    })
+}
+
+/// /proc/self/mounts escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Refuses to run where enforcement cannot work at all, naming what is missing.
+pub fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the Airlock daemon must run as root (it loads eBPF programs)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_a_hybrid_layout() {
+        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(parse_mounts(mounts, "cgroup2"), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(parse_mounts(mounts, "bpf"), None);
+    }
+
+    #[test]
+    fn unescapes_octal_in_mount_paths() {
+        assert_eq!(unescape_mount_path(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape_mount_path(r"/plain"), "/plain");
+    }
+}

@@ -1,0 +1,86 @@
+//! The daemon's control protocol on its Unix socket: one JSON request per
+//! line, one JSON response per line. The CLI and `launch` speak it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{CounterTotals, Hook};
+use crate::sessions::SessionInfo;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Makes the calling process the root of a new governed session.
+    Launch { role: Option<String>, command: Vec<String>, cwd: String, tty: Option<String> },
+    Status,
+    Sessions,
+    SetDefaultRole { role: String },
+    DefaultRole,
+    Reload,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    Launched { session_id: String, role: String },
+    Status(Box<StatusReport>),
+    Sessions { sessions: Vec<SessionInfo> },
+    DefaultRole { role: String },
+    Reloaded { version: String },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub backend: String,
+    pub hooks: Vec<Hook>,
+    /// What this backend guarantees and what it cannot.
+    pub guarantees: Vec<String>,
+    pub policy: PolicyStatus,
+    pub default_role: String,
+    pub sessions: Vec<SessionInfo>,
+    pub tagged_processes: usize,
+    pub counters: CounterTotals,
+    pub events_received: u64,
+    pub audit_lines: u64,
+    pub audit_path: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub version: String,
+    pub source: String,
+    pub generation: u32,
+    pub roles: Vec<String>,
+    pub rules: usize,
+    pub loaded_at: String,
+    pub last_reload_error: Option<String>,
+}
+
+/// Sends one request and reads its response.
+pub fn call(socket: &Path, request: &Request) -> Result<Response> {
+    let mut stream = UnixStream::connect(socket)
+        .with_context(|| format!("the Airlock daemon is not answering on {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).context("send the request to the daemon")?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).context("read the daemon's answer")?;
+    if answer.is_empty() {
+        bail!("the daemon closed the connection without answering");
+    }
+    let response: Response = serde_json::from_str(&answer).context("the daemon's answer is not valid")?;
+    if let Response::Error { message } = response {
+        bail!("{message}");
+    }
+    Ok(response)
+}

@@ -1,0 +1,256 @@
+//! The kernel ABI, mirrored field for field from `airlock-ebpf/src/bpf/airlock_abi.h`.
+//!
+//! The tests at the bottom compare every size and offset here with the BTF of
+//! the compiled BPF object, so the two sides cannot drift apart silently.
+
+pub const ARGV_MAX: usize = 4096;
+pub const MAX_WORDS: usize = 64;
+pub const MAX_ACTIVE: usize = 16;
+pub const PATH_MAX: usize = 512;
+pub const FILENAME_MAX: usize = 256;
+pub const COMM_LEN: usize = 16;
+pub const MAX_ROLES: u32 = 1024;
+
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// The hash the kernel computes over program names and argument words.
+pub fn word_hash(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(FNV_OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+}
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_CONNECT: u32 = 2;
+pub const EVENT_SENDMSG: u32 = 3;
+pub const EVENT_TAG_FAILURE: u32 = 4;
+
+pub const ALLOW: u32 = 0;
+pub const DENY: u32 = 1;
+
+pub const REASON_NONE: u32 = 0;
+pub const REASON_RULE: u32 = 1;
+pub const REASON_ARGV_TOO_LONG: u32 = 2;
+pub const REASON_MATCH_OVERFLOW: u32 = 3;
+pub const REASON_QUARANTINE: u32 = 4;
+pub const REASON_ROLE_GONE: u32 = 5;
+
+pub const BACKEND_COMPAT: u32 = 1;
+pub const BACKEND_LSM: u32 = 2;
+
+pub const VIA_EXECUTABLE: u32 = 1;
+pub const VIA_ARGV0: u32 = 2;
+pub const VIA_SCRIPT: u32 = 3;
+
+pub const FLAG_ARGV_TRUNCATED: u32 = 1 << 0;
+pub const FLAG_PATH_TRUNCATED: u32 = 1 << 1;
+pub const FLAG_SCRIPT: u32 = 1 << 2;
+pub const FLAG_EARLY_CHECK: u32 = 1 << 3;
+
+pub const ROLE_DENY_ALL: u32 = 1 << 0;
+
+/// Prefix bits of an egress key that are always matched in full: set id and port.
+pub const EGRESS_FIXED_BITS: u32 = 48;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcTag {
+    pub session_id: u64,
+    pub role_slot: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleSet {
+    pub set_id: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgramKey {
+    pub set_id: u32,
+    pub pad: u32,
+    pub name_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgramValue {
+    pub root_node: u32,
+    pub block_all_rule: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrieKey {
+    pub node: u32,
+    pub pad: u32,
+    pub word_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrieValue {
+    pub next_node: u32,
+    pub rule_id: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Egress4Key {
+    pub prefixlen: u32,
+    pub set_id: u32,
+    pub port: [u8; 2],
+    pub addr: [u8; 4],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Egress6Key {
+    pub prefixlen: u32,
+    pub set_id: u32,
+    pub port: [u8; 2],
+    pub addr: [u8; 16],
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressValue {
+    pub rule_id: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub decisions: u64,
+    pub denies: u64,
+    pub ringbuf_drops: u64,
+    pub tag_failures: u64,
+    pub execs_seen: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    pub backend: u32,
+    pub policy_generation: u32,
+    pub daemon_tgid: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub decision: u32,
+    pub reason: u32,
+    pub rule_id: u32,
+    pub session_id: u64,
+    pub ktime_ns: u64,
+    pub role_slot: u32,
+    pub policy_generation: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub backend: u32,
+    pub flags: u32,
+    pub pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    pub match_via: u32,
+    pub argc: u32,
+    pub argv_len: u32,
+    pub filename_len: u32,
+    pub exe_len: u32,
+    pub cwd_len: u32,
+    pub filename: [u8; FILENAME_MAX],
+    pub exe: [u8; PATH_MAX],
+    pub cwd: [u8; PATH_MAX],
+    pub argv: [u8; ARGV_MAX],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetEvent {
+    pub hdr: EventHeader,
+    pub family: u16,
+    pub port: u16,
+    pub protocol: u32,
+    pub addr: [u8; 16],
+}
+
+/// Types that are plain old data: any byte pattern of their size is a valid value.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` structs made of integers and byte arrays.
+pub unsafe trait Pod: Copy + 'static {}
+
+unsafe impl Pod for ProcTag {}
+unsafe impl Pod for RoleSet {}
+unsafe impl Pod for ProgramKey {}
+unsafe impl Pod for ProgramValue {}
+unsafe impl Pod for TrieKey {}
+unsafe impl Pod for TrieValue {}
+unsafe impl Pod for Egress4Key {}
+unsafe impl Pod for Egress6Key {}
+unsafe impl Pod for EgressValue {}
+unsafe impl Pod for Counters {}
+unsafe impl Pod for Config {}
+unsafe impl Pod for EventHeader {}
+unsafe impl Pod for ExecEvent {}
+unsafe impl Pod for NetEvent {}
+unsafe impl Pod for u32 {}
+unsafe impl Pod for u64 {}
+
+/// The bytes of a value, as a map update wants them.
+pub fn as_bytes<T: Pod>(value: &T) -> &[u8] {
+    // SAFETY: T is Pod (repr(C), no pointers); reading its bytes is sound.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Reads a value from the start of `bytes`; `None` when there are too few.
+/// Shorter buffers are accepted for variable-length events: missing tail bytes read as zero.
+pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is Pod, the source holds size_of::<T>() bytes, and read_unaligned
+    // copes with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Reads a variable-length record whose tail may be cut short; missing bytes read as zero.
+pub fn from_prefix_bytes<T: Pod>(bytes: &[u8]) -> Option<Box<T>> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() > size {
+        return None;
+    }
+    let mut buf = vec![0u8; size];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    from_bytes::<T>(&buf).map(Box::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(word_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(word_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(word_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}

@@ -1,0 +1,329 @@
+//! The policy and role documents, as typed values.
+//!
+//! Every leaf type checks itself inside its `Deserialize` impl, so a bad value
+//! is reported by serde together with the position the parser was at and,
+//! through `serde_path_to_error`, the field path that led to it.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Longest id accepted, so ids fit in audit records and file names.
+pub const MAX_ID_LEN: usize = 64;
+/// Most words (program included) a blocked command may have; keeps trie walks short.
+pub const MAX_COMMAND_WORDS: usize = 8;
+/// Longest word accepted; the kernel hashes at most this many bytes per word.
+pub const MAX_WORD_LEN: usize = 255;
+
+/// A policy or role id: `[a-z0-9][a-z0-9._-]*`, at most 64 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(String);
+
+impl Id {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Id {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("id must not be empty".into());
+        }
+        if s.len() > MAX_ID_LEN {
+            return Err(format!(
+                "id is {} bytes long; at most {MAX_ID_LEN} are allowed",
+                s.len()
+            ));
+        }
+        let mut chars = s.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        if !first_ok || !rest_ok {
+            return Err(format!(
+                "invalid id {s:?}: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"
+            ));
+        }
+        Ok(Id(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Whether a policy is enforced. Only `Active` policies reach the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Active,
+    Inactive,
+    Draft,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Inactive => "inactive",
+            Status::Draft => "draft",
+        }
+    }
+}
+
+/// One blocked command: a program and the words that must follow it, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandPattern {
+    /// The command as written, with runs of whitespace collapsed.
+    pub text: String,
+    /// Basename of the first word: the kernel only knows the executed file's name.
+    pub program: String,
+    /// The words after the program; empty means every run of the program is blocked.
+    pub words: Vec<String>,
+}
+
+impl FromStr for CommandPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(c) = s.chars().find(|c| matches!(c, '"' | '\'' | '`' | '\0')) {
+            let what = if c == '\0' {
+                "a NUL byte".to_owned()
+            } else {
+                format!("the quote character {c}")
+            };
+            return Err(format!(
+                "blocked command {s:?} contains {what}; write plain words separated by spaces \
+                 (the kernel compares argv words, no shell quoting takes place)"
+            ));
+        }
+        let all: Vec<&str> = s.split_ascii_whitespace().collect();
+        let Some((first, rest)) = all.split_first() else {
+            return Err("blocked command is empty".into());
+        };
+        if all.len() > MAX_COMMAND_WORDS {
+            return Err(format!(
+                "blocked command {s:?} has {} words; at most {MAX_COMMAND_WORDS} are allowed",
+                all.len()
+            ));
+        }
+        if let Some(long) = all.iter().find(|w| w.len() > MAX_WORD_LEN) {
+            return Err(format!(
+                "a word of blocked command {s:?} is {} bytes long; at most {MAX_WORD_LEN} are allowed",
+                long.len()
+            ));
+        }
+        if let Some(opt) = rest.iter().find(|w| w.starts_with('-')) {
+            return Err(format!(
+                "blocked command {s:?} requires the option word {opt:?}, but option words \
+                 (starting with '-') are skipped when matching, so a rule cannot require one; \
+                 remove {opt:?} (the remaining words still match with or without options)"
+            ));
+        }
+        let program = first.rsplit('/').next().unwrap_or(first);
+        if program.is_empty() {
+            return Err(format!(
+                "blocked command {s:?} names a directory, not a program"
+            ));
+        }
+        Ok(CommandPattern {
+            text: all.join(" "),
+            program: program.to_owned(),
+            words: rest.iter().map(|w| (*w).to_owned()).collect(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandPattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// An address range, from either a CIDR or a bare address (a host route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let net = if t.contains('/') {
+            IpNet::from_str(t).map_err(|_| {
+                format!("{s:?} is not a valid CIDR (expected e.g. \"10.0.0.0/8\" or \"fd00::/8\")")
+            })?
+        } else {
+            let ip = IpAddr::from_str(t).map_err(|_| {
+                format!("{s:?} is not a valid IP address or CIDR (expected e.g. \"169.254.169.254\" or \"10.0.0.0/8\")")
+            })?;
+            IpNet::from(ip)
+        };
+        // Host bits are ignored by an LPM lookup anyway; clearing them keeps keys canonical.
+        Ok(Cidr(net.trunc()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A destination port; 0 is refused because the kernel tables use it for "any port".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        match u16::try_from(n) {
+            Ok(p) if p > 0 => Ok(Port(p)),
+            _ => Err(de::Error::custom(format!(
+                "port {n} is out of range 1..=65535"
+            ))),
+        }
+    }
+}
+
+/// One `egress.deny` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRule {
+    /// The rule as written, e.g. `10.0.0.0/8` or `127.0.0.2/32 ports 22,443`.
+    pub text: String,
+    pub net: IpNet,
+    /// Sorted, without duplicates; empty means every port.
+    pub ports: Vec<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressObject {
+    cidr: CidrText,
+    ports: Vec<Port>,
+}
+
+/// A CIDR together with its original spelling, for the audit text.
+struct CidrText(String, Cidr);
+
+impl<'de> Deserialize<'de> for CidrText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        let c = s.parse().map_err(de::Error::custom)?;
+        Ok(CidrText(s.trim().to_owned(), c))
+    }
+}
+
+impl<'de> Deserialize<'de> for EgressRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl<'de> Visitor<'de> for V {
+            type Value = EgressRule;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP address, a CIDR, or an object {\"cidr\": ..., \"ports\": [...]}")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EgressRule, E> {
+                let Cidr(net) = v.parse().map_err(E::custom)?;
+                Ok(EgressRule {
+                    text: v.trim().to_owned(),
+                    net,
+                    ports: Vec::new(),
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EgressRule, A::Error> {
+                // Going through MapAccessDeserializer keeps the path tracker in the
+                // loop, so errors read `egress.deny[3].ports[1]`.
+                let obj = EgressObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if obj.ports.is_empty() {
+                    return Err(de::Error::custom(
+                        "ports must not be empty; write the CIDR as a plain string to deny every port",
+                    ));
+                }
+                let mut ports: Vec<u16> = obj.ports.iter().map(|p| p.0).collect();
+                ports.sort_unstable();
+                ports.dedup();
+                let list = ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Ok(EgressRule {
+                    text: format!("{} ports {list}", obj.cidr.0),
+                    net: obj.cidr.1 .0,
+                    ports,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    #[serde(default)]
+    pub deny: Vec<EgressRule>,
+}
+
+/// A policy file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub id: Id,
+    pub name: String,
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub blocked_commands: Vec<CommandPattern>,
+    #[serde(default)]
+    pub egress: Egress,
+    /// The upstream control plane's rule language; carried but not enforced here.
+    #[serde(default)]
+    pub rules: Vec<serde_json::Value>,
+    /// Where the policy came from (display name), for diagnostics and audit.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// A role file: the policies a governed session runs under.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    pub id: Id,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub policies: Vec<Id>,
+    #[serde(skip)]
+    pub source: PathBuf,
+}

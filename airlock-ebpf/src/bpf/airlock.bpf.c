@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Airlock's kernel programs, one object. The hook families live in their own
+ * headers and share the maps of maps.h; one translation unit keeps a single
+ * set of maps without relying on the BPF static linker's extern-map support,
+ * which libbpf versions in the field handle differently. The daemon switches
+ * off (autoload) the programs of the backend it does not use.
+ */
+#include "common.h"
+#include "process.bpf.h"
+#include "exec.bpf.h"
+#include "net.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Anchor the event types in BTF so the ABI test can check their layout. */
+struct airlock_exec_event *unused_exec_event __attribute__((unused));
+struct airlock_net_event *unused_net_event __attribute__((unused));

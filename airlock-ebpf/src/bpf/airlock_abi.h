@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The kernel ABI of Airlock: every key, value and event that crosses between
+ * the eBPF programs and the daemon. This header is the single definition; the
+ * Rust mirror lives in airlock-common/src/abi.rs and its tests compare sizes
+ * and offsets against the BTF of the compiled object.
+ *
+ * Fixed-width fields only, explicit padding, no bitfields: the layout must be
+ * identical for clang -target bpf and for rustc on x86_64/aarch64.
+ */
+#ifndef AIRLOCK_ABI_H
+#define AIRLOCK_ABI_H
+
+/* Bytes of a process's argument block the kernel inspects and reports. */
+#define AIRLOCK_ARGV_MAX 4096
+/* Argument words the exec matcher hashes; a longer argv is "too long". */
+#define AIRLOCK_MAX_WORDS 64
+/* Trie nodes the subsequence matcher follows at once. */
+#define AIRLOCK_MAX_ACTIVE 16
+/* Bytes of a path (cwd, executable) and of execve's filename reported. */
+#define AIRLOCK_PATH_MAX 512
+#define AIRLOCK_FILENAME_MAX 256
+/* Directory levels the kernel walks when it rebuilds a path. */
+#define AIRLOCK_PATH_DEPTH 32
+#define AIRLOCK_COMM_LEN 16
+/* Roles the kernel knows at once (slots are stable for the daemon's life). */
+#define AIRLOCK_MAX_ROLES 1024
+
+/* 64-bit FNV-1a, the hash of program names and argument words. */
+#define AIRLOCK_FNV_OFFSET 0xcbf29ce484222325ULL
+#define AIRLOCK_FNV_PRIME 0x100000001b3ULL
+
+enum airlock_event_kind {
+	AIRLOCK_EVENT_EXEC = 1,
+	AIRLOCK_EVENT_CONNECT = 2,
+	AIRLOCK_EVENT_SENDMSG = 3,
+	/* A tagged process forked but its child could not be tagged. */
+	AIRLOCK_EVENT_TAG_FAILURE = 4,
+};
+
+enum airlock_decision {
+	AIRLOCK_ALLOW = 0,
+	AIRLOCK_DENY = 1,
+};
+
+enum airlock_reason {
+	AIRLOCK_REASON_NONE = 0,
+	/* A policy rule matched; rule_id names it. */
+	AIRLOCK_REASON_RULE = 1,
+	/* argv was longer than the kernel can inspect and a rule names the program. */
+	AIRLOCK_REASON_ARGV_TOO_LONG = 2,
+	/* More partial matches than the matcher can follow at once. */
+	AIRLOCK_REASON_MATCH_OVERFLOW = 3,
+	/* The process's child could not be tagged: fail closed. */
+	AIRLOCK_REASON_QUARANTINE = 4,
+	/* The session's role is no longer in the policy set: fail closed. */
+	AIRLOCK_REASON_ROLE_GONE = 5,
+};
+
+enum airlock_backend {
+	AIRLOCK_BACKEND_COMPAT = 1,
+	AIRLOCK_BACKEND_LSM = 2,
+};
+
+/* How the exec matcher found the program a rule names. */
+enum airlock_match_via {
+	AIRLOCK_VIA_EXECUTABLE = 1, /* the file the kernel executes, symlinks resolved */
+	AIRLOCK_VIA_ARGV0 = 2,      /* basename of argv[0] (multi-call binaries) */
+	AIRLOCK_VIA_SCRIPT = 3,     /* the #! script execve was asked to run */
+};
+
+/* Event flags. */
+#define AIRLOCK_FLAG_ARGV_TRUNCATED (1U << 0)
+#define AIRLOCK_FLAG_PATH_TRUNCATED (1U << 1)
+#define AIRLOCK_FLAG_SCRIPT (1U << 2)
+#define AIRLOCK_FLAG_EARLY_CHECK (1U << 3) /* LSM: decided before the exec committed */
+
+/* Role flags. */
+#define AIRLOCK_ROLE_DENY_ALL (1U << 0)
+
+/* tagged_procs: tgid -> the session the process belongs to. */
+struct airlock_proc_tag {
+	__u64 session_id;
+	__u32 role_slot;
+	__u32 flags;
+};
+
+/* role_sets: role slot -> the compiled rule set now in force for that role. */
+struct airlock_role_set {
+	__u32 set_id; /* 0: the role has no rules */
+	__u32 flags;
+};
+
+/* programs: (rule set, hash of a program name) -> root of its rule trie. */
+struct airlock_program_key {
+	__u32 set_id;
+	__u32 pad;
+	__u64 name_hash;
+};
+
+struct airlock_program_value {
+	__u32 root_node;
+	/* Non-zero: the program is blocked whatever its arguments. */
+	__u32 block_all_rule;
+};
+
+/* trie: (node, hash of an argument word) -> next node / rule that ends here. */
+struct airlock_trie_key {
+	__u32 node;
+	__u32 pad;
+	__u64 word_hash;
+};
+
+struct airlock_trie_value {
+	__u32 next_node;
+	__u32 rule_id; /* non-zero: a blocked command ends at this word */
+};
+
+/*
+ * Egress LPM keys: set id and destination port (network order; 0 = any port)
+ * are always matched in full, the address by prefix. The kernel looks up the
+ * exact port first, then port 0.
+ */
+struct airlock_egress4_key {
+	__u32 prefixlen; /* 48 + CIDR length */
+	__u32 set_id;
+	__u8 port[2];
+	__u8 addr[4];
+	__u8 pad[2];
+};
+
+struct airlock_egress6_key {
+	__u32 prefixlen; /* 48 + CIDR length */
+	__u32 set_id;
+	__u8 port[2];
+	__u8 addr[16];
+	__u8 pad[2];
+};
+
+struct airlock_egress_value {
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* Counters, one per CPU, summed by the daemon. */
+struct airlock_counters {
+	__u64 decisions;
+	__u64 denies;
+	__u64 ringbuf_drops;
+	__u64 tag_failures;
+	__u64 execs_seen;
+};
+
+/* Run-time switches the daemon writes before attaching. */
+struct airlock_config {
+	__u32 backend;
+	__u32 policy_generation;
+	__u32 daemon_tgid;
+	__u32 pad;
+};
+
+struct airlock_event_header {
+	__u32 kind;
+	__u32 decision;
+	__u32 reason;
+	__u32 rule_id;
+	__u64 session_id;
+	__u64 ktime_ns;
+	__u32 role_slot;
+	__u32 policy_generation;
+	__u32 pid;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 backend;
+	__u32 flags;
+	__u32 pad;
+	char comm[AIRLOCK_COMM_LEN];
+};
+
+/*
+ * Paths are sent as their components from the leaf up, each ending in NUL
+ * ("terraform\0bin\0usr\0"); the daemon reverses them. The kernel walks them
+ * without string reversal, which the verifier accepts easily.
+ */
+struct airlock_exec_event {
+	struct airlock_event_header hdr;
+	__u32 match_via;
+	__u32 argc;
+	__u32 argv_len;
+	__u32 filename_len;
+	__u32 exe_len;
+	__u32 cwd_len;
+	char filename[AIRLOCK_FILENAME_MAX];
+	char exe[AIRLOCK_PATH_MAX];
+	char cwd[AIRLOCK_PATH_MAX];
+	/* Variable length: only argv_len bytes are sent. */
+	char argv[AIRLOCK_ARGV_MAX];
+};
+
+struct airlock_net_event {
+	struct airlock_event_header hdr;
+	__u16 family; /* AF_INET / AF_INET6 */
+	__u16 port;   /* host order */
+	__u32 protocol;
+	__u8 addr[16];
+};
+
+#endif /* AIRLOCK_ABI_H */

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Helpers every hook family uses: session lookup, counters, event headers. */
+#ifndef AIRLOCK_COMMON_H
+#define AIRLOCK_COMMON_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+#define SIGKILL 9
+#define EPERM 1
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Internal tag flag: the process is governed by quarantine, not by a session. */
+#define TAG_QUARANTINED (1U << 31)
+
+static __always_inline struct airlock_counters *counters_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+static __always_inline struct airlock_config *config_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&airlock_config, &zero);
+}
+
+/*
+ * The session a process belongs to, or NULL when it is not governed. A process
+ * whose tag could not be stored is quarantined: governed by a deny-all rule.
+ */
+static __always_inline bool tag_of(__u32 tgid, struct airlock_proc_tag *out)
+{
+	struct airlock_proc_tag *tag = bpf_map_lookup_elem(&tagged_procs, &tgid);
+	if (tag) {
+		*out = *tag;
+		return true;
+	}
+	if (quarantined_count == 0)
+		return false;
+	__u64 *session = bpf_map_lookup_elem(&quarantine, &tgid);
+	if (!session)
+		return false;
+	out->session_id = *session;
+	out->role_slot = 0;
+	out->flags = TAG_QUARANTINED;
+	return true;
+}
+
+/*
+ * The rule set a governed process is judged by. Returns a deny reason when the
+ * process must be refused everything (quarantine, or a role that is gone), else
+ * AIRLOCK_REASON_NONE with *set_id filled (0: the role has no rules).
+ */
+static __always_inline __u32 rule_set_of(const struct airlock_proc_tag *tag, __u32 *set_id)
+{
+	*set_id = 0;
+	if (tag->flags & TAG_QUARANTINED)
+		return AIRLOCK_REASON_QUARANTINE;
+	__u32 slot = tag->role_slot;
+	struct airlock_role_set *rs = bpf_map_lookup_elem(&role_sets, &slot);
+	if (!rs || (rs->flags & AIRLOCK_ROLE_DENY_ALL))
+		return AIRLOCK_REASON_ROLE_GONE;
+	*set_id = rs->set_id;
+	return AIRLOCK_REASON_NONE;
+}
+
+static __always_inline void header_fill(struct airlock_event_header *hdr, __u32 kind,
+					const struct airlock_proc_tag *tag)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct airlock_config *cfg = config_get();
+
+	hdr->kind = kind;
+	hdr->decision = AIRLOCK_ALLOW;
+	hdr->reason = AIRLOCK_REASON_NONE;
+	hdr->rule_id = 0;
+	hdr->session_id = tag->session_id;
+	hdr->ktime_ns = bpf_ktime_get_boot_ns();
+	hdr->role_slot = tag->role_slot;
+	hdr->policy_generation = cfg ? cfg->policy_generation : 0;
+	hdr->pid = (__u32)pid_tgid;
+	hdr->tgid = pid_tgid >> 32;
+	hdr->ppid = 0;
+	hdr->uid = (__u32)uid_gid;
+	hdr->gid = uid_gid >> 32;
+	hdr->backend = cfg ? cfg->backend : 0;
+	hdr->flags = 0;
+	hdr->pad = 0;
+	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
+}
+
+/* Counts the decision and the event's loss, if the ring buffer was full. */
+static __always_inline void account(__u32 decision, long output_err)
+{
+	struct airlock_counters *c = counters_get();
+	if (!c)
+		return;
+	c->decisions++;
+	if (decision == AIRLOCK_DENY)
+		c->denies++;
+	if (output_err)
+		c->ringbuf_drops++;
+}
+
+static __always_inline __u64 fnv_step(__u64 h, __u8 byte)
+{
+	return (h ^ byte) * AIRLOCK_FNV_PRIME;
+}
+
+#endif

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Exec hooks.
+ *
+ * sched_process_exec (both backends): the decision that no race defeats. The
+ * new image is in place, its argv lives in memory no other thread can touch
+ * (the exec killed every other thread and the mm is new), and the task has
+ * not run one instruction of it. A denied exec is killed here.
+ *
+ * bprm_check_security (LSM backend): the early, clean refusal (-EPERM to the
+ * caller) from argv as execve() was called. It can be raced by a thread that
+ * rewrites argv after the syscall began; the re-check above catches that.
+ */
+#ifndef AIRLOCK_EXEC_BPF_H
+#define AIRLOCK_EXEC_BPF_H
+
+#include "common.h"
+#include "path.h"
+#include "exec_match.h"
+
+/*
+ * Decides an exec from the hashed argv in s->words and the names the program
+ * goes by. Returns the deny reason (AIRLOCK_REASON_NONE: allowed); the rule
+ * that decided is left in s->words.rule_id.
+ */
+static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s, __u64 exe_hash,
+					bool script, const struct name_hashes *script_name, __u32 *via)
+{
+	__u32 set_id;
+	__u32 reason = rule_set_of(tag, &set_id);
+	if (reason != AIRLOCK_REASON_NONE || set_id == 0)
+		return reason;
+
+	struct exec_words *words = &s->words;
+	reason = judge_program(set_id, exe_hash, 1, words);
+	if (reason) {
+		*via = AIRLOCK_VIA_EXECUTABLE;
+		return reason;
+	}
+	if (s->argv0_base_hash != exe_hash) {
+		reason = judge_program(set_id, s->argv0_base_hash, 1, words);
+		if (reason) {
+			*via = AIRLOCK_VIA_ARGV0;
+			return reason;
+		}
+	}
+	if (script) {
+		/* The #! handler put the script's path after the interpreter (and its
+		 * optional argument); the script's own arguments follow it. */
+		__u32 idx = word_index(words, script_name->hash);
+		reason = judge_program(set_id, script_name->base_hash, idx ? idx + 1 : 1, words);
+		if (reason) {
+			*via = AIRLOCK_VIA_SCRIPT;
+			return reason;
+		}
+	}
+	return AIRLOCK_REASON_NONE;
+}
+
+static __always_inline struct exec_scratch *exec_scratch_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&exec_scratch, &zero);
+}
+
+static __always_inline void exec_finish(struct exec_scratch *s, __u32 reason, __u32 via)
+{
+	struct airlock_exec_event *e = &s->evt;
+	__u32 decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
+	e->hdr.decision = decision;
+	e->hdr.reason = reason;
+	e->hdr.rule_id = reason ? s->words.rule_id : 0;
+	e->match_via = via;
+
+	__u64 size = offsetof(struct airlock_exec_event, argv) + (e->argv_len & (AIRLOCK_ARGV_MAX - 1));
+	if (e->argv_len >= AIRLOCK_ARGV_MAX)
+		size = sizeof(struct airlock_exec_event);
+	long err = bpf_ringbuf_output(&events, e, size, 0);
+	account(decision, err);
+}
+
+/* Fills the parts of the event both exec hooks share: who, where, what file. */
+static __always_inline __u32 exec_describe(struct exec_scratch *s, const struct airlock_proc_tag *tag,
+					   struct task_struct *task, struct linux_binprm *bprm)
+{
+	struct airlock_exec_event *e = &s->evt;
+	__u32 flags = 0;
+	header_fill(&e->hdr, AIRLOCK_EVENT_EXEC, tag);
+	e->hdr.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->argc = BPF_CORE_READ(bprm, argc);
+	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	e->filename_len = n > 0 ? n : 0;
+	struct file *file = BPF_CORE_READ(bprm, file);
+	e->exe_len = path_into(__builtin_preserve_access_index(&file->f_path), e->exe, &flags);
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	e->cwd_len = path_into(__builtin_preserve_access_index(&fs->pwd), e->cwd, &flags);
+	s->words.nwords = 0;
+	s->words.too_long = 0;
+	s->words.rule_id = 0;
+	return flags;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = task->tgid;
+	struct airlock_proc_tag tag;
+	if (!tag_of(tgid, &tag))
+		return 0;
+	struct exec_scratch *s = exec_scratch_get();
+	if (!s) {
+		/* Cannot happen (a one-slot per-CPU array); never let it open a hole. */
+		bpf_send_signal(SIGKILL);
+		return 0;
+	}
+	struct airlock_exec_event *e = &s->evt;
+	__u32 flags = exec_describe(s, &tag, task, bprm);
+
+	/* The new image's own copy of argv: no other thread exists to change it. */
+	struct mm_struct *mm = task->mm;
+	__u64 arg_start = BPF_CORE_READ(mm, arg_start);
+	__u64 len = BPF_CORE_READ(mm, arg_end) - arg_start;
+	if (len > AIRLOCK_ARGV_MAX) {
+		len = AIRLOCK_ARGV_MAX;
+		s->words.too_long = 1;
+		flags |= AIRLOCK_FLAG_ARGV_TRUNCATED;
+	}
+	if (bpf_probe_read_user(e->argv, len, (void *)arg_start) != 0) {
+		len = 0;
+		s->words.too_long = 1;
+		flags |= AIRLOCK_FLAG_ARGV_TRUNCATED;
+	}
+	e->argv_len = len;
+	tokenize(s);
+
+	bool script = BPF_CORE_READ(bprm, interp) != BPF_CORE_READ(bprm, filename);
+	if (script)
+		flags |= AIRLOCK_FLAG_SCRIPT;
+	struct name_hashes exe_name = {}, script_name = {};
+	/* The leaf component of the executable's path is its name. */
+	name_hash((struct name_buf *)e->exe, &exe_name);
+	if (script)
+		name_hash((struct name_buf *)e->filename, &script_name);
+
+	__u32 via = 0;
+	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &via);
+	if (reason)
+		bpf_send_signal(SIGKILL);
+	e->hdr.flags = flags;
+	exec_finish(s, reason, via);
+	return 0;
+}
+
+/*
+ * LSM backend, early check. argv as execve() was called was saved at syscall
+ * entry; bprm->file is the file about to be executed (a #! script on the first
+ * pass, its interpreter on the second).
+ */
+struct execve_args_ctx {
+	const char *const *argv;
+	struct early_argv *out;
+};
+
+static long capture_arg_step(__u64 i, struct execve_args_ctx *c)
+{
+	const char *arg = NULL;
+	if (bpf_probe_read_user(&arg, sizeof(arg), &c->argv[i]) != 0 || !arg)
+		return 1;
+	__u32 off = c->out->len;
+	if (off >= AIRLOCK_ARGV_MAX) {
+		c->out->truncated = 1;
+		return 1;
+	}
+	long n = bpf_probe_read_user_str(&c->out->buf[off & ARGV_MASK], AIRLOCK_ARGV_MAX - (off & ARGV_MASK), arg);
+	if (n <= 0) {
+		c->out->truncated = 1;
+		return 1;
+	}
+	c->out->len = off + n;
+	if (c->out->len >= AIRLOCK_ARGV_MAX)
+		c->out->truncated = 1;
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct early_argv);
+} early_scratch SEC(".maps");
+
+static __always_inline int capture_execve_argv(const char *const *argv)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, pid = (__u32)pid_tgid;
+	struct airlock_proc_tag tag;
+	if (!tag_of(tgid, &tag))
+		return 0;
+	__u32 zero = 0;
+	struct early_argv *buf = bpf_map_lookup_elem(&early_scratch, &zero);
+	if (!buf)
+		return 0;
+	buf->len = 0;
+	buf->truncated = 0;
+	struct execve_args_ctx c = { .argv = argv, .out = buf };
+	bpf_loop(AIRLOCK_MAX_WORDS + 1, capture_arg_step, &c, 0);
+	bpf_map_update_elem(&early_argv, &pid, buf, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int airlock_enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	return capture_execve_argv((const char *const *)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int airlock_enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	return capture_execve_argv((const char *const *)ctx->args[2]);
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, pid = (__u32)pid_tgid;
+	struct airlock_proc_tag tag;
+	if (!tag_of(tgid, &tag))
+		return 0;
+	struct exec_scratch *s = exec_scratch_get();
+	if (!s)
+		return -EPERM;
+	struct airlock_exec_event *e = &s->evt;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 flags = exec_describe(s, &tag, task, bprm) | AIRLOCK_FLAG_EARLY_CHECK;
+
+	/* No argv saved at syscall entry: judge it as uninspectable. */
+	__u32 len = 0;
+	s->words.too_long = 1;
+	struct early_argv *early = bpf_map_lookup_elem(&early_argv, &pid);
+	if (early) {
+		len = early->len;
+		if (len > AIRLOCK_ARGV_MAX)
+			len = AIRLOCK_ARGV_MAX;
+		s->words.too_long = early->truncated;
+		if (len > 0 && bpf_probe_read_kernel(e->argv, len, early->buf) != 0) {
+			len = 0;
+			s->words.too_long = 1;
+		}
+	}
+	if (s->words.too_long)
+		flags |= AIRLOCK_FLAG_ARGV_TRUNCATED;
+	e->argv_len = len;
+	tokenize(s);
+
+	struct name_hashes exe_name = {};
+	name_hash((struct name_buf *)e->exe, &exe_name);
+
+	/* A #! script comes here first as itself, then as its interpreter with the
+	 * caller's argv[0]: either way the script's name is matched. */
+	__u32 via = 0;
+	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &via);
+	if (!reason)
+		return 0;
+	e->hdr.flags = flags;
+	exec_finish(s, reason, via);
+	return -EPERM;
+}
+
+#endif

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The exec matcher: hashes argv words and follows the compiled rule tries.
+ * Both backends judge with it; only where argv comes from differs.
+ *
+ * A rule "P w1 .. wn" matches when program P runs with w1..wn appearing in
+ * order among its argument words (not necessarily adjacent). Rule words never
+ * start with '-', so option words can never advance a match: they are skipped
+ * without a test. The set of trie nodes reachable so far is followed at once,
+ * which decides "is some rule a subsequence of argv" exactly.
+ */
+#ifndef AIRLOCK_EXEC_MATCH_H
+#define AIRLOCK_EXEC_MATCH_H
+
+#include "common.h"
+
+#define ARGV_MASK (AIRLOCK_ARGV_MAX - 1)
+#define WORDS_MASK (AIRLOCK_MAX_WORDS - 1)
+#define ACTIVE_MASK (AIRLOCK_MAX_ACTIVE - 1)
+
+/*
+ * The heavy steps are global functions: the verifier checks each once, on its
+ * own, instead of once per call site with every caller's state, which keeps
+ * the exec program far below the verifier's complexity limit.
+ */
+#define AIRLOCK_GLOBAL __attribute__((noinline))
+
+struct tokenize_ctx {
+	char *argv; /* AIRLOCK_ARGV_MAX bytes */
+	__u64 *word_hash;
+	__u32 len;
+	__u32 nwords;
+	__u64 hash;
+	__u64 base_hash;
+	__u64 argv0_base_hash;
+};
+
+static long tokenize_step(__u64 i, struct tokenize_ctx *c)
+{
+	if (i >= c->len)
+		return 1;
+	__u8 ch = c->argv[i & ARGV_MASK];
+	if (ch == 0) {
+		__u32 n = c->nwords;
+		if (n < AIRLOCK_MAX_WORDS)
+			c->word_hash[n & WORDS_MASK] = c->hash;
+		if (n == 0)
+			c->argv0_base_hash = c->base_hash;
+		c->nwords = n + 1;
+		c->hash = AIRLOCK_FNV_OFFSET;
+		c->base_hash = AIRLOCK_FNV_OFFSET;
+		return 0;
+	}
+	c->hash = fnv_step(c->hash, ch);
+	c->base_hash = ch == '/' ? AIRLOCK_FNV_OFFSET : fnv_step(c->base_hash, ch);
+	return 0;
+}
+
+/* Hashes every complete word of argv into s->words; the basename of argv[0] too. */
+AIRLOCK_GLOBAL int tokenize(struct exec_scratch *s)
+{
+	if (!s)
+		return 0;
+	struct tokenize_ctx c = {
+		.argv = s->evt.argv,
+		.word_hash = s->words.word_hash,
+		.len = s->evt.argv_len,
+		.hash = AIRLOCK_FNV_OFFSET,
+		.base_hash = AIRLOCK_FNV_OFFSET,
+		.argv0_base_hash = AIRLOCK_FNV_OFFSET,
+	};
+	bpf_loop(AIRLOCK_ARGV_MAX, tokenize_step, &c, 0);
+	s->argv0_base_hash = c.argv0_base_hash;
+	s->words.nwords = c.nwords;
+	if (c.nwords > AIRLOCK_MAX_WORDS)
+		s->words.too_long = 1;
+	return 0;
+}
+
+/* Hash of a NUL-terminated string and of its basename. */
+struct name_hash_ctx {
+	const char *buf; /* 256 bytes */
+	__u64 hash;
+	__u64 base_hash;
+};
+
+static long name_hash_step(__u64 i, struct name_hash_ctx *c)
+{
+	__u8 ch = c->buf[i & 255];
+	if (ch == 0)
+		return 1;
+	c->hash = fnv_step(c->hash, ch);
+	c->base_hash = ch == '/' ? AIRLOCK_FNV_OFFSET : fnv_step(c->base_hash, ch);
+	return 0;
+}
+
+struct name_hashes {
+	__u64 hash;
+	__u64 base_hash;
+};
+
+/* Hashes the first component of a 256-byte name buffer. */
+AIRLOCK_GLOBAL int name_hash(struct name_buf *name, struct name_hashes *out)
+{
+	if (!name || !out)
+		return 0;
+	struct name_hash_ctx c = {
+		.buf = name->buf,
+		.hash = AIRLOCK_FNV_OFFSET,
+		.base_hash = AIRLOCK_FNV_OFFSET,
+	};
+	bpf_loop(256, name_hash_step, &c, 0);
+	out->hash = c.hash;
+	out->base_hash = c.base_hash;
+	return 0;
+}
+
+struct trie_ctx {
+	__u64 *word_hash;
+	__u32 start;
+	__u32 nwords;
+	__u32 nactive;
+	__u32 rule_id;
+	__u32 overflow;
+	__u32 nodes_this_word;
+	__u64 word;
+	/* Unused slots stay 0, which is never a node id. */
+	__u32 active[AIRLOCK_MAX_ACTIVE];
+};
+
+static __always_inline bool trie_active_has(const struct trie_ctx *c, __u32 node)
+{
+#pragma unroll
+	for (int j = 0; j < AIRLOCK_MAX_ACTIVE; j++) {
+		if (c->active[j] == node)
+			return true;
+	}
+	return false;
+}
+
+/* Follows the current word from the j-th active node. */
+static long trie_node_step(__u64 j, struct trie_ctx *c)
+{
+	if (j >= c->nodes_this_word)
+		return 1;
+	struct airlock_trie_key key = { .node = c->active[j & ACTIVE_MASK], .word_hash = c->word };
+	struct airlock_trie_value *v = bpf_map_lookup_elem(&trie, &key);
+	if (!v)
+		return 0;
+	if (v->rule_id) {
+		c->rule_id = v->rule_id;
+		return 1;
+	}
+	__u32 next = v->next_node;
+	if (!next || trie_active_has(c, next))
+		return 0;
+	if (c->nactive >= AIRLOCK_MAX_ACTIVE) {
+		c->overflow = 1;
+		return 1;
+	}
+	c->active[c->nactive & ACTIVE_MASK] = next;
+	c->nactive++;
+	return 0;
+}
+
+static long trie_word_step(__u64 i, struct trie_ctx *c)
+{
+	__u64 w = c->start + i;
+	if (w >= c->nwords || w >= AIRLOCK_MAX_WORDS)
+		return 1;
+	c->word = c->word_hash[w & WORDS_MASK];
+	/* Nodes added for this word must not consume it again. */
+	c->nodes_this_word = c->nactive;
+	bpf_loop(AIRLOCK_MAX_ACTIVE, trie_node_step, c, 0);
+	return c->rule_id || c->overflow;
+}
+
+/*
+ * Judges one candidate program name against the session's rule set. Returns the
+ * deny reason, or AIRLOCK_REASON_NONE when the program's rules let it run.
+ */
+AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_start, struct exec_words *words)
+{
+	if (!words)
+		return AIRLOCK_REASON_NONE;
+	struct airlock_program_key key = { .set_id = set_id, .name_hash = program_hash };
+	struct airlock_program_value *pv = bpf_map_lookup_elem(&programs, &key);
+	if (!pv)
+		return AIRLOCK_REASON_NONE;
+	if (pv->block_all_rule) {
+		words->rule_id = pv->block_all_rule;
+		return AIRLOCK_REASON_RULE;
+	}
+	if (words->too_long)
+		return AIRLOCK_REASON_ARGV_TOO_LONG;
+
+	struct trie_ctx c = {
+		.word_hash = words->word_hash,
+		.start = args_start,
+		.nwords = words->nwords,
+		.nactive = 1,
+	};
+	c.active[0] = pv->root_node;
+	bpf_loop(AIRLOCK_MAX_WORDS, trie_word_step, &c, 0);
+	if (c.rule_id) {
+		words->rule_id = c.rule_id;
+		return AIRLOCK_REASON_RULE;
+	}
+	if (c.overflow)
+		return AIRLOCK_REASON_MATCH_OVERFLOW;
+	return AIRLOCK_REASON_NONE;
+}
+
+/* Index of the first word after argv[0] whose hash is `hash`, or 0. */
+static __always_inline __u32 word_index(const struct exec_words *words, __u64 hash)
+{
+	for (__u32 i = 1; i < 12; i++) {
+		if (i >= words->nwords)
+			break;
+		if (words->word_hash[i & WORDS_MASK] == hash)
+			return i;
+	}
+	return 0;
+}
+
+#endif

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map the programs share. Sizes marked "runtime" are set by the daemon before load. */
+#ifndef AIRLOCK_MAPS_H
+#define AIRLOCK_MAPS_H
+
+#include "airlock_abi.h"
+
+/*
+ * tgid -> session. Not preallocated and sized by the daemon to pid_max, so it
+ * can hold every process the kernel can have: "full" cannot happen, and an
+ * allocation failure falls back to the quarantine map (fail closed).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct airlock_proc_tag);
+} tagged_procs SEC(".maps");
+
+/* Preallocated, so an insert cannot fail for want of memory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} quarantine SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIRLOCK_MAX_ROLES);
+	__type(key, __u32);
+	__type(value, struct airlock_role_set);
+} role_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_program_key);
+	__type(value, struct airlock_program_value);
+} programs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_trie_key);
+	__type(value, struct airlock_trie_value);
+} trie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 131072); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_egress4_key);
+	__type(value, struct airlock_egress_value);
+} egress4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 131072); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_egress6_key);
+	__type(value, struct airlock_egress_value);
+} egress6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct airlock_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct airlock_config);
+} airlock_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* runtime */
+} events SEC(".maps");
+
+/* Hashed argument words of one exec, and the matcher's result. */
+struct exec_words {
+	__u64 word_hash[AIRLOCK_MAX_WORDS];
+	__u32 nwords;
+	__u32 too_long;
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* A NUL-terminated name (a path component or execve's filename), sized for the hashers. */
+struct name_buf {
+	char buf[256];
+};
+
+/* A path's components, leaf first, sized like the event's path fields. */
+struct path_buf {
+	char buf[AIRLOCK_PATH_MAX];
+};
+
+/* Per-CPU working memory of the exec matcher: too large for the BPF stack. */
+struct exec_scratch {
+	struct airlock_exec_event evt;
+	struct exec_words words;
+	__u64 argv0_base_hash;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_scratch);
+} exec_scratch SEC(".maps");
+
+/*
+ * LSM backend only: argv as execve() was called, per thread, for the early
+ * check in bprm_check_security. The re-check at sched_process_exec reads the
+ * new image's own copy, so a thread that rewrites argv afterwards gains nothing.
+ */
+struct early_argv {
+	__u32 len;
+	__u32 truncated;
+	char buf[AIRLOCK_ARGV_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct early_argv);
+} early_argv SEC(".maps");
+
+/* Count of quarantined processes: the common case (zero) skips the lookup. */
+volatile __u32 quarantined_count;
+
+#endif
