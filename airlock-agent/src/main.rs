@@ -1,8 +1,15 @@
+//! airlock-agent: the Airlock daemon (`run`) and its command line.
+
+mod audit;
+mod cli;
+mod daemon;
+mod events;
 mod kernel;
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
-    let k = kernel::Kernel::start(kernel::BackendChoice::Auto, kernel::MapSizes::default())?;
-    println!("backend {} hooks {:?}", k.backend(), k.hooks());
-    println!("{:?}", k.counters()?);
-    Ok(())
+mod launch;
+mod policy_store;
+mod protocol;
+mod sessions;
+
+fn main() {
+    std::process::exit(cli::main());
 }

@@ -1,20 +1,21 @@
 //! The Rust mirror of the kernel ABI must match the compiled object's BTF.
 
 use airlock_common::abi::*;
-use libbpf_rs::btf::types::Composite;
+use libbpf_rs::btf::types::Struct;
+use libbpf_rs::btf::HasSize;
 use libbpf_rs::btf::Btf;
 use std::mem::{offset_of, size_of};
 
 /// Checks one struct's size and the offsets of the named members against the BTF.
 fn check(btf: &Btf<'_>, c_name: &str, rust_size: usize, fields: &[(&str, usize)]) {
-    let ty: Composite<'_> = btf
+    let ty: Struct<'_> = btf
         .type_by_name(c_name)
         .unwrap_or_else(|| panic!("{c_name} is not in the BPF object's BTF"));
     assert_eq!(ty.size(), rust_size, "size of {c_name}");
     for (name, offset) in fields {
         let member = ty
             .iter()
-            .find(|m| m.name.and_then(|n| n.to_str().ok()) == Some(*name))
+            .find(|m| m.name.and_then(|n| n.to_str()) == Some(*name))
             .unwrap_or_else(|| panic!("{c_name} has no member {name} in BTF"));
         let bits = match member.attr {
             libbpf_rs::btf::types::MemberAttr::Normal { offset } => offset,

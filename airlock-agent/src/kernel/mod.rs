@@ -16,7 +16,7 @@ use airlock_ebpf::probe_lsm::ProbeLsmSkelBuilder;
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which enforcement the kernel gives us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,7 +63,7 @@ pub enum BackendChoice {
 }
 
 /// One attached program, for `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hook {
     pub program: String,
     pub attach_point: String,
@@ -87,7 +87,6 @@ impl Default for MapSizes {
 /// The maps the daemon reads and writes, as owned handles.
 pub struct Maps {
     pub tagged_procs: MapHandle,
-    pub quarantine: MapHandle,
     pub role_sets: MapHandle,
     pub programs: MapHandle,
     pub trie: MapHandle,
@@ -98,17 +97,18 @@ pub struct Maps {
     pub events: MapHandle,
 }
 
-/// The loaded and attached enforcement. Dropping it detaches every program.
+/// The loaded and attached enforcement. Dropping it (its links) detaches every program.
 pub struct Kernel {
     backend: Backend,
     hooks: Vec<Hook>,
-    links: Vec<Link>,
+    /// Held, never read: closing a link detaches its program.
+    _links: Vec<Link>,
     maps: Maps,
     sizes: MapSizes,
 }
 
 /// Kernel-wide totals of the per-CPU counters.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct CounterTotals {
     pub decisions: u64,
     pub denies: u64,
@@ -175,11 +175,6 @@ impl Kernel {
                 Some((tgid, from_bytes(&value)?))
             })
             .collect()
-    }
-
-    pub fn untag(&self, tgid: u32) {
-        // Absent already is fine: the exit hook may have removed it.
-        let _ = self.maps.tagged_procs.delete(as_bytes(&tgid));
     }
 
     pub fn set_config(&self, policy_generation: u32) -> Result<()> {
@@ -301,7 +296,6 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
 
     let maps = Maps {
         tagged_procs: MapHandle::try_from(&skel.maps.tagged_procs)?,
-        quarantine: MapHandle::try_from(&skel.maps.quarantine)?,
         role_sets: MapHandle::try_from(&skel.maps.role_sets)?,
         programs: MapHandle::try_from(&skel.maps.programs)?,
         trie: MapHandle::try_from(&skel.maps.trie)?,
@@ -343,17 +337,8 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         attached("airlock_sendmsg6", &at("cgroup/sendmsg6"), p.airlock_sendmsg6.attach_cgroup(fd))?;
     }
 
-    let kernel = Kernel { backend, hooks, links, maps, sizes };
+    let kernel = Kernel { backend, hooks, _links: links, maps, sizes };
     kernel.set_config(0)?;
     Ok(kernel)
 }
 
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        for link in &self.links {
-            if let Err(e) = link.detach() {
-                tracing::warn!("detach a program: {e}");
-            }
-        }
-    }
-}

@@ -1,0 +1,405 @@
+//! `airlock-agent run`: loads the enforcement, installs the policy, follows
+//! the kernel's events into the audit trail, and answers on the Unix socket.
+//!
+//! Threads: the event thread (ring buffer -> enrichment -> audit), the control
+//! thread (socket requests), the watch thread (policy directory, session
+//! ends), and the main thread, which waits for signals.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use airlock_common::abi::ProcTag;
+use anyhow::{bail, Context, Result};
+use libbpf_rs::RingBufferBuilder;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::audit::AuditLog;
+use crate::events::{decode, Enricher};
+use crate::kernel::{Backend, BackendChoice, Kernel, MapSizes};
+use crate::policy_store::{PolicyOrigin, PolicyStore};
+use crate::protocol::{PolicyStatus, Request, Response, StatusReport};
+use crate::sessions::{format_session_id, new_session_id, SessionInfo, SessionState, Sessions};
+
+pub struct DaemonOptions {
+    pub policy: PolicyOrigin,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub backend: BackendChoice,
+    pub sizes: MapSizes,
+}
+
+/// Everything the threads share. Each lock guards one concept.
+struct Shared {
+    kernel: Kernel,
+    policy: Mutex<PolicyStore>,
+    sessions: Mutex<Sessions>,
+    audit: Mutex<AuditLog>,
+    state_dir: PathBuf,
+    shutdown: AtomicBool,
+    events_received: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicked holder leaves plain data behind; enforcement must go on.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const DEFAULT_ROLE_FILE: &str = "default-role";
+const FALLBACK_ROLE: &str = "default";
+
+pub fn run(opts: DaemonOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
+    let audit = AuditLog::open(&opts.state_dir.join("audit.jsonl"))?;
+
+    // Refuse a broken policy before touching the kernel.
+    if let Err(errors) = opts.policy.load() {
+        bail!("policy from {} is invalid:\n{errors}", opts.policy.describe());
+    }
+
+    let kernel = Kernel::start(opts.backend, opts.sizes)?;
+    tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), "enforcement attached");
+
+    let mut store = PolicyStore::new(opts.policy);
+    let version = store.reload(&kernel)?;
+    tracing::info!(%version, source = %store.origin().describe(), "policy in force");
+
+    let listener = bind_socket(&opts.socket)?;
+    let shared = Arc::new(Shared {
+        kernel,
+        policy: Mutex::new(store),
+        sessions: Mutex::new(Sessions::default()),
+        audit: Mutex::new(audit),
+        state_dir: opts.state_dir,
+        shutdown: AtomicBool::new(false),
+        events_received: AtomicU64::new(0),
+    });
+
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
+    let events = spawn("airlock-events", {
+        let shared = shared.clone();
+        move || event_loop(&shared)
+    })?;
+    let control = spawn("airlock-control", {
+        let shared = shared.clone();
+        move || control_loop(&shared, listener)
+    })?;
+    let watch = spawn("airlock-watch", {
+        let shared = shared.clone();
+        move || watch_loop(&shared)
+    })?;
+    tracing::info!(socket = %opts.socket.display(), "ready");
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&shared, "SIGHUP"),
+            _ => {
+                tracing::info!(signal, "stopping");
+                break;
+            }
+        }
+    }
+    shared.shutdown.store(true, Ordering::SeqCst);
+    // Wake the control thread out of accept().
+    let _ = UnixStream::connect(&opts.socket);
+    for handle in [events, control, watch] {
+        if handle.join().is_err() {
+            tracing::error!("a daemon thread panicked");
+        }
+    }
+    let _ = std::fs::remove_file(&opts.socket);
+    if let Err(e) = lock(&shared.audit).flush() {
+        tracing::error!("{e:#}");
+    }
+    // Dropping the last reference detaches every program.
+    drop(shared);
+    tracing::info!("stopped; enforcement detached");
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
+    let thread_name = name.to_string();
+    std::thread::Builder::new()
+        .name(thread_name.clone())
+        .spawn(move || {
+            if let Err(e) = f() {
+                tracing::error!(thread = %thread_name, "{e:#}");
+            }
+        })
+        .with_context(|| format!("start the {name} thread"))
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!("another Airlock daemon is already answering on {}", path.display());
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))?;
+    // Any user may govern their own processes; privileged requests check SO_PEERCRED.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("set the permissions of {}", path.display()))?;
+    Ok(listener)
+}
+
+fn reload(shared: &Shared, why: &str) {
+    let mut store = lock(&shared.policy);
+    match store.reload(&shared.kernel) {
+        Ok(version) => tracing::info!(%version, why, "policy reloaded"),
+        Err(e) => tracing::error!(why, "{e:#}"),
+    }
+}
+
+fn event_loop(shared: &Shared) -> Result<()> {
+    let events_map = shared.kernel.events_handle()?;
+    let mut enricher = Enricher::new();
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&events_map, |bytes: &[u8]| {
+        shared.events_received.fetch_add(1, Ordering::Relaxed);
+        let Some(event) = decode(bytes) else {
+            tracing::warn!(len = bytes.len(), "undecodable kernel event");
+            return 0;
+        };
+        let record = {
+            let sessions = lock(&shared.sessions);
+            let policy = lock(&shared.policy);
+            enricher.enrich(&event, &sessions, &policy)
+        };
+        if let Err(e) = lock(&shared.audit).write(&record) {
+            tracing::error!("{e:#}");
+        }
+        0
+    })?;
+    let ring = builder.build()?;
+    let mut last_drops = 0;
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        if let Err(e) = ring.poll(Duration::from_millis(200)) {
+            tracing::warn!("ring buffer poll: {e}");
+        }
+        if let Err(e) = lock(&shared.audit).flush() {
+            tracing::error!("{e:#}");
+        }
+        if let Ok(c) = shared.kernel.counters() {
+            if c.ringbuf_drops > last_drops {
+                tracing::warn!(dropped = c.ringbuf_drops - last_drops, total = c.ringbuf_drops, "ring buffer full: events lost (decisions were still enforced)");
+                last_drops = c.ringbuf_drops;
+            }
+        }
+    }
+    // Whatever the kernel queued before the stop still reaches the trail.
+    let _ = ring.consume();
+    lock(&shared.audit).flush()
+}
+
+fn watch_loop(shared: &Shared) -> Result<()> {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(500));
+        let changed = lock(&shared.policy).changed_on_disk();
+        if changed {
+            reload(shared, "policy directory changed");
+        }
+        for id in lock(&shared.sessions).reap() {
+            tracing::info!(session = %id, "session root exited");
+        }
+    }
+    Ok(())
+}
+
+fn control_loop(shared: &Shared, listener: UnixListener) -> Result<()> {
+    for stream in listener.incoming() {
+        if shared.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => {
+                if let Err(e) = serve(shared, stream) {
+                    tracing::warn!("control request: {e:#}");
+                }
+            }
+            Err(e) => tracing::warn!("accept: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Who is asking, as the kernel says (SO_PEERCRED), not as the client claims.
+struct Peer {
+    pid: u32,
+    uid: u32,
+}
+
+fn serve(shared: &Shared, stream: UnixStream) -> Result<()> {
+    let creds = getsockopt(&stream, PeerCredentials).context("read SO_PEERCRED")?;
+    let peer = Peer { pid: creds.pid() as u32, uid: creds.uid() };
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).context("read the request")?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => handle(shared, &peer, request).unwrap_or_else(|e| Response::Error { message: format!("{e:#}") }),
+        Err(e) => Response::Error { message: format!("malformed request: {e}") },
+    };
+    let mut out = serde_json::to_string(&response)?;
+    out.push('\n');
+    (&stream).write_all(out.as_bytes()).context("send the response")?;
+    Ok(())
+}
+
+fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
+    match request {
+        Request::Launch { role, command, cwd, tty } => launch(shared, peer, role, command, cwd, tty),
+        Request::Status => Ok(Response::Status(Box::new(status(shared)?))),
+        Request::Sessions => Ok(Response::Sessions { sessions: lock(&shared.sessions).list() }),
+        Request::DefaultRole => Ok(Response::DefaultRole { role: default_role(&shared.state_dir) }),
+        Request::SetDefaultRole { role } => {
+            require_root(peer, "set the default role")?;
+            if !lock(&shared.policy).has_role(&role) {
+                bail!("unknown role {role:?}; `airlock-agent policy show` lists the roles in force");
+            }
+            let path = shared.state_dir.join(DEFAULT_ROLE_FILE);
+            std::fs::write(&path, format!("{role}\n")).with_context(|| format!("write {}", path.display()))?;
+            Ok(Response::DefaultRole { role })
+        }
+        Request::Reload => {
+            require_root(peer, "reload the policy")?;
+            let mut store = lock(&shared.policy);
+            let version = store.reload(&shared.kernel)?;
+            Ok(Response::Reloaded { version })
+        }
+    }
+}
+
+fn require_root(peer: &Peer, what: &str) -> Result<()> {
+    if peer.uid != 0 {
+        bail!("only root may {what} (you are uid {})", peer.uid);
+    }
+    Ok(())
+}
+
+pub fn default_role(state_dir: &Path) -> String {
+    std::fs::read_to_string(state_dir.join(DEFAULT_ROLE_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| FALLBACK_ROLE.to_string())
+}
+
+fn launch(
+    shared: &Shared,
+    peer: &Peer,
+    role: Option<String>,
+    command: Vec<String>,
+    cwd: String,
+    tty: Option<String>,
+) -> Result<Response> {
+    if command.is_empty() {
+        bail!("no command to launch");
+    }
+    // A governed process may not start a second session to trade its role for another.
+    if let Some((_, tag)) = shared.kernel.tagged().into_iter().find(|(tgid, _)| *tgid == peer.pid) {
+        bail!("process {} is already governed by session {}; a session cannot start another", peer.pid, format_session_id(tag.session_id));
+    }
+    let role = role.unwrap_or_else(|| default_role(&shared.state_dir));
+    let role_slot = {
+        let store = lock(&shared.policy);
+        if !store.has_role(&role) {
+            bail!("unknown role {role:?}; refusing to start an ungoverned session");
+        }
+        store.role_slot(&role).context("the role has no kernel slot")?
+    };
+    let id = new_session_id();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| peer.uid.to_string());
+    let info = SessionInfo {
+        id: format_session_id(id),
+        role: role.clone(),
+        role_slot,
+        uid: peer.uid,
+        user,
+        root_pid: peer.pid,
+        command,
+        cwd,
+        tty,
+        started_at: now_rfc3339(),
+        state: SessionState::Running,
+    };
+    // Register before tagging, so the first event already finds its session.
+    lock(&shared.sessions).insert(id, info.clone());
+    shared
+        .kernel
+        .tag(peer.pid, &ProcTag { session_id: id, role_slot, flags: 0 })
+        .context("could not tag the session's process; refusing to start it ungoverned")?;
+    tracing::info!(session = %info.id, role = %role, pid = peer.pid, uid = peer.uid, command = ?info.command, "session started");
+    Ok(Response::Launched { session_id: info.id, role })
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::from(SystemTime::now())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn status(shared: &Shared) -> Result<StatusReport> {
+    let store = lock(&shared.policy);
+    let current = store.current();
+    let policy = PolicyStatus {
+        version: current.map(|c| c.version.clone()).unwrap_or_default(),
+        source: store.origin().describe(),
+        generation: store.generation(),
+        roles: current.map(|c| c.roles.keys().cloned().collect()).unwrap_or_default(),
+        rules: current.map(|c| c.rules.len()).unwrap_or(0),
+        loaded_at: store
+            .loaded_at()
+            .map(|t| time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+            .unwrap_or_default(),
+        last_reload_error: store.last_error().map(str::to_string),
+    };
+    drop(store);
+    let audit = lock(&shared.audit);
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        backend: shared.kernel.backend().to_string(),
+        hooks: shared.kernel.hooks().to_vec(),
+        guarantees: guarantees(shared.kernel.backend()),
+        policy,
+        default_role: default_role(&shared.state_dir),
+        sessions: lock(&shared.sessions).running(),
+        tagged_processes: shared.kernel.tagged().len(),
+        counters: shared.kernel.counters()?,
+        events_received: shared.events_received.load(Ordering::Relaxed),
+        audit_lines: audit.lines(),
+        audit_path: audit.path().display().to_string(),
+    })
+}
+
+fn guarantees(backend: Backend) -> Vec<String> {
+    let mut g = vec![
+        "session membership follows every fork before the child runs".to_string(),
+        "exec decided from the new image's own argv (no argument-rewrite race)".to_string(),
+    ];
+    match backend {
+        Backend::Lsm => {
+            g.push("blocked exec refused with EPERM before it starts".into());
+            g.push("egress refused with EPERM at socket_connect / socket_sendmsg".into());
+            g.push("not guaranteed yet: tamper protection of the daemon, its programs and maps".into());
+        }
+        Backend::Compat => {
+            g.push("blocked exec killed (SIGKILL) before its first instruction; the caller sees a kill, not EPERM".into());
+            g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
+            g.push("not guaranteed: tamper protection of the daemon, its programs and maps (root in a session can stop it; needs the LSM backend)".into());
+        }
+    }
+    g
+}

@@ -1,0 +1,320 @@
+//! Kernel events to decisions: decodes ring-buffer records and enriches them
+//! with the session, role, user and rule they concern. Sinks (the audit
+//! trail) receive finished [`DecisionRecord`]s and never see raw events.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent};
+use serde::Serialize;
+
+use crate::kernel::Backend;
+use crate::policy_store::PolicyStore;
+use crate::sessions::{format_session_id, Sessions};
+
+/// A raw event, decoded but not yet enriched.
+#[derive(Debug, Clone)]
+pub enum KernelEvent {
+    Exec(Box<ExecEvent>),
+    Net(NetEvent),
+}
+
+impl KernelEvent {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            KernelEvent::Exec(e) => &e.hdr,
+            KernelEvent::Net(e) => &e.hdr,
+        }
+    }
+}
+
+/// Decodes one ring-buffer record; `None` for a record of unknown kind or size.
+pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
+    let hdr: EventHeader = from_bytes(bytes)?;
+    match hdr.kind {
+        abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
+        abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UserRef {
+    pub uid: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Destination {
+    pub address: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+/// One decision about a governed process: a line of the audit trail.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionRecord {
+    pub time: String,
+    pub host: String,
+    pub kind: &'static str,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub session_id: String,
+    pub role: String,
+    pub agent: String,
+    pub user: UserRef,
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub executable: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub cwd: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<&'static str>,
+    pub backend: String,
+    pub policy_generation: u32,
+}
+
+/// Turns kernel events into decision records. Holds the caches enrichment needs.
+pub struct Enricher {
+    host: String,
+    /// Boot-clock nanoseconds to wall-clock nanoseconds.
+    boot_to_wall_ns: i128,
+    users: HashMap<u32, String>,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Enricher {
+    pub fn new() -> Self {
+        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        Enricher { host, boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new() }
+    }
+
+    pub fn enrich(&mut self, event: &KernelEvent, sessions: &Sessions, policy: &PolicyStore) -> DecisionRecord {
+        let hdr = *event.header();
+        let session = sessions.get(hdr.session_id);
+        let role = session
+            .map(|s| s.role.clone())
+            .or_else(|| policy.role_name(hdr.role_slot).map(str::to_string))
+            .unwrap_or_else(|| if hdr.reason == abi::REASON_QUARANTINE { "quarantine".into() } else { "unknown".into() });
+        let rule = (hdr.rule_id != 0).then(|| policy.rule(hdr.rule_id)).flatten();
+        let user = UserRef { uid: hdr.uid, name: self.user_name(hdr.uid) };
+
+        let mut record = DecisionRecord {
+            time: self.wall_time(hdr.ktime_ns),
+            host: self.host.clone(),
+            kind: kind_name(hdr.kind),
+            decision: if hdr.decision == abi::DENY { "deny" } else { "allow" },
+            reason: reason_name(hdr.reason),
+            session_id: format_session_id(hdr.session_id),
+            role,
+            agent: session.map(|s| s.agent()).unwrap_or_default(),
+            user,
+            pid: hdr.tgid,
+            ppid: hdr.ppid,
+            comm: c_string(&hdr.comm),
+            executable: String::new(),
+            filename: None,
+            argv: Vec::new(),
+            argv_truncated: hdr.flags & abi::FLAG_ARGV_TRUNCATED != 0,
+            cwd: String::new(),
+            destination: None,
+            policy: rule.as_ref().map(|r| r.policy.clone()),
+            rule: rule.map(|r| r.rule),
+            matched_by: None,
+            backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
+            policy_generation: hdr.policy_generation,
+        };
+        match event {
+            KernelEvent::Exec(e) => {
+                record.executable = path_from_components(&e.exe[..(e.exe_len as usize).min(e.exe.len())]);
+                record.cwd = path_from_components(&e.cwd[..(e.cwd_len as usize).min(e.cwd.len())]);
+                record.filename = Some(c_string(&e.filename));
+                record.argv = split_argv(&e.argv[..(e.argv_len as usize).min(e.argv.len())]);
+                record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
+            }
+            KernelEvent::Net(n) => {
+                if hdr.kind == abi::EVENT_TAG_FAILURE {
+                    record.ppid = hdr.ppid;
+                } else {
+                    record.destination = Some(destination(n));
+                }
+                // The process is alive at connect time: read what the kernel event cannot carry.
+                let proc_dir = format!("/proc/{}", hdr.tgid);
+                record.executable = read_link(&format!("{proc_dir}/exe"));
+                record.cwd = read_link(&format!("{proc_dir}/cwd"));
+                record.argv = std::fs::read(format!("{proc_dir}/cmdline")).map(|b| split_argv(&b)).unwrap_or_default();
+                record.ppid = parent_of(hdr.tgid).unwrap_or(0);
+            }
+        }
+        record
+    }
+
+    fn user_name(&mut self, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_else(|| uid.to_string())
+            })
+            .clone()
+    }
+
+    fn wall_time(&self, boot_ns: u64) -> String {
+        let wall = boot_ns as i128 + self.boot_to_wall_ns;
+        time::OffsetDateTime::from_unix_timestamp_nanos(wall)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    }
+}
+
+fn boot_to_wall_offset() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: ts is a valid timespec for the kernel to fill.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        abi::EVENT_EXEC => "exec",
+        abi::EVENT_CONNECT => "connect",
+        abi::EVENT_SENDMSG => "sendmsg",
+        abi::EVENT_TAG_FAILURE => "tag_failure",
+        _ => "unknown",
+    }
+}
+
+fn reason_name(reason: u32) -> &'static str {
+    match reason {
+        abi::REASON_NONE => "none",
+        abi::REASON_RULE => "rule",
+        abi::REASON_ARGV_TOO_LONG => "argv_too_long",
+        abi::REASON_MATCH_OVERFLOW => "match_overflow",
+        abi::REASON_QUARANTINE => "quarantine",
+        abi::REASON_ROLE_GONE => "role_gone",
+        _ => "unknown",
+    }
+}
+
+fn via_name(via: u32) -> &'static str {
+    match via {
+        abi::VIA_EXECUTABLE => "executable",
+        abi::VIA_ARGV0 => "argv0",
+        abi::VIA_SCRIPT => "script",
+        _ => "unknown",
+    }
+}
+
+fn destination(n: &NetEvent) -> Destination {
+    let address = if n.family as i32 == libc::AF_INET {
+        IpAddr::V4(Ipv4Addr::new(n.addr[0], n.addr[1], n.addr[2], n.addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(n.addr))
+    };
+    let protocol = match n.protocol as i32 {
+        libc::IPPROTO_TCP => "tcp".to_string(),
+        libc::IPPROTO_UDP => "udp".to_string(),
+        other => other.to_string(),
+    };
+    Destination { address: address.to_string(), port: n.port, protocol }
+}
+
+/// The text of a NUL-terminated (or full) byte array.
+pub fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// argv as the kernel stores it: words separated (and ended) by NUL.
+pub fn split_argv(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes.split(|&b| b == 0).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
+}
+
+/// Rebuilds a path from components sent leaf first ("tool\0bin\0usr\0").
+pub fn path_from_components(bytes: &[u8]) -> String {
+    let parts: Vec<String> = split_argv(bytes);
+    if parts.is_empty() {
+        return "/".to_string();
+    }
+    let mut path = String::new();
+    for part in parts.iter().rev() {
+        path.push('/');
+        path.push_str(part);
+    }
+    path
+}
+
+fn read_link(path: &str) -> String {
+    std::fs::read_link(path).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rebuilt_root_first() {
+        assert_eq!(path_from_components(b"terraform\0bin\0usr\0"), "/usr/bin/terraform");
+        assert_eq!(path_from_components(b""), "/");
+        assert_eq!(path_from_components(b"tmp\0"), "/tmp");
+    }
+
+    #[test]
+    fn argv_splits_on_nul() {
+        assert_eq!(split_argv(b"terraform\0apply\0"), vec!["terraform", "apply"]);
+        assert_eq!(split_argv(b"a\0\0b\0"), vec!["a", "", "b"]);
+        assert!(split_argv(b"").is_empty());
+        // A truncated block has no final NUL: the partial word is kept.
+        assert_eq!(split_argv(b"ls\0-l"), vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn parent_of_self_is_known() {
+        let me = std::process::id();
+        assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+    }
+
+    #[test]
+    fn decode_rejects_short_and_unknown_records() {
+        assert!(decode(&[0u8; 4]).is_none());
+        let mut hdr = EventHeader { kind: 99, ..Default::default() };
+        assert!(decode(abi::as_bytes(&hdr)).is_none());
+        hdr.kind = abi::EVENT_CONNECT;
+        let net = NetEvent { hdr, family: libc::AF_INET as u16, port: 443, protocol: 6, addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+        match decode(abi::as_bytes(&net)) {
+            Some(KernelEvent::Net(n)) => assert_eq!(destination(&n), Destination { address: "10.0.0.1".into(), port: 443, protocol: "tcp".into() }),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The policy in force: loads it (a directory or the embedded default),
+//! compiles it, and installs it into the kernel maps without a gap.
+//!
+//! A reload installs the new rule sets beside the old ones (fresh set, node
+//! and rule ids), switches each role's slot in one map write, then removes the
+//! old entries. An invalid policy never reaches the kernel: the last good set
+//! stays in force and the error is kept for `status`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use airlock_common::abi::{self, as_bytes, RoleSet};
+use airlock_common::policy::{self, CompiledPolicy, IdAllocator, LoadedPolicies, PolicyErrors};
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::kernel::{delete_all, update_all, Kernel};
+
+/// Where policies come from.
+#[derive(Debug, Clone)]
+pub enum PolicyOrigin {
+    Dir(PathBuf),
+    Embedded,
+}
+
+impl PolicyOrigin {
+    pub fn describe(&self) -> String {
+        match self {
+            PolicyOrigin::Dir(dir) => dir.display().to_string(),
+            PolicyOrigin::Embedded => "embedded default (policies/ shipped with the agent)".into(),
+        }
+    }
+
+    pub fn load(&self) -> Result<LoadedPolicies, PolicyErrors> {
+        match self {
+            PolicyOrigin::Dir(dir) => policy::load_dir(dir),
+            PolicyOrigin::Embedded => policy::load_sources(policy::default_sources()),
+        }
+    }
+
+    /// Names, sizes and modification times of the policy files: changes when they do.
+    pub fn fingerprint(&self) -> Option<Vec<(PathBuf, u64, SystemTime)>> {
+        let PolicyOrigin::Dir(dir) = self else { return None };
+        let mut files = Vec::new();
+        for sub in ["policies", "roles"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+            for entry in entries.flatten() {
+                if let Ok(meta) = entry.metadata() {
+                    files.push((entry.path(), meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                }
+            }
+        }
+        files.sort();
+        Some(files)
+    }
+}
+
+/// Role names are given kernel slots once and keep them for the daemon's life,
+/// so a tagged process's slot always means the same role.
+#[derive(Default)]
+struct RoleSlots {
+    by_name: BTreeMap<String, u32>,
+}
+
+impl RoleSlots {
+    fn slot(&mut self, role: &str) -> Result<u32> {
+        if let Some(slot) = self.by_name.get(role) {
+            return Ok(*slot);
+        }
+        // Slot 0 stays unused: it is what the kernel reads for quarantined processes.
+        let next = self.by_name.len() as u32 + 1;
+        if next >= abi::MAX_ROLES {
+            bail!("more than {} roles have been defined since the daemon started", abi::MAX_ROLES - 1);
+        }
+        self.by_name.insert(role.to_string(), next);
+        Ok(next)
+    }
+
+    fn name(&self, slot: u32) -> Option<&str> {
+        self.by_name.iter().find(|(_, s)| **s == slot).map(|(n, _)| n.as_str())
+    }
+}
+
+pub struct PolicyStore {
+    origin: PolicyOrigin,
+    ids: IdAllocator,
+    slots: RoleSlots,
+    current: Option<Arc<CompiledPolicy>>,
+    /// Kept so events decided just before a reload still resolve their rule.
+    previous: Option<Arc<CompiledPolicy>>,
+    generation: u32,
+    loaded_at: Option<SystemTime>,
+    last_error: Option<String>,
+    fingerprint: Option<Vec<(PathBuf, u64, SystemTime)>>,
+}
+
+/// What a rule id or role slot in an event stands for.
+pub struct RuleLookup {
+    pub policy: String,
+    pub rule: String,
+}
+
+impl PolicyStore {
+    pub fn new(origin: PolicyOrigin) -> Self {
+        PolicyStore {
+            origin,
+            ids: IdAllocator::new(),
+            slots: RoleSlots::default(),
+            current: None,
+            previous: None,
+            generation: 0,
+            loaded_at: None,
+            last_error: None,
+            fingerprint: None,
+        }
+    }
+
+    pub fn origin(&self) -> &PolicyOrigin {
+        &self.origin
+    }
+
+    pub fn current(&self) -> Option<&Arc<CompiledPolicy>> {
+        self.current.as_ref()
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn loaded_at(&self) -> Option<SystemTime> {
+        self.loaded_at
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    pub fn role_slot(&self, role: &str) -> Option<u32> {
+        self.slots.by_name.get(role).copied()
+    }
+
+    pub fn role_name(&self, slot: u32) -> Option<&str> {
+        self.slots.name(slot)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.current.as_ref().is_some_and(|c| c.roles.contains_key(role))
+    }
+
+    /// The rule an event names, looked up in the set that decided it.
+    pub fn rule(&self, rule_id: u32) -> Option<RuleLookup> {
+        [&self.current, &self.previous].into_iter().flatten().find_map(|c| {
+            c.rule(rule_id).map(|r| RuleLookup {
+                policy: r.policy_id.clone(),
+                rule: match &r.kind {
+                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                },
+            })
+        })
+    }
+
+    /// True when the policy files changed since the last load attempt.
+    pub fn changed_on_disk(&self) -> bool {
+        let now = self.origin.fingerprint();
+        now.is_some() && now != self.fingerprint
+    }
+
+    /// Loads, compiles and installs. On any error the set in force is untouched.
+    pub fn reload(&mut self, kernel: &Kernel) -> Result<String> {
+        self.fingerprint = self.origin.fingerprint();
+        match self.try_reload(kernel) {
+            Ok(version) => {
+                self.last_error = None;
+                Ok(version)
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                self.last_error = Some(message.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn try_reload(&mut self, kernel: &Kernel) -> Result<String> {
+        let loaded = self
+            .origin
+            .load()
+            .map_err(|errors| anyhow::anyhow!("{errors}"))
+            .with_context(|| format!("policy from {} refused; the previous policy stays in force", self.origin.describe()))?;
+        for warning in &loaded.warnings {
+            tracing::warn!("policy: {warning}");
+        }
+        let compiled = policy::compile(&loaded, &mut self.ids);
+        self.check_capacity(kernel, &compiled)?;
+        self.install(kernel, &compiled)?;
+        let version = compiled.version.clone();
+        self.previous = self.current.replace(Arc::new(compiled));
+        self.loaded_at = Some(SystemTime::now());
+        Ok(version)
+    }
+
+    /// Old and new sets live side by side during a switch: both must fit.
+    fn check_capacity(&self, kernel: &Kernel, next: &CompiledPolicy) -> Result<()> {
+        let sizes = kernel.sizes();
+        let live = self.current.as_deref();
+        let need = |f: fn(&CompiledPolicy) -> usize| f(next) + live.map_or(0, f);
+        let checks = [
+            ("blocked programs", need(|c| c.programs.len()), sizes.programs),
+            ("command words", need(|c| c.trie.len()), sizes.trie),
+            ("IPv4 egress entries", need(|c| c.egress4.len()), sizes.egress),
+            ("IPv6 egress entries", need(|c| c.egress6.len()), sizes.egress),
+        ];
+        for (what, needed, capacity) in checks {
+            if needed > capacity as usize {
+                bail!("the policy needs {needed} kernel map entries for {what} during the switch; the map holds {capacity}");
+            }
+        }
+        Ok(())
+    }
+
+    fn install(&mut self, kernel: &Kernel, next: &CompiledPolicy) -> Result<()> {
+        let maps = kernel.maps();
+        let rollback = |next: &CompiledPolicy| {
+            delete_all(&maps.programs, &next.programs);
+            delete_all(&maps.trie, &next.trie);
+            delete_all(&maps.egress4, &next.egress4);
+            delete_all(&maps.egress6, &next.egress6);
+        };
+        // Children before parents: the trie before the programs that lead into it.
+        let added = update_all(&maps.trie, &next.trie, "command trie")
+            .and_then(|_| update_all(&maps.egress4, &next.egress4, "IPv4 egress"))
+            .and_then(|_| update_all(&maps.egress6, &next.egress6, "IPv6 egress"))
+            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"));
+        if let Err(e) = added {
+            rollback(next);
+            return Err(e);
+        }
+
+        // Assign every slot first, so a failure cannot leave half the roles switched.
+        let mut switches = Vec::new();
+        for (role, set) in &next.role_sets {
+            switches.push((self.slots.slot(role)?, *set));
+        }
+        for (role, slot) in &self.slots.by_name {
+            if !next.roles.contains_key(role) {
+                // Sessions of a role that is gone are refused everything, never let loose.
+                switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
+            }
+        }
+        for (slot, set) in &switches {
+            maps.role_sets
+                .update(as_bytes(slot), as_bytes(set), MapFlags::ANY)
+                .with_context(|| format!("switch role slot {slot}"))?;
+        }
+        self.generation += 1;
+        kernel.set_config(self.generation)?;
+
+        if let Some(old) = &self.current {
+            delete_all(&maps.programs, &old.programs);
+            delete_all(&maps.trie, &old.trie);
+            delete_all(&maps.egress4, &old.egress4);
+            delete_all(&maps.egress6, &old.egress6);
+        }
+        Ok(())
+    }
+}
+
+/// The directory the daemon uses when none is given: the system install's, else
+/// the checkout's `./policies`, else the embedded default.
+pub fn default_origin(explicit: Option<&Path>) -> Result<PolicyOrigin> {
+    if let Some(dir) = explicit {
+        if !dir.is_dir() {
+            bail!("policy directory {} does not exist", dir.display());
+        }
+        return Ok(PolicyOrigin::Dir(dir.to_path_buf()));
+    }
+    for candidate in ["/etc/airlock/policies", "./policies"] {
+        let dir = Path::new(candidate);
+        if dir.join("roles").is_dir() && dir.join("policies").is_dir() {
+            return Ok(PolicyOrigin::Dir(dir.to_path_buf()));
+        }
+    }
+    Ok(PolicyOrigin::Embedded)
+}
