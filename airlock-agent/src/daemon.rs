@@ -256,8 +256,8 @@ fn serve(shared: &Shared, stream: UnixStream) -> Result<()> {
 fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
     match request {
         Request::Launch { role, command, cwd, tty } => launch(shared, peer, role, command, cwd, tty),
-        Request::Status => Ok(Response::Status(Box::new(status(shared)?))),
-        Request::Sessions => Ok(Response::Sessions { sessions: lock(&shared.sessions).list() }),
+        Request::Status => Ok(Response::Status(Box::new(status(shared, peer)?))),
+        Request::Sessions => Ok(Response::Sessions { sessions: visible_to(peer, lock(&shared.sessions).list()) }),
         Request::DefaultRole => Ok(Response::DefaultRole { role: default_role(&shared.state_dir) }),
         Request::SetDefaultRole { role } => {
             require_root(peer, "set the default role")?;
@@ -275,6 +275,14 @@ fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
             Ok(Response::Reloaded { version })
         }
     }
+}
+
+/// Command lines are other users' business: non-root callers see only their own sessions.
+fn visible_to(peer: &Peer, sessions: Vec<SessionInfo>) -> Vec<SessionInfo> {
+    if peer.uid == 0 {
+        return sessions;
+    }
+    sessions.into_iter().filter(|s| s.uid == peer.uid).collect()
 }
 
 fn require_root(peer: &Peer, what: &str) -> Result<()> {
@@ -350,7 +358,7 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-fn status(shared: &Shared) -> Result<StatusReport> {
+fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
     let store = lock(&shared.policy);
     let current = store.current();
     let policy = PolicyStatus {
@@ -375,7 +383,7 @@ fn status(shared: &Shared) -> Result<StatusReport> {
         guarantees: guarantees(shared.kernel.backend()),
         policy,
         default_role: default_role(&shared.state_dir),
-        sessions: lock(&shared.sessions).running(),
+        sessions: visible_to(peer, lock(&shared.sessions).running()),
         tagged_processes: shared.kernel.tagged().len(),
         counters: shared.kernel.counters()?,
         events_received: shared.events_received.load(Ordering::Relaxed),

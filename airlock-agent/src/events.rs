@@ -2,7 +2,7 @@
 //! with the session, role, user and rule they concern. Sinks (the audit
 //! trail) receive finished [`DecisionRecord`]s and never see raw events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent};
@@ -82,12 +82,45 @@ pub struct DecisionRecord {
     pub policy_generation: u32,
 }
 
+/// What the last exec of a governed process showed, for its later connects:
+/// a short-lived process may be gone before /proc can be read.
+#[derive(Debug, Clone)]
+struct ProcImage {
+    executable: String,
+    argv: Vec<String>,
+    cwd: String,
+    ppid: u32,
+}
+
+/// Bounded: the oldest process is forgotten first.
+#[derive(Default)]
+struct ProcCache {
+    images: HashMap<u32, ProcImage>,
+    order: VecDeque<u32>,
+}
+
+impl ProcCache {
+    const CAPACITY: usize = 16_384;
+
+    fn remember(&mut self, tgid: u32, image: ProcImage) {
+        if self.images.insert(tgid, image).is_none() {
+            self.order.push_back(tgid);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.images.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Turns kernel events into decision records. Holds the caches enrichment needs.
 pub struct Enricher {
     host: String,
     /// Boot-clock nanoseconds to wall-clock nanoseconds.
     boot_to_wall_ns: i128,
     users: HashMap<u32, String>,
+    procs: ProcCache,
 }
 
 impl Default for Enricher {
@@ -99,7 +132,7 @@ impl Default for Enricher {
 impl Enricher {
     pub fn new() -> Self {
         let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-        Enricher { host, boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new() }
+        Enricher { host, boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new(), procs: ProcCache::default() }
     }
 
     pub fn enrich(&mut self, event: &KernelEvent, sessions: &Sessions, policy: &PolicyStore) -> DecisionRecord {
@@ -144,19 +177,30 @@ impl Enricher {
                 record.filename = Some(c_string(&e.filename));
                 record.argv = split_argv(&e.argv[..(e.argv_len as usize).min(e.argv.len())]);
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
+                if hdr.decision == abi::ALLOW {
+                    self.procs.remember(
+                        hdr.tgid,
+                        ProcImage { executable: record.executable.clone(), argv: record.argv.clone(), cwd: record.cwd.clone(), ppid: hdr.ppid },
+                    );
+                }
             }
             KernelEvent::Net(n) => {
-                if hdr.kind == abi::EVENT_TAG_FAILURE {
-                    record.ppid = hdr.ppid;
-                } else {
+                if hdr.kind != abi::EVENT_TAG_FAILURE {
                     record.destination = Some(destination(n));
                 }
-                // The process is alive at connect time: read what the kernel event cannot carry.
-                let proc_dir = format!("/proc/{}", hdr.tgid);
-                record.executable = read_link(&format!("{proc_dir}/exe"));
-                record.cwd = read_link(&format!("{proc_dir}/cwd"));
-                record.argv = std::fs::read(format!("{proc_dir}/cmdline")).map(|b| split_argv(&b)).unwrap_or_default();
-                record.ppid = parent_of(hdr.tgid).unwrap_or(0);
+                // What the socket hook cannot carry: from the process's last exec, else /proc.
+                if let Some(image) = self.procs.images.get(&hdr.tgid) {
+                    record.executable = image.executable.clone();
+                    record.argv = image.argv.clone();
+                    record.cwd = image.cwd.clone();
+                    record.ppid = image.ppid;
+                } else {
+                    let proc_dir = format!("/proc/{}", hdr.tgid);
+                    record.executable = read_link(&format!("{proc_dir}/exe"));
+                    record.cwd = read_link(&format!("{proc_dir}/cwd"));
+                    record.argv = std::fs::read(format!("{proc_dir}/cmdline")).map(|b| split_argv(&b)).unwrap_or_default();
+                    record.ppid = parent_of(hdr.tgid).unwrap_or(0);
+                }
             }
         }
         record

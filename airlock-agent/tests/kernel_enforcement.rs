@@ -236,6 +236,11 @@ print("udp_allowed", udp(("127.0.0.1", pu)))
     }
     let denies = session_lines(&d, &s.session_id, |v| v["kind"] == "connect" && v["decision"] == "deny");
     assert!(denies.iter().any(|v| v["destination"]["address"] == "127.0.0.2" && v["rule"] == "127.0.0.2/32"), "{denies:#?}");
+    // The socket hook carries no command line: the daemon fills it from the process's exec.
+    assert!(
+        denies.iter().all(|v| v["argv"].as_array().is_some_and(|a| a.iter().any(|w| w == "probe.py")) && v["cwd"] == d.work_dir.display().to_string()),
+        "connect lines lack the process's argv or cwd: {denies:#?}"
+    );
     session_lines(&d, &s.session_id, |v| v["kind"] == "sendmsg" && v["decision"] == "deny" && v["destination"]["port"] == 53);
     session_lines(&d, &s.session_id, |v| v["kind"] == "connect" && v["decision"] == "allow" && v["destination"]["port"] == pa);
 

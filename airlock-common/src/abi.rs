@@ -132,7 +132,6 @@ pub struct Counters {
     pub denies: u64,
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
-    pub execs_seen: u64,
 }
 
 #[repr(C)]

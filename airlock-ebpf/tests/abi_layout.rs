@@ -46,7 +46,7 @@ fn abi_matches_compiled_object_btf() {
     layout!(btf, "airlock_egress4_key", Egress4Key, [prefixlen, set_id, port, addr, pad]);
     layout!(btf, "airlock_egress6_key", Egress6Key, [prefixlen, set_id, port, addr, pad]);
     layout!(btf, "airlock_egress_value", EgressValue, [rule_id, pad]);
-    layout!(btf, "airlock_counters", Counters, [decisions, denies, ringbuf_drops, tag_failures, execs_seen]);
+    layout!(btf, "airlock_counters", Counters, [decisions, denies, ringbuf_drops, tag_failures]);
     layout!(btf, "airlock_config", Config, [backend, policy_generation, daemon_tgid, pad]);
     layout!(
         btf,

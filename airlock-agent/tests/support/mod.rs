@@ -29,7 +29,8 @@ pub fn require_root() {
 fn fake_tool_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("airlock-fake-tool-{}", std::process::id()));
+        // Inside target/: cargo owns it, so nothing is left in /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-tool");
         std::fs::create_dir_all(&dir).expect("create the fake tool dir");
         let src = dir.join("fake_tool.c");
         std::fs::write(

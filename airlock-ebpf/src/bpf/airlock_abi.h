@@ -148,7 +148,6 @@ struct airlock_counters {
 	__u64 denies;
 	__u64 ringbuf_drops;
 	__u64 tag_failures;
-	__u64 execs_seen;
 };
 
 /* Run-time switches the daemon writes before attaching. */

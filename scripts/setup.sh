@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what Airlock needs to build and test on Debian/Ubuntu, when missing.
+set -euo pipefail
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: run as root (Airlock loads eBPF programs; packages come from apt)" >&2
+        exit 1
+    fi
+}
+need_root
+
+packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
+          busybox-static sudo python3 perl iproute2 procps findutils coreutils)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+    echo "setup: build and test packages already installed"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+        [ -x "$d/cargo" ] && export PATH="$d:$PATH"
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: no Rust toolchain (cargo) found. Airlock needs stable Rust >= 1.85;" >&2
+    echo "       install it with your distribution or organisation's toolchain, then rerun." >&2
+    exit 1
+fi
+echo "setup: $(cargo --version)"
+
+# The pseudo file systems the programs use (the daemon mounts them too).
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+grep -q ' tracefs ' /proc/self/mounts || mount -t tracefs tracefs /sys/kernel/tracing || true
