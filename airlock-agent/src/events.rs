@@ -78,6 +78,10 @@ pub struct DecisionRecord {
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matched_by: Option<&'static str>,
+    /// Exec decisions: "early" (LSM, before the exec commits: EPERM) or
+    /// "new_image" (at sched_process_exec, from the new image's own argv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
     pub backend: String,
     pub policy_generation: u32,
 }
@@ -167,6 +171,7 @@ impl Enricher {
             policy: rule.as_ref().map(|r| r.policy.clone()),
             rule: rule.map(|r| r.rule),
             matched_by: None,
+            stage: None,
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
         };
@@ -177,6 +182,7 @@ impl Enricher {
                 record.filename = Some(c_string(&e.filename));
                 record.argv = split_argv(&e.argv[..(e.argv_len as usize).min(e.argv.len())]);
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
+                record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(
                         hdr.tgid,

@@ -6,6 +6,7 @@ mod support;
 
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
+use std::os::unix::process::ExitStatusExt;
 
 use serde_json::Value;
 use support::*;
@@ -120,12 +121,14 @@ fn double_fork_reparented_to_init_stays_governed() {
         &format!("setsid bash -c '( sleep 0.3; terraform apply; echo \"rc=$? ppid=$PPID\" > {} ) & exit 0'", rc.display()),
     );
     assert!(s.output.status.success(), "{}", s.all_output());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + seconds(15);
     while !rc.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = std::fs::read_to_string(&rc).expect("the daemonized shell wrote its result");
-    assert!(text.starts_with("rc=137"), "the daemonized terraform apply was not killed: {text}");
+    // LSM refuses the exec (a shell reports 126); compat kills the new image (137).
+    let want = if d.backend() == "lsm" { "rc=126" } else { "rc=137" };
+    assert!(text.starts_with(want), "the daemonized terraform apply was not stopped as expected ({want}): {text}");
     session_lines(&d, &s.session_id, |v| v["decision"] == "deny" && v["rule"] == "terraform apply");
 }
 
@@ -141,7 +144,7 @@ fn audit_lines_carry_every_field() {
     assert_eq!(deny["agent"], "bash");
     assert_eq!(deny["user"]["uid"], 0);
     assert_eq!(deny["user"]["name"], "root");
-    assert_eq!(deny["backend"], "compat");
+    assert_eq!(deny["backend"], d.backend().as_str());
     assert_eq!(deny["reason"], "rule");
     assert_eq!(deny["matched_by"], "executable");
     assert_eq!(deny["argv"], serde_json::json!(["terraform", "-chdir=x", "apply"]));
@@ -300,14 +303,19 @@ fn status_shows_backend_hooks_and_live_sessions() {
     let status = d.wait_status("the sleep session", |s| {
         s["sessions"].as_array().is_some_and(|a| a.iter().any(|x| x["root_pid"] == root_pid))
     });
-    assert_eq!(status["backend"], "compat");
+    let backend = d.backend();
     let hooks: Vec<&str> = status["hooks"].as_array().unwrap().iter().filter_map(|h| h["program"].as_str()).collect();
-    for hook in ["airlock_fork", "airlock_exit", "airlock_sched_exec", "airlock_connect4", "airlock_connect6", "airlock_sendmsg4", "airlock_sendmsg6"] {
-        assert!(hooks.contains(&hook), "{hook} not attached: {hooks:?}");
+    let expected: &[&str] = if backend == "lsm" {
+        &["airlock_fork", "airlock_exit", "airlock_sched_exec", "airlock_enter_execve", "airlock_enter_execveat", "airlock_bprm_check", "airlock_socket_connect", "airlock_socket_sendmsg"]
+    } else {
+        &["airlock_fork", "airlock_exit", "airlock_sched_exec", "airlock_connect4", "airlock_connect6", "airlock_sendmsg4", "airlock_sendmsg6"]
+    };
+    for hook in expected {
+        assert!(hooks.contains(hook), "{hook} not attached on {backend}: {hooks:?}");
     }
     assert!(status["tagged_processes"].as_u64().unwrap() >= 1);
     let text = d.status_text();
-    assert!(text.contains("backend:        compat") && text.contains("role=agent"), "{text}");
+    assert!(text.contains(&format!("backend:        {backend}")) && text.contains("role=agent"), "{text}");
 
     // Ended by pid; the session is then reported as exited.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(root_pid as i32), nix::sys::signal::Signal::SIGTERM).expect("kill sleep");
@@ -341,3 +349,120 @@ fn invalid_reload_keeps_the_last_good_policy() {
     assert_blocked(&d, "after good reload", "terraform init", "terraform init");
     assert_blocked(&d, "after good reload", "terraform apply", "terraform apply");
 }
+
+#[test]
+fn a_blocked_exec_fails_as_its_backend_documents() {
+    let d = daemon("outcome");
+    let backend = d.backend();
+    let s = d.governed(Some("agent"), "terraform apply; echo \"rc=$?\"");
+    assert!(!s.tool_ran(), "{}", s.all_output());
+    let deny = session_lines(&d, &s.session_id, |v| v["decision"] == "deny").remove(0);
+    if backend == "lsm" {
+        // A clean refusal: execve returns EPERM, the shell says so and reports 126.
+        assert!(s.stdout.contains("rc=126"), "{}", s.all_output());
+        assert!(s.all_output().contains("Operation not permitted"), "{}", s.all_output());
+        assert_eq!(deny["stage"], "early");
+        // launch itself: execvp fails with EPERM, launch exits 126.
+        let direct = std::process::Command::new(AGENT)
+            .args(["launch", "--socket"])
+            .arg(&d.socket)
+            .args(["--role", "agent", "--"])
+            .arg(d.bin_dir.join("terraform"))
+            .arg("apply")
+            .output()
+            .expect("run launch");
+        assert_eq!(direct.status.code(), Some(126), "{}", String::from_utf8_lossy(&direct.stderr));
+    } else {
+        // Killed before its first instruction: the shell reports 137.
+        assert!(s.stdout.contains("rc=137"), "{}", s.all_output());
+        assert_eq!(deny["stage"], "new_image");
+        let direct = std::process::Command::new(AGENT)
+            .args(["launch", "--socket"])
+            .arg(&d.socket)
+            .args(["--role", "agent", "--"])
+            .arg(d.bin_dir.join("terraform"))
+            .arg("apply")
+            .output()
+            .expect("run launch");
+        assert_eq!(direct.status.signal(), Some(9), "{:?}", direct.status);
+        assert!(!String::from_utf8_lossy(&direct.stdout).contains(RAN));
+    }
+}
+
+/// BYPASSES.md item 11: a second thread rewrites argv while execve runs. The
+/// decision is made from the new image's own copy, so whatever the early check
+/// saw, the program that runs never runs with the blocked arguments.
+#[test]
+fn argv_rewrite_race_never_runs_the_blocked_command() {
+    let d = daemon("race");
+    let racer = d.work_dir.join("racer.c");
+    std::fs::write(&racer, RACER_C).expect("write racer.c");
+    let bin = d.work_dir.join("racer");
+    let cc = std::process::Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&bin).arg(&racer).status().expect("run cc");
+    assert!(cc.success(), "cc failed on racer.c");
+    let attempts = 200;
+    let s = d.governed(Some("agent"), &format!("{} $BIN/terraform {attempts}", bin.display()));
+    let out = s.all_output();
+    // What each run received as argv[1], exactly as the program saw it. A torn
+    // copy ("apply" glued to the next string) is not the word "apply".
+    let ran_with: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix(RAN))
+        .filter_map(|rest| rest.split_whitespace().nth(1))
+        .collect();
+    let ran_apply = ran_with.iter().filter(|w| **w == "apply").count();
+    let ran_plan = ran_with.iter().filter(|w| **w == "plan").count();
+    assert_eq!(ran_apply, 0, "terraform ran with the rewritten, blocked argv:\n{out}");
+    assert!(out.contains(&format!("racer: {attempts} attempts")), "the racer did not finish: {out}");
+    let denies = d.audit().into_iter().filter(|v| v["session_id"] == s.session_id.as_str() && v["decision"] == "deny").count();
+    assert!(ran_plan + denies > 0, "nothing ran and nothing was denied: {out}");
+    eprintln!("race: {ran_plan} ran as plan, {} ran with a torn word, {denies} denied", ran_with.len() - ran_plan);
+}
+
+const RACER_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* argv[1] flips between "plan" and "apply" while the main thread execs. */
+static char word[8] = "plan";
+static volatile int stop;
+static volatile unsigned long flips;
+
+static void *flipper(void *arg) {
+    (void)arg;
+    while (!stop) {
+        memcpy(word, "apply", 6);
+        __sync_synchronize();
+        memcpy(word, "plan\0", 6);
+        __sync_synchronize();
+        flips++;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int attempts = atoi(argv[2]);
+    for (int i = 0; i < attempts; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            pthread_t t;
+            pthread_create(&t, NULL, flipper, NULL);
+            /* Exec only once the flipper is running flat out. */
+            while (flips < 1000)
+                ;
+            char *args[] = {"terraform", word, NULL};
+            execv(argv[1], args);
+            _exit(126);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+    }
+    printf("racer: %d attempts\n", attempts);
+    return 0;
+}
+"#;

@@ -18,6 +18,15 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_airlock-agent");
 /// What the fake tools print when they run: a blocked command must never print it.
 pub const RAN: &str = "FAKE-TOOL-RAN";
 
+/// Waits are this many times longer in slow guests (vm-tests under TCG set it).
+pub fn time_scale() -> u32 {
+    std::env::var("AIRLOCK_TEST_TIME_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
+
+pub fn seconds(n: u64) -> Duration {
+    Duration::from_secs(n * u64::from(time_scale()))
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -136,7 +145,7 @@ impl Daemon {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + seconds(60);
         while Instant::now() < deadline {
             let out = Command::new(AGENT).arg("status").arg("--socket").arg(&self.socket).output().expect("run status");
             if out.status.success() {
@@ -144,7 +153,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the daemon did not answer within 60 s; its log:\n{}", self.log());
+        panic!("the daemon did not answer in time; its log:\n{}", self.log());
     }
 
     pub fn path_env(&self) -> String {
@@ -203,14 +212,14 @@ impl Daemon {
 
     /// Waits (bounded) for audit lines matching `pred`; returns them.
     pub fn wait_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + seconds(15);
         loop {
             let found: Vec<Value> = self.audit().into_iter().filter(|v| pred(v)).collect();
             if !found.is_empty() {
                 return found;
             }
             if Instant::now() > deadline {
-                panic!("no audit line for {what} within 15 s; daemon log:\n{}", self.log());
+                panic!("no audit line for {what} in time; daemon log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -222,6 +231,17 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
 
+    /// The backend the daemon chose. Where the run expects one (vm-tests set
+    /// AIRLOCK_EXPECT_BACKEND), anything else is a failure.
+    pub fn backend(&self) -> String {
+        let backend = self.status_json()["backend"].as_str().unwrap_or_default().to_string();
+        if let Ok(expected) = std::env::var("AIRLOCK_EXPECT_BACKEND") {
+            assert_eq!(backend, expected, "the daemon chose the wrong backend; log:\n{}", self.log());
+        }
+        assert!(backend == "lsm" || backend == "compat", "unknown backend {backend:?}");
+        backend
+    }
+
     pub fn status_text(&self) -> String {
         let out = Command::new(AGENT).args(["status", "--socket"]).arg(&self.socket).output().expect("run status");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -229,7 +249,7 @@ impl Daemon {
 
     /// Waits (bounded) until `pred` holds for status --json.
     pub fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + seconds(15);
         loop {
             let status = self.status_json();
             if pred(&status) {
@@ -247,7 +267,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + seconds(20);
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => break,
