@@ -32,5 +32,6 @@ pub fn launch(socket: &Path, role: Option<String>, command: Vec<String>) -> Resu
     let path = CString::new(Path::new(program).as_os_str().as_bytes()).context("the program name holds a NUL byte")?;
     // The process is tagged now: this exec, and everything it starts, is governed.
     let err = nix::unistd::execvp(&path, &args).unwrap_err();
-    bail!("cannot run {program}: {err}");
+    // The errno stays in the chain: it decides launch's exit status (126/127).
+    Err(anyhow::Error::new(err).context(format!("cannot run {program}")))
 }

@@ -18,6 +18,20 @@
 /* Internal tag flag: the process is governed by quarantine, not by a session. */
 #define TAG_QUARANTINED (1U << 31)
 
+/*
+ * What an LSM program returns: 0 or -EPERM, literal constants the verifier can
+ * bound. (A refusal by an earlier BPF program on the hook stays a refusal.) The
+ * empty asm keeps clang from folding the choice into arithmetic such as
+ * -decision, whose 64-bit range the verifier cannot follow.
+ */
+static __always_inline int lsm_verdict(int ret)
+{
+	asm volatile("" : "+r"(ret));
+	if (ret)
+		return -EPERM;
+	return 0;
+}
+
 static __always_inline struct airlock_counters *counters_get(void)
 {
 	__u32 zero = 0;

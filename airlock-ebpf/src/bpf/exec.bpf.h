@@ -91,9 +91,10 @@ static __always_inline __u32 exec_describe(struct exec_scratch *s, const struct 
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
 	e->filename_len = n > 0 ? n : 0;
 	struct file *file = BPF_CORE_READ(bprm, file);
-	e->exe_len = path_into(__builtin_preserve_access_index(&file->f_path), e->exe, &flags);
 	struct fs_struct *fs = BPF_CORE_READ(task, fs);
-	e->cwd_len = path_into(__builtin_preserve_access_index(&fs->pwd), e->cwd, &flags);
+	const struct path *root = __builtin_preserve_access_index(&fs->root);
+	e->exe_len = path_into(__builtin_preserve_access_index(&file->f_path), root, e->exe, &flags);
+	e->cwd_len = path_into(__builtin_preserve_access_index(&fs->pwd), root, e->cwd, &flags);
 	s->words.nwords = 0;
 	s->words.too_long = 0;
 	s->words.rule_id = 0;
@@ -171,14 +172,17 @@ static long capture_arg_step(__u64 i, struct execve_args_ctx *c)
 		c->out->truncated = 1;
 		return 1;
 	}
-	long n = bpf_probe_read_user_str(&c->out->buf[off & ARGV_MASK], AIRLOCK_ARGV_MAX - (off & ARGV_MASK), arg);
+	long n = bpf_probe_read_user_str(&c->out->buf[off & ARGV_MASK], AIRLOCK_ARGV_MAX, arg);
 	if (n <= 0) {
 		c->out->truncated = 1;
 		return 1;
 	}
-	c->out->len = off + n;
-	if (c->out->len >= AIRLOCK_ARGV_MAX)
+	if (off + n > AIRLOCK_ARGV_MAX) {
+		c->out->len = AIRLOCK_ARGV_MAX;
 		c->out->truncated = 1;
+		return 1;
+	}
+	c->out->len = off + n;
 	return 0;
 }
 
@@ -224,7 +228,7 @@ SEC("lsm/bprm_check_security")
 int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 {
 	if (ret)
-		return ret;
+		return lsm_verdict(ret);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32, pid = (__u32)pid_tgid;
 	struct airlock_proc_tag tag;
@@ -267,7 +271,7 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 		return 0;
 	e->hdr.flags = flags;
 	exec_finish(s, reason, via);
-	return -EPERM;
+	return lsm_verdict(-EPERM);
 }
 
 #endif

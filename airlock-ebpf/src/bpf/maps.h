@@ -123,14 +123,17 @@ struct {
  * new image's own copy, so a thread that rewrites argv afterwards gains nothing.
  */
 struct early_argv {
-	__u32 len;
+	__u32 len; /* at most AIRLOCK_ARGV_MAX */
 	__u32 truncated;
-	char buf[AIRLOCK_ARGV_MAX];
+	/* Twice the used size: any offset below AIRLOCK_ARGV_MAX plus a read of
+	 * AIRLOCK_ARGV_MAX bytes stays inside, which is what the verifier needs. */
+	char buf[2 * AIRLOCK_ARGV_MAX];
 };
 
+/* One per thread inside execve; an evicted entry fails closed (argv unknown). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 512);
 	__type(key, __u32);
 	__type(value, struct early_argv);
 } early_argv SEC(".maps");

@@ -152,17 +152,17 @@ SEC("lsm/socket_connect")
 int BPF_PROG(airlock_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
 {
 	if (ret)
-		return ret;
-	return lsm_sockaddr_verdict(sock, address, AIRLOCK_EVENT_CONNECT);
+		return lsm_verdict(ret);
+	return lsm_verdict(lsm_sockaddr_verdict(sock, address, AIRLOCK_EVENT_CONNECT));
 }
 
 SEC("lsm/socket_sendmsg")
 int BPF_PROG(airlock_socket_sendmsg, struct socket *sock, struct msghdr *msg, int size, int ret)
 {
 	if (ret)
-		return ret;
+		return lsm_verdict(ret);
 	struct sockaddr *name = BPF_CORE_READ(msg, msg_name);
-	return lsm_sockaddr_verdict(sock, name, AIRLOCK_EVENT_SENDMSG);
+	return lsm_verdict(lsm_sockaddr_verdict(sock, name, AIRLOCK_EVENT_SENDMSG));
 }
 
 #endif

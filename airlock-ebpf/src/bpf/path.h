@@ -16,6 +16,9 @@ struct path_walk {
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
 	struct mount *mnt;
+	/* The process's root (chroot, container): paths are reported as it sees them. */
+	struct dentry *root_dentry;
+	struct vfsmount *root_vfsmnt;
 	char *buf;
 	__u32 off;
 	__u32 truncated;
@@ -32,6 +35,8 @@ static long path_walk_step(__u64 index, struct path_walk *w)
 	struct dentry *dentry = w->dentry;
 	struct vfsmount *vfsmnt = w->vfsmnt;
 	struct mount *mnt = w->mnt;
+	if (dentry == w->root_dentry && vfsmnt == w->root_vfsmnt)
+		return 1;
 	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
 	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 
@@ -64,26 +69,30 @@ static long path_walk_step(__u64 index, struct path_walk *w)
 #define PATH_WALK_TRUNCATED (1 << 16)
 
 /*
- * Writes the components of the struct path at kernel address `path_addr` into
- * out; returns the bytes used, with PATH_WALK_TRUNCATED set when cut short.
+ * Writes the components of the struct path at kernel address `path_addr`,
+ * up to the root at `root_addr`, into out; returns the bytes used, with
+ * PATH_WALK_TRUNCATED set when cut short.
  */
-__attribute__((noinline)) int path_components(__u64 path_addr, struct path_buf *out)
+__attribute__((noinline)) int path_components(__u64 path_addr, __u64 root_addr, struct path_buf *out)
 {
 	if (!out)
 		return 0;
 	const struct path *path = (const struct path *)path_addr;
+	const struct path *root = (const struct path *)root_addr;
 	struct path_walk w = {};
 	w.dentry = BPF_CORE_READ(path, dentry);
 	w.vfsmnt = BPF_CORE_READ(path, mnt);
 	w.mnt = real_mount_of(w.vfsmnt);
+	w.root_dentry = BPF_CORE_READ(root, dentry);
+	w.root_vfsmnt = BPF_CORE_READ(root, mnt);
 	w.buf = out->buf;
 	bpf_loop(AIRLOCK_PATH_DEPTH, path_walk_step, &w, 0);
 	return (int)(w.off | (w.truncated ? PATH_WALK_TRUNCATED : 0));
 }
 
-static __always_inline __u32 path_into(const void *path, char *field, __u32 *flags)
+static __always_inline __u32 path_into(const void *path, const void *root, char *field, __u32 *flags)
 {
-	int r = path_components((__u64)path, (struct path_buf *)field);
+	int r = path_components((__u64)path, (__u64)root, (struct path_buf *)field);
 	if (r & PATH_WALK_TRUNCATED)
 		*flags |= AIRLOCK_FLAG_PATH_TRUNCATED;
 	return r & 0xffff;
