@@ -181,8 +181,13 @@ fn event_loop(shared: &Shared) -> Result<()> {
     let ring = builder.build()?;
     let mut last_drops = 0;
     while !shared.shutdown.load(Ordering::SeqCst) {
+        // The kernel wakes us only when the ring fills up; otherwise the timeout
+        // is the drain interval, and consume() reads what arrived without a wakeup.
         if let Err(e) = ring.poll(Duration::from_millis(200)) {
             tracing::warn!("ring buffer poll: {e}");
+        }
+        if let Err(e) = ring.consume() {
+            tracing::warn!("ring buffer consume: {e}");
         }
         if let Err(e) = lock(&shared.audit).flush() {
             tracing::error!("{e:#}");

@@ -357,35 +357,27 @@ fn a_blocked_exec_fails_as_its_backend_documents() {
     let s = d.governed(Some("agent"), "terraform apply; echo \"rc=$?\"");
     assert!(!s.tool_ran(), "{}", s.all_output());
     let deny = session_lines(&d, &s.session_id, |v| v["decision"] == "deny").remove(0);
+    // launch itself, straight into the blocked command.
+    let direct = std::process::Command::new(AGENT)
+        .args(["launch", "--socket"])
+        .arg(&d.socket)
+        .args(["--role", "agent", "--"])
+        .arg(d.bin_dir.join("terraform"))
+        .arg("apply")
+        .output()
+        .expect("run launch");
+    assert!(!String::from_utf8_lossy(&direct.stdout).contains(RAN));
     if backend == "lsm" {
         // A clean refusal: execve returns EPERM, the shell says so and reports 126.
         assert!(s.stdout.contains("rc=126"), "{}", s.all_output());
         assert!(s.all_output().contains("Operation not permitted"), "{}", s.all_output());
         assert_eq!(deny["stage"], "early");
-        // launch itself: execvp fails with EPERM, launch exits 126.
-        let direct = std::process::Command::new(AGENT)
-            .args(["launch", "--socket"])
-            .arg(&d.socket)
-            .args(["--role", "agent", "--"])
-            .arg(d.bin_dir.join("terraform"))
-            .arg("apply")
-            .output()
-            .expect("run launch");
         assert_eq!(direct.status.code(), Some(126), "{}", String::from_utf8_lossy(&direct.stderr));
     } else {
         // Killed before its first instruction: the shell reports 137.
         assert!(s.stdout.contains("rc=137"), "{}", s.all_output());
         assert_eq!(deny["stage"], "new_image");
-        let direct = std::process::Command::new(AGENT)
-            .args(["launch", "--socket"])
-            .arg(&d.socket)
-            .args(["--role", "agent", "--"])
-            .arg(d.bin_dir.join("terraform"))
-            .arg("apply")
-            .output()
-            .expect("run launch");
         assert_eq!(direct.status.signal(), Some(9), "{:?}", direct.status);
-        assert!(!String::from_utf8_lossy(&direct.stdout).contains(RAN));
     }
 }
 

@@ -80,7 +80,9 @@ pub struct MapSizes {
 
 impl Default for MapSizes {
     fn default() -> Self {
-        MapSizes { programs: 65_536, trie: 262_144, egress: 131_072, ringbuf_bytes: 16 << 20 }
+        // 4 MiB of events: the daemon drains every 200 ms and is woken at 512 KiB,
+        // and the consumer's mapping of the ring counts twice in its RSS.
+        MapSizes { programs: 65_536, trie: 262_144, egress: 131_072, ringbuf_bytes: 4 << 20 }
     }
 }
 

@@ -38,8 +38,13 @@ fn ensure_mounted(fstype: &str, target: &Path) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
-    mount(Some(fstype), target, Some(fstype), MsFlags::empty(), None::<&str>)
-        .with_context(|| format!("mount {fstype} on {}", target.display()))?;
+    if let Err(e) = mount(Some(fstype), target, Some(fstype), MsFlags::empty(), None::<&str>) {
+        // Another process (a second daemon starting, systemd) may have just mounted it.
+        if find_mount(fstype)?.is_some() {
+            return Ok(());
+        }
+        return Err(e).with_context(|| format!("mount {fstype} on {}", target.display()));
+    }
     tracing::info!(fstype, target = %target.display(), "mounted");
     Ok(())
 }

@@ -131,7 +131,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start the daemon");
-        let daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root };
+        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root };
         daemon.wait_ready();
         daemon
     }
@@ -144,9 +144,12 @@ impl Daemon {
         std::fs::read_to_string(self._root.0.join("daemon.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + seconds(60);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the daemon exited ({status}) before answering; its log:\n{}", self.log());
+            }
             let out = Command::new(AGENT).arg("status").arg("--socket").arg(&self.socket).output().expect("run status");
             if out.status.success() {
                 return;

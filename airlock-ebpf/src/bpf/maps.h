@@ -81,7 +81,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20); /* runtime */
+	__uint(max_entries, 4 << 20); /* runtime */
 } events SEC(".maps");
 
 /* Hashed argument words of one exec, and the matcher's result. */

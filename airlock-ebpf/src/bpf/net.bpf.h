@@ -81,7 +81,7 @@ static __always_inline __u32 egress_judge(__u32 kind, __u16 family, __u32 addr4_
 		__builtin_memcpy(e->addr, &addr4_be, 4);
 	else if (addr6_be)
 		__builtin_memcpy(e->addr, addr6_be, 16);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, events_wakeup_flag());
 	account(decision, 0);
 	return decision;
 }

@@ -29,7 +29,8 @@ static __always_inline void report_tag_failure(const struct airlock_proc_tag *ta
 	e->port = 0;
 	e->protocol = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	bpf_ringbuf_submit(e, 0);
+	/* Rare and urgent: wake the daemon now. */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	account(AIRLOCK_DENY, 0);
 }
 
@@ -67,7 +68,9 @@ int BPF_PROG(airlock_exit, struct task_struct *task)
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	__u32 tgid = task->tgid;
-	bpf_map_delete_elem(&tagged_procs, &tgid);
+	/* A lookup first: most exits are of untagged processes, and a delete takes the bucket lock. */
+	if (bpf_map_lookup_elem(&tagged_procs, &tgid))
+		bpf_map_delete_elem(&tagged_procs, &tgid);
 	if (quarantined_count && bpf_map_delete_elem(&quarantine, &tgid) == 0)
 		__sync_fetch_and_add(&quarantined_count, -1);
 	return 0;
