@@ -372,7 +372,7 @@ mount --rbind /proc /host/proc
 mount --rbind /sys /host/sys
 mount --rbind /dev /host/dev
 mkdir -p /dev/shm
-for d in /tmp /run /var/tmp /dev/shm; do mount -t tmpfs tmpfs /host$d; done
+for d in /run /var/tmp /dev/shm; do mount -t tmpfs tmpfs /host$d; done
 script=$(sed -n 's/.*airlock_guest=\([^ ]*\).*/\1/p' /proc/cmdline)
 chroot /host /bin/bash "$script"
 echo "AIRLOCK-VM-EXIT=$?"
@@ -461,7 +461,12 @@ fn guest_script(backend: Backend, test_binary: &Path, workspace: &Path) -> Strin
     format!(
         r#"set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/tmp TMPDIR=/tmp RUST_BACKTRACE=1
+# Tests write under TMPDIR. A tmpfs over /tmp would hide a checkout that lives there.
+case "{workspace}/" in
+    /tmp/*) mkdir -p /run/airlock-tmp && export TMPDIR=/run/airlock-tmp ;;
+    *) mount -t tmpfs tmpfs /tmp && export TMPDIR=/tmp ;;
+esac
+export HOME=$TMPDIR RUST_BACKTRACE=1
 export AIRLOCK_EXPECT_BACKEND={backend} AIRLOCK_TEST_TIME_SCALE=6
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || {{ mkdir -p /run/cgroup2 && mount -t cgroup2 cgroup2 /run/cgroup2; }}
