@@ -317,7 +317,7 @@ fn launch(
         bail!("no command to launch");
     }
     // A governed process may not start a second session to trade its role for another.
-    if let Some((_, tag)) = shared.kernel.tagged().into_iter().find(|(tgid, _)| *tgid == peer.pid) {
+    if let Some(tag) = shared.kernel.tag_of(peer.pid) {
         bail!("process {} is already governed by session {}; a session cannot start another", peer.pid, format_session_id(tag.session_id));
     }
     let role = role.unwrap_or_else(|| default_role(&shared.state_dir));

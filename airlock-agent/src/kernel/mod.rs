@@ -166,7 +166,13 @@ impl Kernel {
             .with_context(|| format!("tag process {tgid}"))
     }
 
-    /// Every tagged process, for re-adoption and `status`.
+    /// The session a process belongs to, if it is governed.
+    pub fn tag_of(&self, tgid: u32) -> Option<abi::ProcTag> {
+        let value = self.maps.tagged_procs.lookup(as_bytes(&tgid), MapFlags::ANY).ok()??;
+        from_bytes(&value)
+    }
+
+    /// Every tagged process, for `status`.
     pub fn tagged(&self) -> Vec<(u32, abi::ProcTag)> {
         self.maps
             .tagged_procs
