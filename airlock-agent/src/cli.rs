@@ -43,6 +43,9 @@ enum Command {
         /// Enforcement backend; `auto` uses LSM where the kernel runs BPF LSM programs.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendChoice,
+        /// Record command lines verbatim: do not mask passwords, tokens and keys in the audit trail.
+        #[arg(long)]
+        no_mask_secrets: bool,
     },
     /// Start CMD as a governed session: it and everything it starts obey the role's policies.
     Launch {
@@ -142,13 +145,13 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets } => {
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
                 policy_store::default_origin(policy_dir.as_deref())?
             };
-            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default() })?;
+            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets })?;
             Ok(0)
         }
         Command::Launch { .. } => unreachable!("handled before dispatch"),

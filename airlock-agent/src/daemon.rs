@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     pub socket: PathBuf,
     pub backend: BackendChoice,
     pub sizes: MapSizes,
+    /// Mask credentials in command lines before they are stored (default on).
+    pub mask_secrets: bool,
 }
 
 /// Everything the threads share. Each lock guards one concept.
@@ -42,6 +44,7 @@ struct Shared {
     sessions: Mutex<Sessions>,
     audit: Mutex<AuditLog>,
     state_dir: PathBuf,
+    mask_secrets: bool,
     shutdown: AtomicBool,
     events_received: AtomicU64,
 }
@@ -77,6 +80,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         sessions: Mutex::new(Sessions::default()),
         audit: Mutex::new(audit),
         state_dir: opts.state_dir,
+        mask_secrets: opts.mask_secrets,
         shutdown: AtomicBool::new(false),
         events_received: AtomicU64::new(0),
     });
@@ -160,7 +164,7 @@ fn reload(shared: &Shared, why: &str) {
 
 fn event_loop(shared: &Shared) -> Result<()> {
     let events_map = shared.kernel.events_handle()?;
-    let mut enricher = Enricher::new();
+    let mut enricher = Enricher::new(shared.mask_secrets);
     let mut builder = RingBufferBuilder::new();
     builder.add(&events_map, |bytes: &[u8]| {
         shared.events_received.fetch_add(1, Ordering::Relaxed);
@@ -328,6 +332,10 @@ fn launch(
         }
         store.role_slot(&role).context("the role has no kernel slot")?
     };
+    let mut command = command;
+    if shared.mask_secrets {
+        crate::secrets::mask_argv(&mut command);
+    }
     let id = new_session_id();
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
         .ok()

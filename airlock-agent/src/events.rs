@@ -125,18 +125,14 @@ pub struct Enricher {
     boot_to_wall_ns: i128,
     users: HashMap<u32, String>,
     procs: ProcCache,
-}
-
-impl Default for Enricher {
-    fn default() -> Self {
-        Self::new()
-    }
+    mask_secrets: bool,
 }
 
 impl Enricher {
-    pub fn new() -> Self {
+    /// `mask_secrets`: credentials in argv are masked before any sink sees them.
+    pub fn new(mask_secrets: bool) -> Self {
         let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-        Enricher { host, boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new(), procs: ProcCache::default() }
+        Enricher { host, boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new(), procs: ProcCache::default(), mask_secrets }
     }
 
     pub fn enrich(&mut self, event: &KernelEvent, sessions: &Sessions, policy: &PolicyStore) -> DecisionRecord {
@@ -181,6 +177,9 @@ impl Enricher {
                 record.cwd = path_from_components(&e.cwd[..(e.cwd_len as usize).min(e.cwd.len())]);
                 record.filename = Some(c_string(&e.filename));
                 record.argv = split_argv(&e.argv[..(e.argv_len as usize).min(e.argv.len())]);
+                if self.mask_secrets {
+                    crate::secrets::mask_argv(&mut record.argv);
+                }
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
                 record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
                 if hdr.decision == abi::ALLOW {
@@ -206,6 +205,9 @@ impl Enricher {
                     record.cwd = read_link(&format!("{proc_dir}/cwd"));
                     record.argv = std::fs::read(format!("{proc_dir}/cmdline")).map(|b| split_argv(&b)).unwrap_or_default();
                     record.ppid = parent_of(hdr.tgid).unwrap_or(0);
+                    if self.mask_secrets {
+                        crate::secrets::mask_argv(&mut record.argv);
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@ mod kernel;
 mod launch;
 mod policy_store;
 mod protocol;
+mod secrets;
 mod sessions;
 
 fn main() {

@@ -154,6 +154,15 @@ fn audit_lines_carry_every_field() {
     assert_eq!(allow[0]["rule"], Value::Null);
     // The session's own shell was an audited exec too.
     session_lines(&d, &s.session_id, |v| v["kind"] == "exec" && v["argv"][0] == "bash");
+
+    // Credentials on a command line never reach the trail.
+    let s = d.governed(Some("agent"), "kubectl get pods --token=s3cr3t-value-1 && env API_TOKEN=s3cr3t-value-2 kubectl get pods");
+    assert!(s.tool_ran(), "{}", s.all_output());
+    let masked = session_lines(&d, &s.session_id, |v| v["argv"][0] == "kubectl" && v["argv"][3] == "--token=****");
+    assert_eq!(masked[0]["decision"], "allow");
+    session_lines(&d, &s.session_id, |v| v["argv"][0] == "env" && v["argv"][1] == "API_TOKEN=****");
+    let trail = std::fs::read_to_string(d.state_dir.join("audit.jsonl")).expect("read the audit trail");
+    assert!(!trail.contains("s3cr3t-value"), "a secret reached the audit trail");
 }
 
 #[test]
