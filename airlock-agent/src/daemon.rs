@@ -177,6 +177,13 @@ fn event_loop(shared: &Shared) -> Result<()> {
             let policy = lock(&shared.policy);
             enricher.enrich(&event, &sessions, &policy)
         };
+        if record.kind == "exec" && record.decision == "deny" {
+            // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
+            let session = event.header().session_id;
+            let message = crate::notify::block_message(&record);
+            let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
+            tracing::debug!(pid = record.pid, told = ?told, "block message");
+        }
         if let Err(e) = lock(&shared.audit).write(&record) {
             tracing::error!("{e:#}");
         }

@@ -6,6 +6,7 @@ mod daemon;
 mod events;
 mod kernel;
 mod launch;
+mod notify;
 mod policy_store;
 mod protocol;
 mod secrets;

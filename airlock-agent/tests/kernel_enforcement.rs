@@ -363,7 +363,8 @@ fn invalid_reload_keeps_the_last_good_policy() {
 fn a_blocked_exec_fails_as_its_backend_documents() {
     let d = daemon("outcome");
     let backend = d.backend();
-    let s = d.governed(Some("agent"), "terraform apply; echo \"rc=$?\"");
+    // The shell lives on a moment, so the block message can reach its stderr.
+    let s = d.governed(Some("agent"), "terraform apply; echo \"rc=$?\"; sleep 3");
     assert!(!s.tool_ran(), "{}", s.all_output());
     let deny = session_lines(&d, &s.session_id, |v| v["decision"] == "deny").remove(0);
     // launch itself, straight into the blocked command.
@@ -376,6 +377,17 @@ fn a_blocked_exec_fails_as_its_backend_documents() {
         .output()
         .expect("run launch");
     assert!(!String::from_utf8_lossy(&direct.stdout).contains(RAN));
+    // The agent learns it was a policy block, and that it must stop.
+    let stderr = String::from_utf8_lossy(&s.output.stderr);
+    for line in [
+        "airlock: POLICY BLOCK",
+        "airlock: command=terraform apply",
+        "airlock: rule=test-infra",
+        "airlock: result=blocked; the real executable was not run.",
+        "airlock: ai_instruction=Stop. Do not retry this command",
+    ] {
+        assert!(stderr.contains(line), "the governed shell's stderr lacks {line:?}:\n{stderr}");
+    }
     if backend == "lsm" {
         // A clean refusal: execve returns EPERM, the shell says so and reports 126.
         assert!(s.stdout.contains("rc=126"), "{}", s.all_output());

@@ -75,7 +75,8 @@ static __always_inline void exec_finish(struct exec_scratch *s, __u32 reason, __
 	__u64 size = offsetof(struct airlock_exec_event, argv) + (e->argv_len & (AIRLOCK_ARGV_MAX - 1));
 	if (e->argv_len >= AIRLOCK_ARGV_MAX)
 		size = sizeof(struct airlock_exec_event);
-	long err = bpf_ringbuf_output(&events, e, size, events_wakeup_flag());
+	/* A deny wakes the daemon at once: its block message must reach the caller promptly. */
+	long err = bpf_ringbuf_output(&events, e, size, reason ? BPF_RB_FORCE_WAKEUP : events_wakeup_flag());
 	account(decision, err);
 }
 
