@@ -205,9 +205,15 @@ impl Daemon {
             .expect("run bash")
     }
 
+    /// The complete lines of the audit trail. The daemon appends while we read,
+    /// so a last line without its newline is still being written: left for later.
     pub fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.state_dir.join("audit.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.state_dir.join("audit.jsonl")).unwrap_or_default();
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
             .collect()
