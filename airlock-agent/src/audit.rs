@@ -32,9 +32,12 @@ impl AuditLog {
         self.lines
     }
 
+    /// Appends one record. The line is encoded whole first, so the buffer never
+    /// splits a record across two writes: a reader tailing the file sees whole lines.
     pub fn write(&mut self, record: &DecisionRecord) -> Result<()> {
-        serde_json::to_writer(&mut self.out, record).context("encode an audit record")?;
-        self.out.write_all(b"\n").context("write the audit trail")?;
+        let mut line = serde_json::to_vec(record).context("encode an audit record")?;
+        line.push(b'\n');
+        self.out.write_all(&line).context("write the audit trail")?;
         self.lines += 1;
         Ok(())
     }
