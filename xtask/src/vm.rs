@@ -55,11 +55,20 @@ impl Backend {
 struct Options {
     kernels: Vec<&'static KernelSpec>,
     backends: Vec<Backend>,
+    /// Passed to each test binary: only tests whose name contains it run.
+    filter: Option<String>,
+}
+
+/// A kernel test suite: an airlock-agent integration test named `kernel_*`.
+struct TestSuite {
+    name: String,
+    executable: PathBuf,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut kernels: Vec<&KernelSpec> = KERNELS.iter().collect();
     let mut backends = vec![Backend::Lsm, Backend::Compat];
+    let mut filter = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -79,10 +88,11 @@ fn parse(args: &[String]) -> Result<Options> {
                     other => bail!("unknown backend {other:?}; use lsm, compat or both"),
                 };
             }
-            other => bail!("unknown argument {other:?}; usage: cargo xtask vm-test [--kernel 6.1|6.12|all] [--backend lsm|compat|both]"),
+            "--filter" => filter = Some(it.next().context("--filter needs a test name substring")?.clone()),
+            other => bail!("unknown argument {other:?}; usage: cargo xtask vm-test [--kernel 6.1|6.12|all] [--backend lsm|compat|both] [--filter NAME]"),
         }
     }
-    Ok(Options { kernels, backends })
+    Ok(Options { kernels, backends, filter })
 }
 
 /// One guest run's outcome.
@@ -106,9 +116,11 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&vm_dir).with_context(|| format!("create {}", vm_dir.display()))?;
     ensure_host_tools()?;
 
-    let test_binary = build_test_binary()?;
+    let suites = build_test_suites()?;
     let busybox = find_busybox()?;
-    eprintln!("==> guest test binary: {}", test_binary.display());
+    for suite in &suites {
+        eprintln!("==> guest test suite {}: {}", suite.name, suite.executable.display());
+    }
 
     let mut results = Vec::new();
     for kernel in &opts.kernels {
@@ -116,7 +128,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let initramfs = build_initramfs(&image, &busybox, &vm_dir)?;
         for backend in &opts.backends {
             eprintln!("==> booting Debian {} ({}) with the {} backend", kernel.name, image.version, backend.name());
-            let result = boot_and_test(kernel.name, *backend, &image, &initramfs, &test_binary, &workspace, &vm_dir)?;
+            let result = boot_and_test(kernel.name, *backend, &image, &initramfs, &suites, opts.filter.as_deref(), &workspace, &vm_dir)?;
             report_one(&result);
             results.push(result);
         }
@@ -176,26 +188,33 @@ fn find_busybox() -> Result<PathBuf> {
     bail!("no static busybox found: apt-get install busybox-static")
 }
 
-/// Builds the kernel tests and returns the test executable's path.
-fn build_test_binary() -> Result<PathBuf> {
+/// Builds every kernel test suite (airlock-agent's `kernel_*` integration tests).
+fn build_test_suites() -> Result<Vec<TestSuite>> {
     eprintln!("==> building the kernel tests");
     let out = cargo()
-        .args(["test", "--locked", "-p", "airlock-agent", "--test", "kernel_enforcement", "--no-run", "--message-format=json"])
+        .args(["test", "--locked", "-p", "airlock-agent", "--tests", "--no-run", "--message-format=json"])
         .stderr(Stdio::inherit())
         .output()
         .context("run cargo test --no-run")?;
     if !out.status.success() {
         bail!("building the kernel tests failed");
     }
+    let mut suites = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "kernel_enforcement" {
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        let is_test_target = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        if msg["reason"] == "compiler-artifact" && is_test_target && name.starts_with("kernel_") {
             if let Some(exe) = msg["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
+                suites.push(TestSuite { name: name.to_string(), executable: PathBuf::from(exe) });
             }
         }
     }
-    bail!("cargo did not report the kernel_enforcement test executable")
+    if suites.is_empty() {
+        bail!("cargo reported no kernel_* test executable for airlock-agent");
+    }
+    suites.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(suites)
 }
 
 struct KernelImage {
@@ -456,8 +475,13 @@ impl CpioWriter {
 }
 
 /// The second stage, run inside the chroot: the kernel test suite.
-fn guest_script(backend: Backend, test_binary: &Path, workspace: &Path) -> String {
+fn guest_script(backend: Backend, suites: &[TestSuite], filter: Option<&str>, workspace: &Path) -> String {
     let target_tmp = workspace.join("target/tmp");
+    let filter_arg = filter.map(|f| format!(" '{}'", f.replace('\'', ""))).unwrap_or_default();
+    let runs: String = suites
+        .iter()
+        .map(|s| format!("echo AIRLOCK-VM-SUITE={name}\n{exe} --test-threads=2 --color=never{filter_arg} || rc=1\n", name = s.name, exe = s.executable.display()))
+        .collect();
     format!(
         r#"set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -474,12 +498,12 @@ mount -t tmpfs tmpfs {target_tmp}
 ip link set lo up
 echo "airlock-vm: kernel $(uname -r), lsm=$(cat /sys/kernel/security/lsm 2>/dev/null || echo '?')"
 cd {workspace}
-{test_binary} --test-threads=2 --color=never
+rc=0
+{runs}exit $rc
 "#,
         backend = backend.name(),
         target_tmp = target_tmp.display(),
         workspace = workspace.display(),
-        test_binary = test_binary.display(),
     )
 }
 
@@ -495,12 +519,13 @@ fn boot_and_test(
     backend: Backend,
     image: &KernelImage,
     initramfs: &Path,
-    test_binary: &Path,
+    suites: &[TestSuite],
+    filter: Option<&str>,
     workspace: &Path,
     vm_dir: &Path,
 ) -> Result<RunResult> {
     let script_path = vm_dir.join(format!("guest-{kernel}-{}.sh", backend.name()));
-    std::fs::write(&script_path, guest_script(backend, test_binary, workspace))?;
+    std::fs::write(&script_path, guest_script(backend, suites, filter, workspace))?;
     let log_path = vm_dir.join(format!("console-{kernel}-{}.log", backend.name()));
     let lsm = if backend == Backend::Lsm { LSM_WITH_BPF } else { LSM_WITHOUT_BPF };
     let append = format!("console=ttyS0 panic=-1 loglevel=4 lsm={lsm} airlock_guest={}", script_path.display());
@@ -586,6 +611,7 @@ fn boot_and_test(
 #[derive(Default)]
 struct GuestOutput {
     tests: BTreeMap<String, bool>,
+    suite: String,
     failures: String,
     in_failures: bool,
     exit: Option<i32>,
@@ -598,9 +624,13 @@ impl GuestOutput {
             if let Some((name, outcome)) = rest.rsplit_once(" ... ") {
                 let ok = outcome.trim() == "ok";
                 if ok || outcome.trim().starts_with("FAILED") {
-                    self.tests.insert(name.trim().to_string(), ok);
+                    let name = if self.suite.is_empty() { name.trim().to_string() } else { format!("{}::{}", self.suite, name.trim()) };
+                    self.tests.insert(name, ok);
                 }
             }
+        }
+        if let Some(suite) = line.strip_prefix("AIRLOCK-VM-SUITE=") {
+            self.suite = suite.trim().to_string();
         }
         if line == "failures:" {
             self.in_failures = true;
@@ -679,11 +709,11 @@ mod tests {
     #[test]
     fn guest_output_is_read_per_test() {
         let mut g = GuestOutput::default();
-        for line in ["test a ... ok", "test b ... FAILED", "failures:", "---- b stdout ----", "boom", "test result: FAILED. 1 passed; 1 failed", "AIRLOCK-VM-EXIT=101"] {
+        for line in ["test a ... ok", "AIRLOCK-VM-SUITE=kernel_x", "test b ... FAILED", "failures:", "---- b stdout ----", "boom", "test result: FAILED. 1 passed; 1 failed", "AIRLOCK-VM-EXIT=101"] {
             g.line(line);
         }
         assert_eq!(g.tests.get("a"), Some(&true));
-        assert_eq!(g.tests.get("b"), Some(&false));
+        assert_eq!(g.tests.get("kernel_x::b"), Some(&false));
         assert!(g.failures.contains("boom"));
         assert_eq!(g.exit, Some(101));
     }
