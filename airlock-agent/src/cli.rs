@@ -46,6 +46,10 @@ enum Command {
         /// Record command lines verbatim: do not mask passwords, tokens and keys in the audit trail.
         #[arg(long)]
         no_mask_secrets: bool,
+        /// A directory where protected programs are installed, besides PATH and the standard
+        /// bin directories; their contents are recognised under any name (repeatable).
+        #[arg(long = "program-path", value_name = "DIR")]
+        program_paths: Vec<PathBuf>,
     },
     /// Start CMD as a governed session: it and everything it starts obey the role's policies.
     Launch {
@@ -145,13 +149,13 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths } => {
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
                 policy_store::default_origin(policy_dir.as_deref())?
             };
-            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets })?;
+            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets, program_paths })?;
             Ok(0)
         }
         Command::Launch { .. } => unreachable!("handled before dispatch"),

@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub sizes: MapSizes,
     /// Mask credentials in command lines before they are stored (default on).
     pub mask_secrets: bool,
+    /// exec identity: extra directories where protected programs are looked for.
+    pub program_paths: Vec<PathBuf>,
 }
 
 /// Everything the threads share. Each lock guards one concept.
@@ -70,6 +72,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), "enforcement attached");
 
     let mut store = PolicyStore::new(opts.policy);
+    store.set_program_paths(opts.program_paths);
     let version = store.reload(&kernel)?;
     tracing::info!(%version, source = %store.origin().describe(), "policy in force");
 
@@ -392,6 +395,7 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
             .map(|t| time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
             .unwrap_or_default(),
         last_reload_error: store.last_error().map(str::to_string),
+        protected_contents: store.identities().installed().protected_contents(),
     };
     drop(store);
     let audit = lock(&shared.audit);

@@ -82,6 +82,10 @@ pub struct DecisionRecord {
     /// "new_image" (at sched_process_exec, from the new image's own argv).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<&'static str>,
+    /// Exec identity: what the kernel found the executed file to be besides its
+    /// name ("fileless", "loader", "interpreter", "protected_content").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_identity: Vec<&'static str>,
     pub backend: String,
     pub policy_generation: u32,
 }
@@ -168,6 +172,7 @@ impl Enricher {
             rule: rule.map(|r| r.rule),
             matched_by: None,
             stage: None,
+            file_identity: Vec::new(),
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
         };
@@ -182,6 +187,7 @@ impl Enricher {
                 }
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
                 record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
+                record.file_identity = file_identity(hdr.flags);
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(
                         hdr.tgid,
@@ -264,6 +270,8 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_MATCH_OVERFLOW => "match_overflow",
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
+        abi::REASON_FILELESS => "fileless",
+        abi::REASON_LOADER => "direct_loader",
         _ => "unknown",
     }
 }
@@ -273,8 +281,25 @@ fn via_name(via: u32) -> &'static str {
         abi::VIA_EXECUTABLE => "executable",
         abi::VIA_ARGV0 => "argv0",
         abi::VIA_SCRIPT => "script",
+        abi::VIA_IDENTITY => "identity",
+        abi::VIA_INTERPRETER => "interpreter",
+        abi::VIA_LOADED => "loader",
         _ => "unknown",
     }
+}
+
+/// Exec identity flags of an exec event, by name.
+fn file_identity(flags: u32) -> Vec<&'static str> {
+    [
+        (abi::FLAG_FILELESS, "fileless"),
+        (abi::FLAG_LOADER, "loader"),
+        (abi::FLAG_INTERPRETER, "interpreter"),
+        (abi::FLAG_IDENTITY, "protected_content"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
 }
 
 fn destination(n: &NetEvent) -> Destination {

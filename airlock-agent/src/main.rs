@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod daemon;
 mod events;
+mod identity;
 mod kernel;
 mod launch;
 mod notify;

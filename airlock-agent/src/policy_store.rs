@@ -16,6 +16,7 @@ use airlock_common::policy::{self, CompiledPolicy, IdAllocator, LoadedPolicies, 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::identity::Identities;
 use crate::kernel::{delete_all, update_all, Kernel};
 
 /// Where policies come from.
@@ -94,6 +95,8 @@ pub struct PolicyStore {
     loaded_at: Option<SystemTime>,
     last_error: Option<String>,
     fingerprint: Option<Vec<(PathBuf, u64, SystemTime)>>,
+    /// exec identity: the protected programs' contents, refreshed with each load.
+    identities: Identities,
 }
 
 /// What a rule id or role slot in an event stands for.
@@ -114,7 +117,17 @@ impl PolicyStore {
             loaded_at: None,
             last_error: None,
             fingerprint: None,
+            identities: Identities::default(),
         }
+    }
+
+    /// Extra directories where protected programs are looked for (exec identity).
+    pub fn set_program_paths(&mut self, paths: Vec<PathBuf>) {
+        self.identities = Identities::new(paths);
+    }
+
+    pub fn identities(&self) -> &Identities {
+        &self.identities
     }
 
     pub fn origin(&self) -> &PolicyOrigin {
@@ -194,6 +207,11 @@ impl PolicyStore {
         }
         let compiled = policy::compile(&loaded, &mut self.ids);
         self.check_capacity(kernel, &compiled)?;
+        // Identities before the rules that use them, so a new rule is never in
+        // force without the contents of the program it names.
+        self.identities
+            .refresh(kernel, &compiled)
+            .context("install the exec identities of the protected programs")?;
         self.install(kernel, &compiled)?;
         let version = compiled.version.clone();
         self.previous = self.current.replace(Arc::new(compiled));

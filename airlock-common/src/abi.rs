@@ -35,6 +35,9 @@ pub const REASON_ARGV_TOO_LONG: u32 = 2;
 pub const REASON_MATCH_OVERFLOW: u32 = 3;
 pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
+// exec identity
+pub const REASON_FILELESS: u32 = 10;
+pub const REASON_LOADER: u32 = 11;
 
 pub const BACKEND_COMPAT: u32 = 1;
 pub const BACKEND_LSM: u32 = 2;
@@ -42,13 +45,25 @@ pub const BACKEND_LSM: u32 = 2;
 pub const VIA_EXECUTABLE: u32 = 1;
 pub const VIA_ARGV0: u32 = 2;
 pub const VIA_SCRIPT: u32 = 3;
+// exec identity
+pub const VIA_IDENTITY: u32 = 4;
+pub const VIA_INTERPRETER: u32 = 5;
+pub const VIA_LOADED: u32 = 6;
 
 pub const FLAG_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const FLAG_PATH_TRUNCATED: u32 = 1 << 1;
 pub const FLAG_SCRIPT: u32 = 1 << 2;
 pub const FLAG_EARLY_CHECK: u32 = 1 << 3;
+// exec identity
+pub const FLAG_FILELESS: u32 = 1 << 4;
+pub const FLAG_LOADER: u32 = 1 << 5;
+pub const FLAG_INTERPRETER: u32 = 1 << 6;
+pub const FLAG_IDENTITY: u32 = 1 << 7;
 
 pub const ROLE_DENY_ALL: u32 = 1 << 0;
+// exec identity
+pub const ROLE_ALLOW_FILELESS: u32 = 1 << 1;
+pub const ROLE_ALLOW_LOADER: u32 = 1 << 2;
 
 /// Prefix bits of an egress key that are always matched in full: set id and port.
 pub const EGRESS_FIXED_BITS: u32 = 48;
@@ -191,6 +206,34 @@ pub struct NetEvent {
     pub addr: [u8; 16],
 }
 
+// exec identity: what an executable is, beyond its name.
+pub const HEAD_LEN: usize = 256;
+pub const IDENTITY_NAMES: usize = 4;
+pub const OPERAND_WORDS: usize = 8;
+
+pub const IDKEY_NAME: u32 = 1;
+pub const IDKEY_CONTENT: u32 = 2;
+
+pub const ID_INTERPRETER: u32 = 1 << 0;
+pub const ID_LOADER: u32 = 1 << 1;
+pub const ID_PROGRAM: u32 = 1 << 2;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentityKey {
+    pub kind: u32,
+    pub pad: u32,
+    pub hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdentityValue {
+    pub flags: u32,
+    pub nnames: u32,
+    pub names: [u64; IDENTITY_NAMES],
+}
+
 /// Types that are plain old data: any byte pattern of their size is a valid value.
 ///
 /// # Safety
@@ -211,6 +254,8 @@ unsafe impl Pod for Config {}
 unsafe impl Pod for EventHeader {}
 unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for NetEvent {}
+unsafe impl Pod for IdentityKey {}
+unsafe impl Pod for IdentityValue {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u64 {}
 

@@ -2,4 +2,5 @@
 //! (mirrored from `airlock-ebpf/src/bpf/airlock_abi.h`) and the policy model.
 
 pub mod abi;
+pub mod identity;
 pub mod policy;

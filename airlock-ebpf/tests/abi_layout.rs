@@ -61,6 +61,9 @@ fn abi_matches_compiled_object_btf() {
         [hdr, match_via, argc, argv_len, filename_len, exe_len, cwd_len, filename, exe, cwd, argv]
     );
     layout!(btf, "airlock_net_event", NetEvent, [hdr, family, port, protocol, addr]);
+    // exec identity
+    layout!(btf, "airlock_identity_key", IdentityKey, [kind, pad, hash]);
+    layout!(btf, "airlock_identity_value", IdentityValue, [flags, nnames, names]);
 }
 
 

@@ -97,6 +97,8 @@ pub struct Maps {
     pub counters: MapHandle,
     pub config: MapHandle,
     pub events: MapHandle,
+    /// exec identity: names and contents of protected programs, interpreters, loaders.
+    pub exec_identity: MapHandle,
 }
 
 /// The loaded and attached enforcement. Dropping it (its links) detaches every program.
@@ -312,6 +314,7 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         counters: MapHandle::try_from(&skel.maps.counters)?,
         config: MapHandle::try_from(&skel.maps.airlock_config)?,
         events: MapHandle::try_from(&skel.maps.events)?,
+        exec_identity: MapHandle::try_from(&skel.maps.exec_identity)?,
     };
 
     let mut links = Vec::new();

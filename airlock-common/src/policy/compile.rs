@@ -11,7 +11,7 @@ use super::load::LoadedPolicies;
 use super::model::{Policy, Status};
 use crate::abi::{
     word_hash, Egress4Key, Egress6Key, EgressValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
-    TrieValue, EGRESS_FIXED_BITS,
+    TrieValue, EGRESS_FIXED_BITS, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER,
 };
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
@@ -236,8 +236,22 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             }
         }
 
+        // Deny wins across a role's policies: a switch is off for the role only
+        // when it has active policies and every one of them turns it off.
+        let active: Vec<&Policy> = compiled
+            .policies
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        let mut flags = 0;
+        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_fileless) {
+            flags |= ROLE_ALLOW_FILELESS;
+        }
+        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
+            flags |= ROLE_ALLOW_LOADER;
+        }
         out.role_sets
-            .push((role_id.clone(), RoleSet { set_id, flags: 0 }));
+            .push((role_id.clone(), RoleSet { set_id, flags }));
         out.roles.insert(role_id, compiled);
     }
 

@@ -292,6 +292,32 @@ pub struct Egress {
     pub deny: Vec<EgressRule>,
 }
 
+fn enabled() -> bool {
+    true
+}
+
+/// Exec switches a name cannot decide (exec identity). Both default to on: a
+/// policy that does not mention them denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecOptions {
+    /// Deny executing a file that has no name on disk (memfd, a deleted file, O_TMPFILE).
+    #[serde(default = "enabled")]
+    pub deny_fileless: bool,
+    /// Deny running the dynamic loader (`ld-linux-x86-64.so.2 PROGRAM`) directly.
+    #[serde(default = "enabled")]
+    pub deny_direct_loader: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            deny_fileless: true,
+            deny_direct_loader: true,
+        }
+    }
+}
+
 /// A policy file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,6 +335,9 @@ pub struct Policy {
     /// The upstream control plane's rule language; carried but not enforced here.
     #[serde(default)]
     pub rules: Vec<serde_json::Value>,
+    /// Exec switches (exec identity); absent means both on.
+    #[serde(default)]
+    pub exec: ExecOptions,
     /// Where the policy came from (display name), for diagnostics and audit.
     #[serde(skip)]
     pub source: PathBuf,

@@ -55,6 +55,10 @@ enum airlock_reason {
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */
 	AIRLOCK_REASON_ROLE_GONE = 5,
+	/* exec identity: the executed file has no name on disk (memfd, deleted, O_TMPFILE). */
+	AIRLOCK_REASON_FILELESS = 10,
+	/* exec identity: the dynamic loader was run directly. */
+	AIRLOCK_REASON_LOADER = 11,
 };
 
 enum airlock_backend {
@@ -67,6 +71,10 @@ enum airlock_match_via {
 	AIRLOCK_VIA_EXECUTABLE = 1, /* the file the kernel executes, symlinks resolved */
 	AIRLOCK_VIA_ARGV0 = 2,      /* basename of argv[0] (multi-call binaries) */
 	AIRLOCK_VIA_SCRIPT = 3,     /* the #! script execve was asked to run */
+	/* exec identity */
+	AIRLOCK_VIA_IDENTITY = 4,    /* the file's content is a protected program's */
+	AIRLOCK_VIA_INTERPRETER = 5, /* a program an interpreter was asked to run */
+	AIRLOCK_VIA_LOADED = 6,      /* a program the dynamic loader was asked to load */
 };
 
 /* Event flags. */
@@ -74,9 +82,17 @@ enum airlock_match_via {
 #define AIRLOCK_FLAG_PATH_TRUNCATED (1U << 1)
 #define AIRLOCK_FLAG_SCRIPT (1U << 2)
 #define AIRLOCK_FLAG_EARLY_CHECK (1U << 3) /* LSM: decided before the exec committed */
+/* exec identity */
+#define AIRLOCK_FLAG_FILELESS (1U << 4)    /* the executed file has no name on disk */
+#define AIRLOCK_FLAG_LOADER (1U << 5)      /* the executed file is the dynamic loader */
+#define AIRLOCK_FLAG_INTERPRETER (1U << 6) /* the executed file is an interpreter */
+#define AIRLOCK_FLAG_IDENTITY (1U << 7)    /* the content is a protected program's */
 
 /* Role flags. */
 #define AIRLOCK_ROLE_DENY_ALL (1U << 0)
+/* exec identity: every policy of the role lets fileless executables / the loader run. */
+#define AIRLOCK_ROLE_ALLOW_FILELESS (1U << 1)
+#define AIRLOCK_ROLE_ALLOW_LOADER (1U << 2)
 
 /* tagged_procs: tgid -> the session the process belongs to. */
 struct airlock_proc_tag {
@@ -204,6 +220,45 @@ struct airlock_net_event {
 	__u16 port;   /* host order */
 	__u32 protocol;
 	__u8 addr[16];
+};
+
+/*
+ * exec identity: what an executable is, not what it is called.
+ *
+ * The kernel fingerprints the first AIRLOCK_HEAD_LEN bytes of every file it
+ * executes (the kernel's own bprm->buf, zero-padded) together with the file's
+ * size; the daemon computes the same fingerprint for the protected programs,
+ * interpreters and loaders it finds and fills exec_identity. For an ELF64
+ * little-endian file only the header and program header fields the loader
+ * uses are hashed (see airlock-common/src/identity.rs for the exact bytes).
+ */
+#define AIRLOCK_HEAD_LEN 256 /* BINPRM_BUF_SIZE */
+#define AIRLOCK_IDENTITY_NAMES 4
+/* Argument words after argv[0] an interpreter's or loader's operands are looked for in. */
+#define AIRLOCK_OPERAND_WORDS 8
+
+enum airlock_identity_key_kind {
+	AIRLOCK_IDKEY_NAME = 1,    /* hash: FNV-1a of a file name */
+	AIRLOCK_IDKEY_CONTENT = 2, /* hash: the content fingerprint */
+};
+
+/* What a name or content is. */
+#define AIRLOCK_ID_INTERPRETER (1U << 0) /* runs the program its operands name */
+#define AIRLOCK_ID_LOADER (1U << 1)      /* the dynamic loader */
+#define AIRLOCK_ID_PROGRAM (1U << 2)     /* a protected program: names[] */
+
+struct airlock_identity_key {
+	__u32 kind;
+	__u32 pad;
+	__u64 hash;
+};
+
+struct airlock_identity_value {
+	__u32 flags;
+	__u32 nnames;
+	/* Program-name hashes this content is (several when identical binaries
+	 * carry several protected names); unused slots are 0. */
+	__u64 names[AIRLOCK_IDENTITY_NAMES];
 };
 
 #endif /* AIRLOCK_ABI_H */

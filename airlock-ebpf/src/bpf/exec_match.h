@@ -28,6 +28,9 @@
 struct tokenize_ctx {
 	char *argv; /* AIRLOCK_ARGV_MAX bytes */
 	__u64 *word_hash;
+	__u64 *word_base_hash;
+	__u16 *word_off;
+	__u64 word_begin; /* offset of the word being read */
 	__u32 len;
 	__u32 nwords;
 	__u64 hash;
@@ -42,13 +45,17 @@ static long tokenize_step(__u64 i, struct tokenize_ctx *c)
 	__u8 ch = c->argv[i & ARGV_MASK];
 	if (ch == 0) {
 		__u32 n = c->nwords;
-		if (n < AIRLOCK_MAX_WORDS)
+		if (n < AIRLOCK_MAX_WORDS) {
 			c->word_hash[n & WORDS_MASK] = c->hash;
+			c->word_base_hash[n & WORDS_MASK] = c->base_hash;
+			c->word_off[n & WORDS_MASK] = c->word_begin;
+		}
 		if (n == 0)
 			c->argv0_base_hash = c->base_hash;
 		c->nwords = n + 1;
 		c->hash = AIRLOCK_FNV_OFFSET;
 		c->base_hash = AIRLOCK_FNV_OFFSET;
+		c->word_begin = i + 1;
 		return 0;
 	}
 	c->hash = fnv_step(c->hash, ch);
@@ -64,6 +71,8 @@ AIRLOCK_GLOBAL int tokenize(struct exec_scratch *s)
 	struct tokenize_ctx c = {
 		.argv = s->evt.argv,
 		.word_hash = s->words.word_hash,
+		.word_base_hash = s->words.base_hash,
+		.word_off = s->words.off,
 		.len = s->evt.argv_len,
 		.hash = AIRLOCK_FNV_OFFSET,
 		.base_hash = AIRLOCK_FNV_OFFSET,
@@ -209,6 +218,52 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 	if (c.overflow)
 		return AIRLOCK_REASON_MATCH_OVERFLOW;
 	return AIRLOCK_REASON_NONE;
+}
+
+/*
+ * exec identity: the operands of an interpreter or loader. The first word
+ * after argv[0] that is not an option is the program it runs (its basename
+ * names it; the words after it are its arguments). Later words among the first
+ * AIRLOCK_OPERAND_WORDS are tried too when they are paths, so an option that
+ * takes a value (python3 -W ignore /x/aws ...) does not hide the program.
+ */
+struct operand_ctx {
+	struct exec_scratch *s;
+	__u32 set_id;
+	__u32 seen_first;
+	__u32 reason;
+	__u32 pad;
+};
+
+static long operand_step(__u64 i, struct operand_ctx *c)
+{
+	struct exec_words *words = &c->s->words;
+	__u32 k = i + 1;
+	if (k >= words->nwords || k >= AIRLOCK_MAX_WORDS)
+		return 1;
+	if (c->s->evt.argv[words->off[k & WORDS_MASK] & ARGV_MASK] == '-')
+		return 0;
+	bool first = !c->seen_first;
+	c->seen_first = 1;
+	/* A word without '/' has its basename's hash. */
+	bool path = words->base_hash[k & WORDS_MASK] != words->word_hash[k & WORDS_MASK];
+	if (!first && !path)
+		return 0;
+	__u32 reason = judge_program(c->set_id, words->base_hash[k & WORDS_MASK], k + 1, words);
+	if (reason) {
+		c->reason = reason;
+		return 1;
+	}
+	return 0;
+}
+
+AIRLOCK_GLOBAL int judge_operands(__u32 set_id, struct exec_scratch *s)
+{
+	if (!s)
+		return AIRLOCK_REASON_NONE;
+	struct operand_ctx c = { .s = s, .set_id = set_id };
+	bpf_loop(AIRLOCK_OPERAND_WORDS, operand_step, &c, 0);
+	return c.reason;
 }
 
 /* Index of the first word after argv[0] whose hash is `hash`, or 0. */

@@ -91,6 +91,9 @@ struct exec_words {
 	__u32 too_long;
 	__u32 rule_id;
 	__u32 pad;
+	/* exec identity: basename hash and argv offset of each word. */
+	__u64 base_hash[AIRLOCK_MAX_WORDS];
+	__u16 off[AIRLOCK_MAX_WORDS];
 };
 
 /* A NUL-terminated name (a path component or execve's filename), sized for the hashers. */
@@ -108,6 +111,9 @@ struct exec_scratch {
 	struct airlock_exec_event evt;
 	struct exec_words words;
 	__u64 argv0_base_hash;
+	/* exec identity: the executed file's first bytes (bprm->buf) and fingerprint. */
+	__u8 head[AIRLOCK_HEAD_LEN];
+	__u64 content_hash;
 };
 
 struct {
@@ -137,6 +143,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct early_argv);
 } early_argv SEC(".maps");
+
+/* exec identity: names and contents of protected programs, interpreters and loaders. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_identity_key);
+	__type(value, struct airlock_identity_value);
+} exec_identity SEC(".maps");
 
 /* Count of quarantined processes: the common case (zero) skips the lookup. */
 volatile __u32 quarantined_count;
