@@ -385,3 +385,36 @@ fn shipped_policies_load_and_compile() {
         load_sources(default_sources()).unwrap_or_else(|e| panic!("embedded set must load:\n{e}"));
     assert_eq!(embedded.version(), loaded.version());
 }
+
+/// exec identity: the `exec` switches are booleans with located errors.
+#[test]
+fn exec_switches_are_validated() {
+    let s = Scratch::new(&[
+        (
+            "policies/p.json",
+            "{\n  \"id\": \"p\",\n  \"name\": \"P\",\n  \"exec\": {\n    \"deny_fileless\": \"no\"\n  }\n}\n",
+        ),
+        ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+    ]);
+    let errs = errors_of(s.path());
+    let d = find(&errs, "policies/p.json", "exec.deny_fileless");
+    assert_eq!(d.line, Some(5), "{d}");
+
+    let s = Scratch::new(&[
+        (
+            "policies/p.json",
+            "{\n  \"id\": \"p\",\n  \"name\": \"P\",\n  \"exec\": {\n    \"deny_memfd\": true\n  }\n}\n",
+        ),
+        ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+    ]);
+    let errs = errors_of(s.path());
+    assert!(errs.to_string().contains("deny_memfd"), "{errs}");
+
+    let s = Scratch::new(&[
+        ("policies/p.json", r#"{"id":"p","name":"P","exec":{"deny_direct_loader":false}}"#),
+        ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+    ]);
+    let loaded = load_dir(s.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.policies[0].exec.deny_fileless, "deny_fileless defaults to on");
+    assert!(!loaded.policies[0].exec.deny_direct_loader);
+}
