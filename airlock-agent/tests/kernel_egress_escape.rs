@@ -357,3 +357,194 @@ fn ssh_to_localhost_is_refused_when_loopback_22_is_denied() {
     }
     assert!(reached, "the untagged client did not reach the listener");
 }
+
+/// A Unix socket the test listens on (stream or datagram; a path, or an
+/// abstract name when it starts with '@'). Closed when dropped.
+#[allow(dead_code)] // held, never read: dropping closes the socket
+enum Listener {
+    Stream(std::os::unix::net::UnixListener),
+    Dgram(std::os::unix::net::UnixDatagram),
+}
+
+fn unix_listen(name: &str, dgram: bool) -> Listener {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+    let addr = match name.strip_prefix('@') {
+        Some(abs) => SocketAddr::from_abstract_name(abs.as_bytes()).expect("abstract address"),
+        None => SocketAddr::from_pathname(name).expect("path address"),
+    };
+    if dgram {
+        Listener::Dgram(UnixDatagram::bind_addr(&addr).unwrap_or_else(|e| panic!("bind {name}: {e}")))
+    } else {
+        Listener::Stream(UnixListener::bind_addr(&addr).unwrap_or_else(|e| panic!("bind {name}: {e}")))
+    }
+}
+
+const UNIX_PROBE: &str = r#"
+import os, socket, sys
+def stream(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path); return "ok"
+    except OSError as e:
+        return "errno%d" % e.errno
+    finally:
+        s.close()
+def dgram(path, connect):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        if connect:
+            s.connect(path); s.send(b"x")
+        else:
+            s.sendto(b"x", path)
+        return "ok"
+    except OSError as e:
+        return "errno%d" % e.errno
+    finally:
+        s.close()
+d, abstract = sys.argv[1], sys.argv[2]
+print("absolute", stream(d + "/docker.sock"))
+os.chdir(d)
+print("relative", stream("docker.sock"))
+print("dotslash", stream("./docker.sock"))
+print("doubleslash", stream(d + "//docker.sock"))
+print("dotdot", stream(d + "/sub/../docker.sock"))
+print("symlink", stream(d + "/innocent.sock"))
+print("prefix", stream(d + "/tmux-x/default"))
+print("abstract", stream("\0" + abstract))
+print("dgram_sendto", dgram(d + "/dgram.sock", False))
+print("dgram_connect", dgram(d + "/dgram.sock", True))
+print("allowed", stream(d + "/allowed.sock"))
+print("allowed_dgram", dgram(d + "/allowed-dgram.sock", False))
+"#;
+
+/// BYPASSES.md item 17, broker sockets: a governed process cannot connect or
+/// send to the Unix sockets its policy names, by any spelling of the path;
+/// on LSM not even through a symlink (compat: documented gap). Other sockets,
+/// and untagged processes, are unaffected.
+#[test]
+fn unix_sockets_named_by_policy_are_refused() {
+    let root = TempDir::new("unix-brokers");
+    let dir = root.0.canonicalize().expect("canonical temp dir");
+    let d_s = dir.display().to_string();
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir sub");
+    std::fs::create_dir_all(dir.join("tmux-x")).expect("mkdir tmux-x");
+    let abstract_name = format!("airlock-test-broker-{}", std::process::id());
+    let _l = [
+        unix_listen(&format!("{d_s}/docker.sock"), false),
+        unix_listen(&format!("{d_s}/tmux-x/default"), false),
+        unix_listen(&format!("@{abstract_name}"), false),
+        unix_listen(&format!("{d_s}/dgram.sock"), true),
+        unix_listen(&format!("{d_s}/allowed.sock"), false),
+        unix_listen(&format!("{d_s}/allowed-dgram.sock"), true),
+    ];
+    std::os::unix::fs::symlink(dir.join("docker.sock"), dir.join("innocent.sock")).expect("symlink");
+    let policy = format!(
+        r#"{{ "id": "brokers", "name": "Brokers", "egress": {{ "unix_deny": [
+            "{d_s}/docker.sock", "{d_s}/tmux-*", "@{abstract_name}", "{d_s}/dgram.sock" ] }} }}"#
+    );
+    let d = Daemon::start("unix", &[("brokers.json", &policy)], &[("agent.json", &role(&["brokers"]))]);
+    let backend = d.backend();
+    let status = d.status_json();
+    let hooks: Vec<&str> = status["hooks"].as_array().unwrap().iter().filter_map(|h| h["program"].as_str()).collect();
+    let compat_unix = hooks.contains(&"airlock_connect_unix");
+    if backend == "compat" && !compat_unix {
+        // Kernels before 6.7 have no cgroup Unix hooks: the documented gap,
+        // and status must say so.
+        let text = d.status_text();
+        assert!(text.contains("Unix socket rules (egress.unix_deny) are NOT enforced"), "{text}");
+        let s = d.governed(Some("agent"), &format!("python3 -c '{}' {d_s} {abstract_name}", UNIX_PROBE.replace('\'', "\"")));
+        expect_results(&s, &[("absolute", "ok"), ("allowed", "ok")]);
+        return;
+    }
+    write_file(&d.work_dir.join("unix.py"), UNIX_PROBE, 0o644);
+    let s = d.governed(Some("agent"), &format!("python3 unix.py {d_s} {abstract_name}"));
+    // LSM resolves the socket the kernel found; compat sees the caller's path.
+    let symlink = if backend == "lsm" { "errno1" } else { "ok" };
+    expect_results(
+        &s,
+        &[
+            ("absolute", "errno1"),
+            ("relative", "errno1"),
+            ("dotslash", "errno1"),
+            ("doubleslash", "errno1"),
+            ("dotdot", "errno1"),
+            ("symlink", symlink),
+            ("prefix", "errno1"),
+            ("abstract", "errno1"),
+            ("dgram_sendto", "errno1"),
+            ("dgram_connect", "errno1"),
+            ("allowed", "ok"),
+            ("allowed_dgram", "ok"),
+        ],
+    );
+    let sock = format!("{d_s}/docker.sock");
+    let denies = session_lines(&d, &s.session_id, |v| v["decision"] == "deny" && v["kind"] == "unix_connect");
+    assert!(
+        denies.iter().any(|v| v["unix_socket"]["path"] == sock.as_str() && v["rule"] == sock.as_str() && v["policy"] == "brokers"),
+        "no deny line naming {sock}: {denies:#?}"
+    );
+    assert!(denies.iter().any(|v| v["unix_socket"]["path"] == format!("@{abstract_name}") && v["unix_socket"]["abstract_name"] == true), "{denies:#?}");
+    assert!(denies.iter().any(|v| v["rule"] == format!("{d_s}/tmux-*")), "{denies:#?}");
+    if backend == "compat" {
+        // The ".." spelling is refused as unclear, not by a rule.
+        assert!(denies.iter().any(|v| v["reason"] == "unix_path_unclear"), "{denies:#?}");
+    }
+    session_lines(&d, &s.session_id, |v| v["kind"] == "unix_connect" && v["decision"] == "allow" && v["unix_socket"]["path"] == format!("{d_s}/allowed.sock"));
+
+    // Untagged, everything is reachable.
+    let out = d.ungoverned(&format!("cd {} && python3 unix.py {d_s} {abstract_name}", d.work_dir.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("errno"), "an untagged process was refused: {text}");
+}
+
+/// BYPASSES.md item 17, tmux: a tmux server started outside the session
+/// cannot be asked by a governed process to run anything.
+#[test]
+fn a_tmux_server_outside_the_session_cannot_be_driven() {
+    if !Path::new("/usr/bin/tmux").exists() {
+        panic!("tmux is not installed (scripts/setup.sh installs it)");
+    }
+    let root = TempDir::new("tmux");
+    let dir = root.0.canonicalize().expect("canonical temp dir");
+    let sock_dir = dir.join("tmux-0");
+    std::fs::create_dir_all(&sock_dir).expect("mkdir");
+    let sock = sock_dir.join("default");
+    let policy = format!(r#"{{ "id": "brokers", "name": "Brokers", "egress": {{ "unix_deny": [ "{}/tmux-*" ] }} }}"#, dir.display());
+    let d = Daemon::start("tmux", &[("brokers.json", &policy)], &[("agent.json", &role(&["brokers"]))]);
+    let backend = d.backend();
+    let compat_unix = d.status_json()["hooks"].as_array().unwrap().iter().any(|h| h["program"] == "airlock_connect_unix");
+    // The server, outside the session; its pid is read back so it is ended by pid.
+    let start = Command::new("tmux").arg("-S").arg(&sock).args(["new-session", "-d", "sleep 120"]).status().expect("start tmux");
+    assert!(start.success(), "tmux did not start");
+    let pid_out = Command::new("tmux").arg("-S").arg(&sock).args(["display-message", "-p", "#{pid}"]).output().expect("tmux pid");
+    let server_pid: i32 = String::from_utf8_lossy(&pid_out.stdout).trim().parse().expect("tmux server pid");
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    let _server = KillOnDrop(server_pid);
+    let marker = dir.join("ran-by-tmux");
+    let s = d.governed(
+        Some("agent"),
+        &format!("tmux -S {} new-window 'touch {}'; echo rc=$?", sock.display(), marker.display()),
+    );
+    if backend == "compat" && !compat_unix {
+        // Documented gap on kernels before 6.7 (status says so).
+        return;
+    }
+    assert!(s.stdout.contains("rc=1"), "tmux did not fail: {}", s.all_output());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!marker.exists(), "the tmux server outside the session ran the command");
+    session_lines(&d, &s.session_id, |v| v["kind"] == "unix_connect" && v["decision"] == "deny" && v["unix_socket"]["path"] == sock.display().to_string());
+    // Untagged, the same command works (the server is real).
+    let ok = Command::new("tmux").arg("-S").arg(&sock).args(["new-window"]).arg(format!("touch {}", marker.display())).status().expect("tmux");
+    assert!(ok.success());
+    let deadline = Instant::now() + seconds(10);
+    while !marker.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(marker.exists(), "the untagged tmux command did not run");
+}

@@ -61,6 +61,9 @@ fn abi_matches_compiled_object_btf() {
         [hdr, match_via, argc, argv_len, filename_len, exe_len, cwd_len, filename, exe, cwd, argv]
     );
     layout!(btf, "airlock_net_event", NetEvent, [hdr, family, port, protocol, addr]);
+    // net: Unix socket rules.
+    layout!(btf, "airlock_unix_key", UnixKey, [prefixlen, set_id, path]);
+    layout!(btf, "airlock_unix_event", UnixEvent, [hdr, path_len, sock_type, path]);
 }
 
 

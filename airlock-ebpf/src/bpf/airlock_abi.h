@@ -36,6 +36,9 @@ enum airlock_event_kind {
 	AIRLOCK_EVENT_SENDMSG = 3,
 	/* A tagged process forked but its child could not be tagged. */
 	AIRLOCK_EVENT_TAG_FAILURE = 4,
+	/* net: connects and datagrams to Unix sockets (broker escapes). */
+	AIRLOCK_EVENT_UNIX_CONNECT = 20,
+	AIRLOCK_EVENT_UNIX_SENDMSG = 21,
 };
 
 enum airlock_decision {
@@ -55,6 +58,9 @@ enum airlock_reason {
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */
 	AIRLOCK_REASON_ROLE_GONE = 5,
+	/* net: a Unix socket path the kernel cannot put in canonical form (a ".."
+	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
+	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
 };
 
 enum airlock_backend {
@@ -77,6 +83,16 @@ enum airlock_match_via {
 
 /* Role flags. */
 #define AIRLOCK_ROLE_DENY_ALL (1U << 0)
+
+/* net: Unix socket rules. */
+/* Event flag: the path is the listening socket's own (LSM, symlinks resolved). */
+#define AIRLOCK_FLAG_UNIX_RESOLVED (1U << 8)
+/* Event flag: an abstract socket; the path is "@" and the name. */
+#define AIRLOCK_FLAG_UNIX_ABSTRACT (1U << 9)
+/* Role flag: the role's rule set has Unix socket rules (the hooks judge only then). */
+#define AIRLOCK_ROLE_UNIX_RULES (1U << 4)
+/* Bytes of a Unix socket path the kernel matches and reports. */
+#define AIRLOCK_UNIX_PATH_MAX 128
 
 /* tagged_procs: tgid -> the session the process belongs to. */
 struct airlock_proc_tag {
@@ -204,6 +220,26 @@ struct airlock_net_event {
 	__u16 port;   /* host order */
 	__u32 protocol;
 	__u8 addr[16];
+};
+
+/* net: Unix socket rules. */
+
+/*
+ * unix_rules LPM key: the set id is matched in full, the path by prefix. An
+ * exact path rule includes its terminating NUL in the prefix; a prefix rule
+ * ("/tmp/tmux-*") does not. Lookups use the full length.
+ */
+struct airlock_unix_key {
+	__u32 prefixlen; /* 32 + 8 * bytes of path matched */
+	__u32 set_id;
+	char path[AIRLOCK_UNIX_PATH_MAX];
+};
+
+struct airlock_unix_event {
+	struct airlock_event_header hdr;
+	__u32 path_len;
+	__u32 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 unknown */
+	char path[AIRLOCK_UNIX_PATH_MAX];
 };
 
 #endif /* AIRLOCK_ABI_H */
