@@ -130,7 +130,7 @@ int main(int argc, char **argv)
 /// inline and forced into an io-wq worker thread. The worker is a thread of
 /// the submitting process (same tgid), so the tag lookup sees it.
 #[test]
-fn io_uring_connect_and_sendmsg_are_judged() {
+fn egress_io_uring_connect_and_sendmsg_are_judged() {
     let probe = uring_probe();
     let allowed = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     let denied = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
@@ -274,7 +274,7 @@ fn dns_reply(q: &[u8], answers: &std::collections::BTreeMap<String, std::net::Ip
 /// loopback here) are refused, by sendto without connect and after connect;
 /// the same resolver answers an untagged process.
 #[test]
-fn dns_to_a_denied_resolver_is_refused() {
+fn egress_dns_to_a_denied_resolver_is_refused() {
     let dns = DnsServer::start("127.0.0.153:0", 30);
     dns.set("svc.airlock.test", "127.0.0.1".parse().unwrap());
     let port = dns.addr.port();
@@ -318,7 +318,7 @@ print("connected", ask(True))
 /// the local host cannot connect. The listener stands in for sshd on a port the
 /// test owns (port 22 itself is only ever refused, never reached).
 #[test]
-fn ssh_to_localhost_is_refused_when_loopback_22_is_denied() {
+fn egress_ssh_to_localhost_is_refused_when_loopback_22_is_denied() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stand-in sshd");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().unwrap().port();
@@ -423,7 +423,7 @@ print("allowed_dgram", dgram(d + "/allowed-dgram.sock", False))
 /// on LSM not even through a symlink (compat: documented gap). Other sockets,
 /// and untagged processes, are unaffected.
 #[test]
-fn unix_sockets_named_by_policy_are_refused() {
+fn egress_unix_sockets_named_by_policy_are_refused() {
     let root = TempDir::new("unix-brokers");
     let dir = root.0.canonicalize().expect("canonical temp dir");
     let d_s = dir.display().to_string();
@@ -501,7 +501,7 @@ fn unix_sockets_named_by_policy_are_refused() {
 /// BYPASSES.md item 17, tmux: a tmux server started outside the session
 /// cannot be asked by a governed process to run anything.
 #[test]
-fn a_tmux_server_outside_the_session_cannot_be_driven() {
+fn egress_tmux_server_outside_the_session_cannot_be_driven() {
     if !Path::new("/usr/bin/tmux").exists() {
         panic!("tmux is not installed (scripts/setup.sh installs it)");
     }
