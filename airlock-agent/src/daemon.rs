@@ -404,7 +404,11 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         pid: std::process::id(),
         backend: shared.kernel.backend().to_string(),
         hooks: shared.kernel.hooks().to_vec(),
-        guarantees: guarantees(shared.kernel.backend()),
+        guarantees: {
+            let mut g = guarantees(shared.kernel.backend());
+            g.extend(shared.kernel.gaps().iter().map(|gap| format!("not guaranteed: {gap}")));
+            g
+        },
         policy,
         default_role: default_role(&shared.state_dir),
         sessions: visible_to(peer, lock(&shared.sessions).running()),
@@ -425,11 +429,13 @@ fn guarantees(backend: Backend) -> Vec<String> {
         Backend::Lsm => {
             g.push("blocked exec refused with EPERM before it starts".into());
             g.push("egress refused with EPERM at socket_connect / socket_sendmsg".into());
+            g.push("Unix socket rules judged on the socket the kernel resolved (unix_stream_connect / unix_may_send): symlinks and bind mounts do not hide a denied socket".into());
             g.push("not guaranteed yet: tamper protection of the daemon, its programs and maps".into());
         }
         Backend::Compat => {
             g.push("blocked exec killed (SIGKILL) before its first instruction; the caller sees a kill, not EPERM".into());
             g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
+            g.push("Unix socket rules judged on the path as the caller wrote it (cgroup/connect_unix, kernels >= 6.7): a symlink or bind mount to a denied socket is not seen".into());
             g.push("not guaranteed: tamper protection of the daemon, its programs and maps (root in a session can stop it; needs the LSM backend)".into());
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent};
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent, UnixEvent};
 use serde::Serialize;
 
 use crate::kernel::Backend;
@@ -17,6 +17,8 @@ use crate::sessions::{format_session_id, Sessions};
 pub enum KernelEvent {
     Exec(Box<ExecEvent>),
     Net(NetEvent),
+    /// net: a connect or datagram to a Unix socket.
+    Unix(Box<UnixEvent>),
 }
 
 impl KernelEvent {
@@ -24,6 +26,7 @@ impl KernelEvent {
         match self {
             KernelEvent::Exec(e) => &e.hdr,
             KernelEvent::Net(e) => &e.hdr,
+            KernelEvent::Unix(e) => &e.hdr,
         }
     }
 }
@@ -34,6 +37,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
     match hdr.kind {
         abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
         abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
+        abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
         _ => None,
     }
 }
@@ -49,6 +53,20 @@ pub struct Destination {
     pub address: String,
     pub port: u16,
     pub protocol: String,
+}
+
+/// The Unix socket a connect or datagram went to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnixSocketRef {
+    /// The canonical path, or `@` and the name of an abstract socket. When the
+    /// kernel could not put the path in canonical form, what the caller wrote.
+    pub path: String,
+    /// "stream", "dgram", "seqpacket" or the number.
+    pub socket_type: String,
+    /// True when the path is the listening socket's own (LSM: symlinks resolved);
+    /// false when it is the path as the caller wrote it (compat).
+    pub resolved: bool,
+    pub abstract_name: bool,
 }
 
 /// One decision about a governed process: a line of the audit trail.
@@ -74,6 +92,9 @@ pub struct DecisionRecord {
     pub cwd: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
+    /// net: Unix socket decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<UnixSocketRef>,
     pub policy: Option<String>,
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +189,7 @@ impl Enricher {
             argv_truncated: hdr.flags & abi::FLAG_ARGV_TRUNCATED != 0,
             cwd: String::new(),
             destination: None,
+            unix_socket: None,
             policy: rule.as_ref().map(|r| r.policy.clone()),
             rule: rule.map(|r| r.rule),
             matched_by: None,
@@ -195,9 +217,11 @@ impl Enricher {
                     );
                 }
             }
-            KernelEvent::Net(n) => {
-                if hdr.kind != abi::EVENT_TAG_FAILURE {
-                    record.destination = Some(destination(n));
+            KernelEvent::Net(_) | KernelEvent::Unix(_) => {
+                match event {
+                    KernelEvent::Net(n) if hdr.kind != abi::EVENT_TAG_FAILURE => record.destination = Some(destination(n)),
+                    KernelEvent::Unix(u) => record.unix_socket = Some(unix_socket(u)),
+                    _ => {}
                 }
                 // What the socket hook cannot carry: from the process's last exec, else /proc.
                 if let Some(image) = self.procs.images.get(&hdr.tgid) {
@@ -258,6 +282,8 @@ fn kind_name(kind: u32) -> &'static str {
         abi::EVENT_CONNECT => "connect",
         abi::EVENT_SENDMSG => "sendmsg",
         abi::EVENT_TAG_FAILURE => "tag_failure",
+        abi::EVENT_UNIX_CONNECT => "unix_connect",
+        abi::EVENT_UNIX_SENDMSG => "unix_sendmsg",
         _ => "unknown",
     }
 }
@@ -272,6 +298,7 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_ROLE_GONE => "role_gone",
         abi::REASON_FILELESS => "fileless",
         abi::REASON_LOADER => "direct_loader",
+        abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
         _ => "unknown",
     }
 }
@@ -314,6 +341,25 @@ fn destination(n: &NetEvent) -> Destination {
         other => other.to_string(),
     };
     Destination { address: address.to_string(), port: n.port, protocol }
+}
+
+fn unix_socket(u: &UnixEvent) -> UnixSocketRef {
+    let abstract_name = u.hdr.flags & abi::FLAG_UNIX_ABSTRACT != 0;
+    let bytes = if u.path_len > 0 {
+        &u.path[..(u.path_len as usize).min(u.path.len())]
+    } else {
+        let end = u.path.iter().position(|&b| b == 0).unwrap_or(u.path.len());
+        &u.path[..end]
+    };
+    // Abstract names may hold any byte: NULs and other controls are escaped.
+    let path = if abstract_name { bytes.escape_ascii().to_string() } else { String::from_utf8_lossy(bytes).into_owned() };
+    let socket_type = match u.sock_type as i32 {
+        libc::SOCK_STREAM => "stream".to_string(),
+        libc::SOCK_DGRAM => "dgram".to_string(),
+        libc::SOCK_SEQPACKET => "seqpacket".to_string(),
+        other => other.to_string(),
+    };
+    UnixSocketRef { path, socket_type, resolved: u.hdr.flags & abi::FLAG_UNIX_RESOLVED != 0, abstract_name }
 }
 
 /// The text of a NUL-terminated (or full) byte array.

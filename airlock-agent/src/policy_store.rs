@@ -168,7 +168,9 @@ impl PolicyStore {
             c.rule(rule_id).map(|r| RuleLookup {
                 policy: r.policy_id.clone(),
                 rule: match &r.kind {
-                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                    policy::RuleKind::Command { text }
+                    | policy::RuleKind::Egress { text }
+                    | policy::RuleKind::Unix { text } => text.clone(),
                 },
             })
         })
@@ -229,6 +231,7 @@ impl PolicyStore {
             ("command words", need(|c| c.trie.len()), sizes.trie),
             ("IPv4 egress entries", need(|c| c.egress4.len()), sizes.egress),
             ("IPv6 egress entries", need(|c| c.egress6.len()), sizes.egress),
+            ("Unix socket rules", need(|c| c.unix.len()), crate::kernel::UNIX_RULES_CAPACITY),
         ];
         for (what, needed, capacity) in checks {
             if needed > capacity as usize {
@@ -245,11 +248,13 @@ impl PolicyStore {
             delete_all(&maps.trie, &next.trie);
             delete_all(&maps.egress4, &next.egress4);
             delete_all(&maps.egress6, &next.egress6);
+            delete_all(&maps.unix_rules, &next.unix);
         };
         // Children before parents: the trie before the programs that lead into it.
         let added = update_all(&maps.trie, &next.trie, "command trie")
             .and_then(|_| update_all(&maps.egress4, &next.egress4, "IPv4 egress"))
             .and_then(|_| update_all(&maps.egress6, &next.egress6, "IPv6 egress"))
+            .and_then(|_| update_all(&maps.unix_rules, &next.unix, "Unix socket rules"))
             .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"));
         if let Err(e) = added {
             rollback(next);
@@ -280,6 +285,7 @@ impl PolicyStore {
             delete_all(&maps.trie, &old.trie);
             delete_all(&maps.egress4, &old.egress4);
             delete_all(&maps.egress6, &old.egress6);
+            delete_all(&maps.unix_rules, &old.unix);
         }
         Ok(())
     }

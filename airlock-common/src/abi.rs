@@ -234,6 +234,34 @@ pub struct IdentityValue {
     pub names: [u64; IDENTITY_NAMES],
 }
 
+// net: Unix socket rules (broker escapes).
+pub const EVENT_UNIX_CONNECT: u32 = 20;
+pub const EVENT_UNIX_SENDMSG: u32 = 21;
+pub const REASON_UNIX_PATH_UNCLEAR: u32 = 20;
+pub const FLAG_UNIX_RESOLVED: u32 = 1 << 8;
+pub const FLAG_UNIX_ABSTRACT: u32 = 1 << 9;
+pub const ROLE_UNIX_RULES: u32 = 1 << 4;
+pub const UNIX_PATH_MAX: usize = 128;
+/// Prefix bits of a Unix key that are always matched in full: the set id.
+pub const UNIX_FIXED_BITS: u32 = 32;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnixKey {
+    pub prefixlen: u32,
+    pub set_id: u32,
+    pub path: [u8; UNIX_PATH_MAX],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UnixEvent {
+    pub hdr: EventHeader,
+    pub path_len: u32,
+    pub sock_type: u32,
+    pub path: [u8; UNIX_PATH_MAX],
+}
+
 /// Types that are plain old data: any byte pattern of their size is a valid value.
 ///
 /// # Safety
@@ -256,6 +284,8 @@ unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for NetEvent {}
 unsafe impl Pod for IdentityKey {}
 unsafe impl Pod for IdentityValue {}
+unsafe impl Pod for UnixKey {}
+unsafe impl Pod for UnixEvent {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u64 {}
 

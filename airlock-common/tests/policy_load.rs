@@ -374,9 +374,10 @@ fn shipped_policies_load_and_compile() {
         let r = c
             .role(role)
             .unwrap_or_else(|| panic!("role {role} missing"));
-        assert_eq!(r.policies.len(), 2, "{role}");
-        assert_eq!(r.commands.len(), 27, "{role}");
+        assert_eq!(r.policies.len(), 3, "{role}");
+        assert_eq!(r.commands.len(), 31, "{role}");
         assert_eq!(r.egress.len(), 4, "{role}");
+        assert_eq!(r.unix.len(), 11, "{role}");
     }
     assert_eq!(c.role_sets.len(), 2);
 

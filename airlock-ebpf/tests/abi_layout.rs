@@ -64,6 +64,9 @@ fn abi_matches_compiled_object_btf() {
     // exec identity
     layout!(btf, "airlock_identity_key", IdentityKey, [kind, pad, hash]);
     layout!(btf, "airlock_identity_value", IdentityValue, [flags, nnames, names]);
+    // net: Unix socket rules.
+    layout!(btf, "airlock_unix_key", UnixKey, [prefixlen, set_id, path]);
+    layout!(btf, "airlock_unix_event", UnixEvent, [hdr, path_len, sock_type, path]);
 }
 
 

@@ -69,6 +69,9 @@ pub struct Hook {
     pub attach_point: String,
 }
 
+/// Entries of the unix_rules map (fixed in maps.h).
+pub const UNIX_RULES_CAPACITY: u32 = 16_384;
+
 /// Sizes of the maps the policy and sessions fill.
 #[derive(Debug, Clone, Copy)]
 pub struct MapSizes {
@@ -99,6 +102,8 @@ pub struct Maps {
     pub events: MapHandle,
     /// exec identity: names and contents of protected programs, interpreters, loaders.
     pub exec_identity: MapHandle,
+    /// net: Unix socket rules.
+    pub unix_rules: MapHandle,
 }
 
 /// The loaded and attached enforcement. Dropping it (its links) detaches every program.
@@ -109,6 +114,8 @@ pub struct Kernel {
     _links: Vec<Link>,
     maps: Maps,
     sizes: MapSizes,
+    /// What this kernel cannot enforce with the chosen backend, for `status`.
+    gaps: Vec<String>,
 }
 
 /// Kernel-wide totals of the per-CPU counters.
@@ -158,6 +165,11 @@ impl Kernel {
 
     pub fn sizes(&self) -> MapSizes {
         self.sizes
+    }
+
+    /// Enforcement this kernel lacks with the chosen backend (shown by `status`).
+    pub fn gaps(&self) -> &[String] {
+        &self.gaps
     }
 
     /// Tags a process (by tgid) as a member of a session.
@@ -265,6 +277,19 @@ pub fn probe_lsm() -> Result<()> {
     Ok(())
 }
 
+/// True when the running kernel knows the cgroup Unix socket hooks (6.7+):
+/// their attach type is named in the kernel's own BTF. A kernel without BTF
+/// cannot run Airlock at all, so "unreadable" means "no".
+fn kernel_has_cgroup_unix_hooks() -> bool {
+    match std::fs::read("/sys/kernel/btf/vmlinux") {
+        Ok(btf) => btf.windows(23).any(|w| w == b"BPF_CGROUP_UNIX_CONNECT"),
+        Err(e) => {
+            tracing::warn!("cannot read /sys/kernel/btf/vmlinux ({e}); Unix socket hooks not used");
+            false
+        }
+    }
+}
+
 fn pid_max() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
@@ -290,6 +315,15 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
     configure_maps(&mut open, sizes)?;
 
     let lsm = backend == Backend::Lsm;
+    let compat_unix = kernel_has_cgroup_unix_hooks();
+    let mut gaps = Vec::new();
+    if !lsm && !compat_unix {
+        gaps.push(
+            "Unix socket rules (egress.unix_deny) are NOT enforced: this kernel has no cgroup/connect_unix \
+             (added in 6.7) and the LSM backend is not in use"
+                .to_string(),
+        );
+    }
     {
         let p = &mut open.progs;
         p.airlock_bprm_check.set_autoload(lsm);
@@ -301,6 +335,11 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         p.airlock_connect6.set_autoload(!lsm);
         p.airlock_sendmsg4.set_autoload(!lsm);
         p.airlock_sendmsg6.set_autoload(!lsm);
+        // net: Unix socket rules. Compat needs cgroup/connect_unix (kernels >= 6.7).
+        p.airlock_unix_stream_connect.set_autoload(lsm);
+        p.airlock_unix_may_send.set_autoload(lsm);
+        p.airlock_connect_unix.set_autoload(!lsm && compat_unix);
+        p.airlock_sendmsg_unix.set_autoload(!lsm && compat_unix);
     }
     let skel = open.load().context("load the enforcement programs (the verifier log above says why)")?;
 
@@ -315,6 +354,7 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         config: MapHandle::try_from(&skel.maps.airlock_config)?,
         events: MapHandle::try_from(&skel.maps.events)?,
         exec_identity: MapHandle::try_from(&skel.maps.exec_identity)?,
+        unix_rules: MapHandle::try_from(&skel.maps.unix_rules)?,
     };
 
     let mut links = Vec::new();
@@ -337,6 +377,8 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         attached("airlock_bprm_check", "lsm/bprm_check_security", p.airlock_bprm_check.attach_lsm())?;
         attached("airlock_socket_connect", "lsm/socket_connect", p.airlock_socket_connect.attach_lsm())?;
         attached("airlock_socket_sendmsg", "lsm/socket_sendmsg", p.airlock_socket_sendmsg.attach_lsm())?;
+        attached("airlock_unix_stream_connect", "lsm/unix_stream_connect", p.airlock_unix_stream_connect.attach_lsm())?;
+        attached("airlock_unix_may_send", "lsm/unix_may_send", p.airlock_unix_may_send.attach_lsm())?;
     } else {
         let root = mounts::cgroup2_root()?;
         let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup2 root {}", root.display()))?;
@@ -346,9 +388,13 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         attached("airlock_connect6", &at("cgroup/connect6"), p.airlock_connect6.attach_cgroup(fd))?;
         attached("airlock_sendmsg4", &at("cgroup/sendmsg4"), p.airlock_sendmsg4.attach_cgroup(fd))?;
         attached("airlock_sendmsg6", &at("cgroup/sendmsg6"), p.airlock_sendmsg6.attach_cgroup(fd))?;
+        if compat_unix {
+            attached("airlock_connect_unix", &at("cgroup/connect_unix"), p.airlock_connect_unix.attach_cgroup(fd))?;
+            attached("airlock_sendmsg_unix", &at("cgroup/sendmsg_unix"), p.airlock_sendmsg_unix.attach_cgroup(fd))?;
+        }
     }
 
-    let kernel = Kernel { backend, hooks, _links: links, maps, sizes };
+    let kernel = Kernel { backend, hooks, _links: links, maps, sizes, gaps };
     kernel.set_config(0)?;
     Ok(kernel)
 }

@@ -11,7 +11,8 @@ use super::load::LoadedPolicies;
 use super::model::{Policy, Status};
 use crate::abi::{
     word_hash, Egress4Key, Egress6Key, EgressValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
-    TrieValue, EGRESS_FIXED_BITS, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER,
+    TrieValue, UnixKey, EGRESS_FIXED_BITS, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_UNIX_RULES,
+    UNIX_FIXED_BITS, UNIX_PATH_MAX,
 };
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
@@ -85,6 +86,17 @@ pub struct EgressRuleCompiled {
     pub text: String,
 }
 
+/// A Unix socket rule as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    /// The bytes matched (`@` and the name for abstract sockets).
+    pub path: Vec<u8>,
+    pub prefix: bool,
+    pub text: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRole {
     pub set_id: u32,
@@ -92,12 +104,16 @@ pub struct CompiledRole {
     pub policies: Vec<String>,
     pub commands: Vec<CommandRule>,
     pub egress: Vec<EgressRuleCompiled>,
+    /// net: Unix socket rules (broker escapes).
+    pub unix: Vec<UnixRuleCompiled>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleKind {
     Command { text: String },
     Egress { text: String },
+    /// net: an `egress.unix_deny` pattern.
+    Unix { text: String },
 }
 
 /// What a rule id in a kernel event stands for.
@@ -120,6 +136,8 @@ pub struct CompiledPolicy {
     pub egress4: Vec<(Egress4Key, EgressValue)>,
     pub egress6: Vec<(Egress6Key, EgressValue)>,
     pub role_sets: Vec<(String, RoleSet)>,
+    /// net: Unix socket rules.
+    pub unix: Vec<(UnixKey, EgressValue)>,
 }
 
 impl CompiledPolicy {
@@ -145,6 +163,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         egress4: Vec::new(),
         egress6: Vec::new(),
         role_sets: Vec::new(),
+        unix: Vec::new(),
     };
     let by_id: BTreeMap<&str, &Policy> =
         loaded.policies.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -155,6 +174,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     let mut trie = BTreeMap::new();
     let mut egress4 = BTreeMap::new();
     let mut egress6 = BTreeMap::new();
+    let mut unix = BTreeMap::new();
 
     for role in roles {
         let role_id = role.id.to_string();
@@ -164,6 +184,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             policies: Vec::new(),
             commands: Vec::new(),
             egress: Vec::new(),
+            unix: Vec::new(),
         };
         let mut listed = std::collections::BTreeSet::new();
         for pid in &role.policies {
@@ -214,6 +235,26 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     text: rule.text.clone(),
                 });
             }
+            for rule in &policy.egress.unix_deny {
+                let rule_id = ids.rule_id();
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::Unix {
+                            text: rule.text.clone(),
+                        },
+                    },
+                );
+                compiled.unix.push(UnixRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    path: rule.path.clone(),
+                    prefix: rule.prefix,
+                    text: rule.text.clone(),
+                });
+            }
         }
 
         for cmd in &compiled.commands {
@@ -250,6 +291,16 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
             flags |= ROLE_ALLOW_LOADER;
         }
+        for rule in &compiled.unix {
+            unix.entry(unix_key(set_id, &rule.path, rule.prefix))
+                .or_insert(EgressValue {
+                    rule_id: rule.rule_id,
+                    pad: 0,
+                });
+        }
+        if !compiled.unix.is_empty() {
+            flags |= ROLE_UNIX_RULES;
+        }
         out.role_sets
             .push((role_id.clone(), RoleSet { set_id, flags }));
         out.roles.insert(role_id, compiled);
@@ -259,7 +310,24 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     out.trie = trie.into_iter().collect();
     out.egress4 = egress4.into_iter().collect();
     out.egress6 = egress6.into_iter().collect();
+    out.unix = unix.into_iter().collect();
     out
+}
+
+/// The unix_rules key of a pattern: an exact path also matches its
+/// terminating NUL, so "/run/docker.sock" does not cover "/run/docker.sock.1";
+/// a prefix pattern stops at its last byte.
+pub fn unix_key(set_id: u32, path: &[u8], prefix: bool) -> UnixKey {
+    let mut key = UnixKey {
+        prefixlen: 0,
+        set_id,
+        path: [0; UNIX_PATH_MAX],
+    };
+    let n = path.len().min(UNIX_PATH_MAX - 1);
+    key.path[..n].copy_from_slice(&path[..n]);
+    let matched = if prefix { n } else { n + 1 };
+    key.prefixlen = UNIX_FIXED_BITS + 8 * matched as u32;
+    key
 }
 
 fn add_command(

@@ -117,6 +117,10 @@ impl LoadedPolicies {
                         .join(","),
                 );
             }
+            for u in &p.egress.unix_deny {
+                field("unix");
+                field(&u.text);
+            }
             for r in &p.rules {
                 field("rule");
                 field(&r.to_string());

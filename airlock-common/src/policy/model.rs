@@ -290,6 +290,79 @@ impl<'de> Deserialize<'de> for EgressRule {
 pub struct Egress {
     #[serde(default)]
     pub deny: Vec<EgressRule>,
+    /// Unix sockets a governed process may not connect or send to (broker escapes).
+    #[serde(default)]
+    pub unix_deny: Vec<UnixRule>,
+}
+
+/// Longest Unix socket pattern (without its `*`): the kernel matches 128 bytes
+/// including the terminating NUL, and an abstract name's `@`.
+pub const MAX_UNIX_PATTERN_LEN: usize = 126;
+
+/// One `egress.unix_deny` entry: a socket path (`/run/docker.sock`), a path
+/// prefix (`/tmp/tmux-*`), or an abstract socket name (`@name`, `@prefix*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixRule {
+    /// The pattern as written.
+    pub text: String,
+    /// The bytes matched: the path, or `@` and the abstract name, without `*`.
+    pub path: Vec<u8>,
+    /// True for `...*`: every socket whose name starts with `path`.
+    pub prefix: bool,
+}
+
+impl FromStr for UnixRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (body, prefix) = match s.strip_suffix('*') {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        if body.contains('*') {
+            return Err(format!("{s:?}: '*' may only end a pattern (a prefix), as in \"/tmp/tmux-*\""));
+        }
+        if body.contains('\0') {
+            return Err(format!("{s:?} contains a NUL byte"));
+        }
+        if body.len() > MAX_UNIX_PATTERN_LEN {
+            return Err(format!(
+                "{s:?} is {} bytes long; the kernel matches at most {MAX_UNIX_PATTERN_LEN}",
+                body.len()
+            ));
+        }
+        if let Some(name) = body.strip_prefix('@') {
+            if name.is_empty() && !prefix {
+                return Err(format!("{s:?}: an abstract socket name must not be empty"));
+            }
+        } else if body.starts_with('/') {
+            // The kernel compares canonical paths, so a rule must be written in that form.
+            let comps: Vec<&str> = body[1..].split('/').collect();
+            let last = comps.len() - 1;
+            for (i, c) in comps.iter().enumerate() {
+                let trailing_prefix = i == last && prefix;
+                if (c.is_empty() && !(trailing_prefix || body == "/")) || *c == "." || *c == ".." {
+                    return Err(format!(
+                        "{s:?} is not a canonical path (no \"//\", \".\" or \"..\" components, no trailing \"/\"); \
+                         write it as the kernel sees it, e.g. \"/run/docker.sock\""
+                    ));
+                }
+            }
+        } else {
+            return Err(format!(
+                "{s:?} is neither an absolute socket path (\"/run/docker.sock\", \"/tmp/tmux-*\") \
+                 nor an abstract socket name (\"@name\")"
+            ));
+        }
+        Ok(UnixRule { text: s.to_owned(), path: body.as_bytes().to_vec(), prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for UnixRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
 }
 
 fn enabled() -> bool {

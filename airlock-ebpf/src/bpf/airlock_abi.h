@@ -36,6 +36,9 @@ enum airlock_event_kind {
 	AIRLOCK_EVENT_SENDMSG = 3,
 	/* A tagged process forked but its child could not be tagged. */
 	AIRLOCK_EVENT_TAG_FAILURE = 4,
+	/* net: connects and datagrams to Unix sockets (broker escapes). */
+	AIRLOCK_EVENT_UNIX_CONNECT = 20,
+	AIRLOCK_EVENT_UNIX_SENDMSG = 21,
 };
 
 enum airlock_decision {
@@ -59,6 +62,9 @@ enum airlock_reason {
 	AIRLOCK_REASON_FILELESS = 10,
 	/* exec identity: the dynamic loader was run directly. */
 	AIRLOCK_REASON_LOADER = 11,
+	/* net: a Unix socket path the kernel cannot put in canonical form (a ".."
+	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
+	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
 };
 
 enum airlock_backend {
@@ -93,6 +99,16 @@ enum airlock_match_via {
 /* exec identity: every policy of the role lets fileless executables / the loader run. */
 #define AIRLOCK_ROLE_ALLOW_FILELESS (1U << 1)
 #define AIRLOCK_ROLE_ALLOW_LOADER (1U << 2)
+
+/* net: Unix socket rules. */
+/* Event flag: the path is the listening socket's own (LSM, symlinks resolved). */
+#define AIRLOCK_FLAG_UNIX_RESOLVED (1U << 8)
+/* Event flag: an abstract socket; the path is "@" and the name. */
+#define AIRLOCK_FLAG_UNIX_ABSTRACT (1U << 9)
+/* Role flag: the role's rule set has Unix socket rules (the hooks judge only then). */
+#define AIRLOCK_ROLE_UNIX_RULES (1U << 4)
+/* Bytes of a Unix socket path the kernel matches and reports. */
+#define AIRLOCK_UNIX_PATH_MAX 128
 
 /* tagged_procs: tgid -> the session the process belongs to. */
 struct airlock_proc_tag {
@@ -259,6 +275,26 @@ struct airlock_identity_value {
 	/* Program-name hashes this content is (several when identical binaries
 	 * carry several protected names); unused slots are 0. */
 	__u64 names[AIRLOCK_IDENTITY_NAMES];
+};
+
+/* net: Unix socket rules. */
+
+/*
+ * unix_rules LPM key: the set id is matched in full, the path by prefix. An
+ * exact path rule includes its terminating NUL in the prefix; a prefix rule
+ * ("/tmp/tmux-*") does not. Lookups use the full length.
+ */
+struct airlock_unix_key {
+	__u32 prefixlen; /* 32 + 8 * bytes of path matched */
+	__u32 set_id;
+	char path[AIRLOCK_UNIX_PATH_MAX];
+};
+
+struct airlock_unix_event {
+	struct airlock_event_header hdr;
+	__u32 path_len;
+	__u32 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 unknown */
+	char path[AIRLOCK_UNIX_PATH_MAX];
 };
 
 #endif /* AIRLOCK_ABI_H */

@@ -152,6 +152,29 @@ struct {
 	__type(key, struct airlock_identity_key);
 	__type(value, struct airlock_identity_value);
 } exec_identity SEC(".maps");
+/* net: Unix socket rules, per rule set (see struct airlock_unix_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_unix_key);
+	__type(value, struct airlock_egress_value);
+} unix_rules SEC(".maps");
+
+/* net: per-CPU working memory of the Unix socket hooks (too large for the stack). */
+struct unix_scratch {
+	struct path_buf walk;          /* a dentry walk, components leaf first */
+	char raw[2 * AIRLOCK_UNIX_PATH_MAX]; /* the path before canonical form */
+	struct airlock_unix_key key;
+	char pad[AIRLOCK_UNIX_PATH_MAX]; /* room for masked writes past key.path */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unix_scratch);
+} unix_scratch SEC(".maps");
 
 /* Count of quarantined processes: the common case (zero) skips the lookup. */
 volatile __u32 quarantined_count;
