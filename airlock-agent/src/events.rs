@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent};
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent};
 use serde::Serialize;
 
 use crate::kernel::Backend;
@@ -17,6 +17,8 @@ use crate::sessions::{format_session_id, Sessions};
 pub enum KernelEvent {
     Exec(Box<ExecEvent>),
     Net(NetEvent),
+    /// guard: a tamper attempt or a protected-file open.
+    Guard(Box<GuardEvent>),
 }
 
 impl KernelEvent {
@@ -24,6 +26,7 @@ impl KernelEvent {
         match self {
             KernelEvent::Exec(e) => &e.hdr,
             KernelEvent::Net(e) => &e.hdr,
+            KernelEvent::Guard(e) => &e.hdr,
         }
     }
 }
@@ -34,6 +37,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
     match hdr.kind {
         abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
         abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
+        abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => from_prefix_bytes::<GuardEvent>(bytes).map(KernelEvent::Guard),
         _ => None,
     }
 }
@@ -84,6 +88,22 @@ pub struct DecisionRecord {
     pub stage: Option<&'static str>,
     pub backend: String,
     pub policy_generation: u32,
+    /// guard: tamper and file events. What was tried ("bpf", "kill", "ptrace", "open", ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
+    /// guard: the pid a signal, ptrace or fd grab aimed at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
+    /// guard: the signal number, bpf command, ptrace request or open mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argument: Option<u64>,
+    /// guard: the file opened (file events, bpffs/cgroupfs tamper), or the module requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// guard: how a deny was enforced: "refused" (LSM: the call failed with EPERM)
+    /// or "killed" (compat: the call ran, the process was killed on its way back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<&'static str>,
 }
 
 /// What the last exec of a governed process showed, for its later connects:
@@ -170,6 +190,11 @@ impl Enricher {
             stage: None,
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
+            operation: None,
+            target_pid: None,
+            argument: None,
+            file: None,
+            enforcement: None,
         };
         match event {
             KernelEvent::Exec(e) => {
@@ -187,6 +212,29 @@ impl Enricher {
                         hdr.tgid,
                         ProcImage { executable: record.executable.clone(), argv: record.argv.clone(), cwd: record.cwd.clone(), ppid: hdr.ppid },
                     );
+                }
+            }
+            KernelEvent::Guard(g) => {
+                record.operation = Some(op_name(g.op));
+                record.target_pid = (g.target != 0).then_some(g.target);
+                record.argument = Some(g.arg);
+                let path = &g.path[..(g.path_len as usize).min(g.path.len())];
+                if !path.is_empty() {
+                    record.file = Some(path_from_components(path));
+                } else if g.op == abi::OP_MODULE_REQUEST {
+                    record.file = Some(c_string(&g.name));
+                }
+                if hdr.decision == abi::DENY {
+                    record.enforcement = Some(if hdr.flags & abi::FLAG_KILLED_AFTER != 0 { "killed" } else { "refused" });
+                }
+                // The opener's program as the kernel judged it, and the rest from its last exec.
+                if hdr.kind == abi::EVENT_FILE_OPEN {
+                    record.comm = c_string(&g.name);
+                }
+                if let Some(image) = self.procs.images.get(&hdr.tgid) {
+                    record.executable = image.executable.clone();
+                    record.argv = image.argv.clone();
+                    record.cwd = image.cwd.clone();
                 }
             }
             KernelEvent::Net(n) => {
@@ -252,6 +300,8 @@ fn kind_name(kind: u32) -> &'static str {
         abi::EVENT_CONNECT => "connect",
         abi::EVENT_SENDMSG => "sendmsg",
         abi::EVENT_TAG_FAILURE => "tag_failure",
+        abi::EVENT_TAMPER => "tamper",
+        abi::EVENT_FILE_OPEN => "file_open",
         _ => "unknown",
     }
 }
@@ -264,6 +314,40 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_MATCH_OVERFLOW => "match_overflow",
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
+        abi::REASON_TAMPER_BPF => "tamper_bpf",
+        abi::REASON_TAMPER_SIGNAL => "tamper_signal",
+        abi::REASON_TAMPER_PTRACE => "tamper_ptrace",
+        abi::REASON_TAMPER_KERNEL_CODE => "tamper_kernel_code",
+        abi::REASON_TAMPER_CONTROL_FS => "tamper_control_fs",
+        abi::REASON_PROTECTED_FILE => "protected_file",
+        _ => "unknown",
+    }
+}
+
+/// guard: what a governed process tried.
+fn op_name(op: u32) -> &'static str {
+    match op {
+        abi::OP_BPF => "bpf",
+        abi::OP_KILL => "kill",
+        abi::OP_TKILL => "tkill",
+        abi::OP_TGKILL => "tgkill",
+        abi::OP_SIGQUEUE => "sigqueue",
+        abi::OP_PIDFD_SIGNAL => "pidfd_send_signal",
+        abi::OP_SIGIO => "sigio",
+        abi::OP_PTRACE => "ptrace",
+        abi::OP_VM_WRITEV => "process_vm_writev",
+        abi::OP_VM_READV => "process_vm_readv",
+        abi::OP_PIDFD_GETFD => "pidfd_getfd",
+        abi::OP_INIT_MODULE => "init_module",
+        abi::OP_FINIT_MODULE => "finit_module",
+        abi::OP_MODULE_REQUEST => "module_request",
+        abi::OP_KEXEC => "kexec",
+        abi::OP_KERNEL_READ_FILE => "kernel_read_file",
+        abi::OP_OPEN => "open",
+        abi::OP_UNLINK => "unlink",
+        abi::OP_RENAME => "rename",
+        abi::OP_RMDIR => "rmdir",
+        abi::OP_UMOUNT => "umount",
         _ => "unknown",
     }
 }
