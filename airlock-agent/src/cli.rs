@@ -50,6 +50,10 @@ enum Command {
         /// bin directories; their contents are recognised under any name (repeatable).
         #[arg(long = "program-path", value_name = "DIR")]
         program_paths: Vec<PathBuf>,
+        /// Size of the kernel's event ring buffer in KiB (a power of two, at least 4).
+        /// Smaller rings overflow sooner; every lost event is counted and reported.
+        #[arg(long, value_parser = parse_ringbuf_kib)]
+        ringbuf_kib: Option<u32>,
     },
     /// Start CMD as a governed session: it and everything it starts obey the role's policies.
     Launch {
@@ -149,13 +153,17 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib } => {
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
                 policy_store::default_origin(policy_dir.as_deref())?
             };
-            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets, program_paths })?;
+            let mut sizes = MapSizes::default();
+            if let Some(kib) = ringbuf_kib {
+                sizes.ringbuf_bytes = kib * 1024;
+            }
+            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes, mask_secrets: !no_mask_secrets, program_paths })?;
             Ok(0)
         }
         Command::Launch { .. } => unreachable!("handled before dispatch"),
@@ -246,8 +254,20 @@ fn print_status(r: &StatusReport) {
         println!("  {} role={} user={} pid={} cmd={}", s.id, s.role, s.user, s.root_pid, s.command.join(" "));
     }
     let c = &r.counters;
-    println!("counters:       decisions={} denies={} ringbuf_drops={} tag_failures={}", c.decisions, c.denies, c.ringbuf_drops, c.tag_failures);
+    println!(
+        "counters:       decisions={} denies={} ringbuf_drops={} tag_failures={} tamper={}",
+        c.decisions, c.denies, c.ringbuf_drops, c.tag_failures, c.tamper
+    );
     println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
+}
+
+/// The ring buffer's size must be a power-of-two number of pages.
+fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of KiB"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err(format!("{kib} KiB: the ring buffer must be a power of two between 4 KiB and 1 GiB"));
+    }
+    Ok(kib)
 }
 
 fn print_sessions(sessions: &[SessionInfo]) {

@@ -18,7 +18,8 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::RingBufferBuilder;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
 
 use crate::audit::AuditLog;
 use crate::events::{decode, Enricher};
@@ -88,7 +89,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         events_received: AtomicU64::new(0),
     });
 
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
+    // With the sender's pid: a stop request from a governed process is refused (guard).
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
     let events = spawn("airlock-events", {
         let shared = shared.clone();
         move || event_loop(&shared)
@@ -101,9 +103,22 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || watch_loop(&shared)
     })?;
+    // guard: every thread now exists; signals and ptrace aimed at any of them are tamper.
+    match shared.kernel.guard_threads() {
+        Ok(n) => tracing::debug!(threads = n, "daemon threads guarded"),
+        Err(e) => tracing::error!("guard the daemon's threads: {e:#}"),
+    }
     tracing::info!(socket = %opts.socket.display(), "ready");
 
-    for signal in signals.forever() {
+    for origin in signals.forever() {
+        let signal = origin.signal;
+        if let Some(sender) = origin.process.map(|p| p.pid as u32) {
+            if governed_sender(&shared, sender) {
+                // Compat only: the LSM backend refuses the signal before it is sent.
+                tracing::warn!(signal, sender, "signal from a governed process ignored (tamper attempt; the sender was killed)");
+                continue;
+            }
+        }
         match signal {
             SIGHUP => reload(&shared, "SIGHUP"),
             _ => {
@@ -128,6 +143,17 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     drop(shared);
     tracing::info!("stopped; enforcement detached");
     Ok(())
+}
+
+/// guard: whether a signal's sender belongs to a governed session. The compat
+/// hook records the sender before the signal is sent and kills it, so the map
+/// still knows it after its tag left with it.
+fn governed_sender(shared: &Shared, pid: u32) -> bool {
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    let recorded = shared.kernel.take_tamper_sender(pid);
+    recorded || shared.kernel.tag_of(pid).is_some()
 }
 
 fn spawn(name: &str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
@@ -206,16 +232,38 @@ fn event_loop(shared: &Shared) -> Result<()> {
         if let Err(e) = lock(&shared.audit).flush() {
             tracing::error!("{e:#}");
         }
-        if let Ok(c) = shared.kernel.counters() {
-            if c.ringbuf_drops > last_drops {
-                tracing::warn!(dropped = c.ringbuf_drops - last_drops, total = c.ringbuf_drops, "ring buffer full: events lost (decisions were still enforced)");
-                last_drops = c.ringbuf_drops;
-            }
-        }
+        report_drops(shared, &mut last_drops);
     }
     // Whatever the kernel queued before the stop still reaches the trail.
     let _ = ring.consume();
+    report_drops(shared, &mut last_drops);
     lock(&shared.audit).flush()
+}
+
+/// Events the ring buffer could not hold: logged and written to the audit
+/// trail as an `events_lost` line carrying the kernel's own count, so the
+/// trail says how much of it is missing (the decisions were enforced anyway).
+fn report_drops(shared: &Shared, last_drops: &mut u64) {
+    let Ok(c) = shared.kernel.counters() else { return };
+    if c.ringbuf_drops <= *last_drops {
+        return;
+    }
+    let lost = c.ringbuf_drops - *last_drops;
+    tracing::warn!(dropped = lost, total = c.ringbuf_drops, "ring buffer full: events lost (decisions were still enforced)");
+    *last_drops = c.ringbuf_drops;
+    let line = serde_json::json!({
+        "time": now_rfc3339(),
+        "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        "kind": "events_lost",
+        "count": lost,
+        "total": c.ringbuf_drops,
+        "decisions": c.decisions,
+        "backend": shared.kernel.backend().to_string(),
+    });
+    let mut audit = lock(&shared.audit);
+    if let Err(e) = audit.write(&line).and_then(|_| audit.flush()) {
+        tracing::error!("{e:#}");
+    }
 }
 
 fn watch_loop(shared: &Shared) -> Result<()> {
@@ -430,13 +478,20 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("blocked exec refused with EPERM before it starts".into());
             g.push("egress refused with EPERM at socket_connect / socket_sendmsg".into());
             g.push("Unix socket rules judged on the socket the kernel resolved (unix_stream_connect / unix_may_send): symlinks and bind mounts do not hide a denied socket".into());
-            g.push("not guaranteed yet: tamper protection of the daemon, its programs and maps".into());
+            // guard
+            g.push("tamper: governed processes (root included) are refused bpf(), signals and ptrace to the daemon (also /proc/PID/mem, pidfd_getfd, process_vm_*), module loading and kexec, bpffs access, unlink/rename/umount in bpffs, cgroupfs writes".into());
+            g.push("protected files: opened only by the programs the policy allows (EPERM otherwise)".into());
+            g.push("not guaranteed: what root does outside the session's processes (item 17), raw block-device reads of protected files".into());
         }
         Backend::Compat => {
             g.push("blocked exec killed (SIGKILL) before its first instruction; the caller sees a kill, not EPERM".into());
             g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
             g.push("Unix socket rules judged on the path as the caller wrote it (cgroup/connect_unix, kernels >= 6.7): a symlink or bind mount to a denied socket is not seen".into());
-            g.push("not guaranteed: tamper protection of the daemon, its programs and maps (root in a session can stop it; needs the LSM backend)".into());
+            // guard
+            g.push("tamper DETECTED, not prevented: bpf(), signals/ptrace/process_vm_*/pidfd_getfd aimed at the daemon, module loading, kexec, opens in bpffs, cgroupfs and the daemon's /proc files for writing: the call runs, then the offender is killed and audited".into());
+            g.push("SIGTERM/SIGINT/SIGHUP from a governed process are ignored by the daemon; SIGKILL/SIGSTOP from governed root still stop it (needs the LSM backend)".into());
+            g.push("protected files: an open by a program the policy does not allow kills the opener before it returns to user space (a sibling thread can race a read; io_uring opens are not seen)".into());
+            g.push("not guaranteed: unlink/rename/umount in bpffs by governed root (not seen)".into());
         }
     }
     g

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent, UnixEvent};
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, UnixEvent};
 use serde::Serialize;
 
 use crate::kernel::Backend;
@@ -19,6 +19,8 @@ pub enum KernelEvent {
     Net(NetEvent),
     /// net: a connect or datagram to a Unix socket.
     Unix(Box<UnixEvent>),
+    /// guard: a tamper attempt or a protected-file open.
+    Guard(Box<GuardEvent>),
 }
 
 impl KernelEvent {
@@ -27,6 +29,7 @@ impl KernelEvent {
             KernelEvent::Exec(e) => &e.hdr,
             KernelEvent::Net(e) => &e.hdr,
             KernelEvent::Unix(e) => &e.hdr,
+            KernelEvent::Guard(e) => &e.hdr,
         }
     }
 }
@@ -38,6 +41,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
         abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
         abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
         abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
+        abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => from_prefix_bytes::<GuardEvent>(bytes).map(KernelEvent::Guard),
         _ => None,
     }
 }
@@ -109,6 +113,22 @@ pub struct DecisionRecord {
     pub file_identity: Vec<&'static str>,
     pub backend: String,
     pub policy_generation: u32,
+    /// guard: tamper and file events. What was tried ("bpf", "kill", "ptrace", "open", ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
+    /// guard: the pid a signal, ptrace or fd grab aimed at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
+    /// guard: the signal number, bpf command, ptrace request or open mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argument: Option<u64>,
+    /// guard: the file opened (file events, bpffs/cgroupfs tamper), or the module requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// guard: how a deny was enforced: "refused" (LSM: the call failed with EPERM)
+    /// or "killed" (compat: the call ran, the process was killed on its way back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<&'static str>,
 }
 
 /// What the last exec of a governed process showed, for its later connects:
@@ -197,6 +217,11 @@ impl Enricher {
             file_identity: Vec::new(),
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
+            operation: None,
+            target_pid: None,
+            argument: None,
+            file: None,
+            enforcement: None,
         };
         match event {
             KernelEvent::Exec(e) => {
@@ -215,6 +240,29 @@ impl Enricher {
                         hdr.tgid,
                         ProcImage { executable: record.executable.clone(), argv: record.argv.clone(), cwd: record.cwd.clone(), ppid: hdr.ppid },
                     );
+                }
+            }
+            KernelEvent::Guard(g) => {
+                record.operation = Some(op_name(g.op));
+                record.target_pid = (g.target != 0).then_some(g.target);
+                record.argument = Some(g.arg);
+                let path = &g.path[..(g.path_len as usize).min(g.path.len())];
+                if !path.is_empty() {
+                    record.file = Some(path_from_components(path));
+                } else if g.op == abi::OP_MODULE_REQUEST {
+                    record.file = Some(c_string(&g.name));
+                }
+                if hdr.decision == abi::DENY {
+                    record.enforcement = Some(if hdr.flags & abi::FLAG_KILLED_AFTER != 0 { "killed" } else { "refused" });
+                }
+                // The opener's program as the kernel judged it, and the rest from its last exec.
+                if hdr.kind == abi::EVENT_FILE_OPEN {
+                    record.comm = c_string(&g.name);
+                }
+                if let Some(image) = self.procs.images.get(&hdr.tgid) {
+                    record.executable = image.executable.clone();
+                    record.argv = image.argv.clone();
+                    record.cwd = image.cwd.clone();
                 }
             }
             KernelEvent::Net(_) | KernelEvent::Unix(_) => {
@@ -284,6 +332,8 @@ fn kind_name(kind: u32) -> &'static str {
         abi::EVENT_TAG_FAILURE => "tag_failure",
         abi::EVENT_UNIX_CONNECT => "unix_connect",
         abi::EVENT_UNIX_SENDMSG => "unix_sendmsg",
+        abi::EVENT_TAMPER => "tamper",
+        abi::EVENT_FILE_OPEN => "file_open",
         _ => "unknown",
     }
 }
@@ -299,6 +349,40 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_FILELESS => "fileless",
         abi::REASON_LOADER => "direct_loader",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
+        abi::REASON_TAMPER_BPF => "tamper_bpf",
+        abi::REASON_TAMPER_SIGNAL => "tamper_signal",
+        abi::REASON_TAMPER_PTRACE => "tamper_ptrace",
+        abi::REASON_TAMPER_KERNEL_CODE => "tamper_kernel_code",
+        abi::REASON_TAMPER_CONTROL_FS => "tamper_control_fs",
+        abi::REASON_PROTECTED_FILE => "protected_file",
+        _ => "unknown",
+    }
+}
+
+/// guard: what a governed process tried.
+fn op_name(op: u32) -> &'static str {
+    match op {
+        abi::OP_BPF => "bpf",
+        abi::OP_KILL => "kill",
+        abi::OP_TKILL => "tkill",
+        abi::OP_TGKILL => "tgkill",
+        abi::OP_SIGQUEUE => "sigqueue",
+        abi::OP_PIDFD_SIGNAL => "pidfd_send_signal",
+        abi::OP_SIGIO => "sigio",
+        abi::OP_PTRACE => "ptrace",
+        abi::OP_VM_WRITEV => "process_vm_writev",
+        abi::OP_VM_READV => "process_vm_readv",
+        abi::OP_PIDFD_GETFD => "pidfd_getfd",
+        abi::OP_INIT_MODULE => "init_module",
+        abi::OP_FINIT_MODULE => "finit_module",
+        abi::OP_MODULE_REQUEST => "module_request",
+        abi::OP_KEXEC => "kexec",
+        abi::OP_KERNEL_READ_FILE => "kernel_read_file",
+        abi::OP_OPEN => "open",
+        abi::OP_UNLINK => "unlink",
+        abi::OP_RENAME => "rename",
+        abi::OP_RMDIR => "rmdir",
+        abi::OP_UMOUNT => "umount",
         _ => "unknown",
     }
 }

@@ -25,6 +25,9 @@ pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_CONNECT: u32 = 2;
 pub const EVENT_SENDMSG: u32 = 3;
 pub const EVENT_TAG_FAILURE: u32 = 4;
+// guard: tamper resistance and protected files (30-39)
+pub const EVENT_TAMPER: u32 = 30;
+pub const EVENT_FILE_OPEN: u32 = 31;
 
 pub const ALLOW: u32 = 0;
 pub const DENY: u32 = 1;
@@ -35,6 +38,13 @@ pub const REASON_ARGV_TOO_LONG: u32 = 2;
 pub const REASON_MATCH_OVERFLOW: u32 = 3;
 pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
+// guard (30-39)
+pub const REASON_TAMPER_BPF: u32 = 30;
+pub const REASON_TAMPER_SIGNAL: u32 = 31;
+pub const REASON_TAMPER_PTRACE: u32 = 32;
+pub const REASON_TAMPER_KERNEL_CODE: u32 = 33;
+pub const REASON_TAMPER_CONTROL_FS: u32 = 34;
+pub const REASON_PROTECTED_FILE: u32 = 35;
 // exec identity
 pub const REASON_FILELESS: u32 = 10;
 pub const REASON_LOADER: u32 = 11;
@@ -47,6 +57,8 @@ pub const VIA_ARGV0: u32 = 2;
 pub const VIA_SCRIPT: u32 = 3;
 // exec identity
 pub const VIA_IDENTITY: u32 = 4;
+// guard (12-15): compat, the call ran and the offender was killed on its way back.
+pub const FLAG_KILLED_AFTER: u32 = 1 << 12;
 pub const VIA_INTERPRETER: u32 = 5;
 pub const VIA_LOADED: u32 = 6;
 
@@ -147,6 +159,8 @@ pub struct Counters {
     pub denies: u64,
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
+    // guard
+    pub tamper: u64,
 }
 
 #[repr(C)]
@@ -156,6 +170,9 @@ pub struct Config {
     pub policy_generation: u32,
     pub daemon_tgid: u32,
     pub pad: u32,
+    // guard
+    pub daemon_pgid: u32,
+    pub guard_pad: u32,
 }
 
 #[repr(C)]
@@ -262,6 +279,84 @@ pub struct UnixEvent {
     pub path: [u8; UNIX_PATH_MAX],
 }
 
+// guard: what a governed process tried (GuardEvent::op).
+pub const OP_BPF: u32 = 1;
+pub const OP_KILL: u32 = 2;
+pub const OP_TKILL: u32 = 3;
+pub const OP_TGKILL: u32 = 4;
+pub const OP_SIGQUEUE: u32 = 5;
+pub const OP_PIDFD_SIGNAL: u32 = 6;
+pub const OP_SIGIO: u32 = 7;
+pub const OP_PTRACE: u32 = 8;
+pub const OP_VM_WRITEV: u32 = 9;
+pub const OP_VM_READV: u32 = 10;
+pub const OP_PIDFD_GETFD: u32 = 11;
+pub const OP_INIT_MODULE: u32 = 12;
+pub const OP_FINIT_MODULE: u32 = 13;
+pub const OP_MODULE_REQUEST: u32 = 14;
+pub const OP_KEXEC: u32 = 15;
+pub const OP_KERNEL_READ_FILE: u32 = 16;
+pub const OP_OPEN: u32 = 17;
+pub const OP_UNLINK: u32 = 18;
+pub const OP_RENAME: u32 = 19;
+pub const OP_RMDIR: u32 = 20;
+pub const OP_UMOUNT: u32 = 21;
+
+/// guard: a protected file's identity (kernel device encoding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub pad: u32,
+    pub ino: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InodeValue {
+    pub class_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileRuleKey {
+    pub set_id: u32,
+    pub pad: u32,
+    pub class_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileRuleValue {
+    pub rule_id: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileAllowKey {
+    pub set_id: u32,
+    pub pad: u32,
+    pub class_hash: u64,
+    pub name_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GuardEvent {
+    pub hdr: EventHeader,
+    pub op: u32,
+    pub target: u32,
+    pub arg: u64,
+    pub dev: u32,
+    pub path_len: u32,
+    pub ino: u64,
+    pub exe_uid: u32,
+    pub name_len: u32,
+    pub name: [u8; FILENAME_MAX],
+    pub path: [u8; PATH_MAX],
+}
+
 /// Types that are plain old data: any byte pattern of their size is a valid value.
 ///
 /// # Safety
@@ -282,6 +377,12 @@ unsafe impl Pod for Config {}
 unsafe impl Pod for EventHeader {}
 unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for NetEvent {}
+unsafe impl Pod for InodeKey {}
+unsafe impl Pod for InodeValue {}
+unsafe impl Pod for FileRuleKey {}
+unsafe impl Pod for FileRuleValue {}
+unsafe impl Pod for FileAllowKey {}
+unsafe impl Pod for GuardEvent {}
 unsafe impl Pod for IdentityKey {}
 unsafe impl Pod for IdentityValue {}
 unsafe impl Pod for UnixKey {}

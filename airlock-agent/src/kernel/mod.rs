@@ -9,6 +9,7 @@ pub mod mounts;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use airlock_common::abi::{self, as_bytes, from_bytes, Pod};
 use airlock_ebpf::airlock::{AirlockSkelBuilder, OpenAirlockSkel};
@@ -104,6 +105,12 @@ pub struct Maps {
     pub exec_identity: MapHandle,
     /// net: Unix socket rules.
     pub unix_rules: MapHandle,
+    // guard
+    pub guarded_tids: MapHandle,
+    pub tamper_senders: MapHandle,
+    pub protected_inodes: MapHandle,
+    pub file_rules: MapHandle,
+    pub file_allow: MapHandle,
 }
 
 /// The loaded and attached enforcement. Dropping it (its links) detaches every program.
@@ -125,6 +132,8 @@ pub struct CounterTotals {
     pub denies: u64,
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
+    /// guard: tamper attempts (refused on LSM, offender killed on compat).
+    pub tamper: u64,
 }
 
 impl Kernel {
@@ -205,6 +214,8 @@ impl Kernel {
             policy_generation,
             daemon_tgid: std::process::id(),
             pad: 0,
+            daemon_pgid: nix::unistd::getpgrp().as_raw() as u32,
+            guard_pad: 0,
         };
         self.maps
             .config
@@ -226,9 +237,35 @@ impl Kernel {
                 totals.denies += c.denies;
                 totals.ringbuf_drops += c.ringbuf_drops;
                 totals.tag_failures += c.tag_failures;
+                totals.tamper += c.tamper;
             }
         }
         Ok(totals)
+    }
+
+    /// guard: the daemon's threads, which signals and ptrace may name (compat
+    /// hooks compare thread ids; the LSM hooks compare the process).
+    pub fn guard_threads(&self) -> Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir("/proc/self/task").context("list /proc/self/task")? {
+            let Some(tid) = entry.ok().and_then(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())) else { continue };
+            self.maps
+                .guarded_tids
+                .update(as_bytes(&tid), as_bytes(&1u32), MapFlags::ANY)
+                .with_context(|| format!("guard thread {tid}"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// guard (compat): whether this process was recorded sending the daemon a
+    /// signal from inside a session. The entry is taken, so each signal counts once.
+    pub fn take_tamper_sender(&self, tgid: u32) -> bool {
+        let found = matches!(self.maps.tamper_senders.lookup(as_bytes(&tgid), MapFlags::ANY), Ok(Some(_)));
+        if found {
+            let _ = self.maps.tamper_senders.delete(as_bytes(&tgid));
+        }
+        found
     }
 
     /// A new handle on the event ring buffer, for the consumer thread.
@@ -290,6 +327,57 @@ fn kernel_has_cgroup_unix_hooks() -> bool {
     }
 }
 
+/// guard: the LSM programs of the tamper and protected-file hooks.
+fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 12] {
+    [
+        &mut p.airlock_guard_bpf,
+        &mut p.airlock_guard_task_kill,
+        &mut p.airlock_guard_sigio,
+        &mut p.airlock_guard_ptrace,
+        &mut p.airlock_guard_kernel_read_file,
+        &mut p.airlock_guard_kernel_load_data,
+        &mut p.airlock_guard_module_request,
+        &mut p.airlock_guard_file_open,
+        &mut p.airlock_guard_unlink,
+        &mut p.airlock_guard_rmdir,
+        &mut p.airlock_guard_rename,
+        &mut p.airlock_guard_umount,
+    ]
+}
+
+/// guard: the compat backend's syscall tracepoints.
+fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 19] {
+    [
+        &mut p.airlock_compat_bpf,
+        &mut p.airlock_compat_kill,
+        &mut p.airlock_compat_tkill,
+        &mut p.airlock_compat_tgkill,
+        &mut p.airlock_compat_sigqueue,
+        &mut p.airlock_compat_tgsigqueue,
+        &mut p.airlock_compat_pidfd_signal,
+        &mut p.airlock_compat_pidfd_getfd,
+        &mut p.airlock_compat_ptrace,
+        &mut p.airlock_compat_vm_writev,
+        &mut p.airlock_compat_vm_readv,
+        &mut p.airlock_compat_init_module,
+        &mut p.airlock_compat_finit_module,
+        &mut p.airlock_compat_kexec_load,
+        &mut p.airlock_compat_kexec_file_load,
+        &mut p.airlock_compat_openat,
+        &mut p.airlock_compat_openat2,
+        &mut p.airlock_compat_open,
+        &mut p.airlock_compat_open_by_handle,
+    ]
+}
+
+/// Whether tracefs lists the syscall tracepoint (it exists only for syscalls the architecture has).
+fn tracepoint_exists(syscall: &str) -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|root| Path::new(root).join("events/syscalls").join(syscall).exists())
+}
+
+
 fn pid_max() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
@@ -340,6 +428,13 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         p.airlock_unix_may_send.set_autoload(lsm);
         p.airlock_connect_unix.set_autoload(!lsm && compat_unix);
         p.airlock_sendmsg_unix.set_autoload(!lsm && compat_unix);
+        // guard
+        for prog in guard_lsm_programs(p) {
+            prog.set_autoload(lsm);
+        }
+        for prog in guard_compat_programs(p) {
+            prog.set_autoload(!lsm);
+        }
     }
     let skel = open.load().context("load the enforcement programs (the verifier log above says why)")?;
 
@@ -355,6 +450,11 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         events: MapHandle::try_from(&skel.maps.events)?,
         exec_identity: MapHandle::try_from(&skel.maps.exec_identity)?,
         unix_rules: MapHandle::try_from(&skel.maps.unix_rules)?,
+        guarded_tids: MapHandle::try_from(&skel.maps.guarded_tids)?,
+        tamper_senders: MapHandle::try_from(&skel.maps.tamper_senders)?,
+        protected_inodes: MapHandle::try_from(&skel.maps.protected_inodes)?,
+        file_rules: MapHandle::try_from(&skel.maps.file_rules)?,
+        file_allow: MapHandle::try_from(&skel.maps.file_allow)?,
     };
 
     let mut links = Vec::new();
@@ -379,6 +479,23 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         attached("airlock_socket_sendmsg", "lsm/socket_sendmsg", p.airlock_socket_sendmsg.attach_lsm())?;
         attached("airlock_unix_stream_connect", "lsm/unix_stream_connect", p.airlock_unix_stream_connect.attach_lsm())?;
         attached("airlock_unix_may_send", "lsm/unix_may_send", p.airlock_unix_may_send.attach_lsm())?;
+        // guard: tamper resistance and protected files
+        for (name, hook, prog) in [
+            ("airlock_guard_bpf", "lsm/bpf", &p.airlock_guard_bpf),
+            ("airlock_guard_task_kill", "lsm/task_kill", &p.airlock_guard_task_kill),
+            ("airlock_guard_sigio", "lsm/file_send_sigiotask", &p.airlock_guard_sigio),
+            ("airlock_guard_ptrace", "lsm/ptrace_access_check", &p.airlock_guard_ptrace),
+            ("airlock_guard_kernel_read_file", "lsm/kernel_read_file", &p.airlock_guard_kernel_read_file),
+            ("airlock_guard_kernel_load_data", "lsm/kernel_load_data", &p.airlock_guard_kernel_load_data),
+            ("airlock_guard_module_request", "lsm/kernel_module_request", &p.airlock_guard_module_request),
+            ("airlock_guard_file_open", "lsm/file_open", &p.airlock_guard_file_open),
+            ("airlock_guard_unlink", "lsm/inode_unlink", &p.airlock_guard_unlink),
+            ("airlock_guard_rmdir", "lsm/inode_rmdir", &p.airlock_guard_rmdir),
+            ("airlock_guard_rename", "lsm/inode_rename", &p.airlock_guard_rename),
+            ("airlock_guard_umount", "lsm/sb_umount", &p.airlock_guard_umount),
+        ] {
+            attached(name, hook, prog.attach_lsm())?;
+        }
     } else {
         let root = mounts::cgroup2_root()?;
         let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup2 root {}", root.display()))?;
@@ -391,6 +508,37 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         if compat_unix {
             attached("airlock_connect_unix", &at("cgroup/connect_unix"), p.airlock_connect_unix.attach_cgroup(fd))?;
             attached("airlock_sendmsg_unix", &at("cgroup/sendmsg_unix"), p.airlock_sendmsg_unix.attach_cgroup(fd))?;
+        }
+        // guard: detection of what compat cannot refuse. A syscall this kernel
+        // does not have (open on aarch64) has no tracepoint: skipped, and absent
+        // from the hooks `status` lists.
+        for (name, syscall, prog) in [
+            ("airlock_compat_bpf", "sys_enter_bpf", &p.airlock_compat_bpf),
+            ("airlock_compat_kill", "sys_enter_kill", &p.airlock_compat_kill),
+            ("airlock_compat_tkill", "sys_enter_tkill", &p.airlock_compat_tkill),
+            ("airlock_compat_tgkill", "sys_enter_tgkill", &p.airlock_compat_tgkill),
+            ("airlock_compat_sigqueue", "sys_enter_rt_sigqueueinfo", &p.airlock_compat_sigqueue),
+            ("airlock_compat_tgsigqueue", "sys_enter_rt_tgsigqueueinfo", &p.airlock_compat_tgsigqueue),
+            ("airlock_compat_pidfd_signal", "sys_enter_pidfd_send_signal", &p.airlock_compat_pidfd_signal),
+            ("airlock_compat_pidfd_getfd", "sys_enter_pidfd_getfd", &p.airlock_compat_pidfd_getfd),
+            ("airlock_compat_ptrace", "sys_enter_ptrace", &p.airlock_compat_ptrace),
+            ("airlock_compat_vm_writev", "sys_enter_process_vm_writev", &p.airlock_compat_vm_writev),
+            ("airlock_compat_vm_readv", "sys_enter_process_vm_readv", &p.airlock_compat_vm_readv),
+            ("airlock_compat_init_module", "sys_enter_init_module", &p.airlock_compat_init_module),
+            ("airlock_compat_finit_module", "sys_enter_finit_module", &p.airlock_compat_finit_module),
+            ("airlock_compat_kexec_load", "sys_enter_kexec_load", &p.airlock_compat_kexec_load),
+            ("airlock_compat_kexec_file_load", "sys_enter_kexec_file_load", &p.airlock_compat_kexec_file_load),
+            ("airlock_compat_openat", "sys_exit_openat", &p.airlock_compat_openat),
+            ("airlock_compat_openat2", "sys_exit_openat2", &p.airlock_compat_openat2),
+            ("airlock_compat_open", "sys_exit_open", &p.airlock_compat_open),
+            ("airlock_compat_open_by_handle", "sys_exit_open_by_handle_at", &p.airlock_compat_open_by_handle),
+        ] {
+            let point = format!("tracepoint/syscalls/{syscall}");
+            if !tracepoint_exists(syscall) {
+                tracing::warn!(hook = %point, "this kernel has no such tracepoint; not attached");
+                continue;
+            }
+            attached(name, &point, prog.attach())?;
         }
     }
 

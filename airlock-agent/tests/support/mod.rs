@@ -103,6 +103,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on `policy_dir` (inside a fresh temp dir) and waits until it answers.
     pub fn start(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
+        Self::start_with_args(tag, policies, roles, &[])
+    }
+
+    /// The same, with extra arguments to `airlock-agent run` (e.g. `--ringbuf-kib 16`).
+    pub fn start_with_args(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
         require_root();
         let root = TempDir::new(tag);
         let policy_dir = write_policy_dir(&root.0, policies, roles);
@@ -126,6 +131,7 @@ impl Daemon {
             .arg(&state_dir)
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
             .env("AIRLOCK_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -357,4 +363,45 @@ impl Daemon {
         daemon.wait_ready();
         daemon
     }
+
+    /// Like `governed`, with extra environment for the session (e.g. HOME).
+    pub fn governed_env(&self, role: Option<&str>, script: &str, env: &[(&str, &str)]) -> Session {
+        let mut cmd = Command::new(AGENT);
+        cmd.arg("launch").arg("--socket").arg(&self.socket);
+        if let Some(role) = role {
+            cmd.arg("--role").arg(role);
+        }
+        let full = format!("echo \"AIRLOCK_SESSION=$AIRLOCK_SESSION_ID\"\n{script}");
+        cmd.arg("--")
+            .arg("bash")
+            .arg("-c")
+            .arg(&full)
+            .current_dir(&self.work_dir)
+            .env("PATH", self.path_env())
+            .env("BIN", &self.bin_dir)
+            .env("WORK", &self.work_dir)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().expect("run airlock-agent launch");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let session_id = stdout.lines().find_map(|l| l.strip_prefix("AIRLOCK_SESSION=")).unwrap_or_default().to_string();
+        Session { output, stdout, session_id }
+    }
+
+    /// Whether the daemon process is still running (not exited).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Compiles a C source (test helpers) into `dir`; returns the binary.
+pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).expect("write C source");
+    let bin = dir.join(name);
+    let status = Command::new("cc").args(["-O2", "-o"]).arg(&bin).arg(&src).status().expect("run cc");
+    assert!(status.success(), "cc failed on {name}.c");
+    bin
 }

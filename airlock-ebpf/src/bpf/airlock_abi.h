@@ -36,6 +36,11 @@ enum airlock_event_kind {
 	AIRLOCK_EVENT_SENDMSG = 3,
 	/* A tagged process forked but its child could not be tagged. */
 	AIRLOCK_EVENT_TAG_FAILURE = 4,
+	/* guard: tamper resistance and protected files (30-39) */
+	/* A governed process reached for Airlock itself or the kernel's code. */
+	AIRLOCK_EVENT_TAMPER = 30,
+	/* A governed process opened a protected (credential) file. */
+	AIRLOCK_EVENT_FILE_OPEN = 31,
 	/* net: connects and datagrams to Unix sockets (broker escapes). */
 	AIRLOCK_EVENT_UNIX_CONNECT = 20,
 	AIRLOCK_EVENT_UNIX_SENDMSG = 21,
@@ -55,6 +60,13 @@ enum airlock_reason {
 	/* More partial matches than the matcher can follow at once. */
 	AIRLOCK_REASON_MATCH_OVERFLOW = 3,
 	/* The process's child could not be tagged: fail closed. */
+	/* guard (30-39) */
+	AIRLOCK_REASON_TAMPER_BPF = 30,        /* the bpf() system call */
+	AIRLOCK_REASON_TAMPER_SIGNAL = 31,     /* a signal to the daemon */
+	AIRLOCK_REASON_TAMPER_PTRACE = 32,     /* ptrace, its memory, its fds, its /proc files */
+	AIRLOCK_REASON_TAMPER_KERNEL_CODE = 33, /* module loading, kexec */
+	AIRLOCK_REASON_TAMPER_CONTROL_FS = 34, /* bpffs, cgroupfs writes */
+	AIRLOCK_REASON_PROTECTED_FILE = 35,    /* a protected file, opened by a program the policy does not allow */
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */
 	AIRLOCK_REASON_ROLE_GONE = 5,
@@ -74,6 +86,9 @@ enum airlock_backend {
 
 /* How the exec matcher found the program a rule names. */
 enum airlock_match_via {
+/* guard (12-15) */
+/* Compat: the call was not refused; the offender was killed on its way back to user space. */
+#define AIRLOCK_FLAG_KILLED_AFTER (1U << 12)
 	AIRLOCK_VIA_EXECUTABLE = 1, /* the file the kernel executes, symlinks resolved */
 	AIRLOCK_VIA_ARGV0 = 2,      /* basename of argv[0] (multi-call binaries) */
 	AIRLOCK_VIA_SCRIPT = 3,     /* the #! script execve was asked to run */
@@ -180,6 +195,8 @@ struct airlock_counters {
 	__u64 denies;
 	__u64 ringbuf_drops;
 	__u64 tag_failures;
+	/* guard: tamper attempts seen (refused on LSM, killed on compat) */
+	__u64 tamper;
 };
 
 /* Run-time switches the daemon writes before attaching. */
@@ -188,6 +205,9 @@ struct airlock_config {
 	__u32 policy_generation;
 	__u32 daemon_tgid;
 	__u32 pad;
+	/* guard: the daemon's process group, for kill(0) and kill(-pgrp) on compat */
+	__u32 daemon_pgid;
+	__u32 guard_pad;
 };
 
 struct airlock_event_header {
@@ -295,6 +315,84 @@ struct airlock_unix_event {
 	__u32 path_len;
 	__u32 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 unknown */
 	char path[AIRLOCK_UNIX_PATH_MAX];
+};
+
+/* guard: what a governed process tried (airlock_guard_event.op). */
+enum airlock_guard_op {
+	AIRLOCK_OP_BPF = 1,
+	AIRLOCK_OP_KILL = 2,
+	AIRLOCK_OP_TKILL = 3,
+	AIRLOCK_OP_TGKILL = 4,
+	AIRLOCK_OP_SIGQUEUE = 5,
+	AIRLOCK_OP_PIDFD_SIGNAL = 6,
+	AIRLOCK_OP_SIGIO = 7,
+	AIRLOCK_OP_PTRACE = 8,
+	AIRLOCK_OP_VM_WRITEV = 9,
+	AIRLOCK_OP_VM_READV = 10,
+	AIRLOCK_OP_PIDFD_GETFD = 11,
+	AIRLOCK_OP_INIT_MODULE = 12,
+	AIRLOCK_OP_FINIT_MODULE = 13,
+	AIRLOCK_OP_MODULE_REQUEST = 14,
+	AIRLOCK_OP_KEXEC = 15,
+	AIRLOCK_OP_KERNEL_READ_FILE = 16,
+	AIRLOCK_OP_OPEN = 17,
+	AIRLOCK_OP_UNLINK = 18,
+	AIRLOCK_OP_RENAME = 19,
+	AIRLOCK_OP_RMDIR = 20,
+	AIRLOCK_OP_UMOUNT = 21,
+};
+
+/*
+ * guard: protected files. The daemon resolves each protected pattern in the
+ * homes of the session users to (device, inode); the kernel matches opens by
+ * that identity, so hard links, renames, bind mounts and path aliases do not
+ * hide a file.
+ */
+struct airlock_inode_key {
+	__u32 dev; /* the superblock's s_dev (kernel encoding: major << 20 | minor) */
+	__u32 pad;
+	__u64 ino;
+};
+
+/* protected_inodes value: which pattern ("class") the file belongs to. */
+struct airlock_inode_value {
+	__u64 class_hash; /* FNV-1a of the pattern text, e.g. "~/.aws/credentials" */
+};
+
+/* file_rules: (rule set, class) -> the rule that protects the class in that set. */
+struct airlock_file_rule_key {
+	__u32 set_id;
+	__u32 pad;
+	__u64 class_hash;
+};
+
+struct airlock_file_rule_value {
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* file_allow: (rule set, class, program name hash) present = that program may open it. */
+struct airlock_file_allow_key {
+	__u32 set_id;
+	__u32 pad;
+	__u64 class_hash;
+	__u64 name_hash;
+};
+
+struct airlock_guard_event {
+	struct airlock_event_header hdr;
+	__u32 op;      /* enum airlock_guard_op */
+	__u32 target;  /* the pid (or tid) a signal, ptrace or fd grab aimed at; else 0 */
+	__u64 arg;     /* bpf command, signal, ptrace request, kernel_read_file id, open flags */
+	__u32 dev;     /* file events: the file's identity */
+	__u32 path_len;
+	__u64 ino;
+	__u32 exe_uid; /* owner of the opener's executable */
+	__u32 name_len;
+	/* The opener's executable name, or the module a request named. */
+	char name[AIRLOCK_FILENAME_MAX];
+	/* File events: the file's path, components leaf first. */
+	char path[AIRLOCK_PATH_MAX];
 };
 
 #endif /* AIRLOCK_ABI_H */

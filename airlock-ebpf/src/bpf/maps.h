@@ -179,4 +179,64 @@ struct {
 /* Count of quarantined processes: the common case (zero) skips the lookup. */
 volatile __u32 quarantined_count;
 
+/* guard: tamper resistance and protected files */
+
+/* The daemon's thread ids (compat: signals and ptrace name a thread, not a process). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} guarded_tids SEC(".maps");
+
+/*
+ * Compat: governed processes that sent the daemon a signal. Written before the
+ * signal is sent, so the daemon can tell a governed sender's SIGTERM from the
+ * operator's even after the sender was killed and its tag is gone.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} tamper_senders SEC(".maps");
+
+/* Protected files by identity, resolved by the daemon in the session users' homes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_inode_key);
+	__type(value, struct airlock_inode_value);
+} protected_inodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_file_rule_key);
+	__type(value, struct airlock_file_rule_value);
+} file_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_file_allow_key);
+	__type(value, __u32);
+} file_allow SEC(".maps");
+
+/* Working memory of the guard hooks: the event is too large for the BPF stack. */
+struct guard_scratch {
+	struct airlock_guard_event evt;
+	struct name_buf exe;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_scratch);
+} guard_scratch SEC(".maps");
+
 #endif
