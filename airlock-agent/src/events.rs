@@ -84,6 +84,10 @@ pub struct DecisionRecord {
     pub stage: Option<&'static str>,
     pub backend: String,
     pub policy_generation: u32,
+    /// api (issue 4): `time` as nanoseconds since the epoch, for the store's
+    /// range queries (not a field of the audit line: `time` says it).
+    #[serde(skip)]
+    pub time_unix_nanos: i64,
 }
 
 /// What the last exec of a governed process showed, for its later connects:
@@ -147,6 +151,7 @@ impl Enricher {
 
         let mut record = DecisionRecord {
             time: self.wall_time(hdr.ktime_ns),
+            time_unix_nanos: (hdr.ktime_ns as i128 + self.boot_to_wall_ns).clamp(0, i64::MAX as i128) as i64,
             host: self.host.clone(),
             kind: kind_name(hdr.kind),
             decision: if hdr.decision == abi::DENY { "deny" } else { "allow" },
@@ -264,6 +269,7 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_MATCH_OVERFLOW => "match_overflow",
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
+        abi::REASON_REVOKED => "revoked",
         _ => "unknown",
     }
 }

@@ -35,6 +35,8 @@ pub const REASON_ARGV_TOO_LONG: u32 = 2;
 pub const REASON_MATCH_OVERFLOW: u32 = 3;
 pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
+/// api (issue 4): the session was revoked through the API.
+pub const REASON_REVOKED: u32 = 40;
 
 pub const BACKEND_COMPAT: u32 = 1;
 pub const BACKEND_LSM: u32 = 2;
