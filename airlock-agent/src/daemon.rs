@@ -1,17 +1,22 @@
 //! `airlock-agent run`: loads the enforcement, installs the policy, follows
 //! the kernel's events into the audit trail, and answers on the Unix socket.
 //!
-//! Threads: the event thread (ring buffer -> enrichment -> audit), the control
-//! thread (socket requests), the watch thread (policy directory, session
-//! ends), and the main thread, which waits for signals.
+//! Threads: the event thread (ring buffer -> enrichment -> sinks: the audit
+//! trail, the live stream, the decision store's writer), the control thread
+//! (launch socket requests), the API thread (gRPC, api/), the store writer
+//! (store.rs), the watch thread (policy directory, session ends), and the main
+//! thread, which waits for signals.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use airlock_common::api::v1 as pb;
 
 use airlock_common::abi::ProcTag;
 use anyhow::{bail, Context, Result};
@@ -21,12 +26,14 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
 
+use crate::api::{self, ApiOptions};
 use crate::audit::AuditLog;
-use crate::events::{decode, Enricher};
+use crate::events::{decode, DecisionRecord, Enricher, UserRef};
 use crate::kernel::{Backend, BackendChoice, Kernel, MapSizes};
 use crate::policy_store::{PolicyOrigin, PolicyStore};
 use crate::protocol::{PolicyStatus, Request, Response, StatusReport};
-use crate::sessions::{format_session_id, new_session_id, SessionInfo, SessionState, Sessions};
+use crate::sessions::{format_session_id, new_session_id, Revocation, SessionInfo, SessionState, Sessions};
+use crate::store::{Retention, Store};
 
 pub struct DaemonOptions {
     pub policy: PolicyOrigin,
@@ -36,12 +43,19 @@ pub struct DaemonOptions {
     pub sizes: MapSizes,
     /// Mask credentials in command lines before they are stored (default on).
     pub mask_secrets: bool,
+    /// api (issue 4): where the gRPC API is served, and the store's retention.
+    pub api: ApiOptions,
+    pub retention: Retention,
     /// exec identity: extra directories where protected programs are looked for.
     pub program_paths: Vec<PathBuf>,
 }
 
+/// Decisions the live stream holds for a slow follower before it is cut off
+/// (bounded: the daemon's memory budget is ~30 MB).
+const LIVE_CAPACITY: usize = 4096;
+
 /// Everything the threads share. Each lock guards one concept.
-struct Shared {
+pub(crate) struct Shared {
     kernel: Kernel,
     policy: Mutex<PolicyStore>,
     sessions: Mutex<Sessions>,
@@ -50,6 +64,9 @@ struct Shared {
     mask_secrets: bool,
     shutdown: AtomicBool,
     events_received: AtomicU64,
+    /// api (issue 4): the indexed decision store and the live decision stream.
+    pub(crate) store: Store,
+    pub(crate) live: tokio::sync::broadcast::Sender<Arc<pb::Decision>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +80,8 @@ const FALLBACK_ROLE: &str = "default";
 pub fn run(opts: DaemonOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditLog::open(&opts.state_dir.join("audit.jsonl"))?;
+    opts.api.validate()?;
+    let decisions = Store::open(&opts.state_dir, opts.retention)?;
 
     // Refuse a broken policy before touching the kernel.
     if let Err(errors) = opts.policy.load() {
@@ -87,7 +106,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         mask_secrets: opts.mask_secrets,
         shutdown: AtomicBool::new(false),
         events_received: AtomicU64::new(0),
+        store: decisions,
+        live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
     });
+    let api_server = api::start(shared.clone(), &opts.api)?;
 
     // With the sender's pid: a stop request from a governed process is refused (guard).
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
@@ -136,6 +158,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&opts.socket);
+    api_server.stop();
+    shared.store.close();
     if let Err(e) = lock(&shared.audit).flush() {
         tracing::error!("{e:#}");
     }
@@ -194,6 +218,8 @@ fn reload(shared: &Shared, why: &str) {
 fn event_loop(shared: &Shared) -> Result<()> {
     let events_map = shared.kernel.events_handle()?;
     let mut enricher = Enricher::new(shared.mask_secrets);
+    // What one drain produced: the store takes it as one transaction.
+    let batch = RefCell::new(Vec::new());
     let mut builder = RingBufferBuilder::new();
     builder.add(&events_map, |bytes: &[u8]| {
         shared.events_received.fetch_add(1, Ordering::Relaxed);
@@ -202,9 +228,14 @@ fn event_loop(shared: &Shared) -> Result<()> {
             return 0;
         };
         let record = {
-            let sessions = lock(&shared.sessions);
+            let mut sessions = lock(&shared.sessions);
             let policy = lock(&shared.policy);
-            enricher.enrich(&event, &sessions, &policy)
+            let record = enricher.enrich(&event, &sessions, &policy);
+            if record.kind == "exec" && record.decision == "allow" {
+                // The agent's own exec (launch's) has happened: ready -> running.
+                sessions.mark_running(event.header().session_id);
+            }
+            record
         };
         if record.kind == "exec" && record.decision == "deny" {
             // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
@@ -213,9 +244,7 @@ fn event_loop(shared: &Shared) -> Result<()> {
             let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
             tracing::debug!(pid = record.pid, told = ?told, "block message");
         }
-        if let Err(e) = lock(&shared.audit).write(&record) {
-            tracing::error!("{e:#}");
-        }
+        emit(shared, &record, &mut batch.borrow_mut());
         0
     })?;
     let ring = builder.build()?;
@@ -232,12 +261,28 @@ fn event_loop(shared: &Shared) -> Result<()> {
         if let Err(e) = lock(&shared.audit).flush() {
             tracing::error!("{e:#}");
         }
+        shared.store.submit(std::mem::take(&mut *batch.borrow_mut()));
         report_drops(shared, &mut last_drops);
     }
     // Whatever the kernel queued before the stop still reaches the trail.
     let _ = ring.consume();
+    shared.store.submit(std::mem::take(&mut *batch.borrow_mut()));
     report_drops(shared, &mut last_drops);
     lock(&shared.audit).flush()
+}
+
+/// One finished record to every sink: the audit trail, the live stream, and
+/// the store's batch (sent when the drain ends).
+fn emit(shared: &Shared, record: &DecisionRecord, batch: &mut Vec<pb::Decision>) {
+    if let Err(e) = lock(&shared.audit).write(record) {
+        tracing::error!("{e:#}");
+    }
+    let decision = api::decision_of(record, shared.store.next_id());
+    if shared.live.receiver_count() > 0 {
+        // An error only means the last follower just left.
+        let _ = shared.live.send(Arc::new(decision.clone()));
+    }
+    batch.push(decision);
 }
 
 /// Events the ring buffer could not hold: logged and written to the audit
@@ -411,7 +456,10 @@ fn launch(
         cwd,
         tty,
         started_at: now_rfc3339(),
-        state: SessionState::Running,
+        // Running once the daemon sees the agent's exec.
+        state: SessionState::Ready,
+        ended_at: None,
+        revocation: None,
     };
     // Register before tagging, so the first event already finds its session.
     lock(&shared.sessions).insert(id, info.clone());
@@ -495,4 +543,203 @@ fn guarantees(backend: Backend) -> Vec<String> {
         }
     }
     g
+}
+
+// ---- api (issue 4): the operations the gRPC API performs -------------------
+
+/// The API is privileged (its socket is root's and the airlock group's, or
+/// mutual TLS): it sees what root sees.
+const API_PEER: Peer = Peer { pid: 0, uid: 0 };
+
+pub(crate) fn api_status(shared: &Shared) -> Result<pb::StatusResponse> {
+    let report = status(shared, &API_PEER)?;
+    let counts = shared.kernel.processes_per_session();
+    let sessions = lock(&shared.sessions)
+        .running()
+        .iter()
+        .map(|s| api_session(s, &counts))
+        .collect();
+    let (decisions, bytes) = shared.store.stats().unwrap_or_default();
+    let retention = shared.store.retention();
+    let store = pb::StoreStatus {
+        path: shared.store.path().display().to_string(),
+        decisions,
+        bytes,
+        dropped: shared.store.dropped(),
+        max_age_seconds: retention.max_age.as_secs(),
+        max_bytes: retention.max_bytes,
+    };
+    Ok(api::convert_status(report, sessions, store))
+}
+
+fn api_session(s: &SessionInfo, counts: &std::collections::HashMap<u64, u32>) -> pb::Session {
+    let n = u64::from_str_radix(&s.id, 16).ok().and_then(|k| counts.get(&k).copied()).unwrap_or(0);
+    api::convert_session(s, n)
+}
+
+/// Every session, newest first.
+pub(crate) fn api_sessions(shared: &Shared) -> Vec<pb::Session> {
+    let counts = shared.kernel.processes_per_session();
+    let mut list = lock(&shared.sessions).list();
+    list.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    list.iter().map(|s| api_session(s, &counts)).collect()
+}
+
+pub(crate) enum RevokeError {
+    NotFound,
+    Failed(anyhow::Error),
+}
+
+pub(crate) struct RevokeOutcome {
+    pub session: SessionInfo,
+    /// Distinct processes sent SIGKILL.
+    pub killed: u32,
+    pub rounds: u32,
+    /// Processes still tagged when the call returned (0 on success).
+    pub remaining: u32,
+}
+
+/// How long revocation waits for the killed processes to be gone.
+const REVOKE_WAIT: Duration = Duration::from_secs(10);
+
+/// Revokes a session: the kernel first (so nothing it does from now on is
+/// allowed, and a process that forks dies), then SIGKILL to every process of
+/// it, round after round until none is left (a fork that raced a round is
+/// caught by the next), then the record in the audit trail and the store.
+pub(crate) fn revoke(shared: &Shared, id: &str, by: &str, reason: &str) -> std::result::Result<RevokeOutcome, RevokeError> {
+    let (key, _) = lock(&shared.sessions).find(id).map(|(k, s)| (k, s.clone())).ok_or(RevokeError::NotFound)?;
+    shared.kernel.mark_revoked(key).map_err(RevokeError::Failed)?;
+    let revocation = Revocation { at: now_rfc3339(), by: by.to_string(), reason: reason.to_string() };
+    let session = lock(&shared.sessions).revoke(key, revocation).ok_or(RevokeError::NotFound)?;
+
+    let mut signalled = std::collections::HashSet::new();
+    let mut rounds = 0u32;
+    let deadline = Instant::now() + REVOKE_WAIT;
+    let remaining = loop {
+        let pids = shared.kernel.session_processes(key);
+        if pids.is_empty() {
+            break 0;
+        }
+        if Instant::now() > deadline {
+            break pids.len() as u32;
+        }
+        rounds += 1;
+        for pid in pids {
+            if kill_member(shared, pid, key) {
+                signalled.insert(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let killed = signalled.len() as u32;
+    tracing::warn!(session = %session.id, by, reason, killed, rounds, remaining, "session revoked");
+    record_revocation(shared, &session, by, reason, killed);
+    if remaining > 0 {
+        return Err(RevokeError::Failed(anyhow::anyhow!(
+            "session {} is revoked (the kernel denies it everything), but {remaining} of its processes had not exited after {} s",
+            session.id,
+            REVOKE_WAIT.as_secs()
+        )));
+    }
+    Ok(RevokeOutcome { session, killed, rounds, remaining })
+}
+
+/// SIGKILL to one member of a session, through a pidfd: the pid is checked to
+/// still be the session's after the pidfd pins the process, so a recycled pid
+/// is never hit.
+fn kill_member(shared: &Shared, pid: u32, session: u64) -> bool {
+    // SAFETY: plain syscalls; the fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return false;
+    }
+    let fd = fd as libc::c_int;
+    let tagged = shared.kernel.tag_of(pid).map(|t| t.session_id) == Some(session) || shared.kernel.session_processes(session).contains(&pid);
+    let sent = tagged
+        // SAFETY: fd is a pidfd we own; no siginfo.
+        && unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) } == 0;
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    sent
+}
+
+fn record_revocation(shared: &Shared, s: &SessionInfo, by: &str, reason: &str, killed: u32) {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let record = DecisionRecord {
+        time: now_rfc3339(),
+        host,
+        kind: "revoke",
+        decision: "deny",
+        reason: "revoked",
+        session_id: s.id.clone(),
+        role: s.role.clone(),
+        agent: s.agent(),
+        user: UserRef { uid: s.uid, name: s.user.clone() },
+        pid: s.root_pid,
+        ppid: 0,
+        comm: String::new(),
+        executable: String::new(),
+        filename: None,
+        argv: s.command.clone(),
+        argv_truncated: false,
+        cwd: s.cwd.clone(),
+        destination: None,
+        policy: None,
+        rule: Some(format!("revoked by {by}: {reason} ({killed} processes killed)")),
+        matched_by: None,
+        stage: None,
+        backend: shared.kernel.backend().to_string(),
+        policy_generation: lock(&shared.policy).generation(),
+        time_unix_nanos: crate::store::now_ns(),
+        file_identity: Vec::new(),
+        unix_socket: None,
+        operation: None,
+        target_pid: None,
+        argument: None,
+        file: None,
+        enforcement: None,
+    };
+    let mut batch = Vec::with_capacity(1);
+    emit(shared, &record, &mut batch);
+    if let Err(e) = lock(&shared.audit).flush() {
+        tracing::error!("{e:#}");
+    }
+    shared.store.submit(batch);
+}
+
+pub(crate) fn reload_now(shared: &Shared) -> Result<(String, u32)> {
+    let mut store = lock(&shared.policy);
+    let version = store.reload(&shared.kernel)?;
+    Ok((version, store.generation()))
+}
+
+/// The rules a role is governed by, from the policy in force.
+pub(crate) fn effective_policy(shared: &Shared, role: &str) -> Result<pb::EffectivePolicy> {
+    let role = if role.trim().is_empty() { default_role(&shared.state_dir) } else { role.trim().to_string() };
+    let store = lock(&shared.policy);
+    let current = store.current().context("no policy is in force")?;
+    let Some(compiled) = current.role(&role) else {
+        bail!("unknown role {role:?}; roles in force: {}", current.roles.keys().cloned().collect::<Vec<_>>().join(", "));
+    };
+    Ok(pb::EffectivePolicy {
+        role: role.clone(),
+        policy_version: current.version.clone(),
+        generation: store.generation(),
+        policies: compiled.policies.clone(),
+        blocked_commands: compiled
+            .commands
+            .iter()
+            .map(|c| pb::ExecRule { policy: c.policy_id.clone(), rule: c.text.clone(), command: std::iter::once(c.program.clone()).chain(c.words.iter().cloned()).collect() })
+            .collect(),
+        denied_egress: compiled
+            .egress
+            .iter()
+            .map(|e| pb::EgressRule {
+                policy: e.policy_id.clone(),
+                rule: e.text.clone(),
+                destination: e.net.to_string(),
+                ports: e.ports.iter().map(|&p| p.into()).collect(),
+            })
+            .collect(),
+    })
 }

@@ -113,6 +113,10 @@ pub struct DecisionRecord {
     pub file_identity: Vec<&'static str>,
     pub backend: String,
     pub policy_generation: u32,
+    /// api (issue 4): `time` as nanoseconds since the epoch, for the store's
+    /// range queries (not a field of the audit line: `time` says it).
+    #[serde(skip)]
+    pub time_unix_nanos: i64,
     /// guard: tamper and file events. What was tried ("bpf", "kill", "ptrace", "open", ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<&'static str>,
@@ -192,6 +196,7 @@ impl Enricher {
 
         let mut record = DecisionRecord {
             time: self.wall_time(hdr.ktime_ns),
+            time_unix_nanos: (hdr.ktime_ns as i128 + self.boot_to_wall_ns).clamp(0, i64::MAX as i128) as i64,
             host: self.host.clone(),
             kind: kind_name(hdr.kind),
             decision: if hdr.decision == abi::DENY { "deny" } else { "allow" },
@@ -346,6 +351,7 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_MATCH_OVERFLOW => "match_overflow",
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
+        abi::REASON_REVOKED => "revoked",
         abi::REASON_FILELESS => "fileless",
         abi::REASON_LOADER => "direct_loader",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",

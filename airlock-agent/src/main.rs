@@ -1,5 +1,6 @@
 //! airlock-agent: the Airlock daemon (`run`) and its command line.
 
+mod api;
 mod audit;
 mod cli;
 mod daemon;
@@ -8,10 +9,12 @@ mod identity;
 mod kernel;
 mod launch;
 mod notify;
+mod operator;
 mod policy_store;
 mod protocol;
 mod secrets;
 mod sessions;
+mod store;
 
 fn main() {
     std::process::exit(cli::main());

@@ -38,6 +38,8 @@ pub const REASON_ARGV_TOO_LONG: u32 = 2;
 pub const REASON_MATCH_OVERFLOW: u32 = 3;
 pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
+/// api (issue 4): the session was revoked through the API.
+pub const REASON_REVOKED: u32 = 40;
 // guard (30-39)
 pub const REASON_TAMPER_BPF: u32 = 30;
 pub const REASON_TAMPER_SIGNAL: u32 = 31;

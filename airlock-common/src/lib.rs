@@ -4,3 +4,11 @@
 pub mod abi;
 pub mod identity;
 pub mod policy;
+
+/// The gRPC API, `airlock.v1` (generated from `proto/airlock/v1/airlock.proto`).
+#[cfg(feature = "api")]
+pub mod api {
+    pub mod v1 {
+        tonic::include_proto!("airlock.v1");
+    }
+}

@@ -101,6 +101,10 @@ pub struct Maps {
     pub counters: MapHandle,
     pub config: MapHandle,
     pub events: MapHandle,
+    /// api (issue 4): sessions revoked through the API, and the quarantined
+    /// processes (their sessions' members too, for revocation).
+    pub revoked_sessions: MapHandle,
+    pub quarantine: MapHandle,
     /// exec identity: names and contents of protected programs, interpreters, loaders.
     pub exec_identity: MapHandle,
     /// net: Unix socket rules.
@@ -327,6 +331,41 @@ fn kernel_has_cgroup_unix_hooks() -> bool {
     }
 }
 
+/// api (issue 4): session revocation.
+impl Kernel {
+    /// From now on the kernel refuses every exec and connect of the session's
+    /// processes (and kills those that fork).
+    pub fn mark_revoked(&self, session_id: u64) -> Result<()> {
+        self.maps
+            .revoked_sessions
+            .update(as_bytes(&session_id), as_bytes(&1u32), MapFlags::ANY)
+            .context("record the revocation in the kernel")
+    }
+
+    /// Every process the kernel counts as a member of the session: tagged, or
+    /// quarantined under its id.
+    pub fn session_processes(&self, session_id: u64) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.tagged().into_iter().filter(|(_, t)| t.session_id == session_id).map(|(pid, _)| pid).collect();
+        for key in self.maps.quarantine.keys() {
+            let Some(pid) = from_bytes::<u32>(&key) else { continue };
+            let session = self.maps.quarantine.lookup(&key, MapFlags::ANY).ok().flatten().and_then(|v| from_bytes::<u64>(&v));
+            if session == Some(session_id) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// How many processes each session has now, for the session list.
+    pub fn processes_per_session(&self) -> std::collections::HashMap<u64, u32> {
+        let mut counts = std::collections::HashMap::new();
+        for (_, tag) in self.tagged() {
+            *counts.entry(tag.session_id).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
 /// guard: the LSM programs of the tamper and protected-file hooks.
 fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 12] {
     [
@@ -448,6 +487,8 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         counters: MapHandle::try_from(&skel.maps.counters)?,
         config: MapHandle::try_from(&skel.maps.airlock_config)?,
         events: MapHandle::try_from(&skel.maps.events)?,
+        revoked_sessions: MapHandle::try_from(&skel.maps.revoked_sessions)?,
+        quarantine: MapHandle::try_from(&skel.maps.quarantine)?,
         exec_identity: MapHandle::try_from(&skel.maps.exec_identity)?,
         unix_rules: MapHandle::try_from(&skel.maps.unix_rules)?,
         guarded_tids: MapHandle::try_from(&skel.maps.guarded_tids)?,

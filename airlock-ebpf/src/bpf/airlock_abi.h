@@ -70,6 +70,8 @@ enum airlock_reason {
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */
 	AIRLOCK_REASON_ROLE_GONE = 5,
+	/* api (issue 4): the session was revoked through the API: deny everything. */
+	AIRLOCK_REASON_REVOKED = 40,
 	/* exec identity: the executed file has no name on disk (memfd, deleted, O_TMPFILE). */
 	AIRLOCK_REASON_FILELESS = 10,
 	/* exec identity: the dynamic loader was run directly. */

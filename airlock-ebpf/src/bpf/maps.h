@@ -179,6 +179,19 @@ struct {
 /* Count of quarantined processes: the common case (zero) skips the lookup. */
 volatile __u32 quarantined_count;
 
+/*
+ * api (issue 4): sessions revoked through the API -> 1. Every hook that judges
+ * a governed process denies a revoked session's processes outright, so a
+ * process the daemon has not killed yet can neither exec nor connect.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u32);
+} revoked_sessions SEC(".maps");
+
 /* guard: tamper resistance and protected files */
 
 /* The daemon's thread ids (compat: signals and ptrace name a thread, not a process). */
