@@ -83,6 +83,7 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
             rules: r.policy.rules as u64,
             loaded_at: r.policy.loaded_at,
             last_reload_error: r.policy.last_reload_error,
+            protected_contents: r.policy.protected_contents as u64,
         }),
         default_role: r.default_role,
         sessions,
