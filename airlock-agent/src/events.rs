@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent};
 use serde::Serialize;
@@ -86,6 +87,11 @@ pub struct DecisionRecord {
     /// name ("fileless", "loader", "interpreter", "protected_content").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub file_identity: Vec<&'static str>,
+    /// Compat backend, an allowed `#!` script the kernel could not see: the
+    /// protected program the daemon found the script to be, after the fact
+    /// (`{"program": "aws", "by": "name" | "content"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_program: Option<DetectedProgram>,
     pub backend: String,
     pub policy_generation: u32,
 }
@@ -173,6 +179,7 @@ impl Enricher {
             matched_by: None,
             stage: None,
             file_identity: Vec::new(),
+            detected_program: None,
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
         };
@@ -188,6 +195,9 @@ impl Enricher {
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
                 record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
                 record.file_identity = file_identity(hdr.flags);
+                if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_SCRIPT != 0 && hdr.flags & abi::FLAG_EARLY_CHECK == 0 {
+                    record.detected_program = detect_script_program(hdr.tgid, &record, policy);
+                }
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(
                         hdr.tgid,
@@ -286,6 +296,27 @@ fn via_name(via: u32) -> &'static str {
         abi::VIA_LOADED => "loader",
         _ => "unknown",
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DetectedProgram {
+    pub program: String,
+    pub by: &'static str,
+}
+
+/// The compat backend's `#!` gap, detected: at `sched_process_exec` the kernel
+/// only sees the interpreter, so a script called by another name (a symlink, a
+/// copy) was judged by that name. The daemon resolves the script as the process
+/// saw it and reports it when it is a protected program. It cannot stop it: the
+/// record says what ran.
+fn detect_script_program(tgid: u32, record: &DecisionRecord, policy: &PolicyStore) -> Option<DetectedProgram> {
+    let filename = record.filename.as_deref().filter(|f| !f.is_empty())?;
+    let seen = if filename.starts_with('/') { PathBuf::from(filename) } else { Path::new(&record.cwd).join(filename) };
+    // Through the process's own root while it lives (chroot, container), else as recorded.
+    let via_root = Path::new(&format!("/proc/{tgid}/root")).join(seen.strip_prefix("/").unwrap_or(&seen));
+    let identities = policy.identities().installed();
+    let (program, by) = identities.program_of_file(&via_root).or_else(|| identities.program_of_file(&seen))?;
+    Some(DetectedProgram { program, by })
 }
 
 /// Exec identity flags of an exec event, by name.

@@ -109,6 +109,8 @@ pub struct IdentityTable {
     pub entries: BTreeMap<IdentityKey, IdentityValue>,
     /// Human-readable notes on what was found and what was left out (logged).
     pub notes: Vec<String>,
+    /// The protected program names, by their hash.
+    pub programs: BTreeMap<u64, String>,
 }
 
 impl IdentityTable {
@@ -150,6 +152,20 @@ impl IdentityTable {
     /// Contents that stand for protected programs.
     pub fn protected_contents(&self) -> usize {
         self.entries.iter().filter(|(k, v)| k.kind == abi::IDKEY_CONTENT && v.flags & abi::ID_PROGRAM != 0).count()
+    }
+
+    /// Which protected program a file is, by its resolved name or its content,
+    /// and how that was found ("name" or "content").
+    pub fn program_of_file(&self, path: &Path) -> Option<(String, &'static str)> {
+        let real = std::fs::canonicalize(path).ok()?;
+        let name = real.file_name()?.to_string_lossy().into_owned();
+        if let Some(p) = self.programs.get(&word_hash(name.as_bytes())) {
+            return Some((p.clone(), "name"));
+        }
+        let hash = fingerprint_file(&real).ok()?;
+        let value = self.entries.get(&IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash })?;
+        let first = value.names[..value.nnames as usize].iter().find_map(|h| self.programs.get(h))?;
+        Some((first.clone(), "content"))
     }
 
     pub fn count(&self, kind: u32) -> usize {
@@ -205,6 +221,7 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf]) -> IdentityTable {
 
     let programs: BTreeSet<&str> =
         policy.roles.values().flat_map(|r| r.commands.iter().map(|c| c.program.as_str())).collect();
+    table.programs = programs.iter().map(|p| (word_hash(p.as_bytes()), (*p).to_string())).collect();
     let links = names_per_file(dirs);
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };

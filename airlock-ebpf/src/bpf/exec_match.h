@@ -223,9 +223,10 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 /*
  * exec identity: the operands of an interpreter or loader. The first word
  * after argv[0] that is not an option is the program it runs (its basename
- * names it; the words after it are its arguments). Later words among the first
- * AIRLOCK_OPERAND_WORDS are tried too when they are paths, so an option that
- * takes a value (python3 -W ignore /x/aws ...) does not hide the program.
+ * names it; the words after it are its arguments), unless it is the code of a
+ * -c option. Later words among the first AIRLOCK_OPERAND_WORDS are tried too
+ * when they are paths, so an option that takes a value (python3 -W ignore
+ * /x/aws ...) does not hide the program.
  */
 struct operand_ctx {
 	struct exec_scratch *s;
@@ -241,10 +242,21 @@ static long operand_step(__u64 i, struct operand_ctx *c)
 	__u32 k = i + 1;
 	if (k >= words->nwords || k >= AIRLOCK_MAX_WORDS)
 		return 1;
-	if (c->s->evt.argv[words->off[k & WORDS_MASK] & ARGV_MASK] == '-')
+	const char *argv = c->s->evt.argv;
+	__u32 off = words->off[k & WORDS_MASK];
+	if (argv[off & ARGV_MASK] == '-')
 		return 0;
 	bool first = !c->seen_first;
 	c->seen_first = 1;
+	if (first && k >= 2) {
+		/* After -c, -lc, -xc ... comes code (sh -c, python3 -c), not a file:
+		 * its text after a '/' is no program name. */
+		__u32 prev = words->off[(k - 1) & WORDS_MASK];
+		__u32 plen = off - prev - 1;
+		if (plen >= 2 && plen <= 5 && argv[prev & ARGV_MASK] == '-' && argv[(prev + 1) & ARGV_MASK] != '-' &&
+		    argv[(off - 2) & ARGV_MASK] == 'c')
+			return 0;
+	}
 	/* A word without '/' has its basename's hash. */
 	bool path = words->base_hash[k & WORDS_MASK] != words->word_hash[k & WORDS_MASK];
 	if (!first && !path)
