@@ -237,6 +237,7 @@ fn print_status(r: &StatusReport) {
     println!("  roles:        {}", r.policy.roles.join(", "));
     println!("  rules:        {}", r.policy.rules);
     println!("  loaded at:    {}", r.policy.loaded_at);
+    println!("  identities:   {} protected program contents fingerprinted", r.policy.protected_contents);
     if let Some(e) = &r.policy.last_reload_error {
         println!("  LAST RELOAD REFUSED: {e}");
     }

@@ -420,6 +420,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
     let mut g = vec![
         "session membership follows every fork before the child runs".to_string(),
         "exec decided from the new image's own argv (no argument-rewrite race)".to_string(),
+        "programs recognised by content too (hard links, copies); fileless exec and the loader run directly denied by default".to_string(),
     ];
     match backend {
         Backend::Lsm => {
@@ -431,6 +432,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("blocked exec killed (SIGKILL) before its first instruction; the caller sees a kill, not EPERM".into());
             g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
             g.push("not guaranteed: tamper protection of the daemon, its programs and maps (root in a session can stop it; needs the LSM backend)".into());
+            g.push("not guaranteed: a #! script run under another name is judged by that name (detected afterwards in the audit trail)".into());
         }
     }
     g

@@ -195,8 +195,16 @@ impl Enricher {
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
                 record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
                 record.file_identity = file_identity(hdr.flags);
-                if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_SCRIPT != 0 && hdr.flags & abi::FLAG_EARLY_CHECK == 0 {
-                    record.detected_program = detect_script_program(hdr.tgid, &record, policy);
+                if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_EARLY_CHECK == 0 {
+                    // What the kernel could not see: the #! script (compat), the file an interpreter runs.
+                    let ran = if hdr.flags & abi::FLAG_SCRIPT != 0 {
+                        record.filename.as_deref().filter(|f| !f.is_empty())
+                    } else if hdr.flags & abi::FLAG_INTERPRETER != 0 {
+                        interpreter_operand(&record.argv)
+                    } else {
+                        None
+                    };
+                    record.detected_program = ran.and_then(|f| detect_program(hdr.tgid, &record.cwd, f, policy));
                 }
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(
@@ -304,19 +312,33 @@ pub struct DetectedProgram {
     pub by: &'static str,
 }
 
-/// The compat backend's `#!` gap, detected: at `sched_process_exec` the kernel
-/// only sees the interpreter, so a script called by another name (a symlink, a
-/// copy) was judged by that name. The daemon resolves the script as the process
-/// saw it and reports it when it is a protected program. It cannot stop it: the
-/// record says what ran.
-fn detect_script_program(tgid: u32, record: &DecisionRecord, policy: &PolicyStore) -> Option<DetectedProgram> {
-    let filename = record.filename.as_deref().filter(|f| !f.is_empty())?;
-    let seen = if filename.starts_with('/') { PathBuf::from(filename) } else { Path::new(&record.cwd).join(filename) };
+/// Exec identity gaps, detected after the fact. The kernel judges a `#!`
+/// script on compat, and the file an interpreter is handed, by the name it was
+/// called by: it cannot open them. The daemon resolves that file as the process
+/// saw it and reports it when it is a protected program, by its real name or
+/// its content. It cannot stop it any more: the record says what ran.
+fn detect_program(tgid: u32, cwd: &str, file: &str, policy: &PolicyStore) -> Option<DetectedProgram> {
+    let seen = if file.starts_with('/') { PathBuf::from(file) } else { Path::new(cwd).join(file) };
     // Through the process's own root while it lives (chroot, container), else as recorded.
     let via_root = Path::new(&format!("/proc/{tgid}/root")).join(seen.strip_prefix("/").unwrap_or(&seen));
     let identities = policy.identities().installed();
     let (program, by) = identities.program_of_file(&via_root).or_else(|| identities.program_of_file(&seen))?;
     Some(DetectedProgram { program, by })
+}
+
+/// The operand an interpreter runs, chosen as the kernel chooses it: the first
+/// word after argv[0] that is not an option, unless it is the code of a `-c`.
+fn interpreter_operand(argv: &[String]) -> Option<&str> {
+    let mut prev: Option<&str> = None;
+    for word in argv.iter().skip(1).take(abi::OPERAND_WORDS) {
+        if word.starts_with('-') {
+            prev = Some(word);
+            continue;
+        }
+        let code = prev.is_some_and(|p| (2..=5).contains(&p.len()) && !p.starts_with("--") && p.ends_with('c'));
+        return (!code).then_some(word.as_str());
+    }
+    None
 }
 
 /// Exec identity flags of an exec event, by name.
@@ -390,6 +412,16 @@ fn parent_of(pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpreter_operand_is_chosen_like_the_kernel_does() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(interpreter_operand(&argv(&["python3", "-u", "./aws", "iam"])), Some("./aws"));
+        assert_eq!(interpreter_operand(&argv(&["bash", "-c", "ls /x/aws"])), None);
+        assert_eq!(interpreter_operand(&argv(&["sh", "-ec", "ls /x/aws"])), None);
+        assert_eq!(interpreter_operand(&argv(&["perl", "--", "x.pl"])), Some("x.pl"));
+        assert_eq!(interpreter_operand(&argv(&["python3"])), None);
+    }
 
     #[test]
     fn paths_are_rebuilt_root_first() {

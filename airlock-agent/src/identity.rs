@@ -162,7 +162,7 @@ impl IdentityTable {
         if let Some(p) = self.programs.get(&word_hash(name.as_bytes())) {
             return Some((p.clone(), "name"));
         }
-        let hash = fingerprint_file(&real).ok()?;
+        let hash = fingerprint_regular_file(&real)?;
         let value = self.entries.get(&IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash })?;
         let first = value.names[..value.nnames as usize].iter().find_map(|h| self.programs.get(h))?;
         Some((first.clone(), "content"))
@@ -171,6 +171,28 @@ impl IdentityTable {
     pub fn count(&self, kind: u32) -> usize {
         self.entries.keys().filter(|k| k.kind == kind).count()
     }
+}
+
+/// The fingerprint of a regular file, opened without blocking: the path comes
+/// from a governed session and could name a FIFO or a device.
+fn fingerprint_regular_file(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut head = [0u8; abi::HEAD_LEN];
+    let mut filled = 0;
+    while filled < abi::HEAD_LEN {
+        match file.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(_) => return None,
+        }
+    }
+    Some(airlock_common::identity::fingerprint(&head, meta.len()))
 }
 
 /// How many names in `dirs` lead (through symlinks or hard links) to each file.

@@ -241,6 +241,16 @@ fn bypass_interpreter_operand_is_the_program() {
     assert_denied(&d, "9 busybox sh script", &format!("{bb} sh {t}/terraform apply"), interp("terraform apply"));
 
     assert_runs(&d, "4 python3 script, allowed command", &format!("python3 {t}/aws s3 ls"));
+    // Documented gap (both backends): a renamed copy of a script handed to its
+    // interpreter is judged by the name it was given. The daemon detects it
+    // afterwards by content.
+    let s = assert_runs(&d, "4 renamed script copy via its interpreter (gap)", &format!("cp {t}/aws ./aws2 && python3 ./aws2 iam create-role"));
+    d.wait_audit("the renamed script detected as aws", |v| {
+        v["session_id"] == s.session_id.as_str()
+            && v["decision"] == "allow"
+            && v["detected_program"]["program"] == "aws"
+            && v["detected_program"]["by"] == "content"
+    });
     assert_runs(&d, "4 sh script, allowed command", &format!("sh {t}/terraform plan"));
     // An operand that merely mentions a protected name further on is not the program.
     assert_runs(&d, "4 unrelated script", &format!("printf 'echo FAKE-TOOL-RAN \"$@\"\\n' > other.sh && sh other.sh terraform apply"));
