@@ -520,6 +520,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
     let mut g = vec![
         "session membership follows every fork before the child runs".to_string(),
         "exec decided from the new image's own argv (no argument-rewrite race)".to_string(),
+        "programs recognised by content too (hard links, copies); fileless exec and the loader run directly denied by default".to_string(),
     ];
     match backend {
         Backend::Lsm => {
@@ -540,6 +541,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("SIGTERM/SIGINT/SIGHUP from a governed process are ignored by the daemon; SIGKILL/SIGSTOP from governed root still stop it (needs the LSM backend)".into());
             g.push("protected files: an open by a program the policy does not allow kills the opener before it returns to user space (a sibling thread can race a read; io_uring opens are not seen)".into());
             g.push("not guaranteed: unlink/rename/umount in bpffs by governed root (not seen)".into());
+            g.push("not guaranteed: a #! script run under another name is judged by that name (detected afterwards in the audit trail)".into());
         }
     }
     g

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, UnixEvent};
 use serde::Serialize;
@@ -111,6 +112,11 @@ pub struct DecisionRecord {
     /// name ("fileless", "loader", "interpreter", "protected_content").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub file_identity: Vec<&'static str>,
+    /// Compat backend, an allowed `#!` script the kernel could not see: the
+    /// protected program the daemon found the script to be, after the fact
+    /// (`{"program": "aws", "by": "name" | "content"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_program: Option<DetectedProgram>,
     pub backend: String,
     pub policy_generation: u32,
     /// api (issue 4): `time` as nanoseconds since the epoch, for the store's
@@ -220,6 +226,7 @@ impl Enricher {
             matched_by: None,
             stage: None,
             file_identity: Vec::new(),
+            detected_program: None,
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
             operation: None,
@@ -240,6 +247,17 @@ impl Enricher {
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
                 record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
                 record.file_identity = file_identity(hdr.flags);
+                if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_EARLY_CHECK == 0 {
+                    // What the kernel could not see: the #! script (compat), the file an interpreter runs.
+                    let ran = if hdr.flags & abi::FLAG_SCRIPT != 0 {
+                        record.filename.as_deref().filter(|f| !f.is_empty())
+                    } else if hdr.flags & abi::FLAG_INTERPRETER != 0 {
+                        interpreter_operand(&record.argv)
+                    } else {
+                        None
+                    };
+                    record.detected_program = ran.and_then(|f| detect_program(hdr.tgid, &record.cwd, f, policy));
+                }
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(
                         hdr.tgid,
@@ -405,6 +423,41 @@ fn via_name(via: u32) -> &'static str {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DetectedProgram {
+    pub program: String,
+    pub by: &'static str,
+}
+
+/// Exec identity gaps, detected after the fact. The kernel judges a `#!`
+/// script on compat, and the file an interpreter is handed, by the name it was
+/// called by: it cannot open them. The daemon resolves that file as the process
+/// saw it and reports it when it is a protected program, by its real name or
+/// its content. It cannot stop it any more: the record says what ran.
+fn detect_program(tgid: u32, cwd: &str, file: &str, policy: &PolicyStore) -> Option<DetectedProgram> {
+    let seen = if file.starts_with('/') { PathBuf::from(file) } else { Path::new(cwd).join(file) };
+    // Through the process's own root while it lives (chroot, container), else as recorded.
+    let via_root = Path::new(&format!("/proc/{tgid}/root")).join(seen.strip_prefix("/").unwrap_or(&seen));
+    let identities = policy.identities().installed();
+    let (program, by) = identities.program_of_file(&via_root).or_else(|| identities.program_of_file(&seen))?;
+    Some(DetectedProgram { program, by })
+}
+
+/// The operand an interpreter runs, chosen as the kernel chooses it: the first
+/// word after argv[0] that is not an option, unless it is the code of a `-c`.
+fn interpreter_operand(argv: &[String]) -> Option<&str> {
+    let mut prev: Option<&str> = None;
+    for word in argv.iter().skip(1).take(abi::OPERAND_WORDS) {
+        if word.starts_with('-') {
+            prev = Some(word);
+            continue;
+        }
+        let code = prev.is_some_and(|p| (2..=5).contains(&p.len()) && !p.starts_with("--") && p.ends_with('c'));
+        return (!code).then_some(word.as_str());
+    }
+    None
+}
+
 /// Exec identity flags of an exec event, by name.
 fn file_identity(flags: u32) -> Vec<&'static str> {
     [
@@ -495,6 +548,16 @@ fn parent_of(pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpreter_operand_is_chosen_like_the_kernel_does() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(interpreter_operand(&argv(&["python3", "-u", "./aws", "iam"])), Some("./aws"));
+        assert_eq!(interpreter_operand(&argv(&["bash", "-c", "ls /x/aws"])), None);
+        assert_eq!(interpreter_operand(&argv(&["sh", "-ec", "ls /x/aws"])), None);
+        assert_eq!(interpreter_operand(&argv(&["perl", "--", "x.pl"])), Some("x.pl"));
+        assert_eq!(interpreter_operand(&argv(&["python3"])), None);
+    }
 
     #[test]
     fn paths_are_rebuilt_root_first() {

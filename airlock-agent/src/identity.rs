@@ -89,6 +89,25 @@ fn is_elf(path: &Path) -> bool {
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
+/// Why a file found by the scan must not speak for a protected program: the
+/// identity map is shared by every session, so a file another user can
+/// replace could make any content "terraform" in everyone's sessions.
+/// Files in the operator's `--program-path` directories may have any owner.
+fn untrusted(real: &Path, any_owner: bool) -> Option<&'static str> {
+    let Ok(meta) = std::fs::metadata(real) else { return Some("cannot be read") };
+    if meta.mode() & 0o022 != 0 {
+        return Some("is writable by group or others");
+    }
+    let dir_writable = real.parent().and_then(|d| std::fs::metadata(d).ok()).is_none_or(|d| d.mode() & 0o022 != 0);
+    if dir_writable {
+        return Some("is in a directory writable by group or others");
+    }
+    if !any_owner && meta.uid() != 0 {
+        return Some("is not owned by root (list its directory with --program-path to trust it)");
+    }
+    None
+}
+
 /// The directories searched for protected programs and interpreters, in order, without duplicates.
 pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
@@ -109,6 +128,8 @@ pub struct IdentityTable {
     pub entries: BTreeMap<IdentityKey, IdentityValue>,
     /// Human-readable notes on what was found and what was left out (logged).
     pub notes: Vec<String>,
+    /// The protected program names, by their hash.
+    pub programs: BTreeMap<u64, String>,
 }
 
 impl IdentityTable {
@@ -152,9 +173,45 @@ impl IdentityTable {
         self.entries.iter().filter(|(k, v)| k.kind == abi::IDKEY_CONTENT && v.flags & abi::ID_PROGRAM != 0).count()
     }
 
+    /// Which protected program a file is, by its resolved name or its content,
+    /// and how that was found ("name" or "content").
+    pub fn program_of_file(&self, path: &Path) -> Option<(String, &'static str)> {
+        let real = std::fs::canonicalize(path).ok()?;
+        let name = real.file_name()?.to_string_lossy().into_owned();
+        if let Some(p) = self.programs.get(&word_hash(name.as_bytes())) {
+            return Some((p.clone(), "name"));
+        }
+        let hash = fingerprint_regular_file(&real)?;
+        let value = self.entries.get(&IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash })?;
+        let first = value.names[..value.nnames as usize].iter().find_map(|h| self.programs.get(h))?;
+        Some((first.clone(), "content"))
+    }
+
     pub fn count(&self, kind: u32) -> usize {
         self.entries.keys().filter(|k| k.kind == kind).count()
     }
+}
+
+/// The fingerprint of a regular file, opened without blocking: the path comes
+/// from a governed session and could name a FIFO or a device.
+fn fingerprint_regular_file(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut head = [0u8; abi::HEAD_LEN];
+    let mut filled = 0;
+    while filled < abi::HEAD_LEN {
+        match file.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(_) => return None,
+        }
+    }
+    Some(airlock_common::identity::fingerprint(&head, meta.len()))
 }
 
 /// How many names in `dirs` lead (through symlinks or hard links) to each file.
@@ -175,7 +232,7 @@ fn names_per_file(dirs: &[PathBuf]) -> HashMap<(u64, u64), usize> {
 
 /// Builds the table: interpreters and loaders always, and the protected
 /// programs `policy` names as found in `dirs`.
-pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf]) -> IdentityTable {
+pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf], explicit: &[PathBuf]) -> IdentityTable {
     let mut table = IdentityTable::default();
 
     // Names first: they hold even for programs installed after this scan.
@@ -195,6 +252,10 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf]) -> IdentityTable {
             }
             table.mark_name(&name, abi::ID_LOADER);
             if let Ok(real) = std::fs::canonicalize(&path) {
+                if let Some(why) = untrusted(&real, false) {
+                    table.notes.push(format!("{}: not used, it {why}", real.display()));
+                    continue;
+                }
                 if let Some(real_name) = real.file_name() {
                     table.mark_name(&real_name.to_string_lossy(), abi::ID_LOADER);
                 }
@@ -205,6 +266,7 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf]) -> IdentityTable {
 
     let programs: BTreeSet<&str> =
         policy.roles.values().flat_map(|r| r.commands.iter().map(|c| c.program.as_str())).collect();
+    table.programs = programs.iter().map(|p| (word_hash(p.as_bytes()), (*p).to_string())).collect();
     let links = names_per_file(dirs);
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
@@ -220,6 +282,10 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf]) -> IdentityTable {
                 continue;
             }
             let Ok(real) = std::fs::canonicalize(&path) else { continue };
+            if let Some(why) = untrusted(&real, explicit.contains(dir)) {
+                table.notes.push(format!("{} ({}): not fingerprinted, it {why}", path.display(), real.display()));
+                continue;
+            }
             let real_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if interpreter {
                 table.mark_name(&name, abi::ID_INTERPRETER);
@@ -260,7 +326,7 @@ impl Identities {
     /// first, then the ones no longer wanted are removed.
     pub fn refresh(&mut self, kernel: &Kernel, policy: &CompiledPolicy) -> Result<()> {
         let dirs = search_dirs(&self.program_paths);
-        let next = build(policy, &dirs);
+        let next = build(policy, &dirs, &self.program_paths);
         for note in &next.notes {
             tracing::info!("exec identity: {note}");
         }
@@ -297,6 +363,31 @@ mod tests {
         for no in ["python3-config", "python3.11-config", "perldoc", "shred", "bashbug", "terraform", "nodeenv"] {
             assert!(!is_interpreter_name(no), "{no}");
         }
+    }
+
+    #[test]
+    fn files_others_can_replace_are_not_trusted() {
+        let dir = std::env::temp_dir().join(format!("airlock-identity-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let file = dir.join("terraform");
+        std::fs::write(&file, b"#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // The unit tests run as root or not; ownership is judged against root.
+        let root = nix_is_root();
+        assert_eq!(untrusted(&file, true), None);
+        assert_eq!(untrusted(&file, false).is_none(), root);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(untrusted(&file, true), Some("is writable by group or others"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+        assert_eq!(untrusted(&file, true), Some("is in a directory writable by group or others"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn nix_is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn print_status(r: &pb::StatusResponse) {
         println!("  roles:        {}", p.roles.join(", "));
         println!("  rules:        {}", p.rules);
         println!("  loaded at:    {}", p.loaded_at);
+        println!("  identities:   {} protected program contents fingerprinted", p.protected_contents);
         if let Some(e) = &p.last_reload_error {
             println!("  LAST RELOAD REFUSED: {e}");
         }

@@ -180,7 +180,8 @@ fn bypass_item8_fileless_execution_is_denied() {
     write_file(&d.work_dir.join("hello.sh"), "#!/bin/sh\necho FAKE-TOOL-RAN hello\n", 0o755);
     let fileless = |v: &Value| reason(v, "fileless");
     assert_denied(&d, "8 memfd execveat", "python3 memfd_exec.py $BIN/terraform terraform plan", fileless);
-    assert_denied(&d, "8 memfd of an unprotected program", "python3 memfd_exec.py /bin/echo echo FAKE-TOOL-RAN", fileless);
+    // The marker is quoted apart in argv: a block message quotes the command.
+    assert_denied(&d, "8 memfd of an unprotected program", "python3 memfd_exec.py /bin/sh sh -c 'echo FAKE-TOOL-\"\"RAN'", fileless);
     assert_denied(&d, "8 deleted file via execveat", "python3 deleted_exec.py $BIN/terraform gone terraform plan", fileless);
     assert_denied(
         &d,
@@ -240,6 +241,16 @@ fn bypass_interpreter_operand_is_the_program() {
     assert_denied(&d, "9 busybox sh script", &format!("{bb} sh {t}/terraform apply"), interp("terraform apply"));
 
     assert_runs(&d, "4 python3 script, allowed command", &format!("python3 {t}/aws s3 ls"));
+    // Documented gap (both backends): a renamed copy of a script handed to its
+    // interpreter is judged by the name it was given. The daemon detects it
+    // afterwards by content.
+    let s = assert_runs(&d, "4 renamed script copy via its interpreter (gap)", &format!("cp {t}/aws ./aws2 && python3 ./aws2 iam create-role"));
+    d.wait_audit("the renamed script detected as aws", |v| {
+        v["session_id"] == s.session_id.as_str()
+            && v["decision"] == "allow"
+            && v["detected_program"]["program"] == "aws"
+            && v["detected_program"]["by"] == "content"
+    });
     assert_runs(&d, "4 sh script, allowed command", &format!("sh {t}/terraform plan"));
     // An operand that merely mentions a protected name further on is not the program.
     assert_runs(&d, "4 unrelated script", &format!("printf 'echo FAKE-TOOL-RAN \"$@\"\\n' > other.sh && sh other.sh terraform apply"));
@@ -272,11 +283,22 @@ fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
         assert_denied(&d, "3 copied #! script", &copied, |v| rule(v, "aws iam create-role", "identity") && v["stage"] == "early");
     } else {
         // Documented compat gap: at sched_process_exec the file is the interpreter.
+        // It runs; the daemon detects afterwards what the script was.
         let s = assert_runs(&d, "2 symlinked #! script (compat gap)", &symlinked);
-        d.wait_audit("the allowed symlinked script", |v| {
-            v["session_id"] == s.session_id.as_str() && v["decision"] == "allow" && v["filename"] == "./myaws"
+        d.wait_audit("the symlinked script detected as aws", |v| {
+            v["session_id"] == s.session_id.as_str()
+                && v["decision"] == "allow"
+                && v["filename"] == "./myaws"
+                && v["detected_program"]["program"] == "aws"
+                && v["detected_program"]["by"] == "name"
         });
-        assert_runs(&d, "3 copied #! script (compat gap)", &copied);
+        let s = assert_runs(&d, "3 copied #! script (compat gap)", &copied);
+        d.wait_audit("the copied script detected as aws", |v| {
+            v["session_id"] == s.session_id.as_str()
+                && v["filename"] == "./aws-copy"
+                && v["detected_program"]["program"] == "aws"
+                && v["detected_program"]["by"] == "content"
+        });
     }
     // Both backends: the symlink's name is what argv[0] and the interpreter see,
     // so a symlink named after the tool is the tool.
@@ -289,6 +311,9 @@ fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
     assert_denied(&d, "9 wget symlink to busybox", &format!("{multi_dir}/wget -q -O- http://127.0.0.1:9/"), |v| v["rule"] == "wget");
     assert_denied(&d, "9 busybox wget", &format!("{bb} wget -q -O- http://127.0.0.1:9/"), |v| v["rule"] == "wget");
     assert_runs(&d, "9 other busybox applets", &format!("{bb} echo FAKE-TOOL-RAN"));
+    // The code of `sh -c` is no program path, even when it ends in one.
+    assert_runs(&d, "4 -c code ending in a tool's path", "bash -c 'echo FAKE-TOOL-RAN /usr/bin/wget'");
+    assert_runs(&d, "4 -lc code ending in a tool's path", "sh -ec 'echo FAKE-TOOL-RAN /usr/bin/wget'");
     assert_runs(&d, "9 a copy of busybox is not wget", &format!("cp {bb} ./bb && (exec -a busybox ./bb echo FAKE-TOOL-RAN)"));
     assert!(d.log().contains("multi-call binary"), "the daemon did not report wget as multi-call:\n{}", d.log());
 }

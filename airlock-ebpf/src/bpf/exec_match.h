@@ -223,47 +223,51 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 /*
  * exec identity: the operands of an interpreter or loader. The first word
  * after argv[0] that is not an option is the program it runs (its basename
- * names it; the words after it are its arguments). Later words among the first
- * AIRLOCK_OPERAND_WORDS are tried too when they are paths, so an option that
- * takes a value (python3 -W ignore /x/aws ...) does not hide the program.
+ * names it; the words after it are its arguments), unless it is the code of a
+ * -c option. Later words among the first AIRLOCK_OPERAND_WORDS are tried too
+ * when they are paths, so an option that takes a value (python3 -W ignore
+ * /x/aws ...) does not hide the program.
  */
-struct operand_ctx {
-	struct exec_scratch *s;
-	__u32 set_id;
-	__u32 seen_first;
-	__u32 reason;
-	__u32 pad;
-};
-
-static long operand_step(__u64 i, struct operand_ctx *c)
-{
-	struct exec_words *words = &c->s->words;
-	__u32 k = i + 1;
-	if (k >= words->nwords || k >= AIRLOCK_MAX_WORDS)
-		return 1;
-	if (c->s->evt.argv[words->off[k & WORDS_MASK] & ARGV_MASK] == '-')
-		return 0;
-	bool first = !c->seen_first;
-	c->seen_first = 1;
-	/* A word without '/' has its basename's hash. */
-	bool path = words->base_hash[k & WORDS_MASK] != words->word_hash[k & WORDS_MASK];
-	if (!first && !path)
-		return 0;
-	__u32 reason = judge_program(c->set_id, words->base_hash[k & WORDS_MASK], k + 1, words);
-	if (reason) {
-		c->reason = reason;
-		return 1;
-	}
-	return 0;
-}
-
+/*
+ * A plain bounded loop, not bpf_loop: the state carried from word to word
+ * ("the first operand was seen") then lives in this function's own frame,
+ * where every kernel's verifier follows it exactly; callback state across
+ * bpf_loop iterations is where verifiers before 6.7 were not exact.
+ */
 AIRLOCK_GLOBAL int judge_operands(__u32 set_id, struct exec_scratch *s)
 {
 	if (!s)
 		return AIRLOCK_REASON_NONE;
-	struct operand_ctx c = { .s = s, .set_id = set_id };
-	bpf_loop(AIRLOCK_OPERAND_WORDS, operand_step, &c, 0);
-	return c.reason;
+	struct exec_words *words = &s->words;
+	const char *argv = s->evt.argv;
+	__u32 nwords = words->nwords;
+	bool seen_first = false;
+	for (__u32 k = 1; k <= AIRLOCK_OPERAND_WORDS; k++) {
+		if (k >= nwords)
+			break;
+		__u32 off = words->off[k & WORDS_MASK];
+		if (argv[off & ARGV_MASK] == '-')
+			continue;
+		bool first = !seen_first;
+		seen_first = true;
+		if (first && k >= 2) {
+			/* After -c, -lc, -xc ... comes code (sh -c, python3 -c), not a
+			 * file: its text after a '/' is no program name. */
+			__u32 prev = words->off[(k - 1) & WORDS_MASK];
+			__u32 plen = off - prev - 1;
+			if (plen >= 2 && plen <= 5 && argv[prev & ARGV_MASK] == '-' &&
+			    argv[(prev + 1) & ARGV_MASK] != '-' && argv[(off - 2) & ARGV_MASK] == 'c')
+				continue;
+		}
+		/* A word without '/' has its basename's hash. */
+		bool path = words->base_hash[k & WORDS_MASK] != words->word_hash[k & WORDS_MASK];
+		if (!first && !path)
+			continue;
+		int reason = judge_program(set_id, words->base_hash[k & WORDS_MASK], k + 1, words);
+		if (reason)
+			return reason;
+	}
+	return AIRLOCK_REASON_NONE;
 }
 
 /* Index of the first word after argv[0] whose hash is `hash`, or 0. */
