@@ -694,6 +694,7 @@ fn record_revocation(shared: &Shared, s: &SessionInfo, by: &str, reason: &str, k
         policy_generation: lock(&shared.policy).generation(),
         time_unix_nanos: crate::store::now_ns(),
         file_identity: Vec::new(),
+        detected_program: None,
         unix_socket: None,
         operation: None,
         target_pid: None,
