@@ -46,6 +46,10 @@ enum Command {
         /// Record command lines verbatim: do not mask passwords, tokens and keys in the audit trail.
         #[arg(long)]
         no_mask_secrets: bool,
+        /// DNS server (IP:PORT, or IP for port 53) that hostname egress rules are resolved with.
+        /// Default: the first nameserver of /etc/resolv.conf.
+        #[arg(long)]
+        dns_server: Option<String>,
     },
     /// Start CMD as a governed session: it and everything it starts obey the role's policies.
     Launch {
@@ -145,13 +149,20 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, dns_server } => {
+            let dns_server = match dns_server {
+                None => crate::dns::DnsClient::system_server(),
+                Some(s) => s
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .map_err(|_| anyhow::anyhow!("--dns-server {s:?}: expected IP or IP:PORT, e.g. 127.0.0.53 or 127.0.0.1:5353"))?,
+            };
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
                 policy_store::default_origin(policy_dir.as_deref())?
             };
-            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets })?;
+            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets, dns_server })?;
             Ok(0)
         }
         Command::Launch { .. } => unreachable!("handled before dispatch"),
@@ -235,6 +246,10 @@ fn print_status(r: &StatusReport) {
     println!("  loaded at:    {}", r.policy.loaded_at);
     if let Some(e) = &r.policy.last_reload_error {
         println!("  LAST RELOAD REFUSED: {e}");
+    }
+    for h in &r.policy.hostnames {
+        let error = h.error.as_deref().map(|e| format!("  LOOKUP FAILED: {e}")).unwrap_or_default();
+        println!("  hostname:     {} -> [{}] ttl {}s at {}{error}", h.host, h.addresses.join(", "), h.ttl, h.resolved_at);
     }
     println!("default role:   {}", r.default_role);
     println!("sessions:       {} running, {} tagged processes", r.sessions.len(), r.tagged_processes);

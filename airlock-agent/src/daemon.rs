@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub sizes: MapSizes,
     /// Mask credentials in command lines before they are stored (default on).
     pub mask_secrets: bool,
+    /// net: the DNS server hostname rules are resolved with.
+    pub dns_server: std::net::SocketAddr,
 }
 
 /// Everything the threads share. Each lock guards one concept.
@@ -69,7 +71,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let kernel = Kernel::start(opts.backend, opts.sizes)?;
     tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), "enforcement attached");
 
-    let mut store = PolicyStore::new(opts.policy);
+    tracing::info!(dns_server = %opts.dns_server, "hostname rules are resolved with this DNS server");
+    let mut store = PolicyStore::new(opts.policy, crate::dns::DnsClient::new(opts.dns_server));
     let version = store.reload(&kernel)?;
     tracing::info!(%version, source = %store.origin().describe(), "policy in force");
 
@@ -98,6 +101,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || watch_loop(&shared)
     })?;
+    let dns = spawn("airlock-dns", {
+        let shared = shared.clone();
+        move || dns_loop(&shared)
+    })?;
     tracing::info!(socket = %opts.socket.display(), "ready");
 
     for signal in signals.forever() {
@@ -112,7 +119,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     shared.shutdown.store(true, Ordering::SeqCst);
     // Wake the control thread out of accept().
     let _ = UnixStream::connect(&opts.socket);
-    for handle in [events, control, watch] {
+    for handle in [events, control, watch, dns] {
         if handle.join().is_err() {
             tracing::error!("a daemon thread panicked");
         }
@@ -224,6 +231,27 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         }
         for id in lock(&shared.sessions).reap() {
             tracing::info!(session = %id, "session root exited");
+        }
+    }
+    Ok(())
+}
+
+/// net: re-resolves hostname rules whose answer expired. Lookups run without
+/// the policy lock; the answers are applied under it.
+fn dns_loop(shared: &Shared) -> Result<()> {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let (due, client, next) = lock(&shared.policy).hosts_due();
+        if due.is_empty() {
+            let nap = next.unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
+            std::thread::sleep(nap.max(Duration::from_millis(50)));
+            continue;
+        }
+        let answers: Vec<_> = due.into_iter().map(|host| {
+            let answer = client.resolve(&host);
+            (host, answer)
+        }).collect();
+        if let Err(e) = lock(&shared.policy).refresh_hosts(&shared.kernel, answers) {
+            tracing::error!("hostname rules: {e:#}");
         }
     }
     Ok(())
@@ -392,6 +420,7 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
             .map(|t| time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
             .unwrap_or_default(),
         last_reload_error: store.last_error().map(str::to_string),
+        hostnames: store.host_status(),
     };
     drop(store);
     let audit = lock(&shared.audit);

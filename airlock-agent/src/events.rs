@@ -291,6 +291,7 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
+        abi::REASON_EGRESS_DEFAULT => "egress_default",
         _ => "unknown",
     }
 }

@@ -3,7 +3,9 @@
 mod audit;
 mod cli;
 mod daemon;
+mod dns;
 mod events;
+mod hostnames;
 mod kernel;
 mod launch;
 mod notify;

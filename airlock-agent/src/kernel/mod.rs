@@ -102,6 +102,9 @@ pub struct Maps {
     pub events: MapHandle,
     /// net: Unix socket rules.
     pub unix_rules: MapHandle,
+    /// net: egress.allow entries.
+    pub egress_allow4: MapHandle,
+    pub egress_allow6: MapHandle,
 }
 
 /// The loaded and attached enforcement. Dropping it (its links) detaches every program.
@@ -303,6 +306,8 @@ fn configure_maps(open: &mut OpenAirlockSkel<'_>, sizes: MapSizes) -> Result<()>
     open.maps.trie.set_max_entries(sizes.trie)?;
     open.maps.egress4.set_max_entries(sizes.egress)?;
     open.maps.egress6.set_max_entries(sizes.egress)?;
+    open.maps.egress_allow4.set_max_entries(sizes.egress)?;
+    open.maps.egress_allow6.set_max_entries(sizes.egress)?;
     open.maps.events.set_max_entries(sizes.ringbuf_bytes)?;
     Ok(())
 }
@@ -352,6 +357,8 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         config: MapHandle::try_from(&skel.maps.airlock_config)?,
         events: MapHandle::try_from(&skel.maps.events)?,
         unix_rules: MapHandle::try_from(&skel.maps.unix_rules)?,
+        egress_allow4: MapHandle::try_from(&skel.maps.egress_allow4)?,
+        egress_allow6: MapHandle::try_from(&skel.maps.egress_allow6)?,
     };
 
     let mut links = Vec::new();
