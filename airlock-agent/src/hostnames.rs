@@ -28,6 +28,8 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(3600);
 /// A failed lookup keeps the last good addresses and is retried after this.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Names resolved at once when a policy is loaded.
+const PREPARE_PARALLEL: usize = 16;
 
 #[derive(Debug, Clone)]
 struct HostState {
@@ -88,9 +90,27 @@ impl HostTable {
     pub fn prepare(&mut self, policy: &CompiledPolicy) {
         let wanted = Self::hosts_of(policy);
         self.cache.retain(|h, _| wanted.contains(h));
-        for host in wanted {
-            if !self.cache.contains_key(&host) {
-                let answer = self.client.resolve(&host);
+        let new: Vec<String> = wanted.into_iter().filter(|h| !self.cache.contains_key(h)).collect();
+        // In parallel, a batch at a time: a slow or dead server costs one
+        // timeout per batch, not one per name, while the reload holds the store.
+        for batch in new.chunks(PREPARE_PARALLEL) {
+            let answers: Vec<(String, Result<Answer>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|host| {
+                        let client = &self.client;
+                        (host.clone(), scope.spawn(move || client.resolve(host)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(host, h)| {
+                        let answer = h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the lookup thread panicked")));
+                        (host, answer)
+                    })
+                    .collect()
+            });
+            for (host, answer) in answers {
                 self.record(&host, answer);
             }
         }
@@ -235,5 +255,66 @@ fn remove_unwanted<K: Pod + Ord, V>(map: &MapHandle, installed: &BTreeMap<K, V>,
         if !wanted.contains_key(k) {
             let _ = map.delete(as_bytes(k));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_common::policy::{compile, load_sources, IdAllocator, PolicySource};
+
+    fn policy(json: &str) -> CompiledPolicy {
+        let loaded = load_sources(vec![
+            PolicySource::policy("policies/p.json", json),
+            PolicySource::role("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+        ])
+        .expect("loads");
+        compile(&loaded, &mut IdAllocator::new())
+    }
+
+    fn table() -> HostTable {
+        // Never asked: the tests feed answers with record().
+        HostTable::new(DnsClient::new("127.0.0.1:9".parse().unwrap()))
+    }
+
+    fn answer(addrs: &[&str], ttl: u32) -> Result<Answer> {
+        Ok(Answer { addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(), ttl })
+    }
+
+    fn rule_of(c: &CompiledPolicy, text: &str) -> u32 {
+        c.roles["r"].hosts.iter().find(|h| h.text == text).map(|h| h.rule_id).or_else(|| c.roles["r"].egress.iter().find(|e| e.text == text).map(|e| e.rule_id)).unwrap()
+    }
+
+    fn v4_rule(e: &HostEntries, addr: [u8; 4]) -> Option<u32> {
+        e.deny4.iter().find(|(k, _)| k.addr == addr && u16::from_be_bytes(k.port) == 0).map(|(_, v)| v.rule_id)
+    }
+
+    #[test]
+    fn shared_addresses_and_address_rules_keep_their_owner() {
+        let c = policy(r#"{"id":"p","name":"P","egress":{"deny":["a.test","b.test","192.0.2.9/32"]}}"#);
+        let mut t = table();
+        t.record("a.test", answer(&["192.0.2.1", "192.0.2.9"], 30));
+        t.record("b.test", answer(&["192.0.2.1", "192.0.2.2"], 30));
+        let w = t.wanted(&c);
+        // The first hostname rule keeps a shared address; the address rule keeps its own key.
+        assert_eq!(v4_rule(&w, [192, 0, 2, 1]), Some(rule_of(&c, "a.test")));
+        assert_eq!(v4_rule(&w, [192, 0, 2, 2]), Some(rule_of(&c, "b.test")));
+        assert_eq!(v4_rule(&w, [192, 0, 2, 9]), None, "left to the address rule");
+        assert!(c.egress4.iter().any(|(k, v)| k.addr == [192, 0, 2, 9] && v.rule_id == rule_of(&c, "192.0.2.9/32")));
+    }
+
+    #[test]
+    fn a_changed_answer_replaces_and_a_failed_lookup_keeps() {
+        let c = policy(r#"{"id":"p","name":"P","egress":{"deny":["a.test"]}}"#);
+        let mut t = table();
+        t.record("a.test", answer(&["192.0.2.1"], 0));
+        assert_eq!(t.due(), Vec::<String>::new(), "a TTL of 0 is trusted for the minimum, not re-asked at once");
+        t.record("a.test", answer(&["192.0.2.2"], 30));
+        let w = t.wanted(&c);
+        assert_eq!(v4_rule(&w, [192, 0, 2, 1]), None);
+        assert!(v4_rule(&w, [192, 0, 2, 2]).is_some());
+        t.record("a.test", Err(anyhow::anyhow!("timeout")));
+        assert!(v4_rule(&t.wanted(&c), [192, 0, 2, 2]).is_some(), "the last good answer stays");
+        assert_eq!(t.status()[0].error.as_deref(), Some("timeout"));
     }
 }
