@@ -343,7 +343,8 @@ fn egress_ssh_to_localhost_is_refused_when_loopback_22_is_denied() {
     assert!(listener.accept().is_err(), "a governed connection reached the listener");
     // Untagged, the same client reaches it.
     // `timeout`: the stand-in never sends an ssh banner.
-    let _ = d.ungoverned(&format!("timeout 3 {}", client(port).replace("; echo rc=$?", "")));
+    // Scaled: ssh itself starts slowly in an emulated guest.
+    let _ = d.ungoverned(&format!("timeout {} {}", 5 * time_scale(), client(port).replace("; echo rc=$?", "")));
     let deadline = Instant::now() + seconds(5);
     let mut reached = false;
     while Instant::now() < deadline && !reached {
