@@ -682,3 +682,25 @@ fn egress_default_deny_allows_only_the_allow_list() {
         &[("host", "ok"), ("other", "ok"), ("denied", "errno1"), ("cidr", "ok"), ("dns", "ok"), ("udp_other", "ok")],
     );
 }
+
+/// A hostname the daemon cannot resolve matches nothing (documented in
+/// policy.md), `status` shows the failed lookup, and the policy's other rules
+/// stay in force.
+#[test]
+fn egress_hostname_lookup_failure_is_reported_and_other_rules_hold() {
+    // A loopback port nothing listens on: the lookup is refused at once.
+    let dead = UdpSocket::bind("127.0.0.153:0").expect("reserve a port");
+    let server = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let (_l, port) = listen("127.0.0.2");
+    let policy = r#"{ "id": "net", "name": "Net", "egress": { "deny": ["gone.airlock.test", "127.0.0.2/32"] } }"#;
+    let d = Daemon::start_with_args("dns-dead", &[("net.json", policy)], &[("agent.json", &role(&["net"]))], &["--dns-server", &server]);
+    let status = d.status_json();
+    let host = &status["policy"]["hostnames"][0];
+    assert_eq!(host["host"], "gone.airlock.test", "{status:#}");
+    assert!(host["addresses"].as_array().is_some_and(|a| a.is_empty()) && host["error"].is_string(), "{status:#}");
+    assert!(d.status_text().contains("LOOKUP FAILED"), "{}", d.status_text());
+    write_file(&d.work_dir.join("probe.py"), CONNECT_PROBE, 0o644);
+    let s = d.governed(Some("agent"), &format!("python3 probe.py denied=127.0.0.2:{port}"));
+    expect_results(&s, &[("denied", "errno1")]);
+}
