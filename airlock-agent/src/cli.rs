@@ -55,6 +55,10 @@ enum Command {
         /// Smaller rings overflow sooner; every lost event is counted and reported.
         #[arg(long, value_parser = parse_ringbuf_kib)]
         ringbuf_kib: Option<u32>,
+        /// DNS server (IP:PORT, or IP for port 53) that hostname egress rules are resolved with.
+        /// Default: the first nameserver of /etc/resolv.conf.
+        #[arg(long)]
+        dns_server: Option<String>,
         #[command(flatten)]
         api: ApiServeArgs,
     },
@@ -336,7 +340,14 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, api } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, api } => {
+            let dns_server = match dns_server {
+                None => crate::dns::DnsClient::system_server(),
+                Some(s) => s
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .map_err(|_| anyhow::anyhow!("--dns-server {s:?}: expected IP or IP:PORT, e.g. 127.0.0.53 or 127.0.0.1:5353"))?,
+            };
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
@@ -367,6 +378,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 api: api_options,
                 retention,
                 program_paths,
+                dns_server,
             })?;
             Ok(0)
         }

@@ -48,6 +48,8 @@ pub struct DaemonOptions {
     pub retention: Retention,
     /// exec identity: extra directories where protected programs are looked for.
     pub program_paths: Vec<PathBuf>,
+    /// net: the DNS server hostname rules are resolved with.
+    pub dns_server: std::net::SocketAddr,
 }
 
 /// Decisions the live stream holds for a slow follower before it is cut off
@@ -91,7 +93,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let kernel = Kernel::start(opts.backend, opts.sizes)?;
     tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), "enforcement attached");
 
-    let mut store = PolicyStore::new(opts.policy);
+    tracing::info!(dns_server = %opts.dns_server, "hostname rules are resolved with this DNS server");
+    let mut store = PolicyStore::new(opts.policy, crate::dns::DnsClient::new(opts.dns_server));
     store.set_program_paths(opts.program_paths);
     let version = store.reload(&kernel)?;
     tracing::info!(%version, source = %store.origin().describe(), "policy in force");
@@ -125,6 +128,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || watch_loop(&shared)
     })?;
+    let dns = spawn("airlock-dns", {
+        let shared = shared.clone();
+        move || dns_loop(&shared)
+    })?;
     // guard: every thread now exists; signals and ptrace aimed at any of them are tamper.
     match shared.kernel.guard_threads() {
         Ok(n) => tracing::debug!(threads = n, "daemon threads guarded"),
@@ -152,7 +159,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     shared.shutdown.store(true, Ordering::SeqCst);
     // Wake the control thread out of accept().
     let _ = UnixStream::connect(&opts.socket);
-    for handle in [events, control, watch] {
+    for handle in [events, control, watch, dns] {
         if handle.join().is_err() {
             tracing::error!("a daemon thread panicked");
         }
@@ -325,6 +332,27 @@ fn watch_loop(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// net: re-resolves hostname rules whose answer expired. Lookups run without
+/// the policy lock; the answers are applied under it.
+fn dns_loop(shared: &Shared) -> Result<()> {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let (due, client, next) = lock(&shared.policy).hosts_due();
+        if due.is_empty() {
+            let nap = next.unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
+            std::thread::sleep(nap.max(Duration::from_millis(50)));
+            continue;
+        }
+        let answers: Vec<_> = due.into_iter().map(|host| {
+            let answer = client.resolve(&host);
+            (host, answer)
+        }).collect();
+        if let Err(e) = lock(&shared.policy).refresh_hosts(&shared.kernel, answers) {
+            tracing::error!("hostname rules: {e:#}");
+        }
+    }
+    Ok(())
+}
+
 fn control_loop(shared: &Shared, listener: UnixListener) -> Result<()> {
     for stream in listener.incoming() {
         if shared.shutdown.load(Ordering::SeqCst) {
@@ -492,6 +520,7 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
             .unwrap_or_default(),
         last_reload_error: store.last_error().map(str::to_string),
         protected_contents: store.identities().installed().protected_contents(),
+        hostnames: store.host_status(),
     };
     drop(store);
     let audit = lock(&shared.audit);

@@ -373,6 +373,7 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_FILELESS => "fileless",
         abi::REASON_LOADER => "direct_loader",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
+        abi::REASON_EGRESS_DEFAULT => "egress_default",
         abi::REASON_TAMPER_BPF => "tamper_bpf",
         abi::REASON_TAMPER_SIGNAL => "tamper_signal",
         abi::REASON_TAMPER_PTRACE => "tamper_ptrace",

@@ -74,6 +74,10 @@ fn print_status(r: &pb::StatusResponse) {
         if let Some(e) = &p.last_reload_error {
             println!("  LAST RELOAD REFUSED: {e}");
         }
+        for h in &p.hostnames {
+            let error = h.error.as_deref().map(|e| format!("  LOOKUP FAILED: {e}")).unwrap_or_default();
+            println!("  hostname:     {} -> [{}] ttl {}s at {}{error}", h.host, h.addresses.join(", "), h.ttl, h.resolved_at);
+        }
     }
     println!("default role:   {}", r.default_role);
     println!("sessions:       {} active, {} tagged processes", r.sessions.len(), r.tagged_processes);

@@ -17,6 +17,8 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::identity::Identities;
+use crate::dns::{Answer, DnsClient};
+use crate::hostnames::{HostStatus, HostTable};
 use crate::kernel::{delete_all, update_all, Kernel};
 
 /// Where policies come from.
@@ -95,6 +97,8 @@ pub struct PolicyStore {
     loaded_at: Option<SystemTime>,
     last_error: Option<String>,
     fingerprint: Option<Vec<(PathBuf, u64, SystemTime)>>,
+    /// net: hostname rules' answers and the entries they put in the kernel.
+    hosts: HostTable,
     /// exec identity: the protected programs' contents, refreshed with each load.
     identities: Identities,
 }
@@ -106,8 +110,9 @@ pub struct RuleLookup {
 }
 
 impl PolicyStore {
-    pub fn new(origin: PolicyOrigin) -> Self {
+    pub fn new(origin: PolicyOrigin, dns: DnsClient) -> Self {
         PolicyStore {
+            hosts: HostTable::new(dns),
             origin,
             ids: IdAllocator::new(),
             slots: RoleSlots::default(),
@@ -176,6 +181,29 @@ impl PolicyStore {
         })
     }
 
+    /// net: hostnames whose answer expired, and the client to ask with (the
+    /// caller resolves without holding the store).
+    pub fn hosts_due(&self) -> (Vec<String>, DnsClient, Option<std::time::Duration>) {
+        (self.hosts.due(), self.hosts.client().clone(), self.hosts.next_due_in())
+    }
+
+    /// net: takes fresh answers and brings the kernel's hostname entries up to
+    /// date: new entries first, then the ones no longer wanted are removed.
+    pub fn refresh_hosts(&mut self, kernel: &Kernel, answers: Vec<(String, Result<Answer>)>) -> Result<()> {
+        for (host, answer) in answers {
+            self.hosts.record(&host, answer);
+        }
+        let Some(current) = self.current.clone() else { return Ok(()) };
+        let wanted = self.hosts.wanted(&current);
+        self.hosts.add(kernel, &wanted)?;
+        self.hosts.finish(kernel, wanted);
+        Ok(())
+    }
+
+    pub fn host_status(&self) -> Vec<HostStatus> {
+        self.hosts.status()
+    }
+
     /// True when the policy files changed since the last load attempt.
     pub fn changed_on_disk(&self) -> bool {
         let now = self.origin.fingerprint();
@@ -208,6 +236,9 @@ impl PolicyStore {
             tracing::warn!("policy: {warning}");
         }
         let compiled = policy::compile(&loaded, &mut self.ids);
+        // Hostnames are resolved before the switch, so the new rule sets
+        // enforce them from their first moment.
+        self.hosts.prepare(&compiled);
         self.check_capacity(kernel, &compiled)?;
         // Identities before the rules that use them, so a new rule is never in
         // force without the contents of the program it names.
@@ -226,11 +257,14 @@ impl PolicyStore {
         let sizes = kernel.sizes();
         let live = self.current.as_deref();
         let need = |f: fn(&CompiledPolicy) -> usize| f(next) + live.map_or(0, f);
+        // Hostname entries of the new sets and the installed ones, at most.
+        let (host4, host6) = self.hosts.wanted(next).len();
+        let (live4, live6) = self.hosts.installed_len();
         let checks = [
             ("blocked programs", need(|c| c.programs.len()), sizes.programs),
             ("command words", need(|c| c.trie.len()), sizes.trie),
-            ("IPv4 egress entries", need(|c| c.egress4.len()), sizes.egress),
-            ("IPv6 egress entries", need(|c| c.egress6.len()), sizes.egress),
+            ("IPv4 egress entries", need(|c| c.egress4.len() + c.allow4.len()) + host4 + live4, sizes.egress),
+            ("IPv6 egress entries", need(|c| c.egress6.len() + c.allow6.len()) + host6 + live6, sizes.egress),
             ("Unix socket rules", need(|c| c.unix.len()), crate::kernel::UNIX_RULES_CAPACITY),
         ];
         for (what, needed, capacity) in checks {
@@ -249,13 +283,20 @@ impl PolicyStore {
             delete_all(&maps.egress4, &next.egress4);
             delete_all(&maps.egress6, &next.egress6);
             delete_all(&maps.unix_rules, &next.unix);
+            delete_all(&maps.egress_allow4, &next.allow4);
+            delete_all(&maps.egress_allow6, &next.allow6);
         };
         // Children before parents: the trie before the programs that lead into it.
         let added = update_all(&maps.trie, &next.trie, "command trie")
             .and_then(|_| update_all(&maps.egress4, &next.egress4, "IPv4 egress"))
             .and_then(|_| update_all(&maps.egress6, &next.egress6, "IPv6 egress"))
             .and_then(|_| update_all(&maps.unix_rules, &next.unix, "Unix socket rules"))
+            .and_then(|_| update_all(&maps.egress_allow4, &next.allow4, "IPv4 egress allow"))
+            .and_then(|_| update_all(&maps.egress_allow6, &next.allow6, "IPv6 egress allow"))
             .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"));
+        // Hostname entries of the new sets, beside everything in force.
+        let host_wanted = self.hosts.wanted(next);
+        let added = added.and_then(|_| self.hosts.add(kernel, &host_wanted));
         if let Err(e) = added {
             rollback(next);
             return Err(e);
@@ -286,7 +327,11 @@ impl PolicyStore {
             delete_all(&maps.egress4, &old.egress4);
             delete_all(&maps.egress6, &old.egress6);
             delete_all(&maps.unix_rules, &old.unix);
+            delete_all(&maps.egress_allow4, &old.allow4);
+            delete_all(&maps.egress_allow6, &old.allow6);
         }
+        // The old sets' hostname entries go last, like their address entries.
+        self.hosts.finish(kernel, host_wanted);
         Ok(())
     }
 }

@@ -62,6 +62,9 @@ pub struct PolicyStatus {
     pub rules: usize,
     pub loaded_at: String,
     pub last_reload_error: Option<String>,
+    /// net: hostname rules' current answers.
+    #[serde(default)]
+    pub hostnames: Vec<crate::hostnames::HostStatus>,
     /// exec identity: fingerprints of protected programs found on this host.
     #[serde(default)]
     pub protected_contents: usize,

@@ -260,6 +260,9 @@ pub const REASON_UNIX_PATH_UNCLEAR: u32 = 20;
 pub const FLAG_UNIX_RESOLVED: u32 = 1 << 8;
 pub const FLAG_UNIX_ABSTRACT: u32 = 1 << 9;
 pub const ROLE_UNIX_RULES: u32 = 1 << 4;
+// net: per-role egress default.
+pub const ROLE_EGRESS_DEFAULT_DENY: u32 = 1 << 5;
+pub const REASON_EGRESS_DEFAULT: u32 = 21;
 pub const UNIX_PATH_MAX: usize = 128;
 /// Prefix bits of a Unix key that are always matched in full: the set id.
 pub const UNIX_FIXED_BITS: u32 = 32;

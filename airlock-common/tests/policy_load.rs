@@ -246,9 +246,9 @@ fn field_validation() {
             "not a valid CIDR",
         ),
         (
-            r#"{"id": "ok", "name": "x", "egress": {"deny": ["localhost"]}}"#,
+            r#"{"id": "ok", "name": "x", "egress": {"deny": ["local host"]}}"#,
             "egress.deny[0]",
-            "not a valid IP",
+            "not a valid IP address, CIDR or hostname",
         ),
         (
             r#"{"id": "ok", "name": "x", "egress": {"deny": [{"cidr": "10.0.0.0/8", "ports": []}]}}"#,
@@ -266,8 +266,8 @@ fn field_validation() {
             "unknown field",
         ),
         (
-            r#"{"id": "ok", "name": "x", "egress": {"allow": []}}"#,
-            "egress.allow",
+            r#"{"id": "ok", "name": "x", "egress": {"permit": []}}"#,
+            "egress.permit",
             "unknown field",
         ),
         (
@@ -343,7 +343,7 @@ fn errors_from_all_files_are_collected() {
     let s = Scratch::new(&[
         (
             "policies/a.json",
-            r#"{"id": "a", "name": "A", "egress": {"deny": ["nope"]}}"#,
+            r#"{"id": "a", "name": "A", "egress": {"deny": ["no pe"]}}"#,
         ),
         (
             "policies/b.json",

@@ -84,6 +84,12 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
             loaded_at: r.policy.loaded_at,
             last_reload_error: r.policy.last_reload_error,
             protected_contents: r.policy.protected_contents as u64,
+            hostnames: r
+                .policy
+                .hostnames
+                .into_iter()
+                .map(|h| pb::HostnameStatus { host: h.host, addresses: h.addresses, ttl: h.ttl, resolved_at: h.resolved_at, error: h.error })
+                .collect(),
         }),
         default_role: r.default_role,
         sessions,

@@ -109,6 +109,9 @@ pub struct Maps {
     pub exec_identity: MapHandle,
     /// net: Unix socket rules.
     pub unix_rules: MapHandle,
+    /// net: egress.allow entries.
+    pub egress_allow4: MapHandle,
+    pub egress_allow6: MapHandle,
     // guard
     pub guarded_tids: MapHandle,
     pub tamper_senders: MapHandle,
@@ -432,6 +435,8 @@ fn configure_maps(open: &mut OpenAirlockSkel<'_>, sizes: MapSizes) -> Result<()>
     open.maps.trie.set_max_entries(sizes.trie)?;
     open.maps.egress4.set_max_entries(sizes.egress)?;
     open.maps.egress6.set_max_entries(sizes.egress)?;
+    open.maps.egress_allow4.set_max_entries(sizes.egress)?;
+    open.maps.egress_allow6.set_max_entries(sizes.egress)?;
     open.maps.events.set_max_entries(sizes.ringbuf_bytes)?;
     Ok(())
 }
@@ -491,6 +496,8 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
         quarantine: MapHandle::try_from(&skel.maps.quarantine)?,
         exec_identity: MapHandle::try_from(&skel.maps.exec_identity)?,
         unix_rules: MapHandle::try_from(&skel.maps.unix_rules)?,
+        egress_allow4: MapHandle::try_from(&skel.maps.egress_allow4)?,
+        egress_allow6: MapHandle::try_from(&skel.maps.egress_allow6)?,
         guarded_tids: MapHandle::try_from(&skel.maps.guarded_tids)?,
         tamper_senders: MapHandle::try_from(&skel.maps.tamper_senders)?,
         protected_inodes: MapHandle::try_from(&skel.maps.protected_inodes)?,

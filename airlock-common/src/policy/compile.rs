@@ -11,9 +11,11 @@ use super::load::LoadedPolicies;
 use super::model::{Policy, Status};
 use crate::abi::{
     word_hash, Egress4Key, Egress6Key, EgressValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
-    TrieValue, UnixKey, EGRESS_FIXED_BITS, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_UNIX_RULES,
-    UNIX_FIXED_BITS, UNIX_PATH_MAX,
+    TrieValue, UnixKey, EGRESS_FIXED_BITS, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER,
+    ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES, UNIX_FIXED_BITS, UNIX_PATH_MAX,
 };
+use super::model::EgressDefault;
+use std::net::IpAddr;
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
 /// as "none") and never reused while the allocator lives, so a reload can
@@ -86,6 +88,20 @@ pub struct EgressRuleCompiled {
     pub text: String,
 }
 
+/// A hostname rule as enforced for one role: the daemon resolves `host` and
+/// installs its addresses under `rule_id` in the role's deny (or allow) tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    pub host: String,
+    /// Empty means every port.
+    pub ports: Vec<u16>,
+    pub text: String,
+    /// True for an `egress.allow` entry.
+    pub allow: bool,
+}
+
 /// A Unix socket rule as enforced for one role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixRuleCompiled {
@@ -106,6 +122,12 @@ pub struct CompiledRole {
     pub egress: Vec<EgressRuleCompiled>,
     /// net: Unix socket rules (broker escapes).
     pub unix: Vec<UnixRuleCompiled>,
+    /// net: hostname rules (deny and allow), resolved by the daemon.
+    pub hosts: Vec<HostRuleCompiled>,
+    /// net: `egress.allow` address rules (in force when `egress_default_deny`).
+    pub allow: Vec<EgressRuleCompiled>,
+    /// net: the role's `egress_default` is `deny`.
+    pub egress_default_deny: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +160,9 @@ pub struct CompiledPolicy {
     pub role_sets: Vec<(String, RoleSet)>,
     /// net: Unix socket rules.
     pub unix: Vec<(UnixKey, EgressValue)>,
+    /// net: `egress.allow` address entries (the egress_allow4/6 maps).
+    pub allow4: Vec<(Egress4Key, EgressValue)>,
+    pub allow6: Vec<(Egress6Key, EgressValue)>,
 }
 
 impl CompiledPolicy {
@@ -164,6 +189,8 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         egress6: Vec::new(),
         role_sets: Vec::new(),
         unix: Vec::new(),
+        allow4: Vec::new(),
+        allow6: Vec::new(),
     };
     let by_id: BTreeMap<&str, &Policy> =
         loaded.policies.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -175,6 +202,8 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     let mut egress4 = BTreeMap::new();
     let mut egress6 = BTreeMap::new();
     let mut unix = BTreeMap::new();
+    let mut allow4 = BTreeMap::new();
+    let mut allow6 = BTreeMap::new();
 
     for role in roles {
         let role_id = role.id.to_string();
@@ -185,6 +214,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             commands: Vec::new(),
             egress: Vec::new(),
             unix: Vec::new(),
+            hosts: Vec::new(),
+            allow: Vec::new(),
+            egress_default_deny: role.egress_default == EgressDefault::Deny,
         };
         let mut listed = std::collections::BTreeSet::new();
         for pid in &role.policies {
@@ -233,6 +265,47 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     net: rule.net,
                     ports: rule.ports.clone(),
                     text: rule.text.clone(),
+                });
+            }
+            for (rules, allow) in [(&policy.egress.deny_hosts, false), (&policy.egress.allow_hosts, true)] {
+                for rule in rules {
+                    let rule_id = ids.rule_id();
+                    let text = if allow { format!("allow {}", rule.text) } else { rule.text.clone() };
+                    out.rules.insert(
+                        rule_id,
+                        RuleRef {
+                            policy_id: pid.to_string(),
+                            role_id: role_id.clone(),
+                            kind: RuleKind::Egress { text: text.clone() },
+                        },
+                    );
+                    compiled.hosts.push(HostRuleCompiled {
+                        rule_id,
+                        policy_id: pid.to_string(),
+                        host: rule.host.clone(),
+                        ports: rule.ports.clone(),
+                        text,
+                        allow,
+                    });
+                }
+            }
+            for rule in &policy.egress.allow {
+                let rule_id = ids.rule_id();
+                let text = format!("allow {}", rule.text);
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::Egress { text: text.clone() },
+                    },
+                );
+                compiled.allow.push(EgressRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    net: rule.net,
+                    ports: rule.ports.clone(),
+                    text,
                 });
             }
             for rule in &policy.egress.unix_deny {
@@ -291,6 +364,18 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
             flags |= ROLE_ALLOW_LOADER;
         }
+        for rule in &compiled.allow {
+            let mut sink = EgressSink {
+                set_id,
+                rule_id: rule.rule_id,
+                v4: &mut allow4,
+                v6: &mut allow6,
+            };
+            let ports: &[u16] = if rule.ports.is_empty() { &[0] } else { &rule.ports };
+            for &port in ports {
+                sink.add(rule.net, port);
+            }
+        }
         for rule in &compiled.unix {
             unix.entry(unix_key(set_id, &rule.path, rule.prefix))
                 .or_insert(EgressValue {
@@ -300,6 +385,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         }
         if !compiled.unix.is_empty() {
             flags |= ROLE_UNIX_RULES;
+        }
+        if compiled.egress_default_deny {
+            flags |= ROLE_EGRESS_DEFAULT_DENY;
         }
         out.role_sets
             .push((role_id.clone(), RoleSet { set_id, flags }));
@@ -311,7 +399,29 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     out.egress4 = egress4.into_iter().collect();
     out.egress6 = egress6.into_iter().collect();
     out.unix = unix.into_iter().collect();
+    out.allow4 = allow4.into_iter().collect();
+    out.allow6 = allow6.into_iter().collect();
     out
+}
+
+/// The egress table entries of one hostname rule's current addresses: the
+/// same forms an address rule gets (IPv4-mapped IPv6 included). Keys land in
+/// `v4`/`v6` only where they are not there yet (first rule wins).
+pub fn host_entries(
+    set_id: u32,
+    rule_id: u32,
+    addrs: &[IpAddr],
+    ports: &[u16],
+    v4: &mut BTreeMap<Egress4Key, EgressValue>,
+    v6: &mut BTreeMap<Egress6Key, EgressValue>,
+) {
+    let mut sink = EgressSink { set_id, rule_id, v4, v6 };
+    let ports: &[u16] = if ports.is_empty() { &[0] } else { ports };
+    for addr in addrs {
+        for &port in ports {
+            sink.add(IpNet::from(*addr), port);
+        }
+    }
 }
 
 /// The unix_rules key of a pattern: an exact path also matches its

@@ -285,14 +285,164 @@ impl<'de> Deserialize<'de> for EgressRule {
     }
 }
 
+/// A policy's `egress` section. `deny` and `allow` entries are addresses
+/// (CIDRs) or hostnames; they are split by kind here so address rules keep
+/// their own type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "EgressDoc")]
 pub struct Egress {
-    #[serde(default)]
+    /// Address ranges refused.
     pub deny: Vec<EgressRule>,
+    /// Hostnames refused: the daemon resolves them and refreshes them within their TTL.
+    pub deny_hosts: Vec<HostRule>,
+    /// Address ranges allowed when the role's `egress_default` is `deny`.
+    pub allow: Vec<EgressRule>,
+    /// Hostnames allowed when the role's `egress_default` is `deny`.
+    pub allow_hosts: Vec<HostRule>,
     /// Unix sockets a governed process may not connect or send to (broker escapes).
-    #[serde(default)]
     pub unix_deny: Vec<UnixRule>,
+}
+
+/// `egress` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressDoc {
+    #[serde(default)]
+    deny: Vec<EgressEntry>,
+    #[serde(default)]
+    allow: Vec<EgressEntry>,
+    #[serde(default)]
+    unix_deny: Vec<UnixRule>,
+}
+
+impl From<EgressDoc> for Egress {
+    fn from(doc: EgressDoc) -> Egress {
+        let split = |entries: Vec<EgressEntry>| {
+            let mut nets = Vec::new();
+            let mut hosts = Vec::new();
+            for e in entries {
+                match e {
+                    EgressEntry::Net(r) => nets.push(r),
+                    EgressEntry::Host(h) => hosts.push(h),
+                }
+            }
+            (nets, hosts)
+        };
+        let (deny, deny_hosts) = split(doc.deny);
+        let (allow, allow_hosts) = split(doc.allow);
+        Egress { deny, deny_hosts, allow, allow_hosts, unix_deny: doc.unix_deny }
+    }
+}
+
+/// One hostname entry of `egress.deny` or `egress.allow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    /// The rule as written, e.g. `api.example.com` or `api.example.com ports 443`.
+    pub text: String,
+    /// Lowercase, without a trailing dot.
+    pub host: String,
+    /// Sorted, without duplicates; empty means every port.
+    pub ports: Vec<u16>,
+}
+
+/// Checks a hostname (RFC 1123 labels; `_` accepted for service names) and
+/// returns it in lowercase without a trailing dot.
+pub fn parse_hostname(s: &str) -> Result<String, String> {
+    let h = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let bad = |why: &str| Err(format!("{s:?} is not a valid IP address, CIDR or hostname: {why}"));
+    if h.is_empty() {
+        return bad("it is empty");
+    }
+    if h.len() > 253 {
+        return bad("a hostname has at most 253 bytes");
+    }
+    for label in h.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated label has 1 to 63 characters");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return bad("use letters, digits, '-' and '_'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label may not start or end with '-'");
+        }
+    }
+    Ok(h)
+}
+
+/// True when the text is meant as an address: the CIDR parser's errors are the helpful ones.
+fn looks_like_address(s: &str) -> bool {
+    let t = s.trim();
+    t.contains('/') || t.contains(':') || t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// A `deny`/`allow` entry: an address rule or a hostname rule.
+enum EgressEntry {
+    Net(EgressRule),
+    Host(HostRule),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressObjectAny {
+    #[serde(default)]
+    cidr: Option<CidrText>,
+    #[serde(default)]
+    host: Option<HostText>,
+    ports: Vec<Port>,
+}
+
+struct HostText(String, String);
+
+impl<'de> Deserialize<'de> for HostText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        let h = parse_hostname(&s).map_err(de::Error::custom)?;
+        Ok(HostText(s.trim().to_owned(), h))
+    }
+}
+
+impl<'de> Deserialize<'de> for EgressEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl<'de> Visitor<'de> for V {
+            type Value = EgressEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP address, a CIDR, a hostname, or an object {\"cidr\" or \"host\": ..., \"ports\": [...]}")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EgressEntry, E> {
+                if looks_like_address(v) {
+                    let Cidr(net) = v.parse().map_err(E::custom)?;
+                    return Ok(EgressEntry::Net(EgressRule { text: v.trim().to_owned(), net, ports: Vec::new() }));
+                }
+                let host = parse_hostname(v).map_err(E::custom)?;
+                Ok(EgressEntry::Host(HostRule { text: v.trim().to_owned(), host, ports: Vec::new() }))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EgressEntry, A::Error> {
+                let obj = EgressObjectAny::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if obj.ports.is_empty() {
+                    return Err(de::Error::custom(
+                        "ports must not be empty; write the CIDR or hostname as a plain string to cover every port",
+                    ));
+                }
+                let mut ports: Vec<u16> = obj.ports.iter().map(|p| p.0).collect();
+                ports.sort_unstable();
+                ports.dedup();
+                let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+                match (obj.cidr, obj.host) {
+                    (Some(c), None) => Ok(EgressEntry::Net(EgressRule { text: format!("{} ports {list}", c.0), net: c.1 .0, ports })),
+                    (None, Some(h)) => Ok(EgressEntry::Host(HostRule { text: format!("{} ports {list}", h.0), host: h.1, ports })),
+                    _ => Err(de::Error::custom("give exactly one of \"cidr\" and \"host\"")),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// Longest Unix socket pattern (without its `*`): the kernel matches 128 bytes
@@ -426,6 +576,19 @@ pub struct Role {
     pub description: Option<String>,
     #[serde(default)]
     pub policies: Vec<Id>,
+    /// What happens to a destination no rule names: `allow` (the default) or
+    /// `deny`, in which case only the policies' `egress.allow` entries are reachable.
+    #[serde(default)]
+    pub egress_default: EgressDefault,
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// A role's egress default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressDefault {
+    #[default]
+    Allow,
+    Deny,
 }

@@ -79,6 +79,8 @@ enum airlock_reason {
 	/* net: a Unix socket path the kernel cannot put in canonical form (a ".."
 	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
+	/* net: the role's egress default is deny and no egress.allow entry covers the destination. */
+	AIRLOCK_REASON_EGRESS_DEFAULT = 21,
 };
 
 enum airlock_backend {
@@ -124,6 +126,8 @@ enum airlock_match_via {
 #define AIRLOCK_FLAG_UNIX_ABSTRACT (1U << 9)
 /* Role flag: the role's rule set has Unix socket rules (the hooks judge only then). */
 #define AIRLOCK_ROLE_UNIX_RULES (1U << 4)
+/* net: role flag: egress is denied unless an egress.allow entry covers it. */
+#define AIRLOCK_ROLE_EGRESS_DEFAULT_DENY (1U << 5)
 /* Bytes of a Unix socket path the kernel matches and reports. */
 #define AIRLOCK_UNIX_PATH_MAX 128
 

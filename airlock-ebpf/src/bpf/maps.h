@@ -144,6 +144,23 @@ struct {
 	__type(value, struct early_argv);
 } early_argv SEC(".maps");
 
+/* net: egress.allow entries, for roles whose egress default is deny (same keys as egress4/6). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 131072); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_egress4_key);
+	__type(value, struct airlock_egress_value);
+} egress_allow4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 131072); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_egress6_key);
+	__type(value, struct airlock_egress_value);
+} egress_allow6 SEC(".maps");
+
 /* exec identity: names and contents of protected programs, interpreters and loaders. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

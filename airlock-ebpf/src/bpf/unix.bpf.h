@@ -351,7 +351,15 @@ static __always_inline __u32 unix_lsm_judge(struct sock *peer, __u32 sock_type, 
 	struct unix_scratch *s = unix_scratch_get();
 	if (!s)
 		return AIRLOCK_ALLOW;
-	struct unix_sock *u = (struct unix_sock *)peer;
+	/*
+	 * path_components() is a global function: it takes plain addresses, and
+	 * the verifier refuses a trusted BTF pointer (the hook's argument) there.
+	 * Copying the pointer through probe_read makes it a plain address.
+	 */
+	struct unix_sock *u = NULL;
+	bpf_probe_read_kernel(&u, sizeof(u), &peer);
+	if (!u)
+		return AIRLOCK_ALLOW;
 	struct dentry *dentry = BPF_CORE_READ(u, path.dentry);
 	int len = -1;
 	__u32 flags = AIRLOCK_FLAG_UNIX_RESOLVED;
