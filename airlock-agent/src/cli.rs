@@ -255,6 +255,7 @@ fn print_status(r: &StatusReport) {
         c.decisions, c.denies, c.ringbuf_drops, c.tag_failures, c.tamper
     );
     println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
+    println!("protected:      {} credential files in session users' homes", r.protected_files);
 }
 
 /// The ring buffer's size must be a power-of-two number of pages.

@@ -25,6 +25,7 @@ use crate::audit::AuditLog;
 use crate::events::{decode, Enricher};
 use crate::kernel::{Backend, BackendChoice, Kernel, MapSizes};
 use crate::policy_store::{PolicyOrigin, PolicyStore};
+use crate::protected::{session_homes, ProtectedFiles};
 use crate::protocol::{PolicyStatus, Request, Response, StatusReport};
 use crate::sessions::{format_session_id, new_session_id, SessionInfo, SessionState, Sessions};
 
@@ -48,6 +49,8 @@ struct Shared {
     mask_secrets: bool,
     shutdown: AtomicBool,
     events_received: AtomicU64,
+    /// guard: protected files resolved in the session users' homes.
+    protected: Mutex<ProtectedFiles>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,6 +87,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         mask_secrets: opts.mask_secrets,
         shutdown: AtomicBool::new(false),
         events_received: AtomicU64::new(0),
+        protected: Mutex::new(ProtectedFiles::default()),
     });
 
     // With the sender's pid: a stop request from a governed process is refused (guard).
@@ -181,11 +185,23 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 fn reload(shared: &Shared, why: &str) {
-    let mut store = lock(&shared.policy);
-    match store.reload(&shared.kernel) {
-        Ok(version) => tracing::info!(%version, why, "policy reloaded"),
+    let result = lock(&shared.policy).reload(&shared.kernel);
+    match result {
+        Ok(version) => {
+            tracing::info!(%version, why, "policy reloaded");
+            if let Err(e) = refresh_protected(shared) {
+                tracing::error!("{e:#}");
+            }
+        }
         Err(e) => tracing::error!(why, "{e:#}"),
     }
+}
+
+/// guard: resolves the policy's protected files in every known home and
+/// brings the kernel's map up to date.
+fn refresh_protected(shared: &Shared) -> Result<usize> {
+    let patterns = lock(&shared.policy).current().map(|c| c.protected.clone()).unwrap_or_default();
+    lock(&shared.protected).refresh(&shared.kernel, &patterns).context("update the protected files")
 }
 
 fn event_loop(shared: &Shared) -> Result<()> {
@@ -273,6 +289,10 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         for id in lock(&shared.sessions).reap() {
             tracing::info!(session = %id, "session root exited");
         }
+        // guard: files created (or replaced) since the last tick become protected.
+        if let Err(e) = refresh_protected(shared) {
+            tracing::warn!("{e:#}");
+        }
     }
     Ok(())
 }
@@ -334,8 +354,8 @@ fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
         }
         Request::Reload => {
             require_root(peer, "reload the policy")?;
-            let mut store = lock(&shared.policy);
-            let version = store.reload(&shared.kernel)?;
+            let version = lock(&shared.policy).reload(&shared.kernel)?;
+            refresh_protected(shared)?;
             Ok(Response::Reloaded { version })
         }
     }
@@ -410,6 +430,14 @@ fn launch(
         started_at: now_rfc3339(),
         state: SessionState::Running,
     };
+    // guard: the session's credential files are protected before its first instruction.
+    {
+        let mut protected = lock(&shared.protected);
+        for home in session_homes(peer.uid, peer.pid) {
+            protected.add_home(&home);
+        }
+    }
+    refresh_protected(shared).context("could not protect the session's credential files; refusing to start it")?;
     // Register before tagging, so the first event already finds its session.
     lock(&shared.sessions).insert(id, info.clone());
     shared
@@ -457,6 +485,7 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         events_received: shared.events_received.load(Ordering::Relaxed),
         audit_lines: audit.lines(),
         audit_path: audit.path().display().to_string(),
+        protected_files: lock(&shared.protected).count(),
     })
 }
 

@@ -8,6 +8,7 @@ mod kernel;
 mod launch;
 mod notify;
 mod policy_store;
+mod protected;
 mod protocol;
 mod secrets;
 mod sessions;

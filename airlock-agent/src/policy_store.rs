@@ -155,7 +155,7 @@ impl PolicyStore {
             c.rule(rule_id).map(|r| RuleLookup {
                 policy: r.policy_id.clone(),
                 rule: match &r.kind {
-                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } | policy::RuleKind::File { text } => text.clone(),
                 },
             })
         })
@@ -211,6 +211,9 @@ impl PolicyStore {
             ("command words", need(|c| c.trie.len()), sizes.trie),
             ("IPv4 egress entries", need(|c| c.egress4.len()), sizes.egress),
             ("IPv6 egress entries", need(|c| c.egress6.len()), sizes.egress),
+            // guard
+            ("protected-file rules", need(|c| c.file_rules.len()), crate::kernel::FILE_RULES_CAPACITY),
+            ("protected-file programs", need(|c| c.file_allow.len()), crate::kernel::FILE_ALLOW_CAPACITY),
         ];
         for (what, needed, capacity) in checks {
             if needed > capacity as usize {
@@ -227,12 +230,16 @@ impl PolicyStore {
             delete_all(&maps.trie, &next.trie);
             delete_all(&maps.egress4, &next.egress4);
             delete_all(&maps.egress6, &next.egress6);
+            delete_all(&maps.file_rules, &next.file_rules);
+            delete_all(&maps.file_allow, &next.file_allow);
         };
         // Children before parents: the trie before the programs that lead into it.
         let added = update_all(&maps.trie, &next.trie, "command trie")
             .and_then(|_| update_all(&maps.egress4, &next.egress4, "IPv4 egress"))
             .and_then(|_| update_all(&maps.egress6, &next.egress6, "IPv6 egress"))
-            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"));
+            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"))
+            .and_then(|_| update_all(&maps.file_allow, &next.file_allow, "protected-file programs"))
+            .and_then(|_| update_all(&maps.file_rules, &next.file_rules, "protected-file rules"));
         if let Err(e) = added {
             rollback(next);
             return Err(e);
@@ -262,6 +269,8 @@ impl PolicyStore {
             delete_all(&maps.trie, &old.trie);
             delete_all(&maps.egress4, &old.egress4);
             delete_all(&maps.egress6, &old.egress6);
+            delete_all(&maps.file_rules, &old.file_rules);
+            delete_all(&maps.file_allow, &old.file_allow);
         }
         Ok(())
     }

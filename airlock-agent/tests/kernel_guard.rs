@@ -378,3 +378,110 @@ print("connects eperm=%d other=%d" % (eperm, other))
     assert!(d.status_text().contains(&format!("ringbuf_drops={drops}")));
     eprintln!("flood on {backend}: {decided} decisions, {drops} events lost and reported");
 }
+
+/// Prints a file's first bytes: installed as `aws`, the program the default
+/// policy lets read the AWS credentials.
+const READER_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) { perror("open"); return 1; }
+    char buf[128];
+    long n = read(fd, buf, sizeof(buf) - 1);
+    if (n < 0) return 1;
+    buf[n] = 0;
+    printf("content=%s\n", buf);
+    return 0;
+}
+"#;
+
+/// Issue 5 item 8: the default protected files (the test policy names none,
+/// so the defaults apply) can be opened only by the programs the policy
+/// allows: `aws` reads the AWS credentials, `cat` does not, whatever name or
+/// link it reaches them by; a non-root session's renamed copy of `cat` is not `aws`.
+#[test]
+fn guard_protected_files_open_only_for_allowed_programs() {
+    let d = daemon("files");
+    let backend = d.backend();
+    let reader = compile_c(&d.work_dir, "reader", READER_C);
+    std::fs::copy(&reader, d.bin_dir.join("aws")).expect("install the reader as aws");
+    let home = d.work_dir.join("home");
+    for (file, text) in [(".aws/credentials", "SECRET-AWS-KEY\n"), (".ssh/id_test", "SECRET-SSH-KEY\n"), (".ssh/known_hosts", "known-hosts-content\n")] {
+        let path = home.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).expect("mkdir in the test home");
+        std::fs::write(&path, text).expect("write a credential file");
+    }
+    let blocked = if backend == "lsm" { "1" } else { "137" };
+    let script = r#"
+cat $HOME/.aws/credentials; echo "rccat=$?"
+aws $HOME/.aws/credentials; echo "rcaws=$?"
+ln $HOME/.aws/credentials $WORK/hardlink && cat $WORK/hardlink; echo "rchardlink=$?"
+mv $HOME/.aws/credentials $WORK/moved && sleep 1 && cat $WORK/moved; echo "rcmoved=$?"; mv $WORK/moved $HOME/.aws/credentials
+cat /proc/self/root$HOME/.aws/credentials; echo "rcalias=$?"
+cat $HOME/.ssh/id_test; echo "rcssh=$?"
+cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
+"#;
+    let home_s = home.display().to_string();
+    let s = d.governed_env(Some("agent"), script, &[("HOME", &home_s)]);
+    let out = s.all_output();
+    let rc = |name: &str| out.lines().find_map(|l| l.strip_prefix(&format!("rc{name}="))).unwrap_or_default().to_string();
+    for name in ["cat", "hardlink", "moved", "alias", "ssh"] {
+        assert_eq!(rc(name), blocked, "{name}: a protected file was opened by cat on {backend}:\n{out}");
+    }
+    assert_eq!(rc("aws"), "0", "aws may read the AWS credentials:\n{out}");
+    assert_eq!(rc("known"), "0", "known_hosts is not protected:\n{out}");
+    assert_eq!(out.matches("SECRET-AWS-KEY").count(), 1, "only aws may print the key:\n{out}");
+    assert!(!out.contains("SECRET-SSH-KEY"), "{out}");
+    assert!(out.contains("known-hosts-content"), "{out}");
+
+    let killed = enforcement(&backend);
+    let denies = d.wait_audit("protected-file denies", |v| {
+        v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "deny"
+    });
+    let aws_denies: Vec<&Value> = denies.iter().filter(|v| v["rule"] == "~/.aws/credentials").collect();
+    assert!(aws_denies.len() >= 4, "{denies:#?}");
+    assert!(aws_denies.iter().all(|v| v["comm"] == "cat" && v["reason"] == "protected_file" && v["policy"] == "test-infra" && v["enforcement"] == killed), "{aws_denies:#?}");
+    for file in [home.join(".aws/credentials"), d.work_dir.join("hardlink"), d.work_dir.join("moved")] {
+        assert!(aws_denies.iter().any(|v| v["file"] == file.display().to_string()), "no deny naming {}: {aws_denies:#?}", file.display());
+    }
+    assert!(denies.iter().any(|v| v["rule"] == "~/.ssh/id_*" && v["file"] == home.join(".ssh/id_test").display().to_string()), "{denies:#?}");
+    d.wait_audit("aws's allowed open", |v| {
+        v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "allow" && v["comm"] == "aws"
+    });
+    assert!(d.status_json()["protected_files"].as_u64().unwrap_or(0) >= 2);
+
+    // A non-root session: its own copy of cat named aws is not the aws the policy means.
+    std::fs::remove_file(d.work_dir.join("hardlink")).expect("remove the hard link");
+    chown_tree(&home, 65534);
+    let nobody = format!(
+        "cp /bin/cat $HOME/aws && $HOME/aws $HOME/.aws/credentials; echo \"rccopy=$?\"\naws $HOME/.aws/credentials; echo \"rcaws=$?\"\n"
+    );
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .arg(AGENT)
+        .args(["launch", "--socket"])
+        .arg(&d.socket)
+        .args(["--role", "agent", "--", "bash", "-c", &nobody])
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("PATH", d.path_env())
+        .output()
+        .expect("launch as nobody");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("rccopy={blocked}")), "a non-root renamed copy of cat read the AWS key:\n{text}");
+    assert!(text.contains("rcaws=0") && text.matches("SECRET-AWS-KEY").count() == 1, "{text}");
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    let id = Some(nix::unistd::Uid::from_raw(uid));
+    let gid = Some(nix::unistd::Gid::from_raw(uid));
+    nix::unistd::chown(path, id, gid).expect("chown");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+            chown_tree(&entry.path(), uid);
+        }
+    }
+}

@@ -70,6 +70,11 @@ pub struct Hook {
     pub attach_point: String,
 }
 
+/// guard: capacities of the protected-file maps (fixed in maps.h).
+pub const FILE_RULES_CAPACITY: u32 = 16_384;
+pub const FILE_ALLOW_CAPACITY: u32 = 65_536;
+pub const PROTECTED_INODES_CAPACITY: usize = 16_384;
+
 /// Sizes of the maps the policy and sessions fill.
 #[derive(Debug, Clone, Copy)]
 pub struct MapSizes {

@@ -8,10 +8,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::load::LoadedPolicies;
-use super::model::{Policy, Status};
+use super::model::{HomePattern, Policy, Status};
 use crate::abi::{
-    word_hash, Egress4Key, Egress6Key, EgressValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
-    TrieValue, EGRESS_FIXED_BITS,
+    word_hash, Egress4Key, Egress6Key, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue,
+    ProgramKey, ProgramValue, RoleSet, TrieKey, TrieValue, EGRESS_FIXED_BITS,
 };
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
@@ -85,6 +85,19 @@ pub struct EgressRuleCompiled {
     pub text: String,
 }
 
+/// guard: a protected file as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRuleCompiled {
+    pub rule_id: u32,
+    /// The first active policy of the role that protects the file.
+    pub policy_id: String,
+    pub pattern: HomePattern,
+    /// The kernel's name for the file class: FNV-1a of the pattern text.
+    pub class_hash: u64,
+    /// Programs every policy protecting the file allows (the intersection).
+    pub allow: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRole {
     pub set_id: u32,
@@ -92,12 +105,16 @@ pub struct CompiledRole {
     pub policies: Vec<String>,
     pub commands: Vec<CommandRule>,
     pub egress: Vec<EgressRuleCompiled>,
+    /// guard: protected files.
+    pub files: Vec<FileRuleCompiled>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleKind {
     Command { text: String },
     Egress { text: String },
+    /// guard: a protected file pattern.
+    File { text: String },
 }
 
 /// What a rule id in a kernel event stands for.
@@ -120,6 +137,11 @@ pub struct CompiledPolicy {
     pub egress4: Vec<(Egress4Key, EgressValue)>,
     pub egress6: Vec<(Egress6Key, EgressValue)>,
     pub role_sets: Vec<(String, RoleSet)>,
+    /// guard: (set, class) -> rule, and (set, class, program) -> allowed.
+    pub file_rules: Vec<(FileRuleKey, FileRuleValue)>,
+    pub file_allow: Vec<(FileAllowKey, u32)>,
+    /// guard: every protected pattern of any role, by class: what the daemon resolves in homes.
+    pub protected: BTreeMap<u64, HomePattern>,
 }
 
 impl CompiledPolicy {
@@ -145,6 +167,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         egress4: Vec::new(),
         egress6: Vec::new(),
         role_sets: Vec::new(),
+        file_rules: Vec::new(),
+        file_allow: Vec::new(),
+        protected: BTreeMap::new(),
     };
     let by_id: BTreeMap<&str, &Policy> =
         loaded.policies.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -164,6 +189,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             policies: Vec::new(),
             commands: Vec::new(),
             egress: Vec::new(),
+            files: Vec::new(),
         };
         let mut listed = std::collections::BTreeSet::new();
         for pid in &role.policies {
@@ -213,6 +239,50 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     ports: rule.ports.clone(),
                     text: rule.text.clone(),
                 });
+            }
+            // guard: each policy protecting a file must allow a program for the role to allow it.
+            for file in &policy.protected_files {
+                let allow: Vec<String> = file.allow.iter().map(|a| a.0.clone()).collect();
+                if let Some(existing) = compiled.files.iter_mut().find(|f| f.pattern.text == file.path.text) {
+                    existing.allow.retain(|a| allow.contains(a));
+                    continue;
+                }
+                let rule_id = ids.rule_id();
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::File {
+                            text: file.path.text.clone(),
+                        },
+                    },
+                );
+                compiled.files.push(FileRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    pattern: file.path.clone(),
+                    class_hash: word_hash(file.path.text.as_bytes()),
+                    allow,
+                });
+            }
+        }
+        for file in &compiled.files {
+            out.protected.insert(file.class_hash, file.pattern.clone());
+            out.file_rules.push((
+                FileRuleKey { set_id, pad: 0, class_hash: file.class_hash },
+                FileRuleValue { rule_id: file.rule_id, pad: 0 },
+            ));
+            for program in &file.allow {
+                out.file_allow.push((
+                    FileAllowKey {
+                        set_id,
+                        pad: 0,
+                        class_hash: file.class_hash,
+                        name_hash: word_hash(program.as_bytes()),
+                    },
+                    1,
+                ));
             }
         }
 

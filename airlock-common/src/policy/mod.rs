@@ -24,3 +24,5 @@ pub use model::{
     Cidr, CommandPattern, Egress, EgressRule, Id, Policy, Role, Status, MAX_COMMAND_WORDS,
     MAX_ID_LEN, MAX_WORD_LEN,
 };
+// guard
+pub use model::{default_protected_files, HomePattern, ProgramName, ProtectedFile, MAX_PROTECTED_DEPTH};

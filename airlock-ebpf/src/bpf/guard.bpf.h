@@ -235,6 +235,18 @@ static __always_inline int guard_file_open(const struct airlock_proc_tag *tag, s
 
 /* ---------------------------------------------------------------- LSM backend */
 
+/*
+ * An LSM hook's pointer argument as a plain address. The verifier types the
+ * argument as a trusted pointer, which global functions (the path walk) do not
+ * accept; read from the context it is a scalar, used only through CO-RE reads.
+ */
+static __always_inline void *lsm_arg_addr(unsigned long long *ctx, int i)
+{
+	__u64 addr = 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), &ctx[i]);
+	return (void *)addr;
+}
+
 SEC("lsm/bpf")
 int BPF_PROG(airlock_guard_bpf, int cmd)
 {
@@ -300,7 +312,7 @@ int BPF_PROG(airlock_guard_kernel_read_file, struct file *file, enum kernel_read
 	if (!current_tag(&tag))
 		return 0;
 	return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_KERNEL_CODE, AIRLOCK_OP_KERNEL_READ_FILE, 0, id,
-					file, GUARD_REFUSE));
+					lsm_arg_addr(ctx, 0), GUARD_REFUSE));
 }
 
 /* init_module and kexec_load: code handed over in memory. */
@@ -341,7 +353,7 @@ int BPF_PROG(airlock_guard_file_open, struct file *file)
 	struct airlock_proc_tag tag;
 	if (!current_tag(&tag))
 		return 0;
-	return lsm_verdict(guard_file_open(&tag, file, GUARD_REFUSE));
+	return lsm_verdict(guard_file_open(&tag, lsm_arg_addr(ctx, 0), GUARD_REFUSE));
 }
 
 static __always_inline bool in_bpffs(struct inode *dir)
