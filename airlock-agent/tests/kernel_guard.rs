@@ -438,9 +438,15 @@ cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
     assert!(out.contains("known-hosts-content"), "{out}");
 
     let killed = enforcement(&backend);
-    let denies = d.wait_audit("protected-file denies", |v| {
-        v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "deny"
+    // The ssh key was the last attempt: once its line is in, all earlier ones are too.
+    d.wait_audit("the ssh key's deny", |v| {
+        v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["rule"] == "~/.ssh/id_*"
     });
+    let denies: Vec<Value> = d
+        .audit()
+        .into_iter()
+        .filter(|v| v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "deny")
+        .collect();
     let aws_denies: Vec<&Value> = denies.iter().filter(|v| v["rule"] == "~/.aws/credentials").collect();
     assert!(aws_denies.len() >= 4, "{denies:#?}");
     assert!(aws_denies.iter().all(|v| v["comm"] == "cat" && v["reason"] == "protected_file" && v["policy"] == "test-infra" && v["enforcement"] == killed), "{aws_denies:#?}");
