@@ -104,6 +104,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || watch_loop(&shared)
     })?;
+    // guard: Airlock's own files (policy, state, executable) are guarded from now on.
+    lock(&shared.protected).set_own(own_paths(&shared));
+    if let Err(e) = refresh_protected(&shared) {
+        tracing::error!("{e:#}");
+    }
     // guard: every thread now exists; signals and ptrace aimed at any of them are tamper.
     match shared.kernel.guard_threads() {
         Ok(n) => tracing::debug!(threads = n, "daemon threads guarded"),
@@ -195,6 +200,22 @@ fn reload(shared: &Shared, why: &str) {
         }
         Err(e) => tracing::error!(why, "{e:#}"),
     }
+}
+
+/// guard: Airlock's own directories and files: the policy directory and its
+/// two subdirectories, the state directory (audit trail, default role), the
+/// daemon's executable.
+fn own_paths(shared: &Shared) -> Vec<PathBuf> {
+    let mut paths = vec![shared.state_dir.clone()];
+    if let PolicyOrigin::Dir(dir) = lock(&shared.policy).origin() {
+        paths.push(dir.clone());
+        paths.push(dir.join("policies"));
+        paths.push(dir.join("roles"));
+    }
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        paths.push(exe);
+    }
+    paths
 }
 
 /// guard: resolves the policy's protected files in every known home and
@@ -499,7 +520,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("blocked exec refused with EPERM before it starts".into());
             g.push("egress refused with EPERM at socket_connect / socket_sendmsg".into());
             // guard
-            g.push("tamper: governed processes (root included) are refused bpf(), signals and ptrace to the daemon (also /proc/PID/mem, pidfd_getfd, process_vm_*), module loading and kexec, bpffs access, unlink/rename/umount in bpffs, cgroupfs writes".into());
+            g.push("tamper: governed processes (root included) are refused bpf(), signals and ptrace to the daemon (also /proc/PID/mem, pidfd_getfd, process_vm_*), module loading and kexec, bpffs access, unlink/rename/umount in bpffs, cgroupfs writes, and any change to Airlock's policy, state and executable files".into());
             g.push("protected files: opened only by the programs the policy allows (EPERM otherwise)".into());
             g.push("not guaranteed: what root does outside the session's processes (item 17), raw block-device reads of protected files".into());
         }
@@ -507,10 +528,10 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("blocked exec killed (SIGKILL) before its first instruction; the caller sees a kill, not EPERM".into());
             g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
             // guard
-            g.push("tamper DETECTED, not prevented: bpf(), signals/ptrace/process_vm_*/pidfd_getfd aimed at the daemon, module loading, kexec, opens in bpffs, cgroupfs and the daemon's /proc files for writing: the call runs, then the offender is killed and audited".into());
+            g.push("tamper DETECTED, not prevented: bpf(), signals/ptrace/process_vm_*/pidfd_getfd aimed at the daemon, module loading, kexec, opens in bpffs, opens for writing in cgroupfs, the daemon's /proc files and Airlock's policy and state files: the call runs, then the offender is killed and audited".into());
             g.push("SIGTERM/SIGINT/SIGHUP from a governed process are ignored by the daemon; SIGKILL/SIGSTOP from governed root still stop it (needs the LSM backend)".into());
             g.push("protected files: an open by a program the policy does not allow kills the opener before it returns to user space (a sibling thread can race a read; io_uring opens are not seen)".into());
-            g.push("not guaranteed: unlink/rename/umount in bpffs by governed root (not seen)".into());
+            g.push("not guaranteed: unlink/rename/umount in bpffs, and rename/unlink/truncate of Airlock's policy and state files, by governed root (not seen)".into());
         }
     }
     g

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use airlock_common::abi::{as_bytes, InodeKey, InodeValue};
+use airlock_common::abi::{as_bytes, InodeKey, InodeValue, CLASS_SELF};
 use airlock_common::policy::HomePattern;
 use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
@@ -26,12 +26,20 @@ use crate::kernel::{Kernel, PROTECTED_INODES_CAPACITY};
 pub struct ProtectedFiles {
     homes: BTreeSet<PathBuf>,
     installed: HashMap<InodeKey, u64>,
+    /// Airlock's own directories and files (policy, state, executable): never
+    /// written, created in, renamed or removed by a governed process.
+    own: Vec<PathBuf>,
 }
 
 impl ProtectedFiles {
     /// Adds a home directory to resolve patterns in; true when it is new.
     pub fn add_home(&mut self, home: &Path) -> bool {
         home.is_absolute() && self.homes.insert(home.to_path_buf())
+    }
+
+    /// Airlock's own directories; they and every file directly inside them are guarded.
+    pub fn set_own(&mut self, dirs_and_files: Vec<PathBuf>) {
+        self.own = dirs_and_files;
     }
 
     /// How many files are protected now.
@@ -48,6 +56,13 @@ impl ProtectedFiles {
                     if let Some(key) = identity(&file) {
                         wanted.entry(key).or_insert(*class);
                     }
+                }
+            }
+        }
+        for path in &self.own {
+            for file in own_entries(path) {
+                if let Some(key) = identity_any(&file) {
+                    wanted.insert(key, CLASS_SELF);
                 }
             }
         }
@@ -69,7 +84,8 @@ impl ProtectedFiles {
         // may have been moved or renamed by a governed process precisely to
         // lose protection. Only a class the policy dropped is released. (An
         // inode number reused later is over-protected, never under-protected.)
-        let stale: Vec<InodeKey> = self.installed.iter().filter(|(_, c)| !patterns.contains_key(c)).map(|(k, _)| *k).collect();
+        let stale: Vec<InodeKey> =
+            self.installed.iter().filter(|(_, c)| **c != CLASS_SELF && !patterns.contains_key(c)).map(|(k, _)| *k).collect();
         for key in stale {
             let _ = map.delete(as_bytes(&key));
             self.installed.remove(&key);
@@ -92,6 +108,24 @@ pub fn resolve(home: &Path, pattern: &HomePattern) -> Vec<PathBuf> {
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(last.as_str())))
         .map(|e| e.path())
         .collect()
+}
+
+/// A directory and what sits directly in it (one level: policies/ and roles/
+/// are listed themselves), or a single file.
+fn own_entries(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(path) {
+        out.extend(entries.flatten().map(|e| e.path()));
+    }
+    out
+}
+
+/// Identity of a file or directory (Airlock's own entries).
+fn identity_any(path: &Path) -> Option<InodeKey> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino: meta.ino() })
 }
 
 /// A file's identity as the kernel sees it: the superblock's device number in

@@ -373,7 +373,7 @@ print("connects eperm=%d other=%d" % (eperm, other))
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(reported, drops, "the audit trail's events_lost lines do not add up to the kernel's drop count");
-    let last = d.audit().into_iter().filter(|v| v["kind"] == "events_lost").last().expect("an events_lost line");
+    let last = d.audit().into_iter().rfind(|v| v["kind"] == "events_lost").expect("an events_lost line");
     assert_eq!(last["total"], drops);
     assert!(d.status_text().contains(&format!("ringbuf_drops={drops}")));
     eprintln!("flood on {backend}: {decided} decisions, {drops} events lost and reported");
@@ -462,15 +462,13 @@ cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
     // A non-root session: its own copy of cat named aws is not the aws the policy means.
     std::fs::remove_file(d.work_dir.join("hardlink")).expect("remove the hard link");
     chown_tree(&home, 65534);
-    let nobody = format!(
-        "cp /bin/cat $HOME/aws && $HOME/aws $HOME/.aws/credentials; echo \"rccopy=$?\"\naws $HOME/.aws/credentials; echo \"rcaws=$?\"\n"
-    );
+    let nobody = "cp /bin/cat $HOME/aws && $HOME/aws $HOME/.aws/credentials; echo \"rccopy=$?\"\naws $HOME/.aws/credentials; echo \"rcaws=$?\"\n";
     let out = Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
         .arg(AGENT)
         .args(["launch", "--socket"])
         .arg(&d.socket)
-        .args(["--role", "agent", "--", "bash", "-c", &nobody])
+        .args(["--role", "agent", "--", "bash", "-c", nobody])
         .current_dir(&home)
         .env("HOME", &home)
         .env("PATH", d.path_env())
@@ -490,4 +488,59 @@ fn chown_tree(path: &Path, uid: u32) {
             chown_tree(&entry.path(), uid);
         }
     }
+}
+
+/// BYPASSES.md 18, Airlock's own files: a governed root must not relax the
+/// policy by editing or replacing its files (the daemon reloads on change),
+/// nor rewrite the audit trail. LSM refuses writes, creates, truncates,
+/// renames and removals there; compat kills a process that opens them for
+/// writing, and does not see rename or unlink (documented gap).
+#[test]
+fn guard_airlock_own_files_cannot_be_rewritten() {
+    let d = daemon("ownfiles");
+    let backend = d.backend();
+    let tool = tamper_tool(&d);
+    let policy = d.policy_dir().join("policies").join("test-infra.json");
+    let audit = d.state_dir.join("audit.jsonl");
+    let gen = |s: &Value| s["policy"]["generation"].as_u64().unwrap_or(0);
+    let first = gen(&d.status_json());
+    let mut script = String::new();
+    script += &labelled(&tool, "edit", "write", &policy.display().to_string());
+    script += &labelled(&tool, "audit", "write", &audit.display().to_string());
+    script += &format!("( : > {} ); echo \"rccreate=$?\"\n", d.policy_dir().join("roles").join("evil.json").display());
+    // truncate(2) by path, no open (GNU truncate opens the file; Python's os.truncate does not).
+    script += &format!(
+        "python3 -c 'import os, sys; os.truncate(sys.argv[1], 0)' {} 2>/dev/null; echo \"rctruncate=$?\"\n",
+        policy.display()
+    );
+    let s = d.governed(Some("agent"), &script);
+    let out = s.all_output();
+    let want = if backend == "lsm" { "errno1" } else { "rc137" };
+    assert_eq!(outcome(&s, "edit"), want, "policy file opened for writing:\n{out}");
+    assert_eq!(outcome(&s, "audit"), want, "audit trail opened for writing:\n{out}");
+    let created = d.policy_dir().join("roles").join("evil.json").exists();
+    let truncated = std::fs::metadata(&policy).map(|m| m.len() == 0).unwrap_or(true);
+    if backend == "lsm" {
+        assert!(out.contains("rccreate=1") && !created, "a file was created in the policy directory:\n{out}");
+        assert!(out.contains("rctruncate=1") && !truncated, "the policy file was truncated:\n{out}");
+        for operation in ["open", "create", "truncate"] {
+            tamper_lines(&d, &s.session_id, "tamper_airlock_files", operation);
+        }
+    } else {
+        // The creating open ran (the file exists, empty) and its process was killed before writing;
+        // an empty policy file is invalid, so the reload is refused and the policy stays.
+        assert!(out.contains("rccreate=137") && created, "{out}");
+        let _ = std::fs::remove_file(d.policy_dir().join("roles").join("evil.json"));
+        tamper_lines(&d, &s.session_id, "tamper_airlock_files", "open");
+        // truncate(2) opens nothing: compat does not see it (documented gap). An empty
+        // policy file is invalid, so the daemon refuses the reload and keeps the last good one.
+        assert!(out.contains("rctruncate=0") && truncated, "{out}");
+        d.wait_status("the refused reload", |s| !s["policy"]["last_reload_error"].is_null());
+    }
+    // Whatever happened, the policy in force is the one the test wrote, and it still blocks.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = d.governed(Some("agent"), "terraform apply");
+    assert!(!s.tool_ran(), "{}", s.all_output());
+    let status = d.status_json();
+    assert!(gen(&status) <= first + 1, "the policy was replaced: {:#}", status["policy"]);
 }
