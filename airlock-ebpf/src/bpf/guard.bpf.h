@@ -30,6 +30,7 @@
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #define PROC_SUPER_MAGIC 0x9fa0
 #define PID_FS_MAGIC 0x50494446
+#define BINFMTFS_MAGIC 0x42494e4d
 #define GUARD_FMODE_WRITE 0x2
 #define PTRACE_MODE_NOAUDIT 0x04
 #define PTRACE_TRACEME 0
@@ -227,8 +228,13 @@ static __always_inline int guard_file_open(const struct airlock_proc_tag *tag, s
 	/* Pins, maps and programs in bpffs: no access at all. */
 	if (magic == BPF_FS_MAGIC)
 		return guard_tamper(tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
-	/* cgroup.kill, cgroup.freeze, cgroup.procs, memory.max could stop the daemon. */
-	if ((magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC) && (fmode & GUARD_FMODE_WRITE))
+	/*
+	 * cgroup.kill, cgroup.freeze, cgroup.procs, memory.max could stop the daemon;
+	 * a binfmt_misc handler with the 'O' flag would hand an interpreter an open
+	 * descriptor of a protected file without an open of its own.
+	 */
+	if ((magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC || magic == BINFMTFS_MAGIC) &&
+	    (fmode & GUARD_FMODE_WRITE))
 		return guard_tamper(tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
 	/* /proc/<daemon>/mem, oom_score_adj and the like, opened for writing. */
 	if (magic == PROC_SUPER_MAGIC && (fmode & GUARD_FMODE_WRITE)) {
