@@ -31,6 +31,7 @@ use crate::audit::AuditLog;
 use crate::events::{decode, DecisionRecord, Enricher, UserRef};
 use crate::kernel::{Backend, BackendChoice, Kernel, MapSizes};
 use crate::policy_store::{PolicyOrigin, PolicyStore};
+use crate::protected::{session_homes, ProtectedFiles};
 use crate::protocol::{PolicyStatus, Request, Response, StatusReport};
 use crate::sessions::{format_session_id, new_session_id, Revocation, SessionInfo, SessionState, Sessions};
 use crate::store::{Retention, Store};
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     /// api (issue 4): the indexed decision store and the live decision stream.
     pub(crate) store: Store,
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<pb::Decision>>,
+    /// guard: protected files resolved in the session users' homes.
+    protected: Mutex<ProtectedFiles>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,6 +114,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         events_received: AtomicU64::new(0),
         store: decisions,
         live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
+        protected: Mutex::new(ProtectedFiles::default()),
     });
     let api_server = api::start(shared.clone(), &opts.api)?;
 
@@ -132,6 +136,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || dns_loop(&shared)
     })?;
+    // guard: Airlock's own files (policy, state, executable) are guarded from now on.
+    lock(&shared.protected).set_own(own_paths(&shared));
+    if let Err(e) = refresh_protected(&shared) {
+        tracing::error!("{e:#}");
+    }
     // guard: every thread now exists; signals and ptrace aimed at any of them are tamper.
     match shared.kernel.guard_threads() {
         Ok(n) => tracing::debug!(threads = n, "daemon threads guarded"),
@@ -215,11 +224,39 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 fn reload(shared: &Shared, why: &str) {
-    let mut store = lock(&shared.policy);
-    match store.reload(&shared.kernel) {
-        Ok(version) => tracing::info!(%version, why, "policy reloaded"),
+    let result = lock(&shared.policy).reload(&shared.kernel);
+    match result {
+        Ok(version) => {
+            tracing::info!(%version, why, "policy reloaded");
+            if let Err(e) = refresh_protected(shared) {
+                tracing::error!("{e:#}");
+            }
+        }
         Err(e) => tracing::error!(why, "{e:#}"),
     }
+}
+
+/// guard: Airlock's own directories and files: the policy directory and its
+/// two subdirectories, the state directory (audit trail, default role), the
+/// daemon's executable.
+fn own_paths(shared: &Shared) -> Vec<PathBuf> {
+    let mut paths = vec![shared.state_dir.clone()];
+    if let PolicyOrigin::Dir(dir) = lock(&shared.policy).origin() {
+        paths.push(dir.clone());
+        paths.push(dir.join("policies"));
+        paths.push(dir.join("roles"));
+    }
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        paths.push(exe);
+    }
+    paths
+}
+
+/// guard: resolves the policy's protected files in every known home and
+/// brings the kernel's map up to date.
+fn refresh_protected(shared: &Shared) -> Result<usize> {
+    let patterns = lock(&shared.policy).current().map(|c| c.protected.clone()).unwrap_or_default();
+    lock(&shared.protected).refresh(&shared.kernel, &patterns).context("update the protected files")
 }
 
 fn event_loop(shared: &Shared) -> Result<()> {
@@ -328,6 +365,10 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         for id in lock(&shared.sessions).reap() {
             tracing::info!(session = %id, "session root exited");
         }
+        // guard: files created (or replaced) since the last tick become protected.
+        if let Err(e) = refresh_protected(shared) {
+            tracing::warn!("{e:#}");
+        }
     }
     Ok(())
 }
@@ -410,8 +451,8 @@ fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
         }
         Request::Reload => {
             require_root(peer, "reload the policy")?;
-            let mut store = lock(&shared.policy);
-            let version = store.reload(&shared.kernel)?;
+            let version = lock(&shared.policy).reload(&shared.kernel)?;
+            refresh_protected(shared)?;
             Ok(Response::Reloaded { version })
         }
     }
@@ -489,6 +530,14 @@ fn launch(
         ended_at: None,
         revocation: None,
     };
+    // guard: the session's credential files are protected before its first instruction.
+    {
+        let mut protected = lock(&shared.protected);
+        for home in session_homes(peer.uid, peer.pid) {
+            protected.add_home(&home);
+        }
+    }
+    refresh_protected(shared).context("could not protect the session's credential files; refusing to start it")?;
     // Register before tagging, so the first event already finds its session.
     lock(&shared.sessions).insert(id, info.clone());
     shared
@@ -542,6 +591,7 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         events_received: shared.events_received.load(Ordering::Relaxed),
         audit_lines: audit.lines(),
         audit_path: audit.path().display().to_string(),
+        protected_files: lock(&shared.protected).count(),
     })
 }
 
@@ -557,7 +607,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("egress refused with EPERM at socket_connect / socket_sendmsg".into());
             g.push("Unix socket rules judged on the socket the kernel resolved (unix_stream_connect / unix_may_send): symlinks and bind mounts do not hide a denied socket".into());
             // guard
-            g.push("tamper: governed processes (root included) are refused bpf(), signals and ptrace to the daemon (also /proc/PID/mem, pidfd_getfd, process_vm_*), module loading and kexec, bpffs access, unlink/rename/umount in bpffs, cgroupfs writes".into());
+            g.push("tamper: governed processes (root included) are refused bpf(), signals and ptrace to the daemon (also /proc/PID/mem, pidfd_getfd, process_vm_*), module loading and kexec, bpffs access, unlink/rename/umount in bpffs, cgroupfs writes, and any change to Airlock's policy, state and executable files".into());
             g.push("protected files: opened only by the programs the policy allows (EPERM otherwise)".into());
             g.push("not guaranteed: what root does outside the session's processes (item 17), raw block-device reads of protected files".into());
         }
@@ -566,10 +616,10 @@ fn guarantees(backend: Backend) -> Vec<String> {
             g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
             g.push("Unix socket rules judged on the path as the caller wrote it (cgroup/connect_unix, kernels >= 6.7): a symlink or bind mount to a denied socket is not seen".into());
             // guard
-            g.push("tamper DETECTED, not prevented: bpf(), signals/ptrace/process_vm_*/pidfd_getfd aimed at the daemon, module loading, kexec, opens in bpffs, cgroupfs and the daemon's /proc files for writing: the call runs, then the offender is killed and audited".into());
+            g.push("tamper DETECTED, not prevented: bpf(), signals/ptrace/process_vm_*/pidfd_getfd aimed at the daemon, module loading, kexec, opens in bpffs, opens for writing in cgroupfs, the daemon's /proc files and Airlock's policy and state files: the call runs, then the offender is killed and audited".into());
             g.push("SIGTERM/SIGINT/SIGHUP from a governed process are ignored by the daemon; SIGKILL/SIGSTOP from governed root still stop it (needs the LSM backend)".into());
             g.push("protected files: an open by a program the policy does not allow kills the opener before it returns to user space (a sibling thread can race a read; io_uring opens are not seen)".into());
-            g.push("not guaranteed: unlink/rename/umount in bpffs by governed root (not seen)".into());
+            g.push("not guaranteed: unlink/rename/umount in bpffs, and rename/unlink/truncate of Airlock's policy and state files, by governed root (not seen)".into());
             g.push("not guaranteed: a #! script run under another name is judged by that name (detected afterwards in the audit trail)".into());
         }
     }

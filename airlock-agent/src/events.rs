@@ -380,6 +380,7 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_TAMPER_KERNEL_CODE => "tamper_kernel_code",
         abi::REASON_TAMPER_CONTROL_FS => "tamper_control_fs",
         abi::REASON_PROTECTED_FILE => "protected_file",
+        abi::REASON_TAMPER_AIRLOCK_FILES => "tamper_airlock_files",
         _ => "unknown",
     }
 }
@@ -408,6 +409,9 @@ fn op_name(op: u32) -> &'static str {
         abi::OP_RENAME => "rename",
         abi::OP_RMDIR => "rmdir",
         abi::OP_UMOUNT => "umount",
+        abi::OP_CREATE => "create",
+        abi::OP_LINK => "link",
+        abi::OP_TRUNCATE => "truncate",
         _ => "unknown",
     }
 }

@@ -13,6 +13,7 @@ mod launch;
 mod notify;
 mod operator;
 mod policy_store;
+mod protected;
 mod protocol;
 mod secrets;
 mod sessions;

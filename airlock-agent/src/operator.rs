@@ -100,6 +100,7 @@ fn print_status(r: &pb::StatusResponse) {
         );
     }
     println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
+    println!("protected:      {} credential files in session users' homes", r.protected_files);
     if let Some(s) = &r.store {
         println!(
             "store:          {} decisions, {:.1} MB -> {} (keeps {} days, {} MB; {} dropped)",

@@ -175,7 +175,8 @@ impl PolicyStore {
                 rule: match &r.kind {
                     policy::RuleKind::Command { text }
                     | policy::RuleKind::Egress { text }
-                    | policy::RuleKind::Unix { text } => text.clone(),
+                    | policy::RuleKind::Unix { text }
+                    | policy::RuleKind::File { text } => text.clone(),
                 },
             })
         })
@@ -266,6 +267,9 @@ impl PolicyStore {
             ("IPv4 egress entries", need(|c| c.egress4.len() + c.allow4.len()) + host4 + live4, sizes.egress),
             ("IPv6 egress entries", need(|c| c.egress6.len() + c.allow6.len()) + host6 + live6, sizes.egress),
             ("Unix socket rules", need(|c| c.unix.len()), crate::kernel::UNIX_RULES_CAPACITY),
+            // guard
+            ("protected-file rules", need(|c| c.file_rules.len()), crate::kernel::FILE_RULES_CAPACITY),
+            ("protected-file programs", need(|c| c.file_allow.len()), crate::kernel::FILE_ALLOW_CAPACITY),
         ];
         for (what, needed, capacity) in checks {
             if needed > capacity as usize {
@@ -285,6 +289,8 @@ impl PolicyStore {
             delete_all(&maps.unix_rules, &next.unix);
             delete_all(&maps.egress_allow4, &next.allow4);
             delete_all(&maps.egress_allow6, &next.allow6);
+            delete_all(&maps.file_rules, &next.file_rules);
+            delete_all(&maps.file_allow, &next.file_allow);
         };
         // Children before parents: the trie before the programs that lead into it.
         let added = update_all(&maps.trie, &next.trie, "command trie")
@@ -293,7 +299,9 @@ impl PolicyStore {
             .and_then(|_| update_all(&maps.unix_rules, &next.unix, "Unix socket rules"))
             .and_then(|_| update_all(&maps.egress_allow4, &next.allow4, "IPv4 egress allow"))
             .and_then(|_| update_all(&maps.egress_allow6, &next.allow6, "IPv6 egress allow"))
-            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"));
+            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"))
+            .and_then(|_| update_all(&maps.file_allow, &next.file_allow, "protected-file programs"))
+            .and_then(|_| update_all(&maps.file_rules, &next.file_rules, "protected-file rules"));
         // Hostname entries of the new sets, beside everything in force.
         let host_wanted = self.hosts.wanted(next);
         let added = added.and_then(|_| self.hosts.add(kernel, &host_wanted));
@@ -329,6 +337,8 @@ impl PolicyStore {
             delete_all(&maps.unix_rules, &old.unix);
             delete_all(&maps.egress_allow4, &old.allow4);
             delete_all(&maps.egress_allow6, &old.allow6);
+            delete_all(&maps.file_rules, &old.file_rules);
+            delete_all(&maps.file_allow, &old.file_allow);
         }
         // The old sets' hostname entries go last, like their address entries.
         self.hosts.finish(kernel, host_wanted);

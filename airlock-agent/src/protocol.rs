@@ -51,6 +51,9 @@ pub struct StatusReport {
     pub events_received: u64,
     pub audit_lines: u64,
     pub audit_path: String,
+    /// guard: files protected now (resolved in the session users' homes).
+    #[serde(default)]
+    pub protected_files: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

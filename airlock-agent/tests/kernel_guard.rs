@@ -373,8 +373,174 @@ print("connects eperm=%d other=%d" % (eperm, other))
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(reported, drops, "the audit trail's events_lost lines do not add up to the kernel's drop count");
-    let last = d.audit().into_iter().filter(|v| v["kind"] == "events_lost").last().expect("an events_lost line");
+    let last = d.audit().into_iter().rfind(|v| v["kind"] == "events_lost").expect("an events_lost line");
     assert_eq!(last["total"], drops);
     assert!(d.status_text().contains(&format!("ringbuf_drops={drops}")));
     eprintln!("flood on {backend}: {decided} decisions, {drops} events lost and reported");
+}
+
+/// Prints a file's first bytes: installed as `aws`, the program the default
+/// policy lets read the AWS credentials.
+const READER_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) { perror("open"); return 1; }
+    char buf[128];
+    long n = read(fd, buf, sizeof(buf) - 1);
+    if (n < 0) return 1;
+    buf[n] = 0;
+    printf("content=%s\n", buf);
+    return 0;
+}
+"#;
+
+/// Issue 5 item 8: the default protected files (the test policy names none,
+/// so the defaults apply) can be opened only by the programs the policy
+/// allows: `aws` reads the AWS credentials, `cat` does not, whatever name or
+/// link it reaches them by; a non-root session's renamed copy of `cat` is not `aws`.
+#[test]
+fn guard_protected_files_open_only_for_allowed_programs() {
+    let d = daemon("files");
+    let backend = d.backend();
+    let reader = compile_c(&d.work_dir, "reader", READER_C);
+    std::fs::copy(&reader, d.bin_dir.join("aws")).expect("install the reader as aws");
+    let home = d.work_dir.join("home");
+    for (file, text) in [(".aws/credentials", "SECRET-AWS-KEY\n"), (".ssh/id_test", "SECRET-SSH-KEY\n"), (".ssh/known_hosts", "known-hosts-content\n")] {
+        let path = home.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).expect("mkdir in the test home");
+        std::fs::write(&path, text).expect("write a credential file");
+    }
+    let blocked = if backend == "lsm" { "1" } else { "137" };
+    let script = r#"
+cat $HOME/.aws/credentials; echo "rccat=$?"
+aws $HOME/.aws/credentials; echo "rcaws=$?"
+ln $HOME/.aws/credentials $WORK/hardlink && cat $WORK/hardlink; echo "rchardlink=$?"
+mv $HOME/.aws/credentials $WORK/moved && sleep 1 && cat $WORK/moved; echo "rcmoved=$?"; mv $WORK/moved $HOME/.aws/credentials
+cat /proc/self/root$HOME/.aws/credentials; echo "rcalias=$?"
+cat $HOME/.ssh/id_test; echo "rcssh=$?"
+cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
+"#;
+    let home_s = home.display().to_string();
+    let s = d.governed_env(Some("agent"), script, &[("HOME", &home_s)]);
+    let out = s.all_output();
+    let rc = |name: &str| out.lines().find_map(|l| l.strip_prefix(&format!("rc{name}="))).unwrap_or_default().to_string();
+    for name in ["cat", "hardlink", "moved", "alias", "ssh"] {
+        assert_eq!(rc(name), blocked, "{name}: a protected file was opened by cat on {backend}:\n{out}");
+    }
+    assert_eq!(rc("aws"), "0", "aws may read the AWS credentials:\n{out}");
+    assert_eq!(rc("known"), "0", "known_hosts is not protected:\n{out}");
+    assert_eq!(out.matches("SECRET-AWS-KEY").count(), 1, "only aws may print the key:\n{out}");
+    assert!(!out.contains("SECRET-SSH-KEY"), "{out}");
+    assert!(out.contains("known-hosts-content"), "{out}");
+
+    let killed = enforcement(&backend);
+    // The ssh key was the last attempt: once its line is in, all earlier ones are too.
+    d.wait_audit("the ssh key's deny", |v| {
+        v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["rule"] == "~/.ssh/id_*"
+    });
+    let denies: Vec<Value> = d
+        .audit()
+        .into_iter()
+        .filter(|v| v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "deny")
+        .collect();
+    let aws_denies: Vec<&Value> = denies.iter().filter(|v| v["rule"] == "~/.aws/credentials").collect();
+    assert!(aws_denies.len() >= 4, "{denies:#?}");
+    assert!(aws_denies.iter().all(|v| v["comm"] == "cat" && v["reason"] == "protected_file" && v["policy"] == "test-infra" && v["enforcement"] == killed), "{aws_denies:#?}");
+    for file in [home.join(".aws/credentials"), d.work_dir.join("hardlink"), d.work_dir.join("moved")] {
+        assert!(aws_denies.iter().any(|v| v["file"] == file.display().to_string()), "no deny naming {}: {aws_denies:#?}", file.display());
+    }
+    assert!(denies.iter().any(|v| v["rule"] == "~/.ssh/id_*" && v["file"] == home.join(".ssh/id_test").display().to_string()), "{denies:#?}");
+    d.wait_audit("aws's allowed open", |v| {
+        v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "allow" && v["comm"] == "aws"
+    });
+    assert!(d.status_json()["protected_files"].as_u64().unwrap_or(0) >= 2);
+
+    // A non-root session: its own copy of cat named aws is not the aws the policy means.
+    std::fs::remove_file(d.work_dir.join("hardlink")).expect("remove the hard link");
+    chown_tree(&home, 65534);
+    let nobody = "cp /bin/cat $HOME/aws && $HOME/aws $HOME/.aws/credentials; echo \"rccopy=$?\"\naws $HOME/.aws/credentials; echo \"rcaws=$?\"\n";
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .arg(AGENT)
+        .args(["launch", "--socket"])
+        .arg(&d.socket)
+        .args(["--role", "agent", "--", "bash", "-c", nobody])
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("PATH", d.path_env())
+        .output()
+        .expect("launch as nobody");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("rccopy={blocked}")), "a non-root renamed copy of cat read the AWS key:\n{text}");
+    assert!(text.contains("rcaws=0") && text.matches("SECRET-AWS-KEY").count() == 1, "{text}");
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    let id = Some(nix::unistd::Uid::from_raw(uid));
+    let gid = Some(nix::unistd::Gid::from_raw(uid));
+    nix::unistd::chown(path, id, gid).expect("chown");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+            chown_tree(&entry.path(), uid);
+        }
+    }
+}
+
+/// BYPASSES.md 18, Airlock's own files: a governed root must not relax the
+/// policy by editing or replacing its files (the daemon reloads on change),
+/// nor rewrite the audit trail. LSM refuses writes, creates, truncates,
+/// renames and removals there; compat kills a process that opens them for
+/// writing, and does not see rename or unlink (documented gap).
+#[test]
+fn guard_airlock_own_files_cannot_be_rewritten() {
+    let d = daemon("ownfiles");
+    let backend = d.backend();
+    let tool = tamper_tool(&d);
+    let policy = d.policy_dir().join("policies").join("test-infra.json");
+    let audit = d.state_dir.join("audit.jsonl");
+    let gen = |s: &Value| s["policy"]["generation"].as_u64().unwrap_or(0);
+    let first = gen(&d.status_json());
+    let mut script = String::new();
+    script += &labelled(&tool, "edit", "write", &policy.display().to_string());
+    script += &labelled(&tool, "audit", "write", &audit.display().to_string());
+    script += &format!("( : > {} ); echo \"rccreate=$?\"\n", d.policy_dir().join("roles").join("evil.json").display());
+    // truncate(2) by path, no open (GNU truncate opens the file; Python's os.truncate does not).
+    script += &format!(
+        "python3 -c 'import os, sys; os.truncate(sys.argv[1], 0)' {} 2>/dev/null; echo \"rctruncate=$?\"\n",
+        policy.display()
+    );
+    let s = d.governed(Some("agent"), &script);
+    let out = s.all_output();
+    let want = if backend == "lsm" { "errno1" } else { "rc137" };
+    assert_eq!(outcome(&s, "edit"), want, "policy file opened for writing:\n{out}");
+    assert_eq!(outcome(&s, "audit"), want, "audit trail opened for writing:\n{out}");
+    let created = d.policy_dir().join("roles").join("evil.json").exists();
+    let truncated = std::fs::metadata(&policy).map(|m| m.len() == 0).unwrap_or(true);
+    if backend == "lsm" {
+        assert!(out.contains("rccreate=1") && !created, "a file was created in the policy directory:\n{out}");
+        assert!(out.contains("rctruncate=1") && !truncated, "the policy file was truncated:\n{out}");
+        for operation in ["open", "create", "truncate"] {
+            tamper_lines(&d, &s.session_id, "tamper_airlock_files", operation);
+        }
+    } else {
+        // The creating open ran (the file exists, empty) and its process was killed before writing;
+        // an empty policy file is invalid, so the reload is refused and the policy stays.
+        assert!(out.contains("rccreate=137") && created, "{out}");
+        let _ = std::fs::remove_file(d.policy_dir().join("roles").join("evil.json"));
+        tamper_lines(&d, &s.session_id, "tamper_airlock_files", "open");
+        // truncate(2) opens nothing: compat does not see it (documented gap). An empty
+        // policy file is invalid, so the daemon refuses the reload and keeps the last good one.
+        assert!(out.contains("rctruncate=0") && truncated, "{out}");
+        d.wait_status("the refused reload", |s| !s["policy"]["last_reload_error"].is_null());
+    }
+    // Whatever happened, the policy in force is the one the test wrote, and it still blocks.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = d.governed(Some("agent"), "terraform apply");
+    assert!(!s.tool_ran(), "{}", s.all_output());
+    let status = d.status_json();
+    assert!(gen(&status) <= first + 1, "the policy was replaced: {:#}", status["policy"]);
 }

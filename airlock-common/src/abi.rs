@@ -50,6 +50,7 @@ pub const REASON_PROTECTED_FILE: u32 = 35;
 // exec identity
 pub const REASON_FILELESS: u32 = 10;
 pub const REASON_LOADER: u32 = 11;
+pub const REASON_TAMPER_AIRLOCK_FILES: u32 = 36;
 
 pub const BACKEND_COMPAT: u32 = 1;
 pub const BACKEND_LSM: u32 = 2;
@@ -306,6 +307,11 @@ pub const OP_UNLINK: u32 = 18;
 pub const OP_RENAME: u32 = 19;
 pub const OP_RMDIR: u32 = 20;
 pub const OP_UMOUNT: u32 = 21;
+pub const OP_CREATE: u32 = 22;
+pub const OP_LINK: u32 = 23;
+pub const OP_TRUNCATE: u32 = 24;
+/// guard: the protected_inodes class of Airlock's own files and directories.
+pub const CLASS_SELF: u64 = 1;
 
 /// guard: a protected file's identity (kernel device encoding).
 #[repr(C)]

@@ -138,7 +138,11 @@ fn roles_get_their_own_sets_and_rule_ids() {
             text: "terraform apply".into()
         }
     );
-    assert_eq!(c.rules.len(), 4);
+    // Two commands, two egress rules, and each role's default protected files (guard).
+    assert_eq!(
+        c.rules.len(),
+        4 + 2 * airlock_common::policy::default_protected_files().len()
+    );
     assert_eq!(
         c.role_sets
             .iter()

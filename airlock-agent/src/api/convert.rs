@@ -105,5 +105,6 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
         audit_lines: r.audit_lines,
         audit_path: r.audit_path,
         store: Some(store),
+        protected_files: r.protected_files as u64,
     }
 }

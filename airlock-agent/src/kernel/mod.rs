@@ -72,6 +72,10 @@ pub struct Hook {
 
 /// Entries of the unix_rules map (fixed in maps.h).
 pub const UNIX_RULES_CAPACITY: u32 = 16_384;
+/// guard: capacities of the protected-file maps (fixed in maps.h).
+pub const FILE_RULES_CAPACITY: u32 = 16_384;
+pub const FILE_ALLOW_CAPACITY: u32 = 65_536;
+pub const PROTECTED_INODES_CAPACITY: usize = 16_384;
 
 /// Sizes of the maps the policy and sessions fill.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +144,7 @@ pub struct CounterTotals {
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
     /// guard: tamper attempts (refused on LSM, offender killed on compat).
+    #[serde(default)]
     pub tamper: u64,
 }
 
@@ -370,7 +375,7 @@ impl Kernel {
 }
 
 /// guard: the LSM programs of the tamper and protected-file hooks.
-fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 12] {
+fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 17] {
     [
         &mut p.airlock_guard_bpf,
         &mut p.airlock_guard_task_kill,
@@ -384,6 +389,11 @@ fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs
         &mut p.airlock_guard_rmdir,
         &mut p.airlock_guard_rename,
         &mut p.airlock_guard_umount,
+        &mut p.airlock_guard_create,
+        &mut p.airlock_guard_mkdir,
+        &mut p.airlock_guard_symlink,
+        &mut p.airlock_guard_link,
+        &mut p.airlock_guard_truncate,
     ]
 }
 
@@ -541,6 +551,11 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
             ("airlock_guard_rmdir", "lsm/inode_rmdir", &p.airlock_guard_rmdir),
             ("airlock_guard_rename", "lsm/inode_rename", &p.airlock_guard_rename),
             ("airlock_guard_umount", "lsm/sb_umount", &p.airlock_guard_umount),
+            ("airlock_guard_create", "lsm/inode_create", &p.airlock_guard_create),
+            ("airlock_guard_mkdir", "lsm/inode_mkdir", &p.airlock_guard_mkdir),
+            ("airlock_guard_symlink", "lsm/inode_symlink", &p.airlock_guard_symlink),
+            ("airlock_guard_link", "lsm/inode_link", &p.airlock_guard_link),
+            ("airlock_guard_truncate", "lsm/path_truncate", &p.airlock_guard_truncate),
         ] {
             attached(name, hook, prog.attach_lsm())?;
         }

@@ -8,11 +8,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::load::LoadedPolicies;
-use super::model::{Policy, Status};
+use super::model::{HomePattern, Policy, Status};
 use crate::abi::{
-    word_hash, Egress4Key, Egress6Key, EgressValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
-    TrieValue, UnixKey, EGRESS_FIXED_BITS, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER,
-    ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES, UNIX_FIXED_BITS, UNIX_PATH_MAX,
+    word_hash, Egress4Key, Egress6Key, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue,
+    ProgramKey, ProgramValue, RoleSet, TrieKey, TrieValue, UnixKey, EGRESS_FIXED_BITS,
+    ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES, UNIX_FIXED_BITS,
+    UNIX_PATH_MAX,
 };
 use super::model::EgressDefault;
 use std::net::IpAddr;
@@ -113,6 +114,19 @@ pub struct UnixRuleCompiled {
     pub text: String,
 }
 
+/// guard: a protected file as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRuleCompiled {
+    pub rule_id: u32,
+    /// The first active policy of the role that protects the file.
+    pub policy_id: String,
+    pub pattern: HomePattern,
+    /// The kernel's name for the file class: FNV-1a of the pattern text.
+    pub class_hash: u64,
+    /// Programs every policy protecting the file allows (the intersection).
+    pub allow: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRole {
     pub set_id: u32,
@@ -128,6 +142,8 @@ pub struct CompiledRole {
     pub allow: Vec<EgressRuleCompiled>,
     /// net: the role's `egress_default` is `deny`.
     pub egress_default_deny: bool,
+    /// guard: protected files.
+    pub files: Vec<FileRuleCompiled>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +152,8 @@ pub enum RuleKind {
     Egress { text: String },
     /// net: an `egress.unix_deny` pattern.
     Unix { text: String },
+    /// guard: a protected file pattern.
+    File { text: String },
 }
 
 /// What a rule id in a kernel event stands for.
@@ -163,6 +181,11 @@ pub struct CompiledPolicy {
     /// net: `egress.allow` address entries (the egress_allow4/6 maps).
     pub allow4: Vec<(Egress4Key, EgressValue)>,
     pub allow6: Vec<(Egress6Key, EgressValue)>,
+    /// guard: (set, class) -> rule, and (set, class, program) -> allowed.
+    pub file_rules: Vec<(FileRuleKey, FileRuleValue)>,
+    pub file_allow: Vec<(FileAllowKey, u32)>,
+    /// guard: every protected pattern of any role, by class: what the daemon resolves in homes.
+    pub protected: BTreeMap<u64, HomePattern>,
 }
 
 impl CompiledPolicy {
@@ -191,6 +214,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         unix: Vec::new(),
         allow4: Vec::new(),
         allow6: Vec::new(),
+        file_rules: Vec::new(),
+        file_allow: Vec::new(),
+        protected: BTreeMap::new(),
     };
     let by_id: BTreeMap<&str, &Policy> =
         loaded.policies.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -217,6 +243,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             hosts: Vec::new(),
             allow: Vec::new(),
             egress_default_deny: role.egress_default == EgressDefault::Deny,
+            files: Vec::new(),
         };
         let mut listed = std::collections::BTreeSet::new();
         for pid in &role.policies {
@@ -327,6 +354,50 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     prefix: rule.prefix,
                     text: rule.text.clone(),
                 });
+            }
+            // guard: each policy protecting a file must allow a program for the role to allow it.
+            for file in &policy.protected_files {
+                let allow: Vec<String> = file.allow.iter().map(|a| a.0.clone()).collect();
+                if let Some(existing) = compiled.files.iter_mut().find(|f| f.pattern.text == file.path.text) {
+                    existing.allow.retain(|a| allow.contains(a));
+                    continue;
+                }
+                let rule_id = ids.rule_id();
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::File {
+                            text: file.path.text.clone(),
+                        },
+                    },
+                );
+                compiled.files.push(FileRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    pattern: file.path.clone(),
+                    class_hash: word_hash(file.path.text.as_bytes()),
+                    allow,
+                });
+            }
+        }
+        for file in &compiled.files {
+            out.protected.insert(file.class_hash, file.pattern.clone());
+            out.file_rules.push((
+                FileRuleKey { set_id, pad: 0, class_hash: file.class_hash },
+                FileRuleValue { rule_id: file.rule_id, pad: 0 },
+            ));
+            for program in &file.allow {
+                out.file_allow.push((
+                    FileAllowKey {
+                        set_id,
+                        pad: 0,
+                        class_hash: file.class_hash,
+                        name_hash: word_hash(program.as_bytes()),
+                    },
+                    1,
+                ));
             }
         }
 

@@ -137,6 +137,13 @@ impl LoadedPolicies {
                 field("rule");
                 field(&r.to_string());
             }
+            for f in &p.protected_files {
+                field("protected_file");
+                field(&f.path.text);
+                for a in &f.allow {
+                    field(&a.0);
+                }
+            }
         }
         let mut roles: Vec<&Role> = self.roles.iter().collect();
         roles.sort_by(|a, b| a.id.cmp(&b.id));

@@ -24,3 +24,5 @@ pub use model::{
     parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HostRule, Id, Policy, Role, Status, UnixRule, MAX_COMMAND_WORDS,
     MAX_ID_LEN, MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
 };
+// guard
+pub use model::{default_protected_files, HomePattern, ProgramName, ProtectedFile, MAX_PROTECTED_DEPTH};

@@ -81,6 +81,7 @@ enum airlock_reason {
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
 	/* net: the role's egress default is deny and no egress.allow entry covers the destination. */
 	AIRLOCK_REASON_EGRESS_DEFAULT = 21,
+	AIRLOCK_REASON_TAMPER_AIRLOCK_FILES = 36, /* a write to Airlock's policy, state or executable */
 };
 
 enum airlock_backend {
@@ -346,6 +347,9 @@ enum airlock_guard_op {
 	AIRLOCK_OP_RENAME = 19,
 	AIRLOCK_OP_RMDIR = 20,
 	AIRLOCK_OP_UMOUNT = 21,
+	AIRLOCK_OP_CREATE = 22,
+	AIRLOCK_OP_LINK = 23,
+	AIRLOCK_OP_TRUNCATE = 24,
 };
 
 /*
@@ -359,6 +363,13 @@ struct airlock_inode_key {
 	__u32 pad;
 	__u64 ino;
 };
+
+/*
+ * protected_inodes class of Airlock's own files and directories (the policy
+ * and state directories, the daemon's executable): readable, never written,
+ * created in, renamed or removed by a governed process.
+ */
+#define AIRLOCK_CLASS_SELF 1ULL
 
 /* protected_inodes value: which pattern ("class") the file belongs to. */
 struct airlock_inode_value {

@@ -30,6 +30,7 @@
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #define PROC_SUPER_MAGIC 0x9fa0
 #define PID_FS_MAGIC 0x50494446
+#define BINFMTFS_MAGIC 0x42494e4d
 #define GUARD_FMODE_WRITE 0x2
 #define PTRACE_MODE_NOAUDIT 0x04
 #define PTRACE_TRACEME 0
@@ -70,6 +71,16 @@ static __always_inline __u32 proc_inode_pid(struct inode *inode)
 {
 	struct proc_inode *pi = (struct proc_inode *)((char *)inode - bpf_core_field_offset(struct proc_inode, vfs_inode));
 	return pid_nr(BPF_CORE_READ(pi, pid));
+}
+
+/* Whether an inode is one of Airlock's own files or directories. */
+static __always_inline bool is_self_inode(struct inode *inode)
+{
+	if (!inode)
+		return false;
+	struct airlock_inode_key key = { .dev = BPF_CORE_READ(inode, i_sb, s_dev), .ino = BPF_CORE_READ(inode, i_ino) };
+	struct airlock_inode_value *v = bpf_map_lookup_elem(&protected_inodes, &key);
+	return v && v->class_hash == AIRLOCK_CLASS_SELF;
 }
 
 static __always_inline struct guard_scratch *guard_scratch_get(void)
@@ -217,8 +228,13 @@ static __always_inline int guard_file_open(const struct airlock_proc_tag *tag, s
 	/* Pins, maps and programs in bpffs: no access at all. */
 	if (magic == BPF_FS_MAGIC)
 		return guard_tamper(tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
-	/* cgroup.kill, cgroup.freeze, cgroup.procs, memory.max could stop the daemon. */
-	if ((magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC) && (fmode & GUARD_FMODE_WRITE))
+	/*
+	 * cgroup.kill, cgroup.freeze, cgroup.procs, memory.max could stop the daemon;
+	 * a binfmt_misc handler with the 'O' flag would hand an interpreter an open
+	 * descriptor of a protected file without an open of its own.
+	 */
+	if ((magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC || magic == BINFMTFS_MAGIC) &&
+	    (fmode & GUARD_FMODE_WRITE))
 		return guard_tamper(tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
 	/* /proc/<daemon>/mem, oom_score_adj and the like, opened for writing. */
 	if (magic == PROC_SUPER_MAGIC && (fmode & GUARD_FMODE_WRITE)) {
@@ -226,14 +242,34 @@ static __always_inline int guard_file_open(const struct airlock_proc_tag *tag, s
 		if (is_daemon_tid(pid))
 			return guard_tamper(tag, AIRLOCK_REASON_TAMPER_PTRACE, AIRLOCK_OP_OPEN, pid, fmode, file, mode);
 	}
+	/* Writing into Airlock's policy or state directory (an existing file or a new one). */
+	if ((fmode & GUARD_FMODE_WRITE) && is_self_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)))
+		return guard_tamper(tag, AIRLOCK_REASON_TAMPER_AIRLOCK_FILES, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
 	struct airlock_inode_key key = { .dev = BPF_CORE_READ(sb, s_dev), .ino = BPF_CORE_READ(inode, i_ino) };
 	struct airlock_inode_value *pv = bpf_map_lookup_elem(&protected_inodes, &key);
 	if (!pv)
 		return 0;
+	if (pv->class_hash == AIRLOCK_CLASS_SELF) {
+		if (fmode & GUARD_FMODE_WRITE)
+			return guard_tamper(tag, AIRLOCK_REASON_TAMPER_AIRLOCK_FILES, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
+		return 0; /* reading the policy or the audit trail is fine */
+	}
 	return guard_protected(tag, file, pv->class_hash, fmode, mode);
 }
 
 /* ---------------------------------------------------------------- LSM backend */
+
+/*
+ * An LSM hook's pointer argument as a plain address. The verifier types the
+ * argument as a trusted pointer, which global functions (the path walk) do not
+ * accept; read from the context it is a scalar, used only through CO-RE reads.
+ */
+static __always_inline void *lsm_arg_addr(unsigned long long *ctx, int i)
+{
+	__u64 addr = 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), &ctx[i]);
+	return (void *)addr;
+}
 
 SEC("lsm/bpf")
 int BPF_PROG(airlock_guard_bpf, int cmd)
@@ -300,7 +336,7 @@ int BPF_PROG(airlock_guard_kernel_read_file, struct file *file, enum kernel_read
 	if (!current_tag(&tag))
 		return 0;
 	return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_KERNEL_CODE, AIRLOCK_OP_KERNEL_READ_FILE, 0, id,
-					file, GUARD_REFUSE));
+					lsm_arg_addr(ctx, 0), GUARD_REFUSE));
 }
 
 /* init_module and kexec_load: code handed over in memory. */
@@ -341,7 +377,7 @@ int BPF_PROG(airlock_guard_file_open, struct file *file)
 	struct airlock_proc_tag tag;
 	if (!current_tag(&tag))
 		return 0;
-	return lsm_verdict(guard_file_open(&tag, file, GUARD_REFUSE));
+	return lsm_verdict(guard_file_open(&tag, lsm_arg_addr(ctx, 0), GUARD_REFUSE));
 }
 
 static __always_inline bool in_bpffs(struct inode *dir)
@@ -349,36 +385,77 @@ static __always_inline bool in_bpffs(struct inode *dir)
 	return BPF_CORE_READ(dir, i_sb, s_magic) == BPF_FS_MAGIC;
 }
 
-static __always_inline int guard_bpffs_change(__u32 op)
+/*
+ * A change to a directory entry: refused in bpffs (pins) and in Airlock's own
+ * directories, and for Airlock's own files wherever they are linked.
+ */
+static __always_inline int guard_dir_change(__u32 op, struct inode *dir, struct dentry *dentry, struct inode *dir2)
 {
+	bool bpffs = in_bpffs(dir) || (dir2 && in_bpffs(dir2));
 	struct airlock_proc_tag tag;
 	if (!current_tag(&tag))
 		return 0;
-	return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, op, 0, 0, NULL, GUARD_REFUSE));
+	if (bpffs)
+		return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, op, 0, 0, NULL, GUARD_REFUSE));
+	if (is_self_inode(dir) || (dir2 && is_self_inode(dir2)) || (dentry && is_self_inode(BPF_CORE_READ(dentry, d_inode))))
+		return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_AIRLOCK_FILES, op, 0, 0, NULL, GUARD_REFUSE));
+	return 0;
 }
 
 SEC("lsm/inode_unlink")
 int BPF_PROG(airlock_guard_unlink, struct inode *dir, struct dentry *dentry)
 {
-	if (!in_bpffs(dir))
-		return 0;
-	return guard_bpffs_change(AIRLOCK_OP_UNLINK);
+	return guard_dir_change(AIRLOCK_OP_UNLINK, dir, dentry, NULL);
 }
 
 SEC("lsm/inode_rmdir")
 int BPF_PROG(airlock_guard_rmdir, struct inode *dir, struct dentry *dentry)
 {
-	if (!in_bpffs(dir))
-		return 0;
-	return guard_bpffs_change(AIRLOCK_OP_RMDIR);
+	return guard_dir_change(AIRLOCK_OP_RMDIR, dir, dentry, NULL);
 }
 
 SEC("lsm/inode_rename")
 int BPF_PROG(airlock_guard_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir)
 {
-	if (!in_bpffs(old_dir) && !in_bpffs(new_dir))
+	return guard_dir_change(AIRLOCK_OP_RENAME, old_dir, old_dentry, new_dir);
+}
+
+SEC("lsm/inode_create")
+int BPF_PROG(airlock_guard_create, struct inode *dir)
+{
+	return guard_dir_change(AIRLOCK_OP_CREATE, dir, NULL, NULL);
+}
+
+SEC("lsm/inode_mkdir")
+int BPF_PROG(airlock_guard_mkdir, struct inode *dir)
+{
+	return guard_dir_change(AIRLOCK_OP_CREATE, dir, NULL, NULL);
+}
+
+SEC("lsm/inode_symlink")
+int BPF_PROG(airlock_guard_symlink, struct inode *dir)
+{
+	return guard_dir_change(AIRLOCK_OP_CREATE, dir, NULL, NULL);
+}
+
+/* A hard link into Airlock's directories, or of one of its files elsewhere. */
+SEC("lsm/inode_link")
+int BPF_PROG(airlock_guard_link, struct dentry *old_dentry, struct inode *dir)
+{
+	return guard_dir_change(AIRLOCK_OP_LINK, dir, old_dentry, NULL);
+}
+
+/* truncate(2) changes a file without opening it. */
+SEC("lsm/path_truncate")
+int BPF_PROG(airlock_guard_truncate, const struct path *path)
+{
+	struct airlock_proc_tag tag;
+	if (!current_tag(&tag))
 		return 0;
-	return guard_bpffs_change(AIRLOCK_OP_RENAME);
+	if (!is_self_inode(BPF_CORE_READ(path, dentry, d_inode)))
+		return 0;
+	return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_AIRLOCK_FILES, AIRLOCK_OP_TRUNCATE, 0, 0, NULL,
+					GUARD_REFUSE));
 }
 
 /* Unmounting bpffs drops every pin in it. */
@@ -387,7 +464,11 @@ int BPF_PROG(airlock_guard_umount, struct vfsmount *mnt, int flags)
 {
 	if (BPF_CORE_READ(mnt, mnt_sb, s_magic) != BPF_FS_MAGIC)
 		return 0;
-	return guard_bpffs_change(AIRLOCK_OP_UMOUNT);
+	struct airlock_proc_tag tag;
+	if (!current_tag(&tag))
+		return 0;
+	return lsm_verdict(guard_tamper(&tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, AIRLOCK_OP_UMOUNT, 0, 0, NULL,
+					GUARD_REFUSE));
 }
 
 /* ------------------------------------------------------------- compat backend */

@@ -259,7 +259,6 @@ struct {
 /* Working memory of the guard hooks: the event is too large for the BPF stack. */
 struct guard_scratch {
 	struct airlock_guard_event evt;
-	struct name_buf exe;
 };
 
 struct {
