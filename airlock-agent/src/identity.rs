@@ -139,13 +139,15 @@ impl IdentityTable {
     }
 
     fn mark_content(&mut self, path: &Path, flags: u32, program: Option<&str>) {
-        let hash = match fingerprint_file(path) {
-            Ok(h) => h,
+        let (hash, size) = match fingerprint_file(path) {
+            Ok(found) => found,
             Err(e) => {
                 self.notes.push(format!("{}: not fingerprinted ({e})", path.display()));
                 return;
             }
         };
+        // The kernel hashes a file's head only when its size is one of these.
+        self.entries.entry(IdentityKey { kind: abi::IDKEY_SIZE, pad: 0, hash: size }).or_default();
         let value = self.entries.entry(IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash }).or_default();
         value.flags |= flags;
         if let Some(name) = program {

@@ -233,6 +233,7 @@ pub const OPERAND_WORDS: usize = 8;
 
 pub const IDKEY_NAME: u32 = 1;
 pub const IDKEY_CONTENT: u32 = 2;
+pub const IDKEY_SIZE: u32 = 3;
 
 pub const ID_INTERPRETER: u32 = 1 << 0;
 pub const ID_LOADER: u32 = 1 << 1;

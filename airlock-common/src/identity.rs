@@ -56,8 +56,8 @@ pub fn fingerprint(head: &[u8; HEAD_LEN], size: u64) -> u64 {
     size.to_le_bytes().iter().fold(h, |h, &b| step(h, b))
 }
 
-/// The fingerprint of the file at `path` (symlinks followed).
-pub fn fingerprint_file(path: &Path) -> std::io::Result<u64> {
+/// The fingerprint of the file at `path` (symlinks followed), and the size it was taken at.
+pub fn fingerprint_file(path: &Path) -> std::io::Result<(u64, u64)> {
     let mut file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
     let mut head = [0u8; HEAD_LEN];
@@ -69,7 +69,7 @@ pub fn fingerprint_file(path: &Path) -> std::io::Result<u64> {
         }
         filled += n;
     }
-    Ok(fingerprint(&head, size))
+    Ok((fingerprint(&head, size), size))
 }
 
 #[cfg(test)]

@@ -283,6 +283,7 @@ struct airlock_net_event {
 enum airlock_identity_key_kind {
 	AIRLOCK_IDKEY_NAME = 1,    /* hash: FNV-1a of a file name */
 	AIRLOCK_IDKEY_CONTENT = 2, /* hash: the content fingerprint */
+	AIRLOCK_IDKEY_SIZE = 3,    /* hash: a file size some CONTENT entry has (value unused) */
 };
 
 /* What a name or content is. */

@@ -96,11 +96,16 @@ static __always_inline void identity_of(struct exec_scratch *s, struct linux_bin
 	struct inode *inode = BPF_CORE_READ(bprm, file, f_inode);
 	__u64 size = BPF_CORE_READ(inode, i_size);
 	f->fileless = BPF_CORE_READ(inode, i_nlink) == 0;
-	if (bpf_probe_read_kernel(s->head, AIRLOCK_HEAD_LEN, __builtin_preserve_access_index(&bprm->buf)) != 0)
-		__builtin_memset(s->head, 0, AIRLOCK_HEAD_LEN);
-	content_fingerprint(s, size);
-
-	struct airlock_identity_value *v = identity_get(AIRLOCK_IDKEY_CONTENT, s->content_hash);
+	/* The size is part of every identity: a file of no known size is none of
+	 * them, and most execs skip the hashing with this one lookup. */
+	struct airlock_identity_value *v = NULL;
+	s->content_hash = 0;
+	if (identity_get(AIRLOCK_IDKEY_SIZE, size)) {
+		if (bpf_probe_read_kernel(s->head, AIRLOCK_HEAD_LEN, __builtin_preserve_access_index(&bprm->buf)) != 0)
+			__builtin_memset(s->head, 0, AIRLOCK_HEAD_LEN);
+		content_fingerprint(s, size);
+		v = identity_get(AIRLOCK_IDKEY_CONTENT, s->content_hash);
+	}
 	if (v) {
 		f->id_flags |= v->flags;
 #pragma unroll
