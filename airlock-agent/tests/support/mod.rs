@@ -317,3 +317,59 @@ pub fn write_file(path: &Path, text: &str, mode: u32) {
     f.write_all(text.as_bytes()).expect("write file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+// ---- api (issue 4) -------------------------------------------------------------
+
+impl Daemon {
+    /// Like [`Daemon::start`], with extra arguments for `airlock-agent run`
+    /// (the API's TCP listener and TLS files).
+    pub fn start_with_args(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[String]) -> Daemon {
+        require_root();
+        let root = TempDir::new(tag);
+        let policy_dir = write_policy_dir(&root.0, policies, roles);
+        let state_dir = root.0.join("state");
+        let socket = root.0.join("agent.sock");
+        let bin_dir = root.0.join("bin");
+        let work_dir = root.0.join("work");
+        std::fs::create_dir_all(&bin_dir).expect("mkdir bin");
+        std::fs::create_dir_all(&work_dir).expect("mkdir work");
+        for tool in ["terraform", "kubectl", "aws"] {
+            let dest = bin_dir.join(tool);
+            std::fs::copy(fake_tool_binary(), &dest).expect("install fake tool");
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod fake tool");
+        }
+        let log = std::fs::File::create(root.0.join("daemon.log")).expect("create daemon log");
+        let child = Command::new(AGENT)
+            .arg("run")
+            .arg("--policy-dir")
+            .arg(&policy_dir)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .env("AIRLOCK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the daemon");
+        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root };
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// The gRPC API's socket: `api.sock` beside the control socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.socket.with_file_name("api.sock")
+    }
+
+    /// The test's own scratch directory (removed with the daemon).
+    pub fn root_dir(&self) -> &Path {
+        &self._root.0
+    }
+
+    /// Runs the CLI against this daemon's sockets.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(AGENT).args(args).arg("--socket").arg(&self.socket).output().expect("run airlock-agent")
+    }
+}
