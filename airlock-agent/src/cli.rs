@@ -88,6 +88,14 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Benchmark the decision store (used by `cargo xtask bench`): fill DIR with ROWS decisions, time the API's queries.
+    #[command(hide = true)]
+    BenchStore {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -377,6 +385,10 @@ fn dispatch(command: Command) -> Result<i32> {
         Command::Current { socket } => {
             let Response::DefaultRole { role } = call(&socket, &Request::DefaultRole)? else { bail!("unexpected answer") };
             println!("{role}");
+            Ok(0)
+        }
+        Command::BenchStore { dir, rows } => {
+            crate::store_bench::run(&dir, rows)?;
             Ok(0)
         }
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),

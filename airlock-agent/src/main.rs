@@ -14,6 +14,7 @@ mod protocol;
 mod secrets;
 mod sessions;
 mod store;
+mod store_bench;
 
 fn main() {
     std::process::exit(cli::main());

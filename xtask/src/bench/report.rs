@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::stats::Summary;
 use super::storms::{thousands, ConfigResult, Storm, StormResult};
 use super::sys::{BpfSnapshot, Machine};
+use super::store::StoreResult;
 use super::throughput::Throughput;
 use super::workload::WorkloadResult;
 
@@ -28,6 +29,8 @@ pub struct Report<'a> {
     pub connect: &'a StormResult,
     pub throughput: &'a Throughput,
     pub workload: &'a WorkloadResult,
+    /// api (issue 4): the decision store's queries over a million decisions.
+    pub store: &'a StoreResult,
 }
 
 /// A simple table that renders as aligned text or as Markdown.
@@ -304,6 +307,7 @@ impl Report<'_> {
             memory_table(self),
             workload_table(self.workload),
             bpf_table(self),
+            store_table(self.store),
         ]
     }
 
@@ -587,4 +591,26 @@ fn breakdown(snap: &BpfSnapshot, ops: u64) -> String {
         return "no program ran".into();
     }
     parts.iter().map(|(n, ns)| format!("{n} {}", ns_text(*ns))).collect::<Vec<_>>().join(", ")
+}
+
+/// api (issue 4): the decision store, filled and queried as the API does.
+fn store_table(s: &StoreResult) -> Table {
+    let title = format!(
+        "Decision store: {} decisions ({:.0} MB on disk), written at {:.0} decisions/s in batches of {} (one transaction each); \
+         QueryDecisions pages of 100, newest first, 7 runs each",
+        thousands(s.rows),
+        s.bytes as f64 / 1e6,
+        s.insert_per_second,
+        s.batch
+    );
+    let mut t = Table::new(&title, &["query", "returned", "median", "max"]);
+    for (q, n, median, max) in &s.queries {
+        t.row(vec![q.clone(), n.to_string(), format!("{median:.2} ms"), format!("{max:.2} ms")]);
+    }
+    t
+}
+
+/// The store section alone (`cargo xtask bench store`).
+pub fn store_text(s: &StoreResult) -> String {
+    store_table(s).text()
 }
