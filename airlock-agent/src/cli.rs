@@ -309,6 +309,8 @@ pub fn main() -> i32 {
     }
     match dispatch(cli.command) {
         Ok(code) => code,
+        // `airlock-agent decisions | head`: the reader left; not an error.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => 0,
         Err(e) => {
             eprintln!("airlock-agent: {e:#}");
             1

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,7 +43,7 @@ impl Default for Retention {
 
 /// Decisions waiting for the writer, at most (about two drains at 50,000/s);
 /// beyond that, batches are dropped and counted. Bounds the daemon's memory.
-const MAX_PENDING: usize = 24_000;
+pub const MAX_PENDING: usize = 24_000;
 const QUEUE_BATCHES: usize = 1024;
 /// How often the writer applies the retention limit.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -108,6 +108,8 @@ pub struct Store {
     /// Batches submitted and not yet written, and the decisions in them.
     pending: Arc<AtomicUsize>,
     pending_rows: Arc<AtomicUsize>,
+    /// The second of the last "store behind" warning.
+    last_warning: AtomicU64,
     next_id: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -122,8 +124,10 @@ impl Store {
     pub fn open(state_dir: &Path, retention: Retention) -> Result<Store> {
         let path = state_dir.join("decisions.db");
         let writer = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        // Space freed by retention goes back to the file system bit by bit (set before the first table).
+        // Set before the first table: space freed by retention goes back to the file system bit by bit,
+        // and 16 KiB pages make a scan (a text search) read fewer, larger pages.
         writer.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        writer.pragma_update(None, "page_size", 16384)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         // WAL + NORMAL: a crash can lose the last commits, never corrupt; the audit trail has them.
         writer.pragma_update(None, "synchronous", "NORMAL")?;
@@ -154,6 +158,7 @@ impl Store {
             dropped,
             pending,
             pending_rows,
+            last_warning: AtomicU64::new(0),
             next_id: AtomicU64::new(last as u64 + 1),
             writer: Mutex::new(Some(handle)),
         })
@@ -176,9 +181,9 @@ impl Store {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Batches waiting for the writer.
-    pub fn queued(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+    /// Batches, and decisions, waiting for the writer.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.pending.load(Ordering::Relaxed), self.pending_rows.load(Ordering::Relaxed))
     }
 
     /// Hands one batch to the writer; never blocks.
@@ -196,7 +201,11 @@ impl Store {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             self.pending_rows.fetch_sub(n, Ordering::Relaxed);
             let total = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            tracing::warn!(dropped = n, total, "decision store behind: batch dropped (the audit trail has it)");
+            // At most one warning a second: a store that cannot keep up must not flood the log too.
+            let now = now_ns() / 1_000_000_000;
+            if self.last_warning.swap(now as u64, Ordering::Relaxed) != now as u64 {
+                tracing::warn!(dropped = n, total, "decision store behind: decisions dropped from the store (the audit trail has them)");
+            }
         }
     }
 

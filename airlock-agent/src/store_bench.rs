@@ -48,7 +48,9 @@ const DENIED: &[&[&str]] = &[&["terraform", "apply", "-auto-approve"], &["kubect
 fn synthetic(rng: &mut Rng, id: u64, t0: i64, span_ns: i64, n: u64) -> Decision {
     // Time grows with id (as the daemon assigns them), with a little jitter.
     let t = t0 + (span_ns as i128 * id as i128 / n as i128) as i64 + rng.below(1_000_000) as i64;
-    let session = rng.below(1_000);
+    // Sessions live in time as they do on a machine: 1,000 of them one after another, eight
+    // at a time, their decisions interleaved.
+    let session = ((id * 1_000 / n.max(1)) + rng.below(8)).min(999);
     let user = session % 20;
     // 1% of sessions run as the rare "ops-admin" role.
     let role = if session % 100 == 7 { "ops-admin" } else if session % 3 == 0 { "ci" } else { "developer" };
@@ -58,7 +60,7 @@ fn synthetic(rng: &mut Rng, id: u64, t0: i64, span_ns: i64, n: u64) -> Decision 
         time_unix_nanos: t,
         time: String::new(),
         host: "bench-host".into(),
-        session_id: format!("{:016x}", 0x5e55_0000_0000_0000u64 + session),
+        session_id: session_id(session),
         role: role.into(),
         agent: "claude".into(),
         uid: 1000 + user as u32,
@@ -110,6 +112,14 @@ fn synthetic(rng: &mut Rng, id: u64, t0: i64, span_ns: i64, n: u64) -> Decision 
     d
 }
 
+/// Session ids are random in the daemon; here a fixed mix of the session's number.
+fn session_id(n: u64) -> String {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", z ^ (z >> 31))
+}
+
 pub fn run(dir: &Path, rows: u64) -> Result<()> {
     if dir.join("decisions.db").exists() {
         bail!("{} already holds a store: give an empty scratch directory", dir.display());
@@ -139,7 +149,7 @@ pub fn run(dir: &Path, rows: u64) -> Result<()> {
             next += 1;
         }
         // The daemon never blocks on the store; the bench must not lose rows, so it waits for room.
-        while store.queued() >= 200 {
+        while store.queued().1 + BATCH > crate::store::MAX_PENDING {
             std::thread::sleep(Duration::from_millis(1));
         }
         store.submit(batch);
@@ -151,7 +161,7 @@ pub fn run(dir: &Path, rows: u64) -> Result<()> {
         bail!("the store holds {count} decisions, not {rows} (dropped {})", store.dropped());
     }
 
-    let sample_session = format!("{:016x}", 0x5e55_0000_0000_0000u64 + 421);
+    let sample_session = session_id(421);
     let day = 86_400 * 1_000_000_000i64;
     let mid = t0 + 3 * day;
     let cases: Vec<(&str, DecisionFilter, u64)> = vec![
