@@ -72,6 +72,7 @@ pub fn run(args: &[String]) -> Result<()> {
         [] => Plan::full(),
         ["--quick"] => Plan::quick(),
         ["store"] => return store_only(1_000_000),
+        ["throughput"] => return throughput_only(),
         ["store", "--rows", n] => return store_only(n.parse().context("--rows N")?),
         other => bail!("usage: cargo xtask bench [--quick] | cargo xtask bench store [--rows N] (got {other:?})"),
     };
@@ -118,6 +119,24 @@ pub fn run(args: &[String]) -> Result<()> {
     let doc = root.join("docs/benchmarks.md");
     std::fs::write(&doc, report.markdown()).with_context(|| format!("write {}", doc.display()))?;
     eprintln!("==> wrote {} ({:.0} s in all)", doc.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `cargo xtask bench throughput`: the audit throughput section alone, quick
+/// plan (50,000/s and full speed), with the decision store's figures.
+fn throughput_only() -> Result<()> {
+    if !is_root() {
+        bail!("the bench loads eBPF programs and starts Airlock daemons: run it as root");
+    }
+    let root = workspace_root()?;
+    crate::run("build airlock-agent (release)", cargo().args(["build", "--release", "-p", "airlock-agent"]).current_dir(&root))?;
+    let tools = Tools {
+        agent: target_dir(&root).join("release/airlock-agent"),
+        xtask: std::env::current_exe().context("find the xtask executable")?,
+    };
+    let work = WorkDir::create()?;
+    let result = throughput::run(&tools, &work.0, &Plan::quick().throughput)?;
+    println!("{}", report::throughput_text(&result));
     Ok(())
 }
 

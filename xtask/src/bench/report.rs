@@ -154,7 +154,7 @@ fn capitalize(s: &str) -> String {
 fn throughput_table(t: &Throughput) -> Table {
     let mut table = Table::new(
         "Audit throughput: UDP connect() decisions from one governed session, kernel -> ring buffer -> audit.jsonl",
-        &["target rate", "seconds", "decisions", "audit lines", "ringbuf drops", "generated/s", "stored/s", "drain lag", "daemon CPU", "peak RSS"],
+        &["target rate", "seconds", "decisions", "audit lines", "ringbuf drops", "generated/s", "stored/s", "drain lag", "daemon CPU", "peak RSS", "in decision store", "store dropped"],
     );
     for l in &t.levels {
         let target = if l.target_rate == 0 { "full speed".to_string() } else { format!("{}/s", thousands(l.target_rate)) };
@@ -170,6 +170,8 @@ fn throughput_table(t: &Throughput) -> Table {
             format!("{:.2} s", l.drain_lag_s),
             format!("{cpu_pct:.0}% of a core"),
             mb(l.peak.rss_kb),
+            thousands(l.stored_in_db),
+            thousands(l.store_dropped),
         ]);
     }
     table
@@ -613,4 +615,12 @@ fn store_table(s: &StoreResult) -> Table {
 /// The store section alone (`cargo xtask bench store`).
 pub fn store_text(s: &StoreResult) -> String {
     store_table(s).text()
+}
+
+/// The audit throughput section alone (`cargo xtask bench throughput`).
+pub fn throughput_text(t: &Throughput) -> String {
+    let mut out = throughput_table(t).text();
+    let (_, verdict) = zero_drop_verdict(t);
+    out.push_str(&format!("zero ring-buffer drops at 50,000/s: {verdict}\n"));
+    out
 }
