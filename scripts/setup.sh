@@ -11,7 +11,7 @@ need_root() {
 need_root
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
-          busybox-static sudo python3 perl iproute2 procps findutils coreutils
+          busybox-static sudo python3 python3-venv perl iproute2 procps findutils coreutils
           qemu-system-x86 xz-utils file tmux openssh-client)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 
@@ -39,6 +39,15 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 echo "setup: $(cargo --version)"
+
+# The API tests' second client (a platform team's): Python grpcio and
+# grpcio-tools from PyPI, in a venv under target/ (pinned; made once).
+venv=target/pyvenv
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+    echo "setup: making $venv with grpcio for the API tests"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1
+fi
 
 # The pseudo file systems the programs use (the daemon mounts them too).
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -100,6 +100,14 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Benchmark the decision store (used by `cargo xtask bench`): fill DIR with ROWS decisions, time the API's queries.
+    #[command(hide = true)]
+    BenchStore {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -313,6 +321,8 @@ pub fn main() -> i32 {
     }
     match dispatch(cli.command) {
         Ok(code) => code,
+        // `airlock-agent decisions | head`: the reader left; not an error.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => 0,
         Err(e) => {
             eprintln!("airlock-agent: {e:#}");
             1
@@ -402,6 +412,10 @@ fn dispatch(command: Command) -> Result<i32> {
         Command::Current { socket } => {
             let Response::DefaultRole { role } = call(&socket, &Request::DefaultRole)? else { bail!("unexpected answer") };
             println!("{role}");
+            Ok(0)
+        }
+        Command::BenchStore { dir, rows } => {
+            crate::store_bench::run(&dir, rows)?;
             Ok(0)
         }
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),

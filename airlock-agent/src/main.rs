@@ -18,6 +18,7 @@ mod protocol;
 mod secrets;
 mod sessions;
 mod store;
+mod store_bench;
 
 fn main() {
     std::process::exit(cli::main());

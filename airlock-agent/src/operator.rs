@@ -253,15 +253,16 @@ pub fn decisions(socket: &Path, args: DecisionsArgs) -> Result<i32> {
                 .into_inner();
             let last_seen = found.first().map(|d| d.id).unwrap_or(0);
             found.reverse();
-            print_decisions(&found, args.json, true)?;
+            let columns = Columns::fit(&found);
+            print_decisions(&found, args.json, &columns, true)?;
             while let Some(d) = stream.message().await.map_err(status_error)? {
                 if d.id > last_seen {
-                    print_decisions(std::slice::from_ref(&d), args.json, false)?;
+                    print_decisions(std::slice::from_ref(&d), args.json, &columns, false)?;
                 }
             }
             return Ok(0);
         }
-        print_decisions(&found, args.json, true)?;
+        print_decisions(&found, args.json, &Columns::fit(&found), true)?;
         if more && !args.json {
             eprintln!("(older decisions match too: raise --limit or narrow the filters)");
         }
@@ -269,7 +270,46 @@ pub fn decisions(socket: &Path, args: DecisionsArgs) -> Result<i32> {
     })
 }
 
-fn print_decisions(list: &[pb::Decision], json: bool, header: bool) -> Result<()> {
+/// Column widths of the decision table: at least the defaults, wider for what the first page holds.
+struct Columns([usize; 7]);
+
+const DECISION_HEADERS: [&str; 8] = ["TIME", "SESSION", "USER", "ROLE", "KIND", "DEC", "RULE", "WHAT"];
+
+fn decision_row(d: &pb::Decision) -> [String; 8] {
+    let what = match &d.destination {
+        Some(dest) => format!("{}:{}/{}", dest.address, dest.port, dest.protocol),
+        None if !d.argv.is_empty() => d.argv.join(" "),
+        None => d.executable.clone(),
+    };
+    let rule = d.rule.clone().unwrap_or_else(|| if d.decision == "deny" { d.reason.clone() } else { "-".into() });
+    [short_time(&d.time), d.session_id.clone(), d.user.clone(), d.role.clone(), d.kind.clone(), d.decision.clone(), rule, what]
+}
+
+impl Columns {
+    fn fit(list: &[pb::Decision]) -> Columns {
+        let mut w = [24, 16, 8, 12, 7, 5, 14];
+        for d in list {
+            for (i, cell) in decision_row(d).iter().take(7).enumerate() {
+                w[i] = w[i].max(cell.chars().count());
+            }
+        }
+        Columns(w)
+    }
+
+    fn line(&self, cells: &[String]) -> String {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i < 7 {
+                out.push_str(&format!("{cell:<w$}  ", w = self.0[i]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.trim_end().to_string()
+    }
+}
+
+fn print_decisions(list: &[pb::Decision], json: bool, columns: &Columns, header: bool) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
@@ -279,27 +319,10 @@ fn print_decisions(list: &[pb::Decision], json: bool, header: bool) -> Result<()
         return Ok(out.flush()?);
     }
     if header {
-        writeln!(out, "{:<23}  {:<16}  {:<8}  {:<16}  {:<7}  {:<5}  {:<14}  WHAT", "TIME", "SESSION", "USER", "ROLE", "KIND", "DEC", "RULE")?;
+        writeln!(out, "{}", columns.line(&DECISION_HEADERS.map(str::to_string)))?;
     }
     for d in list {
-        let what = match &d.destination {
-            Some(dest) => format!("{}:{}/{}", dest.address, dest.port, dest.protocol),
-            None if !d.argv.is_empty() => d.argv.join(" "),
-            None => d.executable.clone(),
-        };
-        let rule = d.rule.clone().unwrap_or_else(|| if d.decision == "deny" { d.reason.clone() } else { "-".into() });
-        writeln!(
-            out,
-            "{:<23}  {:<16}  {:<8}  {:<16}  {:<7}  {:<5}  {:<14}  {}",
-            short_time(&d.time),
-            d.session_id,
-            d.user,
-            d.role,
-            d.kind,
-            d.decision,
-            truncate(&rule, 14),
-            what
-        )?;
+        writeln!(out, "{}", columns.line(&decision_row(d)))?;
     }
     Ok(out.flush()?)
 }
@@ -342,15 +365,6 @@ fn short_time(t: &str) -> String {
         (Some(dot), true) => format!("{}Z", &t[..(dot + 4).min(t.len() - 1)]),
         _ => t.to_string(),
     }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// Columns padded to their widest cell; `right` columns right-aligned; the last one free.

@@ -9,6 +9,7 @@ mod daemon;
 mod policy;
 mod report;
 mod stats;
+mod store;
 mod storms;
 mod sys;
 mod throughput;
@@ -31,6 +32,8 @@ struct Plan {
     connect: storms::Plan,
     throughput: throughput::Plan,
     workload: workload::Plan,
+    /// Decisions in the store section's scratch store.
+    store_rows: u64,
 }
 
 impl Plan {
@@ -45,6 +48,7 @@ impl Plan {
                 idle: Duration::from_secs(3),
             },
             workload: workload::Plan { rounds: 5, git_iterations: 10 },
+            store_rows: 1_000_000,
         }
     }
 
@@ -55,6 +59,7 @@ impl Plan {
             connect: storms::Plan { ops: 3_000, rounds: 3, idle: Duration::from_secs(1) },
             throughput: throughput::Plan { rates: vec![50_000, 0], duration: Duration::from_secs(2), idle: Duration::from_secs(1) },
             workload: workload::Plan { rounds: 2, git_iterations: 4 },
+            store_rows: 1_000_000,
         }
     }
 }
@@ -66,7 +71,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let plan = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => Plan::full(),
         ["--quick"] => Plan::quick(),
-        other => bail!("usage: cargo xtask bench [--quick] (got {other:?})"),
+        ["store"] => return store_only(1_000_000),
+        ["throughput"] => return throughput_only(),
+        ["store", "--rows", n] => return store_only(n.parse().context("--rows N")?),
+        other => bail!("usage: cargo xtask bench [--quick] | cargo xtask bench store [--rows N] (got {other:?})"),
     };
     if !is_root() {
         bail!("the bench loads eBPF programs and starts Airlock daemons: run it as root");
@@ -87,6 +95,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let measured = measure(&tools, &work.0, &plan);
     drop(stats);
     let (exec, connect, throughput, workload) = measured?;
+    // The store section needs no kernel: it runs after the BPF measurements, on its own.
+    let store = store::run(&tools.agent, &work.0, plan.store_rows)?;
     storms::wait_no_airlock_programs().context("after the bench: an Airlock program is still loaded")?;
 
     let load_after = sys::load_average();
@@ -103,11 +113,40 @@ pub fn run(args: &[String]) -> Result<()> {
         connect: &connect,
         throughput: &throughput,
         workload: &workload,
+        store: &store,
     };
     println!("{}", report.text());
     let doc = root.join("docs/benchmarks.md");
     std::fs::write(&doc, report.markdown()).with_context(|| format!("write {}", doc.display()))?;
     eprintln!("==> wrote {} ({:.0} s in all)", doc.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `cargo xtask bench throughput`: the audit throughput section alone, quick
+/// plan (50,000/s and full speed), with the decision store's figures.
+fn throughput_only() -> Result<()> {
+    if !is_root() {
+        bail!("the bench loads eBPF programs and starts Airlock daemons: run it as root");
+    }
+    let root = workspace_root()?;
+    crate::run("build airlock-agent (release)", cargo().args(["build", "--release", "-p", "airlock-agent"]).current_dir(&root))?;
+    let tools = Tools {
+        agent: target_dir(&root).join("release/airlock-agent"),
+        xtask: std::env::current_exe().context("find the xtask executable")?,
+    };
+    let work = WorkDir::create()?;
+    let result = throughput::run(&tools, &work.0, &Plan::quick().throughput)?;
+    println!("{}", report::throughput_text(&result));
+    Ok(())
+}
+
+/// `cargo xtask bench store`: the decision store's section alone (no kernel, no root needed).
+fn store_only(rows: u64) -> Result<()> {
+    let root = workspace_root()?;
+    crate::run("build airlock-agent (release)", cargo().args(["build", "--release", "-p", "airlock-agent"]).current_dir(&root))?;
+    let work = WorkDir::create()?;
+    let result = store::run(&target_dir(&root).join("release/airlock-agent"), &work.0, rows)?;
+    println!("{}", report::store_text(&result));
     Ok(())
 }
 

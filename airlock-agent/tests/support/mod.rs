@@ -103,11 +103,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on `policy_dir` (inside a fresh temp dir) and waits until it answers.
     pub fn start(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
-        Self::start_with_args(tag, policies, roles, &[])
+        Self::start_with_args::<&str>(tag, policies, roles, &[])
     }
 
     /// The same, with extra arguments to `airlock-agent run` (e.g. `--ringbuf-kib 16`).
-    pub fn start_with_args(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
+    pub fn start_with_args<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S]) -> Daemon {
         require_root();
         let root = TempDir::new(tag);
         let policy_dir = write_policy_dir(&root.0, policies, roles);
@@ -406,3 +406,21 @@ pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
     bin
 }
 
+// ---- api (issue 4) -------------------------------------------------------------
+
+impl Daemon {
+    /// The gRPC API's socket: `api.sock` beside the control socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.socket.with_file_name("api.sock")
+    }
+
+    /// The test's own scratch directory (removed with the daemon).
+    pub fn root_dir(&self) -> &Path {
+        &self._root.0
+    }
+
+    /// Runs the CLI against this daemon's sockets.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(AGENT).args(args).arg("--socket").arg(&self.socket).output().expect("run airlock-agent")
+    }
+}

@@ -32,6 +32,9 @@ pub struct Counters {
     pub decisions: u64,
     pub ringbuf_drops: u64,
     pub audit_lines: u64,
+    /// api (issue 4): decisions in the decision store, and those it dropped.
+    pub store_decisions: u64,
+    pub store_dropped: u64,
 }
 
 impl Daemon {
@@ -110,6 +113,8 @@ impl Daemon {
             decisions: get(&["counters", "decisions"])?,
             ringbuf_drops: get(&["counters", "ringbuf_drops"])?,
             audit_lines: get(&["audit_lines"])?,
+            store_decisions: get(&["store", "decisions"]).unwrap_or(0),
+            store_dropped: get(&["store", "dropped"]).unwrap_or(0),
         })
     }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::stats::Summary;
 use super::storms::{thousands, ConfigResult, Storm, StormResult};
 use super::sys::{BpfSnapshot, Machine};
+use super::store::StoreResult;
 use super::throughput::Throughput;
 use super::workload::WorkloadResult;
 
@@ -28,6 +29,8 @@ pub struct Report<'a> {
     pub connect: &'a StormResult,
     pub throughput: &'a Throughput,
     pub workload: &'a WorkloadResult,
+    /// api (issue 4): the decision store's queries over a million decisions.
+    pub store: &'a StoreResult,
 }
 
 /// A simple table that renders as aligned text or as Markdown.
@@ -151,7 +154,7 @@ fn capitalize(s: &str) -> String {
 fn throughput_table(t: &Throughput) -> Table {
     let mut table = Table::new(
         "Audit throughput: UDP connect() decisions from one governed session, kernel -> ring buffer -> audit.jsonl",
-        &["target rate", "seconds", "decisions", "audit lines", "ringbuf drops", "generated/s", "stored/s", "drain lag", "daemon CPU", "peak RSS"],
+        &["target rate", "seconds", "decisions", "audit lines", "ringbuf drops", "generated/s", "stored/s", "drain lag", "daemon CPU", "peak RSS", "in decision store", "store dropped"],
     );
     for l in &t.levels {
         let target = if l.target_rate == 0 { "full speed".to_string() } else { format!("{}/s", thousands(l.target_rate)) };
@@ -167,6 +170,8 @@ fn throughput_table(t: &Throughput) -> Table {
             format!("{:.2} s", l.drain_lag_s),
             format!("{cpu_pct:.0}% of a core"),
             mb(l.peak.rss_kb),
+            thousands(l.stored_in_db),
+            thousands(l.store_dropped),
         ]);
     }
     table
@@ -304,6 +309,7 @@ impl Report<'_> {
             memory_table(self),
             workload_table(self.workload),
             bpf_table(self),
+            store_table(self.store),
         ]
     }
 
@@ -587,4 +593,34 @@ fn breakdown(snap: &BpfSnapshot, ops: u64) -> String {
         return "no program ran".into();
     }
     parts.iter().map(|(n, ns)| format!("{n} {}", ns_text(*ns))).collect::<Vec<_>>().join(", ")
+}
+
+/// api (issue 4): the decision store, filled and queried as the API does.
+fn store_table(s: &StoreResult) -> Table {
+    let title = format!(
+        "Decision store: {} decisions ({:.0} MB on disk), written at {:.0} decisions/s in batches of {} (one transaction each); \
+         QueryDecisions pages of 100, newest first, 7 runs each",
+        thousands(s.rows),
+        s.bytes as f64 / 1e6,
+        s.insert_per_second,
+        s.batch
+    );
+    let mut t = Table::new(&title, &["query", "returned", "median", "max"]);
+    for (q, n, median, max) in &s.queries {
+        t.row(vec![q.clone(), n.to_string(), format!("{median:.2} ms"), format!("{max:.2} ms")]);
+    }
+    t
+}
+
+/// The store section alone (`cargo xtask bench store`).
+pub fn store_text(s: &StoreResult) -> String {
+    store_table(s).text()
+}
+
+/// The audit throughput section alone (`cargo xtask bench throughput`).
+pub fn throughput_text(t: &Throughput) -> String {
+    let mut out = throughput_table(t).text();
+    let (_, verdict) = zero_drop_verdict(t);
+    out.push_str(&format!("zero ring-buffer drops at 50,000/s: {verdict}\n"));
+    out
 }

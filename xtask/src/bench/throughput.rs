@@ -38,6 +38,9 @@ pub struct Level {
     pub drain_lag_s: f64,
     pub daemon_cpu_ms: f64,
     pub peak: Memory,
+    /// api (issue 4): the level's decisions written to the decision store, and dropped by it.
+    pub stored_in_db: u64,
+    pub store_dropped: u64,
 }
 
 pub struct Throughput {
@@ -76,6 +79,15 @@ fn level(tools: &Tools, daemon: &Daemon, addr: &str, rate: u64, duration: Durati
     let generated = finish_worker(&args, out)?;
     let after = wait_drained(daemon)?;
     let drain_lag_s = worker_end.elapsed().as_secs_f64();
+    // The store's writer commits after the audit trail: give it a bounded while to catch up.
+    let mut store = after;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.store_decisions + store.store_dropped < before.store_decisions + before.store_dropped + (after.audit_lines - before.audit_lines)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        store = daemon.counters()?;
+    }
     let peak = sampler.stop();
     let cpu = sys::cpu_ns(daemon.pid)?.saturating_sub(cpu_before);
     let secs = duration.as_secs_f64();
@@ -91,6 +103,8 @@ fn level(tools: &Tools, daemon: &Daemon, addr: &str, rate: u64, duration: Durati
         drain_lag_s,
         daemon_cpu_ms: cpu as f64 / 1e6,
         peak,
+        stored_in_db: store.store_decisions - before.store_decisions,
+        store_dropped: store.store_dropped - before.store_dropped,
     })
 }
 
