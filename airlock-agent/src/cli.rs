@@ -15,6 +15,7 @@ use crate::sessions::SessionInfo;
 
 const DEFAULT_SOCKET: &str = "/run/airlock/agent.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 
 /// Exit status of `launch` when Airlock refuses to start the command.
 const LAUNCH_REFUSED: i32 = 125;
@@ -46,7 +47,23 @@ enum Command {
         /// Record command lines verbatim: do not mask passwords, tokens and keys in the audit trail.
         #[arg(long)]
         no_mask_secrets: bool,
+        /// Where the programs and maps are pinned (on bpffs). A restart adopts what is pinned here.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// On stop, detach the programs and remove the pins. By default they stay
+        /// pinned and in force, and the next start re-adopts the running sessions.
+        #[arg(long)]
+        release_on_exit: bool,
     },
+    /// Detach the pinned enforcement and remove its pins (root; the daemon must be stopped).
+    Unload {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Install the agent as a systemd service: binary, unit, default policies, `airlock` group.
+    Install(crate::install::InstallArgs),
+    /// Remove what `install` installed; stops the service and unloads the enforcement.
+    Uninstall(crate::install::UninstallArgs),
     /// Start CMD as a governed session: it and everything it starts obey the role's policies.
     Launch {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -145,15 +162,35 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, pin_dir, release_on_exit } => {
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
                 policy_store::default_origin(policy_dir.as_deref())?
             };
-            daemon::run(DaemonOptions { policy, state_dir, socket, backend, sizes: MapSizes::default(), mask_secrets: !no_mask_secrets })?;
+            daemon::run(DaemonOptions {
+                policy,
+                state_dir,
+                socket,
+                backend,
+                sizes: MapSizes::default(),
+                mask_secrets: !no_mask_secrets,
+                pin_dir,
+                release_on_exit,
+            })?;
             Ok(0)
         }
+        Command::Unload { pin_dir } => {
+            let removed = crate::kernel::unload(&pin_dir)?;
+            if removed.is_empty() {
+                println!("nothing was pinned in {}", pin_dir.display());
+            } else {
+                println!("unloaded: {} pins removed from {}; no Airlock enforcement remains there", removed.len(), pin_dir.display());
+            }
+            Ok(0)
+        }
+        Command::Install(args) => crate::install::install(&args),
+        Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Launch { .. } => unreachable!("handled before dispatch"),
         Command::Status { socket, json } => {
             let Response::Status(report) = call(&socket, &Request::Status)? else { bail!("unexpected answer to status") };

@@ -15,16 +15,16 @@ use std::time::{Duration, SystemTime};
 
 use airlock_common::abi::ProcTag;
 use anyhow::{bail, Context, Result};
-use libbpf_rs::RingBufferBuilder;
+use libbpf_rs::{MapHandle, RingBufferBuilder};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::audit::AuditLog;
 use crate::events::{decode, Enricher};
-use crate::kernel::{Backend, BackendChoice, Kernel, MapSizes};
+use crate::kernel::{Backend, BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
 use crate::policy_store::{PolicyOrigin, PolicyStore};
-use crate::protocol::{PolicyStatus, Request, Response, StatusReport};
+use crate::protocol::{LifecycleStatus, PolicyStatus, Request, Response, StatusReport};
 use crate::sessions::{format_session_id, new_session_id, SessionInfo, SessionState, Sessions};
 
 pub struct DaemonOptions {
@@ -35,6 +35,10 @@ pub struct DaemonOptions {
     pub sizes: MapSizes,
     /// Mask credentials in command lines before they are stored (default on).
     pub mask_secrets: bool,
+    /// Where the programs, links and maps are pinned in bpffs.
+    pub pin_dir: PathBuf,
+    /// On stop, detach and unpin (by default the enforcement stays pinned).
+    pub release_on_exit: bool,
 }
 
 /// Everything the threads share. Each lock guards one concept.
@@ -47,6 +51,8 @@ struct Shared {
     mask_secrets: bool,
     shutdown: AtomicBool,
     events_received: AtomicU64,
+    backlog_audited: AtomicU64,
+    release_on_exit: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,29 +72,66 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         bail!("policy from {} is invalid:\n{errors}", opts.policy.describe());
     }
 
-    let kernel = Kernel::start(opts.backend, opts.sizes)?;
-    tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), "enforcement attached");
+    let kernel = Kernel::start(&KernelOptions { backend: opts.backend, sizes: opts.sizes, pin_dir: opts.pin_dir.clone() })?;
+    tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), set = %kernel.pinned_set().display(), "enforcement in force");
 
-    let mut store = PolicyStore::new(opts.policy);
-    let version = store.reload(&kernel)?;
-    tracing::info!(%version, source = %store.origin().describe(), "policy in force");
+    // The sessions and role slots of a previous daemon, reconciled with the
+    // tags that are live in the kernel now.
+    let (sessions, restored) = Sessions::restore(opts.state_dir.join(SESSIONS_FILE), |pid| kernel.tag_of(pid).map(|t| t.session_id))?;
+    let mut store = PolicyStore::persistent(opts.policy, opts.state_dir.join(POLICY_STATE_FILE));
+    if *kernel.startup() != Startup::Fresh {
+        store.restore(&kernel)?;
+        tracing::info!(running = restored.running, ended_while_down = restored.ended_while_down, "sessions re-adopted");
+    }
+    // Taken before anything changes the old set, while it still exists.
+    let retiring_events = kernel.retiring_events();
 
-    let listener = bind_socket(&opts.socket)?;
     let shared = Arc::new(Shared {
         kernel,
         policy: Mutex::new(store),
-        sessions: Mutex::new(Sessions::default()),
+        sessions: Mutex::new(sessions),
         audit: Mutex::new(audit),
         state_dir: opts.state_dir,
         mask_secrets: opts.mask_secrets,
         shutdown: AtomicBool::new(false),
         events_received: AtomicU64::new(0),
+        backlog_audited: AtomicU64::new(0),
+        release_on_exit: opts.release_on_exit,
     });
 
+    // First of all, the decisions the kernel made while no daemon ran: they
+    // reach the audit trail before the policy or anything else changes.
+    let mut enricher = Enricher::new(shared.mask_secrets);
+    let mut backlog = 0;
+    if matches!(shared.kernel.startup(), Startup::Adopted { .. }) {
+        backlog += drain(&shared, &mut enricher, shared.kernel.events_handle()?)?;
+    }
+    for events in &retiring_events {
+        backlog += drain(&shared, &mut enricher, MapHandle::try_from(events)?)?;
+    }
+    lock(&shared.audit).flush()?;
+    tracing::info!(decisions = backlog, "audited the decisions made while no daemon was running");
+
+    let version = lock(&shared.policy).reload(&shared.kernel)?;
+    tracing::info!(%version, source = %lock(&shared.policy).origin().describe(), "policy in force");
+    if !retiring_events.is_empty() || matches!(shared.kernel.startup(), Startup::Replaced { .. }) {
+        shared.kernel.retire_replaced();
+        // What the old programs decided until they were detached.
+        let mut last = 0;
+        for events in retiring_events {
+            last += drain(&shared, &mut enricher, events)?;
+        }
+        lock(&shared.audit).flush()?;
+        tracing::info!(decisions = last, "audited the decisions the replaced programs made until they were detached");
+        backlog += last;
+    }
+    shared.backlog_audited.store(backlog, Ordering::Relaxed);
+
+    let listener = bind_socket(&opts.socket)?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
     let events = spawn("airlock-events", {
         let shared = shared.clone();
-        move || event_loop(&shared)
+        move || event_loop(&shared, enricher)
     })?;
     let control = spawn("airlock-control", {
         let shared = shared.clone();
@@ -99,6 +142,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         move || watch_loop(&shared)
     })?;
     tracing::info!(socket = %opts.socket.display(), "ready");
+    crate::systemd::notify(&format!("READY=1\nSTATUS=enforcing ({}), {} session(s) re-adopted", shared.kernel.backend(), restored.running));
 
     for signal in signals.forever() {
         match signal {
@@ -109,6 +153,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
             }
         }
     }
+    crate::systemd::notify("STOPPING=1");
     shared.shutdown.store(true, Ordering::SeqCst);
     // Wake the control thread out of accept().
     let _ = UnixStream::connect(&opts.socket);
@@ -121,10 +166,36 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     if let Err(e) = lock(&shared.audit).flush() {
         tracing::error!("{e:#}");
     }
-    // Dropping the last reference detaches every program.
-    drop(shared);
-    tracing::info!("stopped; enforcement detached");
+    let Ok(shared) = Arc::try_unwrap(shared) else {
+        bail!("a daemon thread still holds the shared state; the enforcement stays pinned");
+    };
+    if shared.release_on_exit {
+        let dir = shared.kernel.pin_dir().display().to_string();
+        shared.kernel.release()?;
+        tracing::info!(pin_dir = %dir, "stopped; enforcement detached and unpinned (--release-on-exit)");
+    } else {
+        tracing::info!(set = %shared.kernel.pinned_set().display(), "stopped; the enforcement stays pinned and in force: governed sessions stay governed, and the next start re-adopts them");
+        drop(shared);
+    }
     Ok(())
+}
+
+const SESSIONS_FILE: &str = "sessions.json";
+const POLICY_STATE_FILE: &str = "policy-state.json";
+
+/// Reads everything waiting in an events ring buffer into the audit trail.
+fn drain(shared: &Shared, enricher: &mut Enricher, events: MapHandle) -> Result<u64> {
+    let count = AtomicU64::new(0);
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&events, |bytes: &[u8]| {
+        count.fetch_add(1, Ordering::Relaxed);
+        handle_event(shared, enricher, bytes);
+        0
+    })?;
+    let ring = builder.build()?;
+    ring.consume().context("read the events ring buffer")?;
+    drop(ring);
+    Ok(count.into_inner())
 }
 
 fn spawn(name: &str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
@@ -162,31 +233,11 @@ fn reload(shared: &Shared, why: &str) {
     }
 }
 
-fn event_loop(shared: &Shared) -> Result<()> {
+fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
     let events_map = shared.kernel.events_handle()?;
-    let mut enricher = Enricher::new(shared.mask_secrets);
     let mut builder = RingBufferBuilder::new();
     builder.add(&events_map, |bytes: &[u8]| {
-        shared.events_received.fetch_add(1, Ordering::Relaxed);
-        let Some(event) = decode(bytes) else {
-            tracing::warn!(len = bytes.len(), "undecodable kernel event");
-            return 0;
-        };
-        let record = {
-            let sessions = lock(&shared.sessions);
-            let policy = lock(&shared.policy);
-            enricher.enrich(&event, &sessions, &policy)
-        };
-        if record.kind == "exec" && record.decision == "deny" {
-            // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
-            let session = event.header().session_id;
-            let message = crate::notify::block_message(&record);
-            let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
-            tracing::debug!(pid = record.pid, told = ?told, "block message");
-        }
-        if let Err(e) = lock(&shared.audit).write(&record) {
-            tracing::error!("{e:#}");
-        }
+        handle_event(shared, &mut enricher, bytes);
         0
     })?;
     let ring = builder.build()?;
@@ -215,7 +266,33 @@ fn event_loop(shared: &Shared) -> Result<()> {
     lock(&shared.audit).flush()
 }
 
+/// One kernel event: decode, enrich, block message, audit.
+fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8]) {
+    shared.events_received.fetch_add(1, Ordering::Relaxed);
+    let Some(event) = decode(bytes) else {
+        tracing::warn!(len = bytes.len(), "undecodable kernel event");
+        return;
+    };
+    let record = {
+        let sessions = lock(&shared.sessions);
+        let policy = lock(&shared.policy);
+        enricher.enrich(&event, &sessions, &policy)
+    };
+    if record.kind == "exec" && record.decision == "deny" {
+        // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
+        let session = event.header().session_id;
+        let message = crate::notify::block_message(&record);
+        let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
+        tracing::debug!(pid = record.pid, told = ?told, "block message");
+    }
+    if let Err(e) = lock(&shared.audit).write(&record) {
+        tracing::error!("{e:#}");
+    }
+}
+
 fn watch_loop(shared: &Shared) -> Result<()> {
+    let watchdog = crate::systemd::watchdog_interval();
+    let mut last_ping = std::time::Instant::now();
     while !shared.shutdown.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(500));
         let changed = lock(&shared.policy).changed_on_disk();
@@ -224,6 +301,13 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         }
         for id in lock(&shared.sessions).reap() {
             tracing::info!(session = %id, "session root exited");
+        }
+        if let Some(interval) = watchdog {
+            // Pinged from the loop that also reaps: a wedged daemon misses it and systemd restarts it.
+            if last_ping.elapsed() >= interval / 2 {
+                crate::systemd::notify("WATCHDOG=1");
+                last_ping = std::time::Instant::now();
+            }
         }
     }
     Ok(())
@@ -409,6 +493,13 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         events_received: shared.events_received.load(Ordering::Relaxed),
         audit_lines: audit.lines(),
         audit_path: audit.path().display().to_string(),
+        lifecycle: Some(LifecycleStatus {
+            pin_dir: shared.kernel.pin_dir().display().to_string(),
+            pinned_set: shared.kernel.pinned_set().display().to_string(),
+            startup: shared.kernel.startup().clone(),
+            backlog_audited: shared.backlog_audited.load(Ordering::Relaxed),
+            on_stop: if shared.release_on_exit { "release".into() } else { "enforcement stays pinned".into() },
+        }),
     })
 }
 

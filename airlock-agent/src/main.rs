@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod daemon;
 mod events;
+mod install;
 mod kernel;
 mod launch;
 mod notify;
@@ -11,6 +12,7 @@ mod policy_store;
 mod protocol;
 mod secrets;
 mod sessions;
+mod systemd;
 
 fn main() {
     std::process::exit(cli::main());

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use airlock_common::abi::{self, as_bytes, RoleSet};
+use airlock_common::abi::{self, as_bytes, from_bytes, RoleSet};
 use airlock_common::policy::{self, CompiledPolicy, IdAllocator, LoadedPolicies, PolicyErrors};
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use serde::{Deserialize, Serialize};
 
 use crate::kernel::{delete_all, update_all, Kernel};
 
@@ -62,6 +63,10 @@ impl PolicyOrigin {
 #[derive(Default)]
 struct RoleSlots {
     by_name: BTreeMap<String, u32>,
+    /// Highest slot in use (by a name, or by a pinned tag whose name is unknown).
+    highest: u32,
+    /// Slots found in the pinned maps that no saved name explains: deny-all.
+    orphans: Vec<u32>,
 }
 
 impl RoleSlots {
@@ -70,11 +75,12 @@ impl RoleSlots {
             return Ok(*slot);
         }
         // Slot 0 stays unused: it is what the kernel reads for quarantined processes.
-        let next = self.by_name.len() as u32 + 1;
+        let next = self.highest + 1;
         if next >= abi::MAX_ROLES {
-            bail!("more than {} roles have been defined since the daemon started", abi::MAX_ROLES - 1);
+            bail!("more than {} roles have been defined since the enforcement was loaded", abi::MAX_ROLES - 1);
         }
         self.by_name.insert(role.to_string(), next);
+        self.highest = next;
         Ok(next)
     }
 
@@ -94,6 +100,26 @@ pub struct PolicyStore {
     loaded_at: Option<SystemTime>,
     last_error: Option<String>,
     fingerprint: Option<Vec<(PathBuf, u64, SystemTime)>>,
+    /// `<state-dir>/policy-state.json`: role slots and rule texts, for a restart.
+    state_file: Option<PathBuf>,
+    /// Rules of the policy a previous daemon left in the pinned maps.
+    adopted_rules: BTreeMap<u32, SavedRule>,
+    /// After adopting: entries the previous daemon installed are unknown here,
+    /// so the first install removes everything that is not its own.
+    sweep: bool,
+}
+
+/// What a restarted daemon needs to read the maps a previous one filled.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SavedPolicyState {
+    pub role_slots: BTreeMap<String, u32>,
+    pub rules: BTreeMap<u32, SavedRule>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedRule {
+    pub policy: String,
+    pub rule: String,
 }
 
 /// What a rule id or role slot in an event stands for.
@@ -114,7 +140,54 @@ impl PolicyStore {
             loaded_at: None,
             last_error: None,
             fingerprint: None,
+            state_file: None,
+            adopted_rules: BTreeMap::new(),
+            sweep: false,
         }
+    }
+
+    /// A store that saves its role slots and rules to `file` before each switch.
+    pub fn persistent(origin: PolicyOrigin, file: PathBuf) -> Self {
+        PolicyStore { state_file: Some(file), ..PolicyStore::new(origin) }
+    }
+
+    /// Takes over the maps a previous daemon filled: its role slots (by name,
+    /// from the saved state), its rule texts (for events it decided), its
+    /// generation, and ids above every id live in the maps. Slots in use that
+    /// the saved state does not name become deny-all at the next install.
+    pub fn restore(&mut self, kernel: &Kernel) -> Result<()> {
+        let saved: SavedPolicyState = match &self.state_file {
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(text) => serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %file.display(), "no saved policy state: role slots in the pinned maps are unknown and will deny everything");
+                    SavedPolicyState::default()
+                }
+                Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+            },
+            None => SavedPolicyState::default(),
+        };
+        let maps = kernel.maps();
+        let live = LiveIds::scan(kernel);
+        let named: std::collections::BTreeSet<u32> = saved.role_slots.values().copied().collect();
+        self.slots.highest = live.slots.iter().chain(named.iter()).copied().max().unwrap_or(0);
+        self.slots.orphans = live.slots.iter().copied().filter(|s| !named.contains(s)).collect();
+        if !self.slots.orphans.is_empty() {
+            tracing::warn!(slots = ?self.slots.orphans, "role slots in the pinned maps have no saved name: their sessions are denied everything");
+        }
+        self.slots.by_name = saved.role_slots;
+        let max_rule = live.max_rule.max(saved.rules.keys().copied().max().unwrap_or(0));
+        self.ids = IdAllocator::starting_after(live.max_set, live.max_node, max_rule);
+        self.adopted_rules = saved.rules;
+        self.generation = maps
+            .config
+            .lookup(as_bytes(&0u32), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|b| from_bytes::<abi::Config>(&b))
+            .map_or(0, |c| c.policy_generation);
+        self.sweep = true;
+        Ok(())
     }
 
     pub fn origin(&self) -> &PolicyOrigin {
@@ -151,14 +224,18 @@ impl PolicyStore {
 
     /// The rule an event names, looked up in the set that decided it.
     pub fn rule(&self, rule_id: u32) -> Option<RuleLookup> {
-        [&self.current, &self.previous].into_iter().flatten().find_map(|c| {
-            c.rule(rule_id).map(|r| RuleLookup {
-                policy: r.policy_id.clone(),
-                rule: match &r.kind {
-                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
-                },
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .find_map(|c| {
+                c.rule(rule_id).map(|r| RuleLookup {
+                    policy: r.policy_id.clone(),
+                    rule: match &r.kind {
+                        policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                    },
+                })
             })
-        })
+            .or_else(|| self.adopted_rules.get(&rule_id).map(|r| RuleLookup { policy: r.policy.clone(), rule: r.rule.clone() }))
     }
 
     /// True when the policy files changed since the last load attempt.
@@ -196,6 +273,10 @@ impl PolicyStore {
         self.check_capacity(kernel, &compiled)?;
         self.install(kernel, &compiled)?;
         let version = compiled.version.clone();
+        if self.previous.is_some() || self.current.is_some() {
+            // Two generations back: no event in flight can name the adopted rules now.
+            self.adopted_rules.clear();
+        }
         self.previous = self.current.replace(Arc::new(compiled));
         self.loaded_at = Some(SystemTime::now());
         Ok(version)
@@ -249,6 +330,12 @@ impl PolicyStore {
                 switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
             }
         }
+        for slot in &self.slots.orphans {
+            switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
+        }
+        // Saved before the switch: a daemon killed after it still finds every
+        // slot it may meet in a tag, and the rules of every event in the ring.
+        self.save_state(next);
         for (slot, set) in &switches {
             maps.role_sets
                 .update(as_bytes(slot), as_bytes(set), MapFlags::ANY)
@@ -263,7 +350,101 @@ impl PolicyStore {
             delete_all(&maps.egress4, &old.egress4);
             delete_all(&maps.egress6, &old.egress6);
         }
+        if std::mem::take(&mut self.sweep) {
+            let removed = sweep(&maps.programs, &next.programs)
+                + sweep(&maps.trie, &next.trie)
+                + sweep(&maps.egress4, &next.egress4)
+                + sweep(&maps.egress6, &next.egress6);
+            tracing::info!(removed, "removed the previous daemon's policy entries");
+        }
         Ok(())
+    }
+
+    fn save_state(&self, next: &CompiledPolicy) {
+        let Some(file) = &self.state_file else { return };
+        let mut rules = self.adopted_rules.clone();
+        for compiled in [self.current.as_deref(), Some(next)].into_iter().flatten() {
+            for (id, r) in &compiled.rules {
+                let rule = match &r.kind {
+                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                };
+                rules.insert(*id, SavedRule { policy: r.policy_id.clone(), rule });
+            }
+        }
+        let state = SavedPolicyState { role_slots: self.slots.by_name.clone(), rules };
+        if let Err(e) = crate::sessions::write_atomically(file, &state) {
+            tracing::error!("could not save the policy state (a restart would deny the sessions of new roles): {e:#}");
+        }
+    }
+}
+
+/// Deletes every entry of `map` whose key is not among `keep`; returns how many.
+fn sweep<K: abi::Pod, V>(map: &MapHandle, keep: &[(K, V)]) -> usize {
+    let keep: std::collections::BTreeSet<Vec<u8>> = keep.iter().map(|(k, _)| as_bytes(k).to_vec()).collect();
+    let stale: Vec<Vec<u8>> = map.keys().filter(|k| !keep.contains(k)).collect();
+    for key in &stale {
+        let _ = map.delete(key);
+    }
+    stale.len()
+}
+
+/// The ids a previous daemon left live in the maps.
+#[derive(Default)]
+struct LiveIds {
+    max_set: u32,
+    max_node: u32,
+    max_rule: u32,
+    /// Role slots that a rule set or a tagged process refers to.
+    slots: std::collections::BTreeSet<u32>,
+}
+
+impl LiveIds {
+    fn scan(kernel: &Kernel) -> LiveIds {
+        let maps = kernel.maps();
+        let mut ids = LiveIds::default();
+        let entries = |map: &MapHandle| -> Vec<(Vec<u8>, Vec<u8>)> {
+            map.keys().filter_map(|k| map.lookup(&k, MapFlags::ANY).ok().flatten().map(|v| (k, v))).collect()
+        };
+        for (k, v) in entries(&maps.programs) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::ProgramKey>(&k), from_bytes::<abi::ProgramValue>(&v)) {
+                ids.max_set = ids.max_set.max(k.set_id);
+                ids.max_node = ids.max_node.max(v.root_node);
+                ids.max_rule = ids.max_rule.max(v.block_all_rule);
+            }
+        }
+        for (k, v) in entries(&maps.trie) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::TrieKey>(&k), from_bytes::<abi::TrieValue>(&v)) {
+                ids.max_node = ids.max_node.max(k.node).max(v.next_node);
+                ids.max_rule = ids.max_rule.max(v.rule_id);
+            }
+        }
+        for (k, v) in entries(&maps.egress4) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::Egress4Key>(&k), from_bytes::<abi::EgressValue>(&v)) {
+                ids.max_set = ids.max_set.max(k.set_id);
+                ids.max_rule = ids.max_rule.max(v.rule_id);
+            }
+        }
+        for (k, v) in entries(&maps.egress6) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::Egress6Key>(&k), from_bytes::<abi::EgressValue>(&v)) {
+                ids.max_set = ids.max_set.max(k.set_id);
+                ids.max_rule = ids.max_rule.max(v.rule_id);
+            }
+        }
+        for slot in 1..abi::MAX_ROLES {
+            let set = maps.role_sets.lookup(as_bytes(&slot), MapFlags::ANY).ok().flatten().and_then(|b| from_bytes::<RoleSet>(&b));
+            if let Some(set) = set {
+                if set.set_id != 0 || set.flags != 0 {
+                    ids.max_set = ids.max_set.max(set.set_id);
+                    ids.slots.insert(slot);
+                }
+            }
+        }
+        for (_, tag) in kernel.tagged() {
+            if tag.role_slot != 0 {
+                ids.slots.insert(tag.role_slot);
+            }
+        }
+        ids
     }
 }
 

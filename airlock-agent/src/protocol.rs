@@ -51,6 +51,20 @@ pub struct StatusReport {
     pub events_received: u64,
     pub audit_lines: u64,
     pub audit_path: String,
+    /// Restart and pinning: how this daemon came by its enforcement.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LifecycleStatus {
+    pub pin_dir: String,
+    pub pinned_set: String,
+    pub startup: crate::kernel::Startup,
+    /// Decisions read from the ring buffer at start: made while no daemon ran.
+    pub backlog_audited: u64,
+    /// What stopping the daemon does: "enforcement stays pinned" or "release".
+    pub on_stop: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

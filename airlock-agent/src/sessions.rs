@@ -3,8 +3,11 @@
 //! the audit trail and `status` read.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,12 +52,78 @@ struct Session {
 #[derive(Default)]
 pub struct Sessions {
     by_id: BTreeMap<u64, Session>,
+    /// `<state-dir>/sessions.json`, rewritten (atomically) on every change, so a
+    /// restarted daemon knows the sessions its pinned tags belong to.
+    file: Option<PathBuf>,
+}
+
+/// The persisted form: every session with its numeric id.
+#[derive(Serialize, Deserialize)]
+struct SavedSession {
+    numeric_id: u64,
+    #[serde(flatten)]
+    info: SessionInfo,
+}
+
+/// What a restart made of the saved sessions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub running: usize,
+    /// Sessions whose root process ended while no daemon ran.
+    pub ended_while_down: usize,
 }
 
 impl Sessions {
+    /// An empty registry that persists to `file`.
+    pub fn persistent(file: PathBuf) -> Sessions {
+        Sessions { by_id: BTreeMap::new(), file: Some(file) }
+    }
+
+    /// Reads the saved sessions and reconciles them with the kernel's tags:
+    /// a session is still running only if its root process is alive and still
+    /// carries the session's tag (a pid reused by another process does not).
+    pub fn restore(file: PathBuf, tag_of: impl Fn(u32) -> Option<u64>) -> Result<(Sessions, Restored)> {
+        let mut sessions = Sessions::persistent(file.clone());
+        let mut restored = Restored::default();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((sessions, restored)),
+            Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+        };
+        let saved: Vec<SavedSession> = serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+        for SavedSession { numeric_id, mut info } in saved {
+            let mut pidfd = None;
+            if info.state == SessionState::Running {
+                // pidfd first, then the tag: if the tag still matches, the pidfd is the root process.
+                let fd = pidfd_open(info.root_pid);
+                if fd.as_ref().is_some_and(|fd| !pidfd_exited(fd)) && tag_of(info.root_pid) == Some(numeric_id) {
+                    pidfd = fd;
+                    restored.running += 1;
+                } else {
+                    info.state = SessionState::Exited;
+                    restored.ended_while_down += 1;
+                }
+            }
+            sessions.by_id.insert(numeric_id, Session { info, pidfd });
+        }
+        sessions.save();
+        Ok((sessions, restored))
+    }
+
     pub fn insert(&mut self, id: u64, info: SessionInfo) {
         let pidfd = pidfd_open(info.root_pid);
         self.by_id.insert(id, Session { info, pidfd });
+        self.save();
+    }
+
+    /// Writes the registry to its file (temp file, fsync, rename). A failure is
+    /// logged: the sessions stay governed, only a restart would know less.
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let saved: Vec<SavedSession> = self.by_id.iter().map(|(id, s)| SavedSession { numeric_id: *id, info: s.info.clone() }).collect();
+        if let Err(e) = write_atomically(file, &saved) {
+            tracing::error!("could not save the sessions: {e:#}");
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&SessionInfo> {
@@ -86,8 +155,28 @@ impl Sessions {
                 ended.push(session.info.id.clone());
             }
         }
+        if !ended.is_empty() {
+            self.save();
+        }
         ended
     }
+}
+
+/// Replaces `file` with `value` as JSON so that a reader (or a crash) sees the
+/// old or the new content, never a mix.
+pub fn write_atomically<T: Serialize + ?Sized>(file: &Path, value: &T) -> Result<()> {
+    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, value)?;
+        f.write_all(b"\n")?;
+        f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, file).with_context(|| format!("rename {} to {}", tmp.display(), file.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// A fresh, unguessable session id.
