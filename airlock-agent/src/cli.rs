@@ -281,6 +281,18 @@ fn print_status(r: &StatusReport) {
     let c = &r.counters;
     println!("counters:       decisions={} denies={} ringbuf_drops={} tag_failures={}", c.decisions, c.denies, c.ringbuf_drops, c.tag_failures);
     println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
+    if let Some(l) = &r.lifecycle {
+        let how = match &l.startup {
+            crate::kernel::Startup::Fresh => "loaded by this daemon".to_string(),
+            crate::kernel::Startup::Adopted { pinned_by_pid, pinned_by_version, .. } => {
+                format!("adopted (pinned by daemon {pinned_by_version}, pid {pinned_by_pid})")
+            }
+            crate::kernel::Startup::Replaced { reason, tags_copied, .. } => format!("replaced an older set ({reason}; {tags_copied} tags carried over)"),
+        };
+        println!("enforcement:    pinned in {}, {how}", l.pinned_set);
+        println!("  backlog:      {} decisions made while no daemon ran were audited at start", l.backlog_audited);
+        println!("  on stop:      {}", l.on_stop);
+    }
 }
 
 fn print_sessions(sessions: &[SessionInfo]) {

@@ -56,7 +56,7 @@ fn lines_of(d: &Daemon, session: &str, pred: impl Fn(&Value) -> bool) -> Vec<Val
 }
 
 #[test]
-fn sigkill_leaves_enforcement_pinned_and_a_restart_readopts_the_sessions() {
+fn restart_after_sigkill_readopts_the_sessions_and_audits_the_backlog() {
     let denied = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     let port = denied.local_addr().unwrap().port();
     let mut d = Daemon::start("restart", &[("test-infra.json", &policy(port))], &[("agent.json", ROLE)]);
@@ -151,7 +151,7 @@ fn sigkill_leaves_enforcement_pinned_and_a_restart_readopts_the_sessions() {
 }
 
 #[test]
-fn pins_of_another_build_are_replaced_without_a_gap() {
+fn restart_replaces_pins_of_another_build_without_a_gap() {
     let mut d = Daemon::start("replace", &[("test-infra.json", &policy(9))], &[("agent.json", ROLE)]);
     let mut s = d.live_session("agent");
     let sid = s.session_id.clone();
@@ -197,7 +197,7 @@ fn pins_of_another_build_are_replaced_without_a_gap() {
 }
 
 #[test]
-fn a_stopped_daemon_leaves_enforcement_and_unload_removes_it() {
+fn restart_after_stop_and_unload() {
     let mut d = Daemon::start("stop", &[("test-infra.json", &policy(9))], &[("agent.json", ROLE)]);
     // Without --release-on-exit, as systemd runs it: SIGTERM leaves the enforcement pinned.
     d.run_args.retain(|a| a != "--release-on-exit");
@@ -225,4 +225,38 @@ fn a_stopped_daemon_leaves_enforcement_and_unload_removes_it() {
     let out = std::process::Command::new(AGENT).arg("unload").arg("--pin-dir").arg(&d.pin_dir).output().expect("unload");
     assert!(!out.status.success(), "unload removed a running daemon's pins");
     assert!(String::from_utf8_lossy(&out.stderr).contains("running Airlock daemon"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A set whose link pin was removed while no daemon ran (its hook detached) is
+/// not adopted as if whole: the next start attaches a complete new set with
+/// the sessions' tags and removes the damaged one.
+#[test]
+fn restart_repairs_a_set_with_a_missing_link_pin() {
+    let denied = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let port = denied.local_addr().unwrap().port();
+    let mut d = Daemon::start("repair", &[("test-infra.json", &policy(port))], &[("agent.json", ROLE)]);
+    let hook = if d.backend() == "lsm" { "airlock_socket_connect" } else { "airlock_connect4" };
+    let mut s = d.live_session("agent");
+    let sid = s.session_id.clone();
+    let (out, _) = s.run(&connect_cmd(&d, "127.0.0.2", port));
+    assert!(out.contains("connect=errno1"), "{out}");
+    let old_set = pinned_set(&d.pin_dir);
+    d.kill_hard();
+    std::fs::remove_file(old_set.join("links").join(hook)).expect("remove the link pin");
+
+    d.restart();
+    let status = d.status_json();
+    assert_eq!(status["lifecycle"]["startup"]["kind"], "replaced", "{status:#}");
+    let reason = status["lifecycle"]["startup"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(hook), "the reason does not name the missing link: {reason}");
+    let new_set = pinned_set(&d.pin_dir);
+    assert!(new_set.join("links").join(hook).exists(), "the new set lacks {hook}");
+    assert!(!old_set.exists());
+    assert!(status["sessions"].as_array().unwrap().iter().any(|x| x["id"] == sid.as_str()), "{status:#}");
+    let (out, _) = s.run(&connect_cmd(&d, "127.0.0.2", port));
+    assert!(out.contains("connect=errno1"), "the denied connect is not refused after the repair: {out}");
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(!out.contains(RAN), "{out}");
+    s.quit();
+    drop(denied);
 }

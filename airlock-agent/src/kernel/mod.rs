@@ -178,11 +178,16 @@ impl Kernel {
         let pins = PinRoot::lock(&opts.pin_dir)?;
         let want = wanted_meta(backend, opts.sizes, Vec::new());
         let sets = pins.sets()?;
-        let adoptable = sets.iter().rev().find(|set| set.incompatibility(&want).is_none()).cloned();
+        // Newest first. A set is adopted only if it is this build's, complete,
+        // and every map the daemon needs opens; anything else is replaced.
+        let why_not = |set: &PinSet| -> Option<String> {
+            set.incompatibility(&want).or_else(|| Maps::open(|name| set.map(name)).err().map(|e| format!("{e:#}")))
+        };
+        let adoptable = sets.iter().rev().find(|set| why_not(set).is_none()).cloned();
         match adoptable {
             Some(set) => adopt(pins, set, sets, backend, opts.sizes),
             None => {
-                let reason = sets.last().and_then(|s| s.incompatibility(&want)).unwrap_or_default();
+                let reason = sets.last().and_then(why_not).unwrap_or_default();
                 load_and_attach(pins, sets, reason, backend, opts.sizes)
             }
         }
