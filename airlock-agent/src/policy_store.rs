@@ -286,12 +286,15 @@ impl PolicyStore {
     fn check_capacity(&self, kernel: &Kernel, next: &CompiledPolicy) -> Result<()> {
         let sizes = kernel.sizes();
         let live = self.current.as_deref();
-        let need = |f: fn(&CompiledPolicy) -> usize| f(next) + live.map_or(0, f);
+        let maps = kernel.maps();
+        // After adopting, the old entries are known only by what the maps hold.
+        let adopted = |map: &MapHandle| if self.sweep { map.keys().count() } else { 0 };
+        let need = |f: fn(&CompiledPolicy) -> usize, map: &MapHandle| f(next) + live.map_or(0, f) + adopted(map);
         let checks = [
-            ("blocked programs", need(|c| c.programs.len()), sizes.programs),
-            ("command words", need(|c| c.trie.len()), sizes.trie),
-            ("IPv4 egress entries", need(|c| c.egress4.len()), sizes.egress),
-            ("IPv6 egress entries", need(|c| c.egress6.len()), sizes.egress),
+            ("blocked programs", need(|c| c.programs.len(), &maps.programs), sizes.programs),
+            ("command words", need(|c| c.trie.len(), &maps.trie), sizes.trie),
+            ("IPv4 egress entries", need(|c| c.egress4.len(), &maps.egress4), sizes.egress),
+            ("IPv6 egress entries", need(|c| c.egress6.len(), &maps.egress6), sizes.egress),
         ];
         for (what, needed, capacity) in checks {
             if needed > capacity as usize {

@@ -140,6 +140,10 @@ fn restart_after_sigkill_readopts_the_sessions_and_audits_the_backlog() {
     // The session ends: the new daemon reaps it.
     s.quit();
     d.wait_status("the session reaped", |st| st["sessions"].as_array().is_some_and(|a| a.iter().all(|x| x["id"] != sid.as_str())));
+    // Each decision once: the event thread went on from where the backlog read
+    // stopped (by now it has polled the ring many times).
+    let chdir = lines_of(&d, &sid, |v| v["decision"] == "deny" && v["argv"][1] == "-chdir=x");
+    assert_eq!(chdir.len(), 1, "the deny made while down is not in the trail exactly once: {chdir:#?}");
     let out = std::process::Command::new(AGENT).args(["sessions", "--json", "--socket"]).arg(&d.socket).output().expect("sessions");
     let all: Value = serde_json::from_slice(&out.stdout).expect("sessions --json");
     assert!(all.as_array().unwrap().iter().any(|x| x["id"] == sid.as_str() && x["state"] == "exited"), "{all:#}");
