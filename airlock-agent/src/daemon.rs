@@ -189,7 +189,7 @@ fn drain(shared: &Shared, enricher: &mut Enricher, events: MapHandle) -> Result<
     let mut builder = RingBufferBuilder::new();
     builder.add(&events, |bytes: &[u8]| {
         count.fetch_add(1, Ordering::Relaxed);
-        handle_event(shared, enricher, bytes);
+        handle_event(shared, enricher, bytes, false);
         0
     })?;
     let ring = builder.build()?;
@@ -237,7 +237,7 @@ fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
     let events_map = shared.kernel.events_handle()?;
     let mut builder = RingBufferBuilder::new();
     builder.add(&events_map, |bytes: &[u8]| {
-        handle_event(shared, &mut enricher, bytes);
+        handle_event(shared, &mut enricher, bytes, true);
         0
     })?;
     let ring = builder.build()?;
@@ -266,8 +266,10 @@ fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
     lock(&shared.audit).flush()
 }
 
-/// One kernel event: decode, enrich, block message, audit.
-fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8]) {
+/// One kernel event: decode, enrich, block message, audit. `live` is false for
+/// the backlog read at start: those decisions are old, and a block message
+/// about them would reach the agent long after the fact.
+fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bool) {
     shared.events_received.fetch_add(1, Ordering::Relaxed);
     let Some(event) = decode(bytes) else {
         tracing::warn!(len = bytes.len(), "undecodable kernel event");
@@ -278,7 +280,7 @@ fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8]) {
         let policy = lock(&shared.policy);
         enricher.enrich(&event, &sessions, &policy)
     };
-    if record.kind == "exec" && record.decision == "deny" {
+    if live && record.kind == "exec" && record.decision == "deny" {
         // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
         let session = event.header().session_id;
         let message = crate::notify::block_message(&record);

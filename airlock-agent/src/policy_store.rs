@@ -58,8 +58,9 @@ impl PolicyOrigin {
     }
 }
 
-/// Role names are given kernel slots once and keep them for the daemon's life,
-/// so a tagged process's slot always means the same role.
+/// Role names are given kernel slots once and keep them for as long as the
+/// pinned maps live (across daemon restarts, through policy-state.json), so a
+/// tagged process's slot always means the same role.
 #[derive(Default)]
 struct RoleSlots {
     by_name: BTreeMap<String, u32>,
@@ -158,7 +159,10 @@ impl PolicyStore {
     pub fn restore(&mut self, kernel: &Kernel) -> Result<()> {
         let saved: SavedPolicyState = match &self.state_file {
             Some(file) => match std::fs::read_to_string(file) {
-                Ok(text) => serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?,
+                Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                    tracing::error!(file = %file.display(), "the saved policy state is unreadable ({e}): role slots in the pinned maps are unknown and will deny everything");
+                    SavedPolicyState::default()
+                }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(file = %file.display(), "no saved policy state: role slots in the pinned maps are unknown and will deny everything");
                     SavedPolicyState::default()

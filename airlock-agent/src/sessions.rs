@@ -90,7 +90,17 @@ impl Sessions {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((sessions, restored)),
             Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
         };
-        let saved: Vec<SavedSession> = serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+        let saved: Vec<SavedSession> = match serde_json::from_str(&text) {
+            Ok(saved) => saved,
+            Err(e) => {
+                // Never a reason not to start: the tags in the kernel still govern
+                // those sessions; only their names for the audit trail are lost.
+                let aside = file.with_extension(format!("corrupt-{}", std::process::id()));
+                let _ = std::fs::rename(&file, &aside);
+                tracing::error!(file = %file.display(), moved_to = %aside.display(), "the saved sessions are unreadable ({e}); starting without them");
+                return Ok((sessions, restored));
+            }
+        };
         for SavedSession { numeric_id, mut info } in saved {
             let mut pidfd = None;
             if info.state == SessionState::Running {
@@ -255,5 +265,55 @@ mod tests {
         child.wait().expect("wait for sleep");
         assert_eq!(sessions.reap(), vec!["s".to_string()]);
         assert!(sessions.running().is_empty());
+    }
+
+    fn info(id: &str, pid: u32) -> SessionInfo {
+        SessionInfo {
+            id: id.into(),
+            role: "agent".into(),
+            role_slot: 1,
+            uid: 0,
+            user: "root".into(),
+            root_pid: pid,
+            command: vec!["bash".into()],
+            cwd: "/".into(),
+            tty: None,
+            started_at: String::new(),
+            state: SessionState::Running,
+        }
+    }
+
+    #[test]
+    fn a_restart_keeps_only_sessions_whose_root_still_carries_the_tag() {
+        let dir = std::env::temp_dir().join(format!("airlock-sessions-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sessions.json");
+        let mut alive = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn true");
+        gone.wait().unwrap();
+        {
+            let mut s = Sessions::persistent(file.clone());
+            s.insert(1, info("a", alive.id()));
+            s.insert(2, info("b", gone.id()));
+            s.insert(3, info("c", alive.id()));
+        }
+        // Session 1 owns the live pid's tag; 3 claims the same pid but the tag says otherwise.
+        let (restored, counts) = Sessions::restore(file.clone(), |pid| (pid == alive.id()).then_some(1)).unwrap();
+        assert_eq!(counts, Restored { running: 1, ended_while_down: 2 });
+        assert_eq!(restored.running().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(restored.list().len(), 3);
+        // The reconciled states were saved.
+        let (again, _) = Sessions::restore(file.clone(), |_| None).unwrap();
+        assert_eq!(again.get(3).map(|s| s.state), Some(SessionState::Exited));
+
+        // An unreadable file is moved aside, never a reason not to start.
+        std::fs::write(&file, "{ not json").unwrap();
+        let (empty, _) = Sessions::restore(file.clone(), |_| None).unwrap();
+        assert!(empty.list().is_empty());
+        assert!(std::fs::read_dir(&dir).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt")));
+
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
