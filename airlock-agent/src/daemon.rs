@@ -509,6 +509,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
     let mut g = vec![
         "session membership follows every fork before the child runs".to_string(),
         "exec decided from the new image's own argv (no argument-rewrite race)".to_string(),
+        "enforcement pinned in bpffs: it stays in force while the daemon is stopped or dead; a restart re-adopts the sessions and audits what was decided meanwhile".to_string(),
     ];
     match backend {
         Backend::Lsm => {
