@@ -72,6 +72,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         bail!("policy from {} is invalid:\n{errors}", opts.policy.describe());
     }
 
+    // Before the kernel: a second daemon on the same socket must not load anything.
+    if UnixStream::connect(&opts.socket).is_ok() {
+        bail!("another Airlock daemon is already answering on {}", opts.socket.display());
+    }
     let kernel = Kernel::start(&KernelOptions { backend: opts.backend, sizes: opts.sizes, pin_dir: opts.pin_dir.clone() })?;
     tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), set = %kernel.pinned_set().display(), "enforcement in force");
 
@@ -114,8 +118,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     let version = lock(&shared.policy).reload(&shared.kernel)?;
     tracing::info!(%version, source = %lock(&shared.policy).origin().describe(), "policy in force");
-    if !retiring_events.is_empty() || matches!(shared.kernel.startup(), Startup::Replaced { .. }) {
-        shared.kernel.retire_replaced();
+    // Sets this daemon replaces (or found beside the one it adopted) go now,
+    // with the policy in force in the set that stays.
+    shared.kernel.retire_replaced();
+    if !retiring_events.is_empty() {
         // What the old programs decided until they were detached.
         let mut last = 0;
         for events in retiring_events {
