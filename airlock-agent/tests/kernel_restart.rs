@@ -206,7 +206,13 @@ fn restart_after_stop_and_unload() {
     // Without --release-on-exit, as systemd runs it: SIGTERM leaves the enforcement pinned.
     d.run_args.retain(|a| a != "--release-on-exit");
     d.kill_hard();
+    // A set a daemon died building (maps pinned, no meta yet) is never adopted, and goes.
+    let stale = d.pin_dir.join("set-000000000000-1-0");
+    std::fs::create_dir_all(stale.join("maps")).expect("make an incomplete set");
     d.restart();
+    let status = d.status_json();
+    assert_eq!(status["lifecycle"]["startup"]["kind"], "adopted", "{status:#}");
+    assert!(!stale.exists(), "the incomplete set was left in place; log:\n{}", d.current_log());
     let mut s = d.live_session("agent");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let _ = d.child.wait();
