@@ -42,7 +42,7 @@ fn install_and_uninstall_into_a_root() {
     assert_eq!(std::fs::metadata(&binary).unwrap().permissions().mode() & 0o777, 0o755);
     let unit_text = std::fs::read_to_string(&unit).unwrap();
     assert!(unit_text.contains("ExecStart=/usr/local/bin/airlock-agent run "), "{unit_text}");
-    for key in ["Type=notify", "Restart=always", "WatchdogSec=", "ProtectSystem=strict", "ReadWritePaths=/sys/fs/bpf", "CAP_BPF"] {
+    for key in ["Type=notify", "Restart=always", "WatchdogSec=", "ProtectSystem=strict", "ReadWritePaths=/sys/fs/bpf", "CAP_BPF", "Group=airlock"] {
         assert!(unit_text.contains(key), "the unit lacks {key}");
     }
     assert!(policy.exists() && role.exists(), "{out}");
