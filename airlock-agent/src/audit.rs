@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::events::DecisionRecord;
+use serde::Serialize;
 
 pub struct AuditLog {
     path: PathBuf,
@@ -34,7 +34,7 @@ impl AuditLog {
 
     /// Appends one record. The line is encoded whole first, so the buffer never
     /// splits a record across two writes: a reader tailing the file sees whole lines.
-    pub fn write(&mut self, record: &DecisionRecord) -> Result<()> {
+    pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
         let mut line = serde_json::to_vec(record).context("encode an audit record")?;
         line.push(b'\n');
         self.out.write_all(&line).context("write the audit trail")?;

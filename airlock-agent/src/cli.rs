@@ -2,16 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::daemon::{self, DaemonOptions};
 use crate::kernel::{BackendChoice, MapSizes};
 use crate::launch;
 use crate::policy_store;
-use crate::protocol::{call, Request, Response, StatusReport};
-use crate::sessions::SessionInfo;
+use crate::operator::{self, api_socket, DecisionsArgs};
+use crate::protocol::{call, Request, Response};
+use airlock_common::api::v1 as pb;
 
 const DEFAULT_SOCKET: &str = "/run/airlock/agent.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
@@ -47,6 +48,18 @@ enum Command {
         /// Record command lines verbatim: do not mask passwords, tokens and keys in the audit trail.
         #[arg(long)]
         no_mask_secrets: bool,
+        /// A directory where protected programs are installed, besides PATH and the standard
+        /// bin directories; their contents are recognised under any name (repeatable).
+        #[arg(long = "program-path", value_name = "DIR")]
+        program_paths: Vec<PathBuf>,
+        /// Size of the kernel's event ring buffer in KiB (a power of two, at least 4).
+        /// Smaller rings overflow sooner; every lost event is counted and reported.
+        #[arg(long, value_parser = parse_ringbuf_kib)]
+        ringbuf_kib: Option<u32>,
+        /// DNS server (IP:PORT, or IP for port 53) that hostname egress rules are resolved with.
+        /// Default: the first nameserver of /etc/resolv.conf.
+        #[arg(long)]
+        dns_server: Option<String>,
         /// Where the programs and maps are pinned (on bpffs). A restart adopts what is pinned here.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
@@ -54,6 +67,8 @@ enum Command {
         /// pinned and in force, and the next start re-adopts the running sessions.
         #[arg(long)]
         release_on_exit: bool,
+        #[command(flatten)]
+        api: ApiServeArgs,
     },
     /// Detach the pinned enforcement and remove its pins (root; the daemon must be stopped).
     Unload {
@@ -74,20 +89,23 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Show the daemon's backend, hooks, policy, sessions and counters.
+    /// Show the daemon's backend, hooks, policy, sessions and counters (API).
     Status {
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        conn: ApiConn,
         #[arg(long)]
         json: bool,
     },
-    /// List governed sessions.
+    /// Governed sessions: list (the default), show one, revoke one (API).
+    #[command(args_conflicts_with_subcommands = true)]
     Sessions {
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
-        #[arg(long)]
-        json: bool,
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+        #[command(flatten)]
+        list: SessionsListArgs,
     },
+    /// Decisions from the daemon's store, newest first; --follow streams new ones (API).
+    Decisions(DecisionsCli),
     /// Set the role sessions get when `launch` names none (root).
     Use {
         role: String,
@@ -110,11 +128,188 @@ enum Command {
 enum PolicyCommand {
     /// Validate a policy directory; every error names its file, line and field.
     Check { dir: PathBuf },
-    /// Ask the daemon to reload its policy now (root).
+    /// Ask the daemon to reload its policy now (API).
     Reload {
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        conn: ApiConn,
     },
+    /// The rules a role is governed by, as the daemon enforces them now (API).
+    Show {
+        /// The role (default: the default role).
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+}
+
+/// How an operator command reaches the API.
+#[derive(Args, Clone)]
+struct ApiConn {
+    /// The daemon's control socket; the API socket is `api.sock` beside it.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The API socket, when it is not beside the control socket.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+}
+
+impl ApiConn {
+    fn path(&self) -> PathBuf {
+        api_socket(&self.socket, self.api_socket.clone())
+    }
+}
+
+/// Where `run` serves the gRPC API.
+#[derive(Args)]
+struct ApiServeArgs {
+    /// The API's Unix socket (root and the `airlock` group). Default: api.sock beside --socket.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+    /// Serve the API on TCP too, at ADDR (e.g. 127.0.0.1:7443): mutual TLS unless --api-insecure.
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<std::net::SocketAddr>,
+    /// The server's certificate (PEM) for --api-listen.
+    #[arg(long, requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA whose certificates clients must present.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve --api-listen as plain TCP with no authentication (a trusted network only).
+    #[arg(long)]
+    api_insecure: bool,
+    /// Decisions older than this leave the store (e.g. 30d, 12h).
+    #[arg(long, default_value = "30d", value_parser = parse_age)]
+    store_max_age: std::time::Duration,
+    /// The store is kept under this size, oldest decisions first (MB).
+    #[arg(long, default_value_t = 2048)]
+    store_max_mb: u64,
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = n.parse().map_err(|_| format!("{text:?}: a number and a unit (s, m, h, d)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" | "" => n * 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Every session the daemon knows, newest first.
+    List(SessionsListArgs),
+    /// One session in full.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    /// Kill every process of the session and make the kernel deny it everything.
+    Revoke {
+        id: String,
+        /// Recorded with the revocation in the audit trail and the store.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+}
+
+#[derive(Args)]
+struct SessionsListArgs {
+    /// Only sessions in this state: ready, running, exited, revoked.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: ApiConn,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Exec,
+    Connect,
+    Other,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerdictArg {
+    Allow,
+    Deny,
+}
+
+#[derive(Args)]
+struct DecisionsCli {
+    #[arg(long)]
+    session: Option<String>,
+    /// User name or uid.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    role: Option<String>,
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    #[arg(long, value_enum)]
+    decision: Option<VerdictArg>,
+    /// From this time on: RFC 3339, or an age (15m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time: RFC 3339, or an age.
+    #[arg(long)]
+    until: Option<String>,
+    /// Text in the command line or the destination (case-insensitive).
+    #[arg(long)]
+    text: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Keep printing decisions as they are made.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: ApiConn,
+}
+
+impl DecisionsCli {
+    fn filter(&self) -> Result<pb::DecisionFilter> {
+        Ok(pb::DecisionFilter {
+            session_id: self.session.clone().unwrap_or_default(),
+            user: self.user.clone().unwrap_or_default(),
+            role: self.role.clone().unwrap_or_default(),
+            kind: match self.kind {
+                None => pb::DecisionKind::Unspecified,
+                Some(KindArg::Exec) => pb::DecisionKind::Exec,
+                Some(KindArg::Connect) => pb::DecisionKind::Connect,
+                Some(KindArg::Other) => pb::DecisionKind::Other,
+            } as i32,
+            decision: match self.decision {
+                None => pb::Verdict::Unspecified,
+                Some(VerdictArg::Allow) => pb::Verdict::Allow,
+                Some(VerdictArg::Deny) => pb::Verdict::Deny,
+            } as i32,
+            since_unix_nanos: self.since.as_deref().map(operator::parse_time).transpose().context("--since")?.unwrap_or(0),
+            until_unix_nanos: self.until.as_deref().map(operator::parse_time).transpose().context("--until")?.unwrap_or(0),
+            text: self.text.clone().unwrap_or_default(),
+        })
+    }
 }
 
 pub fn main() -> i32 {
@@ -162,19 +357,45 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, pin_dir, release_on_exit } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, pin_dir, release_on_exit, api } => {
+            let dns_server = match dns_server {
+                None => crate::dns::DnsClient::system_server(),
+                Some(s) => s
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .map_err(|_| anyhow::anyhow!("--dns-server {s:?}: expected IP or IP:PORT, e.g. 127.0.0.53 or 127.0.0.1:5353"))?,
+            };
             let policy = if embedded_policy {
                 policy_store::PolicyOrigin::Embedded
             } else {
                 policy_store::default_origin(policy_dir.as_deref())?
             };
+            let tls = match (api.tls_cert, api.tls_key, api.tls_client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(crate::api::TlsFiles { cert, key, client_ca }),
+                _ => None,
+            };
+            let api_options = crate::api::ApiOptions {
+                socket: api_socket(&socket, api.api_socket),
+                listen: api.api_listen,
+                tls,
+                insecure: api.api_insecure,
+            };
+            let retention = crate::store::Retention { max_age: api.store_max_age, max_bytes: api.store_max_mb.saturating_mul(1_000_000) };
+            let mut sizes = MapSizes::default();
+            if let Some(kib) = ringbuf_kib {
+                sizes.ringbuf_bytes = kib * 1024;
+            }
             daemon::run(DaemonOptions {
                 policy,
                 state_dir,
                 socket,
                 backend,
-                sizes: MapSizes::default(),
+                sizes,
                 mask_secrets: !no_mask_secrets,
+                api: api_options,
+                retention,
+                program_paths,
+                dns_server,
                 pin_dir,
                 release_on_exit,
             })?;
@@ -192,23 +413,16 @@ fn dispatch(command: Command) -> Result<i32> {
         Command::Install(args) => crate::install::install(&args),
         Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Launch { .. } => unreachable!("handled before dispatch"),
-        Command::Status { socket, json } => {
-            let Response::Status(report) = call(&socket, &Request::Status)? else { bail!("unexpected answer to status") };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_status(&report);
-            }
-            Ok(0)
-        }
-        Command::Sessions { socket, json } => {
-            let Response::Sessions { sessions } = call(&socket, &Request::Sessions)? else { bail!("unexpected answer to sessions") };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&sessions)?);
-            } else {
-                print_sessions(&sessions);
-            }
-            Ok(0)
+        Command::Status { conn, json } => operator::status(&conn.path(), json),
+        Command::Sessions { command, list } => match command {
+            None => operator::sessions_list(&list.conn.path(), list.state, list.json),
+            Some(SessionsCommand::List(l)) => operator::sessions_list(&l.conn.path(), l.state, l.json),
+            Some(SessionsCommand::Show { id, json, conn }) => operator::sessions_show(&conn.path(), id, json),
+            Some(SessionsCommand::Revoke { id, reason, json, conn }) => operator::sessions_revoke(&conn.path(), id, reason, json),
+        },
+        Command::Decisions(d) => {
+            let filter = d.filter()?;
+            operator::decisions(&d.conn.path(), DecisionsArgs { filter, limit: d.limit.max(1), follow: d.follow, json: d.json })
         }
         Command::Use { role, socket } => {
             let Response::DefaultRole { role } = call(&socket, &Request::SetDefaultRole { role })? else { bail!("unexpected answer") };
@@ -221,11 +435,8 @@ fn dispatch(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),
-        Command::Policy { command: PolicyCommand::Reload { socket } } => {
-            let Response::Reloaded { version } = call(&socket, &Request::Reload)? else { bail!("unexpected answer") };
-            println!("policy {version} in force");
-            Ok(0)
-        }
+        Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.path()),
+        Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.path(), role, json),
     }
 }
 
@@ -255,59 +466,11 @@ fn policy_check(dir: &Path) -> Result<i32> {
     }
 }
 
-fn print_status(r: &StatusReport) {
-    println!("Airlock agent {} (pid {})", r.version, r.pid);
-    println!("backend:        {}", r.backend);
-    println!("hooks:");
-    for h in &r.hooks {
-        println!("  {:<24} {}", h.program, h.attach_point);
+/// The ring buffer's size must be a power-of-two number of pages.
+fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of KiB"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err(format!("{kib} KiB: the ring buffer must be a power of two between 4 KiB and 1 GiB"));
     }
-    println!("guarantees:");
-    for g in &r.guarantees {
-        println!("  - {g}");
-    }
-    println!("policy:         {} (generation {}, from {})", r.policy.version, r.policy.generation, r.policy.source);
-    println!("  roles:        {}", r.policy.roles.join(", "));
-    println!("  rules:        {}", r.policy.rules);
-    println!("  loaded at:    {}", r.policy.loaded_at);
-    if let Some(e) = &r.policy.last_reload_error {
-        println!("  LAST RELOAD REFUSED: {e}");
-    }
-    println!("default role:   {}", r.default_role);
-    println!("sessions:       {} running, {} tagged processes", r.sessions.len(), r.tagged_processes);
-    for s in &r.sessions {
-        println!("  {} role={} user={} pid={} cmd={}", s.id, s.role, s.user, s.root_pid, s.command.join(" "));
-    }
-    let c = &r.counters;
-    println!("counters:       decisions={} denies={} ringbuf_drops={} tag_failures={}", c.decisions, c.denies, c.ringbuf_drops, c.tag_failures);
-    println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
-    if let Some(l) = &r.lifecycle {
-        let how = match &l.startup {
-            crate::kernel::Startup::Fresh => "loaded by this daemon".to_string(),
-            crate::kernel::Startup::Adopted { pinned_by_pid, pinned_by_version, .. } => {
-                format!("adopted (pinned by daemon {pinned_by_version}, pid {pinned_by_pid})")
-            }
-            crate::kernel::Startup::Replaced { reason, tags_copied, .. } => format!("replaced an older set ({reason}; {tags_copied} tags carried over)"),
-        };
-        println!("enforcement:    pinned in {}, {how}", l.pinned_set);
-        println!("  backlog:      {} decisions made while no daemon ran were audited at start", l.backlog_audited);
-        println!("  on stop:      {}", l.on_stop);
-    }
+    Ok(kib)
 }
-
-fn print_sessions(sessions: &[SessionInfo]) {
-    println!("{:<16}  {:<8}  {:<26}  {:<10}  {:>7}  {:<25}  COMMAND", "SESSION", "STATE", "ROLE", "USER", "PID", "STARTED");
-    for s in sessions {
-        println!(
-            "{:<16}  {:<8}  {:<26}  {:<10}  {:>7}  {:<25}  {}",
-            s.id,
-            serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            s.role,
-            s.user,
-            s.root_pid,
-            s.started_at,
-            s.command.join(" ")
-        );
-    }
-}
-

@@ -1,31 +1,40 @@
 //! `airlock-agent run`: loads the enforcement, installs the policy, follows
 //! the kernel's events into the audit trail, and answers on the Unix socket.
 //!
-//! Threads: the event thread (ring buffer -> enrichment -> audit), the control
-//! thread (socket requests), the watch thread (policy directory, session
-//! ends), and the main thread, which waits for signals.
+//! Threads: the event thread (ring buffer -> enrichment -> sinks: the audit
+//! trail, the live stream, the decision store's writer), the control thread
+//! (launch socket requests), the API thread (gRPC, api/), the store writer
+//! (store.rs), the watch thread (policy directory, session ends), and the main
+//! thread, which waits for signals.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use airlock_common::api::v1 as pb;
 
 use airlock_common::abi::ProcTag;
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
 
+use crate::api::{self, ApiOptions};
 use crate::audit::AuditLog;
-use crate::events::{decode, Enricher};
+use crate::events::{decode, DecisionRecord, Enricher, UserRef};
 use crate::kernel::{Backend, BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
 use crate::policy_store::{PolicyOrigin, PolicyStore};
+use crate::protected::{session_homes, ProtectedFiles};
 use crate::protocol::{LifecycleStatus, PolicyStatus, Request, Response, StatusReport};
-use crate::sessions::{format_session_id, new_session_id, SessionInfo, SessionState, Sessions};
+use crate::sessions::{format_session_id, new_session_id, Revocation, SessionInfo, SessionState, Sessions};
+use crate::store::{Retention, Store};
 
 pub struct DaemonOptions {
     pub policy: PolicyOrigin,
@@ -35,14 +44,25 @@ pub struct DaemonOptions {
     pub sizes: MapSizes,
     /// Mask credentials in command lines before they are stored (default on).
     pub mask_secrets: bool,
+    /// api (issue 4): where the gRPC API is served, and the store's retention.
+    pub api: ApiOptions,
+    pub retention: Retention,
+    /// exec identity: extra directories where protected programs are looked for.
+    pub program_paths: Vec<PathBuf>,
+    /// net: the DNS server hostname rules are resolved with.
+    pub dns_server: std::net::SocketAddr,
     /// Where the programs, links and maps are pinned in bpffs.
     pub pin_dir: PathBuf,
     /// On stop, detach and unpin (by default the enforcement stays pinned).
     pub release_on_exit: bool,
 }
 
+/// Decisions the live stream holds for a slow follower before it is cut off
+/// (bounded: the daemon's memory budget is ~30 MB).
+const LIVE_CAPACITY: usize = 4096;
+
 /// Everything the threads share. Each lock guards one concept.
-struct Shared {
+pub(crate) struct Shared {
     kernel: Kernel,
     policy: Mutex<PolicyStore>,
     sessions: Mutex<Sessions>,
@@ -51,6 +71,12 @@ struct Shared {
     mask_secrets: bool,
     shutdown: AtomicBool,
     events_received: AtomicU64,
+    /// api (issue 4): the indexed decision store and the live decision stream.
+    pub(crate) store: Store,
+    pub(crate) live: tokio::sync::broadcast::Sender<Arc<pb::Decision>>,
+    /// guard: protected files resolved in the session users' homes.
+    protected: Mutex<ProtectedFiles>,
+    /// Restart: decisions read from the ring buffer at start (made while no daemon ran).
     backlog_audited: AtomicU64,
     release_on_exit: bool,
 }
@@ -66,6 +92,8 @@ const FALLBACK_ROLE: &str = "default";
 pub fn run(opts: DaemonOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditLog::open(&opts.state_dir.join("audit.jsonl"))?;
+    opts.api.validate()?;
+    let decisions = Store::open(&opts.state_dir, opts.retention)?;
 
     // Refuse a broken policy before touching the kernel.
     if let Err(errors) = opts.policy.load() {
@@ -82,7 +110,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     // The sessions and role slots of a previous daemon, reconciled with the
     // tags that are live in the kernel now.
     let (sessions, restored) = Sessions::restore(opts.state_dir.join(SESSIONS_FILE), |pid| kernel.tag_of(pid).map(|t| t.session_id))?;
-    let mut store = PolicyStore::persistent(opts.policy, opts.state_dir.join(POLICY_STATE_FILE));
+    tracing::info!(dns_server = %opts.dns_server, "hostname rules are resolved with this DNS server");
+    let mut store = PolicyStore::persistent(opts.policy, crate::dns::DnsClient::new(opts.dns_server), opts.state_dir.join(POLICY_STATE_FILE));
+    store.set_program_paths(opts.program_paths);
     if *kernel.startup() != Startup::Fresh {
         store.restore(&kernel)?;
         tracing::info!(running = restored.running, ended_while_down = restored.ended_while_down, "sessions re-adopted");
@@ -99,12 +129,15 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         mask_secrets: opts.mask_secrets,
         shutdown: AtomicBool::new(false),
         events_received: AtomicU64::new(0),
+        store: decisions,
+        live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
+        protected: Mutex::new(ProtectedFiles::default()),
         backlog_audited: AtomicU64::new(0),
         release_on_exit: opts.release_on_exit,
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they
-    // reach the audit trail before the policy or anything else changes.
+    // reach the audit trail (and the store) before the policy or anything else changes.
     let mut enricher = Enricher::new(shared.mask_secrets);
     let mut backlog = 0;
     if matches!(shared.kernel.startup(), Startup::Adopted { .. }) {
@@ -134,7 +167,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     shared.backlog_audited.store(backlog, Ordering::Relaxed);
 
     let listener = bind_socket(&opts.socket)?;
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
+    let api_server = api::start(shared.clone(), &opts.api)?;
+
+    // With the sender's pid: a stop request from a governed process is refused (guard).
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
     let events = spawn("airlock-events", {
         let shared = shared.clone();
         move || event_loop(&shared, enricher)
@@ -147,10 +183,32 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || watch_loop(&shared)
     })?;
+    let dns = spawn("airlock-dns", {
+        let shared = shared.clone();
+        move || dns_loop(&shared)
+    })?;
+    // guard: Airlock's own files (policy, state, executable) are guarded from now on.
+    lock(&shared.protected).set_own(own_paths(&shared));
+    if let Err(e) = refresh_protected(&shared) {
+        tracing::error!("{e:#}");
+    }
+    // guard: every thread now exists; signals and ptrace aimed at any of them are tamper.
+    match shared.kernel.guard_threads() {
+        Ok(n) => tracing::debug!(threads = n, "daemon threads guarded"),
+        Err(e) => tracing::error!("guard the daemon's threads: {e:#}"),
+    }
     tracing::info!(socket = %opts.socket.display(), "ready");
     crate::systemd::notify(&format!("READY=1\nSTATUS=enforcing ({}), {} session(s) re-adopted", shared.kernel.backend(), restored.running));
 
-    for signal in signals.forever() {
+    for origin in signals.forever() {
+        let signal = origin.signal;
+        if let Some(sender) = origin.process.map(|p| p.pid as u32) {
+            if governed_sender(&shared, sender) {
+                // Compat only: the LSM backend refuses the signal before it is sent.
+                tracing::warn!(signal, sender, "signal from a governed process ignored (tamper attempt; the sender was killed)");
+                continue;
+            }
+        }
         match signal {
             SIGHUP => reload(&shared, "SIGHUP"),
             _ => {
@@ -163,12 +221,14 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     shared.shutdown.store(true, Ordering::SeqCst);
     // Wake the control thread out of accept().
     let _ = UnixStream::connect(&opts.socket);
-    for handle in [events, control, watch] {
+    for handle in [events, control, watch, dns] {
         if handle.join().is_err() {
             tracing::error!("a daemon thread panicked");
         }
     }
     let _ = std::fs::remove_file(&opts.socket);
+    api_server.stop();
+    shared.store.close();
     if let Err(e) = lock(&shared.audit).flush() {
         tracing::error!("{e:#}");
     }
@@ -189,19 +249,33 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 const SESSIONS_FILE: &str = "sessions.json";
 const POLICY_STATE_FILE: &str = "policy-state.json";
 
-/// Reads everything waiting in an events ring buffer into the audit trail.
+/// Reads everything waiting in an events ring buffer into the audit trail and
+/// the store. These decisions are old: no block message is sent for them.
 fn drain(shared: &Shared, enricher: &mut Enricher, events: MapHandle) -> Result<u64> {
     let count = AtomicU64::new(0);
+    let batch = RefCell::new(Vec::new());
     let mut builder = RingBufferBuilder::new();
     builder.add(&events, |bytes: &[u8]| {
         count.fetch_add(1, Ordering::Relaxed);
-        handle_event(shared, enricher, bytes, false);
+        handle_event(shared, enricher, bytes, false, &mut batch.borrow_mut());
         0
     })?;
     let ring = builder.build()?;
     ring.consume().context("read the events ring buffer")?;
     drop(ring);
+    shared.store.submit(batch.into_inner());
     Ok(count.into_inner())
+}
+
+/// guard: whether a signal's sender belongs to a governed session. The compat
+/// hook records the sender before the signal is sent and kills it, so the map
+/// still knows it after its tag left with it.
+fn governed_sender(shared: &Shared, pid: u32) -> bool {
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    let recorded = shared.kernel.take_tamper_sender(pid);
+    recorded || shared.kernel.tag_of(pid).is_some()
 }
 
 fn spawn(name: &str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
@@ -232,18 +306,48 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 fn reload(shared: &Shared, why: &str) {
-    let mut store = lock(&shared.policy);
-    match store.reload(&shared.kernel) {
-        Ok(version) => tracing::info!(%version, why, "policy reloaded"),
+    let result = lock(&shared.policy).reload(&shared.kernel);
+    match result {
+        Ok(version) => {
+            tracing::info!(%version, why, "policy reloaded");
+            if let Err(e) = refresh_protected(shared) {
+                tracing::error!("{e:#}");
+            }
+        }
         Err(e) => tracing::error!(why, "{e:#}"),
     }
 }
 
+/// guard: Airlock's own directories and files: the policy directory and its
+/// two subdirectories, the state directory (audit trail, default role), the
+/// daemon's executable.
+fn own_paths(shared: &Shared) -> Vec<PathBuf> {
+    let mut paths = vec![shared.state_dir.clone()];
+    if let PolicyOrigin::Dir(dir) = lock(&shared.policy).origin() {
+        paths.push(dir.clone());
+        paths.push(dir.join("policies"));
+        paths.push(dir.join("roles"));
+    }
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        paths.push(exe);
+    }
+    paths
+}
+
+/// guard: resolves the policy's protected files in every known home and
+/// brings the kernel's map up to date.
+fn refresh_protected(shared: &Shared) -> Result<usize> {
+    let patterns = lock(&shared.policy).current().map(|c| c.protected.clone()).unwrap_or_default();
+    lock(&shared.protected).refresh(&shared.kernel, &patterns).context("update the protected files")
+}
+
 fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
     let events_map = shared.kernel.events_handle()?;
+    // What one drain produced: the store takes it as one transaction.
+    let batch = RefCell::new(Vec::new());
     let mut builder = RingBufferBuilder::new();
     builder.add(&events_map, |bytes: &[u8]| {
-        handle_event(shared, &mut enricher, bytes, true);
+        handle_event(shared, &mut enricher, bytes, true, &mut batch.borrow_mut());
         0
     })?;
     let ring = builder.build()?;
@@ -260,31 +364,34 @@ fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
         if let Err(e) = lock(&shared.audit).flush() {
             tracing::error!("{e:#}");
         }
-        if let Ok(c) = shared.kernel.counters() {
-            if c.ringbuf_drops > last_drops {
-                tracing::warn!(dropped = c.ringbuf_drops - last_drops, total = c.ringbuf_drops, "ring buffer full: events lost (decisions were still enforced)");
-                last_drops = c.ringbuf_drops;
-            }
-        }
+        shared.store.submit(std::mem::take(&mut *batch.borrow_mut()));
+        report_drops(shared, &mut last_drops);
     }
     // Whatever the kernel queued before the stop still reaches the trail.
     let _ = ring.consume();
+    shared.store.submit(std::mem::take(&mut *batch.borrow_mut()));
+    report_drops(shared, &mut last_drops);
     lock(&shared.audit).flush()
 }
 
-/// One kernel event: decode, enrich, block message, audit. `live` is false for
+/// One kernel event: decode, enrich, block message, sinks. `live` is false for
 /// the backlog read at start: those decisions are old, and a block message
 /// about them would reach the agent long after the fact.
-fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bool) {
+fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bool, batch: &mut Vec<pb::Decision>) {
     shared.events_received.fetch_add(1, Ordering::Relaxed);
     let Some(event) = decode(bytes) else {
         tracing::warn!(len = bytes.len(), "undecodable kernel event");
         return;
     };
     let record = {
-        let sessions = lock(&shared.sessions);
+        let mut sessions = lock(&shared.sessions);
         let policy = lock(&shared.policy);
-        enricher.enrich(&event, &sessions, &policy)
+        let record = enricher.enrich(&event, &sessions, &policy);
+        if live && record.kind == "exec" && record.decision == "allow" {
+            // The agent's own exec (launch's) has happened: ready -> running.
+            sessions.mark_running(event.header().session_id);
+        }
+        record
     };
     if live && record.kind == "exec" && record.decision == "deny" {
         // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
@@ -293,7 +400,45 @@ fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bo
         let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
         tracing::debug!(pid = record.pid, told = ?told, "block message");
     }
-    if let Err(e) = lock(&shared.audit).write(&record) {
+    emit(shared, &record, batch);
+}
+
+/// One finished record to every sink: the audit trail, the live stream, and
+/// the store's batch (sent when the drain ends).
+fn emit(shared: &Shared, record: &DecisionRecord, batch: &mut Vec<pb::Decision>) {
+    if let Err(e) = lock(&shared.audit).write(record) {
+        tracing::error!("{e:#}");
+    }
+    let decision = api::decision_of(record, shared.store.next_id());
+    if shared.live.receiver_count() > 0 {
+        // An error only means the last follower just left.
+        let _ = shared.live.send(Arc::new(decision.clone()));
+    }
+    batch.push(decision);
+}
+
+/// Events the ring buffer could not hold: logged and written to the audit
+/// trail as an `events_lost` line carrying the kernel's own count, so the
+/// trail says how much of it is missing (the decisions were enforced anyway).
+fn report_drops(shared: &Shared, last_drops: &mut u64) {
+    let Ok(c) = shared.kernel.counters() else { return };
+    if c.ringbuf_drops <= *last_drops {
+        return;
+    }
+    let lost = c.ringbuf_drops - *last_drops;
+    tracing::warn!(dropped = lost, total = c.ringbuf_drops, "ring buffer full: events lost (decisions were still enforced)");
+    *last_drops = c.ringbuf_drops;
+    let line = serde_json::json!({
+        "time": now_rfc3339(),
+        "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        "kind": "events_lost",
+        "count": lost,
+        "total": c.ringbuf_drops,
+        "decisions": c.decisions,
+        "backend": shared.kernel.backend().to_string(),
+    });
+    let mut audit = lock(&shared.audit);
+    if let Err(e) = audit.write(&line).and_then(|_| audit.flush()) {
         tracing::error!("{e:#}");
     }
 }
@@ -310,12 +455,37 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         for id in lock(&shared.sessions).reap() {
             tracing::info!(session = %id, "session root exited");
         }
+        // guard: files created (or replaced) since the last tick become protected.
+        if let Err(e) = refresh_protected(shared) {
+            tracing::warn!("{e:#}");
+        }
         if let Some(interval) = watchdog {
             // Pinged from the loop that also reaps: a wedged daemon misses it and systemd restarts it.
             if last_ping.elapsed() >= interval / 2 {
                 crate::systemd::notify("WATCHDOG=1");
                 last_ping = std::time::Instant::now();
             }
+        }
+    }
+    Ok(())
+}
+
+/// net: re-resolves hostname rules whose answer expired. Lookups run without
+/// the policy lock; the answers are applied under it.
+fn dns_loop(shared: &Shared) -> Result<()> {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let (due, client, next) = lock(&shared.policy).hosts_due();
+        if due.is_empty() {
+            let nap = next.unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
+            std::thread::sleep(nap.max(Duration::from_millis(50)));
+            continue;
+        }
+        let answers: Vec<_> = due.into_iter().map(|host| {
+            let answer = client.resolve(&host);
+            (host, answer)
+        }).collect();
+        if let Err(e) = lock(&shared.policy).refresh_hosts(&shared.kernel, answers) {
+            tracing::error!("hostname rules: {e:#}");
         }
     }
     Ok(())
@@ -378,8 +548,8 @@ fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
         }
         Request::Reload => {
             require_root(peer, "reload the policy")?;
-            let mut store = lock(&shared.policy);
-            let version = store.reload(&shared.kernel)?;
+            let version = lock(&shared.policy).reload(&shared.kernel)?;
+            refresh_protected(shared)?;
             Ok(Response::Reloaded { version })
         }
     }
@@ -452,8 +622,19 @@ fn launch(
         cwd,
         tty,
         started_at: now_rfc3339(),
-        state: SessionState::Running,
+        // Running once the daemon sees the agent's exec.
+        state: SessionState::Ready,
+        ended_at: None,
+        revocation: None,
     };
+    // guard: the session's credential files are protected before its first instruction.
+    {
+        let mut protected = lock(&shared.protected);
+        for home in session_homes(peer.uid, peer.pid) {
+            protected.add_home(&home);
+        }
+    }
+    refresh_protected(shared).context("could not protect the session's credential files; refusing to start it")?;
     // Register before tagging, so the first event already finds its session.
     lock(&shared.sessions).insert(id, info.clone());
     shared
@@ -484,6 +665,8 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
             .map(|t| time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
             .unwrap_or_default(),
         last_reload_error: store.last_error().map(str::to_string),
+        protected_contents: store.identities().installed().protected_contents(),
+        hostnames: store.host_status(),
     };
     drop(store);
     let audit = lock(&shared.audit);
@@ -492,7 +675,11 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         pid: std::process::id(),
         backend: shared.kernel.backend().to_string(),
         hooks: shared.kernel.hooks().to_vec(),
-        guarantees: guarantees(shared.kernel.backend()),
+        guarantees: {
+            let mut g = guarantees(shared.kernel.backend());
+            g.extend(shared.kernel.gaps().iter().map(|gap| format!("not guaranteed: {gap}")));
+            g
+        },
         policy,
         default_role: default_role(&shared.state_dir),
         sessions: visible_to(peer, lock(&shared.sessions).running()),
@@ -501,6 +688,7 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         events_received: shared.events_received.load(Ordering::Relaxed),
         audit_lines: audit.lines(),
         audit_path: audit.path().display().to_string(),
+        protected_files: lock(&shared.protected).count(),
         lifecycle: Some(LifecycleStatus {
             pin_dir: shared.kernel.pin_dir().display().to_string(),
             pinned_set: shared.kernel.pinned_set().display().to_string(),
@@ -515,19 +703,230 @@ fn guarantees(backend: Backend) -> Vec<String> {
     let mut g = vec![
         "session membership follows every fork before the child runs".to_string(),
         "exec decided from the new image's own argv (no argument-rewrite race)".to_string(),
+        "programs recognised by content too (hard links, copies); fileless exec and the loader run directly denied by default".to_string(),
         "enforcement pinned in bpffs: it stays in force while the daemon is stopped or dead; a restart re-adopts the sessions and audits what was decided meanwhile".to_string(),
     ];
     match backend {
         Backend::Lsm => {
             g.push("blocked exec refused with EPERM before it starts".into());
             g.push("egress refused with EPERM at socket_connect / socket_sendmsg".into());
-            g.push("not guaranteed yet: tamper protection of the daemon, its programs and maps".into());
+            g.push("Unix socket rules judged on the socket the kernel resolved (unix_stream_connect / unix_may_send): symlinks and bind mounts do not hide a denied socket".into());
+            // guard
+            g.push("tamper: governed processes (root included) are refused bpf(), signals and ptrace to the daemon (also /proc/PID/mem, pidfd_getfd, process_vm_*), module loading and kexec, bpffs access, unlink/rename/umount in bpffs, cgroupfs writes, and any change to Airlock's policy, state and executable files".into());
+            g.push("protected files: opened only by the programs the policy allows (EPERM otherwise)".into());
+            g.push("not guaranteed: what root does outside the session's processes (item 17), raw block-device reads of protected files".into());
         }
         Backend::Compat => {
             g.push("blocked exec killed (SIGKILL) before its first instruction; the caller sees a kill, not EPERM".into());
             g.push("egress refused with EPERM by cgroup connect/sendmsg hooks on the cgroup2 root".into());
-            g.push("not guaranteed: tamper protection of the daemon, its programs and maps (root in a session can stop it; needs the LSM backend)".into());
+            g.push("Unix socket rules judged on the path as the caller wrote it (cgroup/connect_unix, kernels >= 6.7): a symlink or bind mount to a denied socket is not seen".into());
+            // guard
+            g.push("tamper DETECTED, not prevented: bpf(), signals/ptrace/process_vm_*/pidfd_getfd aimed at the daemon, module loading, kexec, opens in bpffs, opens for writing in cgroupfs, the daemon's /proc files and Airlock's policy and state files: the call runs, then the offender is killed and audited".into());
+            g.push("SIGTERM/SIGINT/SIGHUP from a governed process are ignored by the daemon; SIGKILL/SIGSTOP from governed root still stop it (needs the LSM backend)".into());
+            g.push("protected files: an open by a program the policy does not allow kills the opener before it returns to user space (a sibling thread can race a read; io_uring opens are not seen)".into());
+            g.push("not guaranteed: unlink/rename/umount in bpffs, and rename/unlink/truncate of Airlock's policy and state files, by governed root (not seen)".into());
+            g.push("not guaranteed: a #! script run under another name is judged by that name (detected afterwards in the audit trail)".into());
         }
     }
     g
+}
+
+// ---- api (issue 4): the operations the gRPC API performs -------------------
+
+/// The API is privileged (its socket is root's and the airlock group's, or
+/// mutual TLS): it sees what root sees.
+const API_PEER: Peer = Peer { pid: 0, uid: 0 };
+
+pub(crate) fn api_status(shared: &Shared) -> Result<pb::StatusResponse> {
+    let report = status(shared, &API_PEER)?;
+    let counts = shared.kernel.processes_per_session();
+    let sessions = lock(&shared.sessions)
+        .running()
+        .iter()
+        .map(|s| api_session(s, &counts))
+        .collect();
+    let (decisions, bytes) = shared.store.stats().unwrap_or_default();
+    let retention = shared.store.retention();
+    let store = pb::StoreStatus {
+        path: shared.store.path().display().to_string(),
+        decisions,
+        bytes,
+        dropped: shared.store.dropped(),
+        max_age_seconds: retention.max_age.as_secs(),
+        max_bytes: retention.max_bytes,
+    };
+    Ok(api::convert_status(report, sessions, store))
+}
+
+fn api_session(s: &SessionInfo, counts: &std::collections::HashMap<u64, u32>) -> pb::Session {
+    let n = u64::from_str_radix(&s.id, 16).ok().and_then(|k| counts.get(&k).copied()).unwrap_or(0);
+    api::convert_session(s, n)
+}
+
+/// Every session, newest first.
+pub(crate) fn api_sessions(shared: &Shared) -> Vec<pb::Session> {
+    let counts = shared.kernel.processes_per_session();
+    let mut list = lock(&shared.sessions).list();
+    list.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    list.iter().map(|s| api_session(s, &counts)).collect()
+}
+
+pub(crate) enum RevokeError {
+    NotFound,
+    Failed(anyhow::Error),
+}
+
+pub(crate) struct RevokeOutcome {
+    pub session: SessionInfo,
+    /// Distinct processes sent SIGKILL.
+    pub killed: u32,
+    pub rounds: u32,
+    /// Processes still tagged when the call returned (0 on success).
+    pub remaining: u32,
+}
+
+/// How long revocation waits for the killed processes to be gone.
+const REVOKE_WAIT: Duration = Duration::from_secs(10);
+
+/// Revokes a session: the kernel first (so nothing it does from now on is
+/// allowed, and a process that forks dies), then SIGKILL to every process of
+/// it, round after round until none is left (a fork that raced a round is
+/// caught by the next), then the record in the audit trail and the store.
+pub(crate) fn revoke(shared: &Shared, id: &str, by: &str, reason: &str) -> std::result::Result<RevokeOutcome, RevokeError> {
+    let (key, _) = lock(&shared.sessions).find(id).map(|(k, s)| (k, s.clone())).ok_or(RevokeError::NotFound)?;
+    shared.kernel.mark_revoked(key).map_err(RevokeError::Failed)?;
+    let revocation = Revocation { at: now_rfc3339(), by: by.to_string(), reason: reason.to_string() };
+    let session = lock(&shared.sessions).revoke(key, revocation).ok_or(RevokeError::NotFound)?;
+
+    let mut signalled = std::collections::HashSet::new();
+    let mut rounds = 0u32;
+    let deadline = Instant::now() + REVOKE_WAIT;
+    let remaining = loop {
+        let pids = shared.kernel.session_processes(key);
+        if pids.is_empty() {
+            break 0;
+        }
+        if Instant::now() > deadline {
+            break pids.len() as u32;
+        }
+        rounds += 1;
+        for pid in pids {
+            if kill_member(shared, pid, key) {
+                signalled.insert(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let killed = signalled.len() as u32;
+    tracing::warn!(session = %session.id, by, reason, killed, rounds, remaining, "session revoked");
+    record_revocation(shared, &session, by, reason, killed);
+    if remaining > 0 {
+        return Err(RevokeError::Failed(anyhow::anyhow!(
+            "session {} is revoked (the kernel denies it everything), but {remaining} of its processes had not exited after {} s",
+            session.id,
+            REVOKE_WAIT.as_secs()
+        )));
+    }
+    Ok(RevokeOutcome { session, killed, rounds, remaining })
+}
+
+/// SIGKILL to one member of a session, through a pidfd: the pid is checked to
+/// still be the session's after the pidfd pins the process, so a recycled pid
+/// is never hit.
+fn kill_member(shared: &Shared, pid: u32, session: u64) -> bool {
+    // SAFETY: plain syscalls; the fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return false;
+    }
+    let fd = fd as libc::c_int;
+    let tagged = shared.kernel.tag_of(pid).map(|t| t.session_id) == Some(session) || shared.kernel.session_processes(session).contains(&pid);
+    let sent = tagged
+        // SAFETY: fd is a pidfd we own; no siginfo.
+        && unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) } == 0;
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    sent
+}
+
+fn record_revocation(shared: &Shared, s: &SessionInfo, by: &str, reason: &str, killed: u32) {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let record = DecisionRecord {
+        time: now_rfc3339(),
+        host,
+        kind: "revoke",
+        decision: "deny",
+        reason: "revoked",
+        session_id: s.id.clone(),
+        role: s.role.clone(),
+        agent: s.agent(),
+        user: UserRef { uid: s.uid, name: s.user.clone() },
+        pid: s.root_pid,
+        ppid: 0,
+        comm: String::new(),
+        executable: String::new(),
+        filename: None,
+        argv: s.command.clone(),
+        argv_truncated: false,
+        cwd: s.cwd.clone(),
+        destination: None,
+        policy: None,
+        rule: Some(format!("revoked by {by}: {reason} ({killed} processes killed)")),
+        matched_by: None,
+        stage: None,
+        backend: shared.kernel.backend().to_string(),
+        policy_generation: lock(&shared.policy).generation(),
+        time_unix_nanos: crate::store::now_ns(),
+        file_identity: Vec::new(),
+        detected_program: None,
+        unix_socket: None,
+        operation: None,
+        target_pid: None,
+        argument: None,
+        file: None,
+        enforcement: None,
+    };
+    let mut batch = Vec::with_capacity(1);
+    emit(shared, &record, &mut batch);
+    if let Err(e) = lock(&shared.audit).flush() {
+        tracing::error!("{e:#}");
+    }
+    shared.store.submit(batch);
+}
+
+pub(crate) fn reload_now(shared: &Shared) -> Result<(String, u32)> {
+    let mut store = lock(&shared.policy);
+    let version = store.reload(&shared.kernel)?;
+    Ok((version, store.generation()))
+}
+
+/// The rules a role is governed by, from the policy in force.
+pub(crate) fn effective_policy(shared: &Shared, role: &str) -> Result<pb::EffectivePolicy> {
+    let role = if role.trim().is_empty() { default_role(&shared.state_dir) } else { role.trim().to_string() };
+    let store = lock(&shared.policy);
+    let current = store.current().context("no policy is in force")?;
+    let Some(compiled) = current.role(&role) else {
+        bail!("unknown role {role:?}; roles in force: {}", current.roles.keys().cloned().collect::<Vec<_>>().join(", "));
+    };
+    Ok(pb::EffectivePolicy {
+        role: role.clone(),
+        policy_version: current.version.clone(),
+        generation: store.generation(),
+        policies: compiled.policies.clone(),
+        blocked_commands: compiled
+            .commands
+            .iter()
+            .map(|c| pb::ExecRule { policy: c.policy_id.clone(), rule: c.text.clone(), command: std::iter::once(c.program.clone()).chain(c.words.iter().cloned()).collect() })
+            .collect(),
+        denied_egress: compiled
+            .egress
+            .iter()
+            .map(|e| pb::EgressRule {
+                policy: e.policy_id.clone(),
+                rule: e.text.clone(),
+                destination: e.net.to_string(),
+                ports: e.ports.iter().map(|&p| p.into()).collect(),
+            })
+            .collect(),
+    })
 }

@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
-use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, NetEvent};
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, UnixEvent};
 use serde::Serialize;
 
 use crate::kernel::Backend;
@@ -17,6 +18,10 @@ use crate::sessions::{format_session_id, Sessions};
 pub enum KernelEvent {
     Exec(Box<ExecEvent>),
     Net(NetEvent),
+    /// net: a connect or datagram to a Unix socket.
+    Unix(Box<UnixEvent>),
+    /// guard: a tamper attempt or a protected-file open.
+    Guard(Box<GuardEvent>),
 }
 
 impl KernelEvent {
@@ -24,6 +29,8 @@ impl KernelEvent {
         match self {
             KernelEvent::Exec(e) => &e.hdr,
             KernelEvent::Net(e) => &e.hdr,
+            KernelEvent::Unix(e) => &e.hdr,
+            KernelEvent::Guard(e) => &e.hdr,
         }
     }
 }
@@ -34,6 +41,8 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
     match hdr.kind {
         abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
         abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
+        abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
+        abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => from_prefix_bytes::<GuardEvent>(bytes).map(KernelEvent::Guard),
         _ => None,
     }
 }
@@ -49,6 +58,20 @@ pub struct Destination {
     pub address: String,
     pub port: u16,
     pub protocol: String,
+}
+
+/// The Unix socket a connect or datagram went to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnixSocketRef {
+    /// The canonical path, or `@` and the name of an abstract socket. When the
+    /// kernel could not put the path in canonical form, what the caller wrote.
+    pub path: String,
+    /// "stream", "dgram", "seqpacket" or the number.
+    pub socket_type: String,
+    /// True when the path is the listening socket's own (LSM: symlinks resolved);
+    /// false when it is the path as the caller wrote it (compat).
+    pub resolved: bool,
+    pub abstract_name: bool,
 }
 
 /// One decision about a governed process: a line of the audit trail.
@@ -74,6 +97,9 @@ pub struct DecisionRecord {
     pub cwd: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
+    /// net: Unix socket decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<UnixSocketRef>,
     pub policy: Option<String>,
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,8 +108,37 @@ pub struct DecisionRecord {
     /// "new_image" (at sched_process_exec, from the new image's own argv).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<&'static str>,
+    /// Exec identity: what the kernel found the executed file to be besides its
+    /// name ("fileless", "loader", "interpreter", "protected_content").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_identity: Vec<&'static str>,
+    /// Compat backend, an allowed `#!` script the kernel could not see: the
+    /// protected program the daemon found the script to be, after the fact
+    /// (`{"program": "aws", "by": "name" | "content"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_program: Option<DetectedProgram>,
     pub backend: String,
     pub policy_generation: u32,
+    /// api (issue 4): `time` as nanoseconds since the epoch, for the store's
+    /// range queries (not a field of the audit line: `time` says it).
+    #[serde(skip)]
+    pub time_unix_nanos: i64,
+    /// guard: tamper and file events. What was tried ("bpf", "kill", "ptrace", "open", ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
+    /// guard: the pid a signal, ptrace or fd grab aimed at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
+    /// guard: the signal number, bpf command, ptrace request or open mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argument: Option<u64>,
+    /// guard: the file opened (file events, bpffs/cgroupfs tamper), or the module requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// guard: how a deny was enforced: "refused" (LSM: the call failed with EPERM)
+    /// or "killed" (compat: the call ran, the process was killed on its way back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<&'static str>,
 }
 
 /// What the last exec of a governed process showed, for its later connects:
@@ -147,6 +202,7 @@ impl Enricher {
 
         let mut record = DecisionRecord {
             time: self.wall_time(hdr.ktime_ns),
+            time_unix_nanos: (hdr.ktime_ns as i128 + self.boot_to_wall_ns).clamp(0, i64::MAX as i128) as i64,
             host: self.host.clone(),
             kind: kind_name(hdr.kind),
             decision: if hdr.decision == abi::DENY { "deny" } else { "allow" },
@@ -164,12 +220,20 @@ impl Enricher {
             argv_truncated: hdr.flags & abi::FLAG_ARGV_TRUNCATED != 0,
             cwd: String::new(),
             destination: None,
+            unix_socket: None,
             policy: rule.as_ref().map(|r| r.policy.clone()),
             rule: rule.map(|r| r.rule),
             matched_by: None,
             stage: None,
+            file_identity: Vec::new(),
+            detected_program: None,
             backend: Backend::from_abi(hdr.backend).map(|b| b.to_string()).unwrap_or_default(),
             policy_generation: hdr.policy_generation,
+            operation: None,
+            target_pid: None,
+            argument: None,
+            file: None,
+            enforcement: None,
         };
         match event {
             KernelEvent::Exec(e) => {
@@ -182,6 +246,18 @@ impl Enricher {
                 }
                 record.matched_by = (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via));
                 record.stage = Some(if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" });
+                record.file_identity = file_identity(hdr.flags);
+                if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_EARLY_CHECK == 0 {
+                    // What the kernel could not see: the #! script (compat), the file an interpreter runs.
+                    let ran = if hdr.flags & abi::FLAG_SCRIPT != 0 {
+                        record.filename.as_deref().filter(|f| !f.is_empty())
+                    } else if hdr.flags & abi::FLAG_INTERPRETER != 0 {
+                        interpreter_operand(&record.argv)
+                    } else {
+                        None
+                    };
+                    record.detected_program = ran.and_then(|f| detect_program(hdr.tgid, &record.cwd, f, policy));
+                }
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(
                         hdr.tgid,
@@ -189,9 +265,34 @@ impl Enricher {
                     );
                 }
             }
-            KernelEvent::Net(n) => {
-                if hdr.kind != abi::EVENT_TAG_FAILURE {
-                    record.destination = Some(destination(n));
+            KernelEvent::Guard(g) => {
+                record.operation = Some(op_name(g.op));
+                record.target_pid = (g.target != 0).then_some(g.target);
+                record.argument = Some(g.arg);
+                let path = &g.path[..(g.path_len as usize).min(g.path.len())];
+                if !path.is_empty() {
+                    record.file = Some(path_from_components(path));
+                } else if g.op == abi::OP_MODULE_REQUEST {
+                    record.file = Some(c_string(&g.name));
+                }
+                if hdr.decision == abi::DENY {
+                    record.enforcement = Some(if hdr.flags & abi::FLAG_KILLED_AFTER != 0 { "killed" } else { "refused" });
+                }
+                // The opener's program as the kernel judged it, and the rest from its last exec.
+                if hdr.kind == abi::EVENT_FILE_OPEN {
+                    record.comm = c_string(&g.name);
+                }
+                if let Some(image) = self.procs.images.get(&hdr.tgid) {
+                    record.executable = image.executable.clone();
+                    record.argv = image.argv.clone();
+                    record.cwd = image.cwd.clone();
+                }
+            }
+            KernelEvent::Net(_) | KernelEvent::Unix(_) => {
+                match event {
+                    KernelEvent::Net(n) if hdr.kind != abi::EVENT_TAG_FAILURE => record.destination = Some(destination(n)),
+                    KernelEvent::Unix(u) => record.unix_socket = Some(unix_socket(u)),
+                    _ => {}
                 }
                 // What the socket hook cannot carry: from the process's last exec, else /proc.
                 if let Some(image) = self.procs.images.get(&hdr.tgid) {
@@ -252,6 +353,10 @@ fn kind_name(kind: u32) -> &'static str {
         abi::EVENT_CONNECT => "connect",
         abi::EVENT_SENDMSG => "sendmsg",
         abi::EVENT_TAG_FAILURE => "tag_failure",
+        abi::EVENT_UNIX_CONNECT => "unix_connect",
+        abi::EVENT_UNIX_SENDMSG => "unix_sendmsg",
+        abi::EVENT_TAMPER => "tamper",
+        abi::EVENT_FILE_OPEN => "file_open",
         _ => "unknown",
     }
 }
@@ -264,6 +369,49 @@ fn reason_name(reason: u32) -> &'static str {
         abi::REASON_MATCH_OVERFLOW => "match_overflow",
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
+        abi::REASON_REVOKED => "revoked",
+        abi::REASON_FILELESS => "fileless",
+        abi::REASON_LOADER => "direct_loader",
+        abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
+        abi::REASON_EGRESS_DEFAULT => "egress_default",
+        abi::REASON_TAMPER_BPF => "tamper_bpf",
+        abi::REASON_TAMPER_SIGNAL => "tamper_signal",
+        abi::REASON_TAMPER_PTRACE => "tamper_ptrace",
+        abi::REASON_TAMPER_KERNEL_CODE => "tamper_kernel_code",
+        abi::REASON_TAMPER_CONTROL_FS => "tamper_control_fs",
+        abi::REASON_PROTECTED_FILE => "protected_file",
+        abi::REASON_TAMPER_AIRLOCK_FILES => "tamper_airlock_files",
+        _ => "unknown",
+    }
+}
+
+/// guard: what a governed process tried.
+fn op_name(op: u32) -> &'static str {
+    match op {
+        abi::OP_BPF => "bpf",
+        abi::OP_KILL => "kill",
+        abi::OP_TKILL => "tkill",
+        abi::OP_TGKILL => "tgkill",
+        abi::OP_SIGQUEUE => "sigqueue",
+        abi::OP_PIDFD_SIGNAL => "pidfd_send_signal",
+        abi::OP_SIGIO => "sigio",
+        abi::OP_PTRACE => "ptrace",
+        abi::OP_VM_WRITEV => "process_vm_writev",
+        abi::OP_VM_READV => "process_vm_readv",
+        abi::OP_PIDFD_GETFD => "pidfd_getfd",
+        abi::OP_INIT_MODULE => "init_module",
+        abi::OP_FINIT_MODULE => "finit_module",
+        abi::OP_MODULE_REQUEST => "module_request",
+        abi::OP_KEXEC => "kexec",
+        abi::OP_KERNEL_READ_FILE => "kernel_read_file",
+        abi::OP_OPEN => "open",
+        abi::OP_UNLINK => "unlink",
+        abi::OP_RENAME => "rename",
+        abi::OP_RMDIR => "rmdir",
+        abi::OP_UMOUNT => "umount",
+        abi::OP_CREATE => "create",
+        abi::OP_LINK => "link",
+        abi::OP_TRUNCATE => "truncate",
         _ => "unknown",
     }
 }
@@ -273,8 +421,60 @@ fn via_name(via: u32) -> &'static str {
         abi::VIA_EXECUTABLE => "executable",
         abi::VIA_ARGV0 => "argv0",
         abi::VIA_SCRIPT => "script",
+        abi::VIA_IDENTITY => "identity",
+        abi::VIA_INTERPRETER => "interpreter",
+        abi::VIA_LOADED => "loader",
         _ => "unknown",
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DetectedProgram {
+    pub program: String,
+    pub by: &'static str,
+}
+
+/// Exec identity gaps, detected after the fact. The kernel judges a `#!`
+/// script on compat, and the file an interpreter is handed, by the name it was
+/// called by: it cannot open them. The daemon resolves that file as the process
+/// saw it and reports it when it is a protected program, by its real name or
+/// its content. It cannot stop it any more: the record says what ran.
+fn detect_program(tgid: u32, cwd: &str, file: &str, policy: &PolicyStore) -> Option<DetectedProgram> {
+    let seen = if file.starts_with('/') { PathBuf::from(file) } else { Path::new(cwd).join(file) };
+    // Through the process's own root while it lives (chroot, container), else as recorded.
+    let via_root = Path::new(&format!("/proc/{tgid}/root")).join(seen.strip_prefix("/").unwrap_or(&seen));
+    let identities = policy.identities().installed();
+    let (program, by) = identities.program_of_file(&via_root).or_else(|| identities.program_of_file(&seen))?;
+    Some(DetectedProgram { program, by })
+}
+
+/// The operand an interpreter runs, chosen as the kernel chooses it: the first
+/// word after argv[0] that is not an option, unless it is the code of a `-c`.
+fn interpreter_operand(argv: &[String]) -> Option<&str> {
+    let mut prev: Option<&str> = None;
+    for word in argv.iter().skip(1).take(abi::OPERAND_WORDS) {
+        if word.starts_with('-') {
+            prev = Some(word);
+            continue;
+        }
+        let code = prev.is_some_and(|p| (2..=5).contains(&p.len()) && !p.starts_with("--") && p.ends_with('c'));
+        return (!code).then_some(word.as_str());
+    }
+    None
+}
+
+/// Exec identity flags of an exec event, by name.
+fn file_identity(flags: u32) -> Vec<&'static str> {
+    [
+        (abi::FLAG_FILELESS, "fileless"),
+        (abi::FLAG_LOADER, "loader"),
+        (abi::FLAG_INTERPRETER, "interpreter"),
+        (abi::FLAG_IDENTITY, "protected_content"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
 }
 
 fn destination(n: &NetEvent) -> Destination {
@@ -289,6 +489,25 @@ fn destination(n: &NetEvent) -> Destination {
         other => other.to_string(),
     };
     Destination { address: address.to_string(), port: n.port, protocol }
+}
+
+fn unix_socket(u: &UnixEvent) -> UnixSocketRef {
+    let abstract_name = u.hdr.flags & abi::FLAG_UNIX_ABSTRACT != 0;
+    let bytes = if u.path_len > 0 {
+        &u.path[..(u.path_len as usize).min(u.path.len())]
+    } else {
+        let end = u.path.iter().position(|&b| b == 0).unwrap_or(u.path.len());
+        &u.path[..end]
+    };
+    // Abstract names may hold any byte: NULs and other controls are escaped.
+    let path = if abstract_name { bytes.escape_ascii().to_string() } else { String::from_utf8_lossy(bytes).into_owned() };
+    let socket_type = match u.sock_type as i32 {
+        libc::SOCK_STREAM => "stream".to_string(),
+        libc::SOCK_DGRAM => "dgram".to_string(),
+        libc::SOCK_SEQPACKET => "seqpacket".to_string(),
+        other => other.to_string(),
+    };
+    UnixSocketRef { path, socket_type, resolved: u.hdr.flags & abi::FLAG_UNIX_RESOLVED != 0, abstract_name }
 }
 
 /// The text of a NUL-terminated (or full) byte array.
@@ -334,6 +553,16 @@ fn parent_of(pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpreter_operand_is_chosen_like_the_kernel_does() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(interpreter_operand(&argv(&["python3", "-u", "./aws", "iam"])), Some("./aws"));
+        assert_eq!(interpreter_operand(&argv(&["bash", "-c", "ls /x/aws"])), None);
+        assert_eq!(interpreter_operand(&argv(&["sh", "-ec", "ls /x/aws"])), None);
+        assert_eq!(interpreter_operand(&argv(&["perl", "--", "x.pl"])), Some("x.pl"));
+        assert_eq!(interpreter_operand(&argv(&["python3"])), None);
+    }
 
     #[test]
     fn paths_are_rebuilt_root_first() {

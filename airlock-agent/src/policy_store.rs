@@ -17,6 +17,9 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::Identities;
+use crate::dns::{Answer, DnsClient};
+use crate::hostnames::{HostStatus, HostTable};
 use crate::kernel::{delete_all, update_all, Kernel};
 
 /// Where policies come from.
@@ -108,6 +111,10 @@ pub struct PolicyStore {
     /// After adopting: entries the previous daemon installed are unknown here,
     /// so the first install removes everything that is not its own.
     sweep: bool,
+    /// net: hostname rules' answers and the entries they put in the kernel.
+    hosts: HostTable,
+    /// exec identity: the protected programs' contents, refreshed with each load.
+    identities: Identities,
 }
 
 /// What a restarted daemon needs to read the maps a previous one filled.
@@ -130,8 +137,9 @@ pub struct RuleLookup {
 }
 
 impl PolicyStore {
-    pub fn new(origin: PolicyOrigin) -> Self {
+    pub fn new(origin: PolicyOrigin, dns: DnsClient) -> Self {
         PolicyStore {
+            hosts: HostTable::new(dns),
             origin,
             ids: IdAllocator::new(),
             slots: RoleSlots::default(),
@@ -144,12 +152,13 @@ impl PolicyStore {
             state_file: None,
             adopted_rules: BTreeMap::new(),
             sweep: false,
+            identities: Identities::default(),
         }
     }
 
     /// A store that saves its role slots and rules to `file` before each switch.
-    pub fn persistent(origin: PolicyOrigin, file: PathBuf) -> Self {
-        PolicyStore { state_file: Some(file), ..PolicyStore::new(origin) }
+    pub fn persistent(origin: PolicyOrigin, dns: DnsClient, file: PathBuf) -> Self {
+        PolicyStore { state_file: Some(file), ..PolicyStore::new(origin, dns) }
     }
 
     /// Takes over the maps a previous daemon filled: its role slots (by name,
@@ -194,6 +203,16 @@ impl PolicyStore {
         Ok(())
     }
 
+
+    /// Extra directories where protected programs are looked for (exec identity).
+    pub fn set_program_paths(&mut self, paths: Vec<PathBuf>) {
+        self.identities = Identities::new(paths);
+    }
+
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
     pub fn origin(&self) -> &PolicyOrigin {
         &self.origin
     }
@@ -235,11 +254,37 @@ impl PolicyStore {
                 c.rule(rule_id).map(|r| RuleLookup {
                     policy: r.policy_id.clone(),
                     rule: match &r.kind {
-                        policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                        policy::RuleKind::Command { text }
+                        | policy::RuleKind::Egress { text }
+                        | policy::RuleKind::Unix { text }
+                        | policy::RuleKind::File { text } => text.clone(),
                     },
                 })
             })
             .or_else(|| self.adopted_rules.get(&rule_id).map(|r| RuleLookup { policy: r.policy.clone(), rule: r.rule.clone() }))
+    }
+
+    /// net: hostnames whose answer expired, and the client to ask with (the
+    /// caller resolves without holding the store).
+    pub fn hosts_due(&self) -> (Vec<String>, DnsClient, Option<std::time::Duration>) {
+        (self.hosts.due(), self.hosts.client().clone(), self.hosts.next_due_in())
+    }
+
+    /// net: takes fresh answers and brings the kernel's hostname entries up to
+    /// date: new entries first, then the ones no longer wanted are removed.
+    pub fn refresh_hosts(&mut self, kernel: &Kernel, answers: Vec<(String, Result<Answer>)>) -> Result<()> {
+        for (host, answer) in answers {
+            self.hosts.record(&host, answer);
+        }
+        let Some(current) = self.current.clone() else { return Ok(()) };
+        let wanted = self.hosts.wanted(&current);
+        self.hosts.add(kernel, &wanted)?;
+        self.hosts.finish(kernel, wanted);
+        Ok(())
+    }
+
+    pub fn host_status(&self) -> Vec<HostStatus> {
+        self.hosts.status()
     }
 
     /// True when the policy files changed since the last load attempt.
@@ -274,7 +319,15 @@ impl PolicyStore {
             tracing::warn!("policy: {warning}");
         }
         let compiled = policy::compile(&loaded, &mut self.ids);
+        // Hostnames are resolved before the switch, so the new rule sets
+        // enforce them from their first moment.
+        self.hosts.prepare(&compiled);
         self.check_capacity(kernel, &compiled)?;
+        // Identities before the rules that use them, so a new rule is never in
+        // force without the contents of the program it names.
+        self.identities
+            .refresh(kernel, &compiled)
+            .context("install the exec identities of the protected programs")?;
         self.install(kernel, &compiled)?;
         let version = compiled.version.clone();
         if self.previous.is_some() || self.current.is_some() {
@@ -294,11 +347,18 @@ impl PolicyStore {
         // After adopting, the old entries are known only by what the maps hold.
         let adopted = |map: &MapHandle| if self.sweep { map.keys().count() } else { 0 };
         let need = |f: fn(&CompiledPolicy) -> usize, map: &MapHandle| f(next) + live.map_or(0, f) + adopted(map);
+        // Hostname entries of the new sets and the installed ones, at most.
+        let (host4, host6) = self.hosts.wanted(next).len();
+        let (live4, live6) = self.hosts.installed_len();
         let checks = [
             ("blocked programs", need(|c| c.programs.len(), &maps.programs), sizes.programs),
             ("command words", need(|c| c.trie.len(), &maps.trie), sizes.trie),
-            ("IPv4 egress entries", need(|c| c.egress4.len(), &maps.egress4), sizes.egress),
-            ("IPv6 egress entries", need(|c| c.egress6.len(), &maps.egress6), sizes.egress),
+            ("IPv4 egress entries", need(|c| c.egress4.len() + c.allow4.len(), &maps.egress4) + adopted(&maps.egress_allow4) + host4 + live4, sizes.egress),
+            ("IPv6 egress entries", need(|c| c.egress6.len() + c.allow6.len(), &maps.egress6) + adopted(&maps.egress_allow6) + host6 + live6, sizes.egress),
+            ("Unix socket rules", need(|c| c.unix.len(), &maps.unix_rules), crate::kernel::UNIX_RULES_CAPACITY),
+            // guard
+            ("protected-file rules", need(|c| c.file_rules.len(), &maps.file_rules), crate::kernel::FILE_RULES_CAPACITY),
+            ("protected-file programs", need(|c| c.file_allow.len(), &maps.file_allow), crate::kernel::FILE_ALLOW_CAPACITY),
         ];
         for (what, needed, capacity) in checks {
             if needed > capacity as usize {
@@ -315,12 +375,25 @@ impl PolicyStore {
             delete_all(&maps.trie, &next.trie);
             delete_all(&maps.egress4, &next.egress4);
             delete_all(&maps.egress6, &next.egress6);
+            delete_all(&maps.unix_rules, &next.unix);
+            delete_all(&maps.egress_allow4, &next.allow4);
+            delete_all(&maps.egress_allow6, &next.allow6);
+            delete_all(&maps.file_rules, &next.file_rules);
+            delete_all(&maps.file_allow, &next.file_allow);
         };
         // Children before parents: the trie before the programs that lead into it.
         let added = update_all(&maps.trie, &next.trie, "command trie")
             .and_then(|_| update_all(&maps.egress4, &next.egress4, "IPv4 egress"))
             .and_then(|_| update_all(&maps.egress6, &next.egress6, "IPv6 egress"))
-            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"));
+            .and_then(|_| update_all(&maps.unix_rules, &next.unix, "Unix socket rules"))
+            .and_then(|_| update_all(&maps.egress_allow4, &next.allow4, "IPv4 egress allow"))
+            .and_then(|_| update_all(&maps.egress_allow6, &next.allow6, "IPv6 egress allow"))
+            .and_then(|_| update_all(&maps.programs, &next.programs, "blocked programs"))
+            .and_then(|_| update_all(&maps.file_allow, &next.file_allow, "protected-file programs"))
+            .and_then(|_| update_all(&maps.file_rules, &next.file_rules, "protected-file rules"));
+        // Hostname entries of the new sets, beside everything in force.
+        let host_wanted = self.hosts.wanted(next);
+        let added = added.and_then(|_| self.hosts.add(kernel, &host_wanted));
         if let Err(e) = added {
             rollback(next);
             return Err(e);
@@ -356,14 +429,31 @@ impl PolicyStore {
             delete_all(&maps.trie, &old.trie);
             delete_all(&maps.egress4, &old.egress4);
             delete_all(&maps.egress6, &old.egress6);
+            delete_all(&maps.unix_rules, &old.unix);
+            delete_all(&maps.egress_allow4, &old.allow4);
+            delete_all(&maps.egress_allow6, &old.allow6);
+            delete_all(&maps.file_rules, &old.file_rules);
+            delete_all(&maps.file_allow, &old.file_allow);
         }
         if std::mem::take(&mut self.sweep) {
+            // Hostname entries are written beside the compiled ones: they stay.
+            let keep4: Vec<_> = next.egress4.iter().copied().chain(host_wanted.deny4.iter().map(|(k, v)| (*k, *v))).collect();
+            let keep6: Vec<_> = next.egress6.iter().copied().chain(host_wanted.deny6.iter().map(|(k, v)| (*k, *v))).collect();
+            let keep_allow4: Vec<_> = next.allow4.iter().copied().chain(host_wanted.allow4.iter().map(|(k, v)| (*k, *v))).collect();
+            let keep_allow6: Vec<_> = next.allow6.iter().copied().chain(host_wanted.allow6.iter().map(|(k, v)| (*k, *v))).collect();
             let removed = sweep(&maps.programs, &next.programs)
                 + sweep(&maps.trie, &next.trie)
-                + sweep(&maps.egress4, &next.egress4)
-                + sweep(&maps.egress6, &next.egress6);
+                + sweep(&maps.egress4, &keep4)
+                + sweep(&maps.egress6, &keep6)
+                + sweep(&maps.egress_allow4, &keep_allow4)
+                + sweep(&maps.egress_allow6, &keep_allow6)
+                + sweep(&maps.unix_rules, &next.unix)
+                + sweep(&maps.file_rules, &next.file_rules)
+                + sweep(&maps.file_allow, &next.file_allow);
             tracing::info!(removed, "removed the previous daemon's policy entries");
         }
+        // The old sets' hostname entries go last, like their address entries.
+        self.hosts.finish(kernel, host_wanted);
         Ok(())
     }
 
@@ -373,7 +463,10 @@ impl PolicyStore {
         for compiled in [self.current.as_deref(), Some(next)].into_iter().flatten() {
             for (id, r) in &compiled.rules {
                 let rule = match &r.kind {
-                    policy::RuleKind::Command { text } | policy::RuleKind::Egress { text } => text.clone(),
+                    policy::RuleKind::Command { text }
+                    | policy::RuleKind::Egress { text }
+                    | policy::RuleKind::Unix { text }
+                    | policy::RuleKind::File { text } => text.clone(),
                 };
                 rules.insert(*id, SavedRule { policy: r.policy_id.clone(), rule });
             }
@@ -436,6 +529,16 @@ impl LiveIds {
                 ids.max_set = ids.max_set.max(k.set_id);
                 ids.max_rule = ids.max_rule.max(v.rule_id);
             }
+        }
+        // Rule ids of the other tables (their set ids are in role_sets below).
+        let egress_rule = |v: &[u8]| from_bytes::<abi::EgressValue>(v).map_or(0, |v| v.rule_id);
+        for map in [&maps.unix_rules, &maps.egress_allow4, &maps.egress_allow6] {
+            for (_, v) in entries(map) {
+                ids.max_rule = ids.max_rule.max(egress_rule(&v));
+            }
+        }
+        for (_, v) in entries(&maps.file_rules) {
+            ids.max_rule = ids.max_rule.max(from_bytes::<abi::FileRuleValue>(&v).map_or(0, |v| v.rule_id));
         }
         for slot in 1..abi::MAX_ROLES {
             let set = maps.role_sets.lookup(as_bytes(&slot), MapFlags::ANY).ok().flatten().and_then(|b| from_bytes::<RoleSet>(&b));

@@ -1,6 +1,11 @@
 //! Governed sessions: who started them, with which role, and whether their
 //! root process still runs. The kernel tags processes; this is the registry
 //! the audit trail and `status` read.
+//!
+//! States: `ready` (registered and tagged, `launch` has not yet exec'd the
+//! agent), `running` (the daemon saw the session's first allowed exec),
+//! `exited` (its root process ended), `revoked` (revoked through the API: its
+//! processes were killed and the kernel denies it everything).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,6 +20,25 @@ use serde::{Deserialize, Serialize};
 pub enum SessionState {
     Running,
     Exited,
+    /// api (issue 4): launch registered the session but has not exec'd yet.
+    Ready,
+    /// api (issue 4): revoked through the API.
+    Revoked,
+}
+
+impl SessionState {
+    /// Ready or running: the session can still act.
+    pub fn is_active(self) -> bool {
+        matches!(self, SessionState::Ready | SessionState::Running)
+    }
+}
+
+/// api (issue 4): who revoked a session, when and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revocation {
+    pub at: String,
+    pub by: String,
+    pub reason: String,
 }
 
 /// What the CLI and the audit trail know about a session.
@@ -31,6 +55,11 @@ pub struct SessionInfo {
     pub tty: Option<String>,
     pub started_at: String,
     pub state: SessionState,
+    /// api (issue 4): when the root process exited or the session was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
 }
 
 impl SessionInfo {
@@ -103,7 +132,7 @@ impl Sessions {
         };
         for SavedSession { numeric_id, mut info } in saved {
             let mut pidfd = None;
-            if info.state == SessionState::Running {
+            if info.state.is_active() {
                 // pidfd first, then the tag: if the tag still matches, the pidfd is the root process.
                 let fd = pidfd_open(info.root_pid);
                 if fd.as_ref().is_some_and(|fd| !pidfd_exited(fd)) && tag_of(info.root_pid) == Some(numeric_id) {
@@ -144,15 +173,47 @@ impl Sessions {
         self.by_id.values().map(|s| s.info.clone()).collect()
     }
 
+    /// Sessions that are ready or running.
     pub fn running(&self) -> Vec<SessionInfo> {
-        self.by_id.values().filter(|s| s.info.state == SessionState::Running).map(|s| s.info.clone()).collect()
+        self.by_id.values().filter(|s| s.info.state.is_active()).map(|s| s.info.clone()).collect()
+    }
+
+    /// A session by the id the CLI shows (16 hex digits).
+    pub fn find(&self, id: &str) -> Option<(u64, &SessionInfo)> {
+        let key = u64::from_str_radix(id.trim(), 16).ok()?;
+        self.by_id.get(&key).map(|s| (key, &s.info))
+    }
+
+    /// The session's agent has started: ready -> running.
+    pub fn mark_running(&mut self, id: u64) {
+        if let Some(s) = self.by_id.get_mut(&id) {
+            if s.info.state == SessionState::Ready {
+                s.info.state = SessionState::Running;
+                self.save();
+            }
+        }
+    }
+
+    /// Marks the session revoked (whatever its state: an exited session's
+    /// orphans may still run). Returns the updated record.
+    pub fn revoke(&mut self, id: u64, revocation: Revocation) -> Option<SessionInfo> {
+        let s = self.by_id.get_mut(&id)?;
+        if s.info.ended_at.is_none() {
+            s.info.ended_at = Some(revocation.at.clone());
+        }
+        s.info.state = SessionState::Revoked;
+        s.info.revocation = Some(revocation);
+        s.pidfd = None;
+        let info = s.info.clone();
+        self.save();
+        Some(info)
     }
 
     /// Marks sessions whose root process has exited; returns their ids.
     pub fn reap(&mut self) -> Vec<String> {
         let mut ended = Vec::new();
         for session in self.by_id.values_mut() {
-            if session.info.state != SessionState::Running {
+            if !session.info.state.is_active() {
                 continue;
             }
             let exited = match &session.pidfd {
@@ -161,6 +222,7 @@ impl Sessions {
             };
             if exited {
                 session.info.state = SessionState::Exited;
+                session.info.ended_at = Some(crate::daemon::now_rfc3339());
                 session.pidfd = None;
                 ended.push(session.info.id.clone());
             }
@@ -257,11 +319,15 @@ mod tests {
             cwd: "/".into(),
             tty: None,
             started_at: String::new(),
-            state: SessionState::Running,
+            state: SessionState::Ready,
+            ended_at: None,
+            revocation: None,
         };
         assert_eq!(info.agent(), "sleep");
         sessions.insert(1, info);
         assert!(sessions.reap().is_empty());
+        sessions.mark_running(1);
+        assert_eq!(sessions.get(1).map(|s| s.state), Some(SessionState::Running));
         child.wait().expect("wait for sleep");
         assert_eq!(sessions.reap(), vec!["s".to_string()]);
         assert!(sessions.running().is_empty());
@@ -280,6 +346,8 @@ mod tests {
             tty: None,
             started_at: String::new(),
             state: SessionState::Running,
+            ended_at: None,
+            revocation: None,
         }
     }
 
@@ -315,5 +383,36 @@ mod tests {
         alive.kill().unwrap();
         alive.wait().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_revoked_session_stays_revoked() {
+        let mut sessions = Sessions::default();
+        let info = SessionInfo {
+            id: format_session_id(0xabc),
+            role: "default".into(),
+            role_slot: 1,
+            uid: 0,
+            user: "root".into(),
+            root_pid: std::process::id(),
+            command: vec!["agent".into()],
+            cwd: "/".into(),
+            tty: None,
+            started_at: String::new(),
+            state: SessionState::Ready,
+            ended_at: None,
+            revocation: None,
+        };
+        sessions.insert(0xabc, info);
+        assert_eq!(sessions.find("0000000000000abc").map(|(k, _)| k), Some(0xabc));
+        let r = Revocation { at: "t".into(), by: "root".into(), reason: "test".into() };
+        let revoked = sessions.revoke(0xabc, r.clone()).expect("known session");
+        assert_eq!(revoked.state, SessionState::Revoked);
+        assert_eq!(revoked.revocation, Some(r));
+        // Revoked is final: an event from a late process does not revive it, reaping leaves it.
+        sessions.mark_running(0xabc);
+        assert!(sessions.reap().is_empty());
+        assert_eq!(sessions.get(0xabc).map(|s| s.state), Some(SessionState::Revoked));
+        assert!(sessions.running().is_empty());
     }
 }

@@ -25,6 +25,9 @@ pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_CONNECT: u32 = 2;
 pub const EVENT_SENDMSG: u32 = 3;
 pub const EVENT_TAG_FAILURE: u32 = 4;
+// guard: tamper resistance and protected files (30-39)
+pub const EVENT_TAMPER: u32 = 30;
+pub const EVENT_FILE_OPEN: u32 = 31;
 
 pub const ALLOW: u32 = 0;
 pub const DENY: u32 = 1;
@@ -35,6 +38,19 @@ pub const REASON_ARGV_TOO_LONG: u32 = 2;
 pub const REASON_MATCH_OVERFLOW: u32 = 3;
 pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
+/// api (issue 4): the session was revoked through the API.
+pub const REASON_REVOKED: u32 = 40;
+// guard (30-39)
+pub const REASON_TAMPER_BPF: u32 = 30;
+pub const REASON_TAMPER_SIGNAL: u32 = 31;
+pub const REASON_TAMPER_PTRACE: u32 = 32;
+pub const REASON_TAMPER_KERNEL_CODE: u32 = 33;
+pub const REASON_TAMPER_CONTROL_FS: u32 = 34;
+pub const REASON_PROTECTED_FILE: u32 = 35;
+// exec identity
+pub const REASON_FILELESS: u32 = 10;
+pub const REASON_LOADER: u32 = 11;
+pub const REASON_TAMPER_AIRLOCK_FILES: u32 = 36;
 
 pub const BACKEND_COMPAT: u32 = 1;
 pub const BACKEND_LSM: u32 = 2;
@@ -42,13 +58,27 @@ pub const BACKEND_LSM: u32 = 2;
 pub const VIA_EXECUTABLE: u32 = 1;
 pub const VIA_ARGV0: u32 = 2;
 pub const VIA_SCRIPT: u32 = 3;
+// exec identity
+pub const VIA_IDENTITY: u32 = 4;
+// guard (12-15): compat, the call ran and the offender was killed on its way back.
+pub const FLAG_KILLED_AFTER: u32 = 1 << 12;
+pub const VIA_INTERPRETER: u32 = 5;
+pub const VIA_LOADED: u32 = 6;
 
 pub const FLAG_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const FLAG_PATH_TRUNCATED: u32 = 1 << 1;
 pub const FLAG_SCRIPT: u32 = 1 << 2;
 pub const FLAG_EARLY_CHECK: u32 = 1 << 3;
+// exec identity
+pub const FLAG_FILELESS: u32 = 1 << 4;
+pub const FLAG_LOADER: u32 = 1 << 5;
+pub const FLAG_INTERPRETER: u32 = 1 << 6;
+pub const FLAG_IDENTITY: u32 = 1 << 7;
 
 pub const ROLE_DENY_ALL: u32 = 1 << 0;
+// exec identity
+pub const ROLE_ALLOW_FILELESS: u32 = 1 << 1;
+pub const ROLE_ALLOW_LOADER: u32 = 1 << 2;
 
 /// Prefix bits of an egress key that are always matched in full: set id and port.
 pub const EGRESS_FIXED_BITS: u32 = 48;
@@ -132,6 +162,8 @@ pub struct Counters {
     pub denies: u64,
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
+    // guard
+    pub tamper: u64,
 }
 
 #[repr(C)]
@@ -141,6 +173,9 @@ pub struct Config {
     pub policy_generation: u32,
     pub daemon_tgid: u32,
     pub pad: u32,
+    // guard
+    pub daemon_pgid: u32,
+    pub guard_pad: u32,
 }
 
 #[repr(C)]
@@ -191,6 +226,149 @@ pub struct NetEvent {
     pub addr: [u8; 16],
 }
 
+// exec identity: what an executable is, beyond its name.
+pub const HEAD_LEN: usize = 256;
+pub const IDENTITY_NAMES: usize = 4;
+pub const OPERAND_WORDS: usize = 8;
+
+pub const IDKEY_NAME: u32 = 1;
+pub const IDKEY_CONTENT: u32 = 2;
+pub const IDKEY_SIZE: u32 = 3;
+
+pub const ID_INTERPRETER: u32 = 1 << 0;
+pub const ID_LOADER: u32 = 1 << 1;
+pub const ID_PROGRAM: u32 = 1 << 2;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentityKey {
+    pub kind: u32,
+    pub pad: u32,
+    pub hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdentityValue {
+    pub flags: u32,
+    pub nnames: u32,
+    pub names: [u64; IDENTITY_NAMES],
+}
+
+// net: Unix socket rules (broker escapes).
+pub const EVENT_UNIX_CONNECT: u32 = 20;
+pub const EVENT_UNIX_SENDMSG: u32 = 21;
+pub const REASON_UNIX_PATH_UNCLEAR: u32 = 20;
+pub const FLAG_UNIX_RESOLVED: u32 = 1 << 8;
+pub const FLAG_UNIX_ABSTRACT: u32 = 1 << 9;
+pub const ROLE_UNIX_RULES: u32 = 1 << 4;
+// net: per-role egress default.
+pub const ROLE_EGRESS_DEFAULT_DENY: u32 = 1 << 5;
+pub const REASON_EGRESS_DEFAULT: u32 = 21;
+pub const UNIX_PATH_MAX: usize = 128;
+/// Prefix bits of a Unix key that are always matched in full: the set id.
+pub const UNIX_FIXED_BITS: u32 = 32;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnixKey {
+    pub prefixlen: u32,
+    pub set_id: u32,
+    pub path: [u8; UNIX_PATH_MAX],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UnixEvent {
+    pub hdr: EventHeader,
+    pub path_len: u32,
+    pub sock_type: u32,
+    pub path: [u8; UNIX_PATH_MAX],
+}
+
+// guard: what a governed process tried (GuardEvent::op).
+pub const OP_BPF: u32 = 1;
+pub const OP_KILL: u32 = 2;
+pub const OP_TKILL: u32 = 3;
+pub const OP_TGKILL: u32 = 4;
+pub const OP_SIGQUEUE: u32 = 5;
+pub const OP_PIDFD_SIGNAL: u32 = 6;
+pub const OP_SIGIO: u32 = 7;
+pub const OP_PTRACE: u32 = 8;
+pub const OP_VM_WRITEV: u32 = 9;
+pub const OP_VM_READV: u32 = 10;
+pub const OP_PIDFD_GETFD: u32 = 11;
+pub const OP_INIT_MODULE: u32 = 12;
+pub const OP_FINIT_MODULE: u32 = 13;
+pub const OP_MODULE_REQUEST: u32 = 14;
+pub const OP_KEXEC: u32 = 15;
+pub const OP_KERNEL_READ_FILE: u32 = 16;
+pub const OP_OPEN: u32 = 17;
+pub const OP_UNLINK: u32 = 18;
+pub const OP_RENAME: u32 = 19;
+pub const OP_RMDIR: u32 = 20;
+pub const OP_UMOUNT: u32 = 21;
+pub const OP_CREATE: u32 = 22;
+pub const OP_LINK: u32 = 23;
+pub const OP_TRUNCATE: u32 = 24;
+/// guard: the protected_inodes class of Airlock's own files and directories.
+pub const CLASS_SELF: u64 = 1;
+
+/// guard: a protected file's identity (kernel device encoding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub pad: u32,
+    pub ino: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InodeValue {
+    pub class_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileRuleKey {
+    pub set_id: u32,
+    pub pad: u32,
+    pub class_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileRuleValue {
+    pub rule_id: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileAllowKey {
+    pub set_id: u32,
+    pub pad: u32,
+    pub class_hash: u64,
+    pub name_hash: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GuardEvent {
+    pub hdr: EventHeader,
+    pub op: u32,
+    pub target: u32,
+    pub arg: u64,
+    pub dev: u32,
+    pub path_len: u32,
+    pub ino: u64,
+    pub exe_uid: u32,
+    pub name_len: u32,
+    pub name: [u8; FILENAME_MAX],
+    pub path: [u8; PATH_MAX],
+}
+
 /// Types that are plain old data: any byte pattern of their size is a valid value.
 ///
 /// # Safety
@@ -211,6 +389,16 @@ unsafe impl Pod for Config {}
 unsafe impl Pod for EventHeader {}
 unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for NetEvent {}
+unsafe impl Pod for InodeKey {}
+unsafe impl Pod for InodeValue {}
+unsafe impl Pod for FileRuleKey {}
+unsafe impl Pod for FileRuleValue {}
+unsafe impl Pod for FileAllowKey {}
+unsafe impl Pod for GuardEvent {}
+unsafe impl Pod for IdentityKey {}
+unsafe impl Pod for IdentityValue {}
+unsafe impl Pod for UnixKey {}
+unsafe impl Pod for UnixEvent {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u64 {}
 

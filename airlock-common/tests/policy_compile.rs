@@ -138,7 +138,11 @@ fn roles_get_their_own_sets_and_rule_ids() {
             text: "terraform apply".into()
         }
     );
-    assert_eq!(c.rules.len(), 4);
+    // Two commands, two egress rules, and each role's default protected files (guard).
+    assert_eq!(
+        c.rules.len(),
+        4 + 2 * airlock_common::policy::default_protected_files().len()
+    );
     assert_eq!(
         c.role_sets
             .iter()
@@ -283,4 +287,44 @@ fn an_allocator_started_after_live_ids_never_reuses_them() {
     assert!(c.egress4.iter().all(|(k, v)| k.set_id > max_set && v.rule_id > max_rule));
     assert!(c.egress6.iter().all(|(k, v)| k.set_id > max_set && v.rule_id > max_rule));
     assert!(!c.trie.is_empty() && !c.egress4.is_empty() && !c.egress6.is_empty());
+/// exec identity: the fileless and direct-loader switches default to deny, and
+/// a role allows one only when every active policy of it turns it off.
+#[test]
+fn exec_switches_become_role_flags() {
+    use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER};
+    let loaded = load(
+        &[
+            ("default.json", r#"{"id": "default", "name": "D", "blocked_commands": ["terraform apply"]}"#),
+            (
+                "open.json",
+                r#"{"id": "open", "name": "O", "exec": {"deny_fileless": false, "deny_direct_loader": false}}"#,
+            ),
+            ("loader.json", r#"{"id": "loader", "name": "L", "exec": {"deny_direct_loader": false}}"#),
+            (
+                "draft.json",
+                r#"{"id": "draft", "name": "Dr", "status": "draft", "exec": {"deny_fileless": true}}"#,
+            ),
+        ],
+        &[
+            ("a.json", r#"{"id": "a", "name": "A", "policies": ["default"]}"#),
+            ("b.json", r#"{"id": "b", "name": "B", "policies": ["open"]}"#),
+            ("c.json", r#"{"id": "c", "name": "C", "policies": ["open", "default"]}"#),
+            ("d.json", r#"{"id": "d", "name": "D", "policies": ["open", "loader", "draft"]}"#),
+            ("e.json", r#"{"id": "e", "name": "E", "policies": []}"#),
+        ],
+    );
+    let c = compile(&loaded, &mut IdAllocator::new());
+    let flags = |role: &str| {
+        c.role_sets
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, s)| s.flags)
+            .unwrap_or_else(|| panic!("no role {role}"))
+    };
+    assert_eq!(flags("a"), 0, "defaults deny both");
+    assert_eq!(flags("b"), ROLE_ALLOW_FILELESS | ROLE_ALLOW_LOADER);
+    assert_eq!(flags("c"), 0, "one policy that denies is enough");
+    // The draft policy is not in force, so its deny does not count.
+    assert_eq!(flags("d"), ROLE_ALLOW_LOADER, "loader.json keeps deny_fileless on");
+    assert_eq!(flags("e"), 0, "a role without policies keeps the defaults");
 }

@@ -246,9 +246,9 @@ fn field_validation() {
             "not a valid CIDR",
         ),
         (
-            r#"{"id": "ok", "name": "x", "egress": {"deny": ["localhost"]}}"#,
+            r#"{"id": "ok", "name": "x", "egress": {"deny": ["local host"]}}"#,
             "egress.deny[0]",
-            "not a valid IP",
+            "not a valid IP address, CIDR or hostname",
         ),
         (
             r#"{"id": "ok", "name": "x", "egress": {"deny": [{"cidr": "10.0.0.0/8", "ports": []}]}}"#,
@@ -266,8 +266,8 @@ fn field_validation() {
             "unknown field",
         ),
         (
-            r#"{"id": "ok", "name": "x", "egress": {"allow": []}}"#,
-            "egress.allow",
+            r#"{"id": "ok", "name": "x", "egress": {"permit": []}}"#,
+            "egress.permit",
             "unknown field",
         ),
         (
@@ -343,7 +343,7 @@ fn errors_from_all_files_are_collected() {
     let s = Scratch::new(&[
         (
             "policies/a.json",
-            r#"{"id": "a", "name": "A", "egress": {"deny": ["nope"]}}"#,
+            r#"{"id": "a", "name": "A", "egress": {"deny": ["no pe"]}}"#,
         ),
         (
             "policies/b.json",
@@ -374,9 +374,10 @@ fn shipped_policies_load_and_compile() {
         let r = c
             .role(role)
             .unwrap_or_else(|| panic!("role {role} missing"));
-        assert_eq!(r.policies.len(), 2, "{role}");
-        assert_eq!(r.commands.len(), 27, "{role}");
+        assert_eq!(r.policies.len(), 3, "{role}");
+        assert_eq!(r.commands.len(), 31, "{role}");
         assert_eq!(r.egress.len(), 4, "{role}");
+        assert_eq!(r.unix.len(), 11, "{role}");
     }
     assert_eq!(c.role_sets.len(), 2);
 
@@ -384,4 +385,37 @@ fn shipped_policies_load_and_compile() {
     let embedded =
         load_sources(default_sources()).unwrap_or_else(|e| panic!("embedded set must load:\n{e}"));
     assert_eq!(embedded.version(), loaded.version());
+}
+
+/// exec identity: the `exec` switches are booleans with located errors.
+#[test]
+fn exec_switches_are_validated() {
+    let s = Scratch::new(&[
+        (
+            "policies/p.json",
+            "{\n  \"id\": \"p\",\n  \"name\": \"P\",\n  \"exec\": {\n    \"deny_fileless\": \"no\"\n  }\n}\n",
+        ),
+        ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+    ]);
+    let errs = errors_of(s.path());
+    let d = find(&errs, "policies/p.json", "exec.deny_fileless");
+    assert_eq!(d.line, Some(5), "{d}");
+
+    let s = Scratch::new(&[
+        (
+            "policies/p.json",
+            "{\n  \"id\": \"p\",\n  \"name\": \"P\",\n  \"exec\": {\n    \"deny_memfd\": true\n  }\n}\n",
+        ),
+        ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+    ]);
+    let errs = errors_of(s.path());
+    assert!(errs.to_string().contains("deny_memfd"), "{errs}");
+
+    let s = Scratch::new(&[
+        ("policies/p.json", r#"{"id":"p","name":"P","exec":{"deny_direct_loader":false}}"#),
+        ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#),
+    ]);
+    let loaded = load_dir(s.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.policies[0].exec.deny_fileless, "deny_fileless defaults to on");
+    assert!(!loaded.policies[0].exec.deny_direct_loader);
 }

@@ -46,8 +46,8 @@ fn abi_matches_compiled_object_btf() {
     layout!(btf, "airlock_egress4_key", Egress4Key, [prefixlen, set_id, port, addr, pad]);
     layout!(btf, "airlock_egress6_key", Egress6Key, [prefixlen, set_id, port, addr, pad]);
     layout!(btf, "airlock_egress_value", EgressValue, [rule_id, pad]);
-    layout!(btf, "airlock_counters", Counters, [decisions, denies, ringbuf_drops, tag_failures]);
-    layout!(btf, "airlock_config", Config, [backend, policy_generation, daemon_tgid, pad]);
+    layout!(btf, "airlock_counters", Counters, [decisions, denies, ringbuf_drops, tag_failures, tamper]);
+    layout!(btf, "airlock_config", Config, [backend, policy_generation, daemon_tgid, pad, daemon_pgid, guard_pad]);
     layout!(
         btf,
         "airlock_event_header",
@@ -61,6 +61,24 @@ fn abi_matches_compiled_object_btf() {
         [hdr, match_via, argc, argv_len, filename_len, exe_len, cwd_len, filename, exe, cwd, argv]
     );
     layout!(btf, "airlock_net_event", NetEvent, [hdr, family, port, protocol, addr]);
+    // guard
+    layout!(btf, "airlock_inode_key", InodeKey, [dev, pad, ino]);
+    layout!(btf, "airlock_inode_value", InodeValue, [class_hash]);
+    layout!(btf, "airlock_file_rule_key", FileRuleKey, [set_id, pad, class_hash]);
+    layout!(btf, "airlock_file_rule_value", FileRuleValue, [rule_id, pad]);
+    layout!(btf, "airlock_file_allow_key", FileAllowKey, [set_id, pad, class_hash, name_hash]);
+    layout!(
+        btf,
+        "airlock_guard_event",
+        GuardEvent,
+        [hdr, op, target, arg, dev, path_len, ino, exe_uid, name_len, name, path]
+    );
+    // exec identity
+    layout!(btf, "airlock_identity_key", IdentityKey, [kind, pad, hash]);
+    layout!(btf, "airlock_identity_value", IdentityValue, [flags, nnames, names]);
+    // net: Unix socket rules.
+    layout!(btf, "airlock_unix_key", UnixKey, [prefixlen, set_id, path]);
+    layout!(btf, "airlock_unix_event", UnixEvent, [hdr, path_len, sock_type, path]);
 }
 
 

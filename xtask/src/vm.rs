@@ -496,6 +496,8 @@ mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || {{ mkdir -p /run/cgroup2 && mount -t cgroup2 cgroup2 /run/cgroup2; }}
 mount -t tmpfs tmpfs {target_tmp}
 ip link set lo up
+# Pseudo-terminals (tmux in the broker-escape tests needs them).
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
 echo "airlock-vm: kernel $(uname -r), lsm=$(cat /sys/kernel/security/lsm 2>/dev/null || echo '?')"
 cd {workspace}
 rc=0

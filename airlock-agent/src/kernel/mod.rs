@@ -73,6 +73,13 @@ pub struct Hook {
     pub attach_point: String,
 }
 
+/// Entries of the unix_rules map (fixed in maps.h).
+pub const UNIX_RULES_CAPACITY: u32 = 16_384;
+/// guard: capacities of the protected-file maps (fixed in maps.h).
+pub const FILE_RULES_CAPACITY: u32 = 16_384;
+pub const FILE_ALLOW_CAPACITY: u32 = 65_536;
+pub const PROTECTED_INODES_CAPACITY: usize = 16_384;
+
 /// Sizes of the maps the policy and sessions fill.
 #[derive(Debug, Clone, Copy)]
 pub struct MapSizes {
@@ -102,6 +109,21 @@ pub struct Maps {
     pub counters: MapHandle,
     pub config: MapHandle,
     pub events: MapHandle,
+    /// api (issue 4): sessions revoked through the API.
+    pub revoked_sessions: MapHandle,
+    /// exec identity: names and contents of protected programs, interpreters, loaders.
+    pub exec_identity: MapHandle,
+    /// net: Unix socket rules.
+    pub unix_rules: MapHandle,
+    /// net: egress.allow entries.
+    pub egress_allow4: MapHandle,
+    pub egress_allow6: MapHandle,
+    // guard
+    pub guarded_tids: MapHandle,
+    pub tamper_senders: MapHandle,
+    pub protected_inodes: MapHandle,
+    pub file_rules: MapHandle,
+    pub file_allow: MapHandle,
 }
 
 /// The loaded and attached enforcement, pinned in bpffs so that it outlives
@@ -120,6 +142,8 @@ pub struct Kernel {
     /// Sets of earlier daemons this one replaces; retired once the policy is in the new set.
     retiring: std::sync::Mutex<Vec<PinSet>>,
     released: bool,
+    /// What this kernel cannot enforce with the chosen backend, for `status`.
+    gaps: Vec<String>,
 }
 
 /// How this daemon came by its enforcement.
@@ -150,6 +174,9 @@ pub struct CounterTotals {
     pub denies: u64,
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
+    /// guard: tamper attempts (refused on LSM, offender killed on compat).
+    #[serde(default)]
+    pub tamper: u64,
 }
 
 impl Kernel {
@@ -264,6 +291,11 @@ impl Kernel {
         self.sizes
     }
 
+    /// Enforcement this kernel lacks with the chosen backend (shown by `status`).
+    pub fn gaps(&self) -> &[String] {
+        &self.gaps
+    }
+
     /// Tags a process (by tgid) as a member of a session.
     pub fn tag(&self, tgid: u32, tag: &abi::ProcTag) -> Result<()> {
         self.maps
@@ -297,6 +329,8 @@ impl Kernel {
             policy_generation,
             daemon_tgid: std::process::id(),
             pad: 0,
+            daemon_pgid: nix::unistd::getpgrp().as_raw() as u32,
+            guard_pad: 0,
         };
         self.maps
             .config
@@ -318,9 +352,40 @@ impl Kernel {
                 totals.denies += c.denies;
                 totals.ringbuf_drops += c.ringbuf_drops;
                 totals.tag_failures += c.tag_failures;
+                totals.tamper += c.tamper;
             }
         }
         Ok(totals)
+    }
+
+    /// guard: the daemon's threads, which signals and ptrace may name (compat
+    /// hooks compare thread ids; the LSM hooks compare the process).
+    pub fn guard_threads(&self) -> Result<usize> {
+        // An adopted set still lists the previous daemon's threads: those ids
+        // may belong to anyone now.
+        for key in self.maps.guarded_tids.keys().collect::<Vec<_>>() {
+            let _ = self.maps.guarded_tids.delete(&key);
+        }
+        let mut n = 0;
+        for entry in std::fs::read_dir("/proc/self/task").context("list /proc/self/task")? {
+            let Some(tid) = entry.ok().and_then(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())) else { continue };
+            self.maps
+                .guarded_tids
+                .update(as_bytes(&tid), as_bytes(&1u32), MapFlags::ANY)
+                .with_context(|| format!("guard thread {tid}"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// guard (compat): whether this process was recorded sending the daemon a
+    /// signal from inside a session. The entry is taken, so each signal counts once.
+    pub fn take_tamper_sender(&self, tgid: u32) -> bool {
+        let found = matches!(self.maps.tamper_senders.lookup(as_bytes(&tgid), MapFlags::ANY), Ok(Some(_)));
+        if found {
+            let _ = self.maps.tamper_senders.delete(as_bytes(&tgid));
+        }
+        found
     }
 
     /// A new handle on the event ring buffer, for the consumer thread.
@@ -369,6 +434,110 @@ pub fn probe_lsm() -> Result<()> {
     Ok(())
 }
 
+/// True when the running kernel knows the cgroup Unix socket hooks (6.7+):
+/// their attach type is named in the kernel's own BTF. A kernel without BTF
+/// cannot run Airlock at all, so "unreadable" means "no".
+fn kernel_has_cgroup_unix_hooks() -> bool {
+    match std::fs::read("/sys/kernel/btf/vmlinux") {
+        Ok(btf) => btf.windows(23).any(|w| w == b"BPF_CGROUP_UNIX_CONNECT"),
+        Err(e) => {
+            tracing::warn!("cannot read /sys/kernel/btf/vmlinux ({e}); Unix socket hooks not used");
+            false
+        }
+    }
+}
+
+/// api (issue 4): session revocation.
+impl Kernel {
+    /// From now on the kernel refuses every exec and connect of the session's
+    /// processes (and kills those that fork).
+    pub fn mark_revoked(&self, session_id: u64) -> Result<()> {
+        self.maps
+            .revoked_sessions
+            .update(as_bytes(&session_id), as_bytes(&1u32), MapFlags::ANY)
+            .context("record the revocation in the kernel")
+    }
+
+    /// Every process the kernel counts as a member of the session: tagged, or
+    /// quarantined under its id.
+    pub fn session_processes(&self, session_id: u64) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.tagged().into_iter().filter(|(_, t)| t.session_id == session_id).map(|(pid, _)| pid).collect();
+        for key in self.maps.quarantine.keys() {
+            let Some(pid) = from_bytes::<u32>(&key) else { continue };
+            let session = self.maps.quarantine.lookup(&key, MapFlags::ANY).ok().flatten().and_then(|v| from_bytes::<u64>(&v));
+            if session == Some(session_id) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// How many processes each session has now, for the session list.
+    pub fn processes_per_session(&self) -> std::collections::HashMap<u64, u32> {
+        let mut counts = std::collections::HashMap::new();
+        for (_, tag) in self.tagged() {
+            *counts.entry(tag.session_id).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// guard: the LSM programs of the tamper and protected-file hooks.
+fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 17] {
+    [
+        &mut p.airlock_guard_bpf,
+        &mut p.airlock_guard_task_kill,
+        &mut p.airlock_guard_sigio,
+        &mut p.airlock_guard_ptrace,
+        &mut p.airlock_guard_kernel_read_file,
+        &mut p.airlock_guard_kernel_load_data,
+        &mut p.airlock_guard_module_request,
+        &mut p.airlock_guard_file_open,
+        &mut p.airlock_guard_unlink,
+        &mut p.airlock_guard_rmdir,
+        &mut p.airlock_guard_rename,
+        &mut p.airlock_guard_umount,
+        &mut p.airlock_guard_create,
+        &mut p.airlock_guard_mkdir,
+        &mut p.airlock_guard_symlink,
+        &mut p.airlock_guard_link,
+        &mut p.airlock_guard_truncate,
+    ]
+}
+
+/// guard: the compat backend's syscall tracepoints.
+fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 19] {
+    [
+        &mut p.airlock_compat_bpf,
+        &mut p.airlock_compat_kill,
+        &mut p.airlock_compat_tkill,
+        &mut p.airlock_compat_tgkill,
+        &mut p.airlock_compat_sigqueue,
+        &mut p.airlock_compat_tgsigqueue,
+        &mut p.airlock_compat_pidfd_signal,
+        &mut p.airlock_compat_pidfd_getfd,
+        &mut p.airlock_compat_ptrace,
+        &mut p.airlock_compat_vm_writev,
+        &mut p.airlock_compat_vm_readv,
+        &mut p.airlock_compat_init_module,
+        &mut p.airlock_compat_finit_module,
+        &mut p.airlock_compat_kexec_load,
+        &mut p.airlock_compat_kexec_file_load,
+        &mut p.airlock_compat_openat,
+        &mut p.airlock_compat_openat2,
+        &mut p.airlock_compat_open,
+        &mut p.airlock_compat_open_by_handle,
+    ]
+}
+
+/// Whether tracefs lists the syscall tracepoint (it exists only for syscalls the architecture has).
+fn tracepoint_exists(syscall: &str) -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|root| Path::new(root).join("events/syscalls").join(syscall).exists())
+}
+
+
 fn pid_max() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
@@ -384,6 +553,8 @@ fn configure_maps(open: &mut OpenAirlockSkel<'_>, sizes: MapSizes) -> Result<()>
     open.maps.trie.set_max_entries(sizes.trie)?;
     open.maps.egress4.set_max_entries(sizes.egress)?;
     open.maps.egress6.set_max_entries(sizes.egress)?;
+    open.maps.egress_allow4.set_max_entries(sizes.egress)?;
+    open.maps.egress_allow6.set_max_entries(sizes.egress)?;
     open.maps.events.set_max_entries(sizes.ringbuf_bytes)?;
     Ok(())
 }
@@ -433,8 +604,31 @@ impl Maps {
             counters: by_name("counters")?,
             config: by_name("airlock_config")?,
             events: by_name("events")?,
+            revoked_sessions: by_name("revoked_sessions")?,
+            exec_identity: by_name("exec_identity")?,
+            unix_rules: by_name("unix_rules")?,
+            egress_allow4: by_name("egress_allow4")?,
+            egress_allow6: by_name("egress_allow6")?,
+            guarded_tids: by_name("guarded_tids")?,
+            tamper_senders: by_name("tamper_senders")?,
+            protected_inodes: by_name("protected_inodes")?,
+            file_rules: by_name("file_rules")?,
+            file_allow: by_name("file_allow")?,
         })
     }
+}
+
+/// What this kernel cannot enforce with the chosen backend, for `status`.
+fn backend_gaps(backend: Backend, compat_unix: bool) -> Vec<String> {
+    let mut gaps = Vec::new();
+    if backend != Backend::Lsm && !compat_unix {
+        gaps.push(
+            "Unix socket rules (egress.unix_deny) are NOT enforced: this kernel has no cgroup/connect_unix \
+             (added in 6.7) and the LSM backend is not in use"
+                .to_string(),
+        );
+    }
+    gaps
 }
 
 /// Keeps a running, compatible set: its programs stay attached throughout.
@@ -452,7 +646,10 @@ fn adopt(pins: PinRoot, set: PinSet, all: Vec<PinSet>, backend: Backend, sizes: 
         pinned_at: meta.pinned_at.clone(),
     };
     tracing::info!(set = %set.dir.display(), pinned_by = meta.daemon_pid, pinned_at = %meta.pinned_at, hooks = meta.hooks.len(), "adopted the running enforcement (programs and maps were pinned; nothing was detached)");
-    Ok(Kernel { backend, hooks: meta.hooks, links: Vec::new(), maps, sizes, pins, set, startup, retiring: retiring.into(), released: false })
+    // The hooks the pinned set attached say whether compat has its Unix socket programs.
+    let compat_unix = meta.hooks.iter().any(|h| h.program == "airlock_connect_unix");
+    let gaps = backend_gaps(backend, compat_unix);
+    Ok(Kernel { backend, hooks: meta.hooks, links: Vec::new(), maps, sizes, pins, set, startup, retiring: retiring.into(), released: false, gaps })
 }
 
 /// Loads the object, pins its maps, attaches and pins every program, copies the
@@ -463,6 +660,8 @@ fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, backend
     configure_maps(&mut open, sizes)?;
 
     let lsm = backend == Backend::Lsm;
+    let compat_unix = kernel_has_cgroup_unix_hooks();
+    let gaps = backend_gaps(backend, compat_unix);
     {
         let p = &mut open.progs;
         p.airlock_bprm_check.set_autoload(lsm);
@@ -474,6 +673,18 @@ fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, backend
         p.airlock_connect6.set_autoload(!lsm);
         p.airlock_sendmsg4.set_autoload(!lsm);
         p.airlock_sendmsg6.set_autoload(!lsm);
+        // net: Unix socket rules. Compat needs cgroup/connect_unix (kernels >= 6.7).
+        p.airlock_unix_stream_connect.set_autoload(lsm);
+        p.airlock_unix_may_send.set_autoload(lsm);
+        p.airlock_connect_unix.set_autoload(!lsm && compat_unix);
+        p.airlock_sendmsg_unix.set_autoload(!lsm && compat_unix);
+        // guard
+        for prog in guard_lsm_programs(p) {
+            prog.set_autoload(lsm);
+        }
+        for prog in guard_compat_programs(p) {
+            prog.set_autoload(!lsm);
+        }
     }
     let mut skel = open.load().context("load the enforcement programs (the verifier log above says why)")?;
 
@@ -515,6 +726,30 @@ fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, backend
         attached("airlock_bprm_check", "lsm/bprm_check_security", p.airlock_bprm_check.attach_lsm())?;
         attached("airlock_socket_connect", "lsm/socket_connect", p.airlock_socket_connect.attach_lsm())?;
         attached("airlock_socket_sendmsg", "lsm/socket_sendmsg", p.airlock_socket_sendmsg.attach_lsm())?;
+        attached("airlock_unix_stream_connect", "lsm/unix_stream_connect", p.airlock_unix_stream_connect.attach_lsm())?;
+        attached("airlock_unix_may_send", "lsm/unix_may_send", p.airlock_unix_may_send.attach_lsm())?;
+        // guard: tamper resistance and protected files
+        for (name, hook, prog) in [
+            ("airlock_guard_bpf", "lsm/bpf", &p.airlock_guard_bpf),
+            ("airlock_guard_task_kill", "lsm/task_kill", &p.airlock_guard_task_kill),
+            ("airlock_guard_sigio", "lsm/file_send_sigiotask", &p.airlock_guard_sigio),
+            ("airlock_guard_ptrace", "lsm/ptrace_access_check", &p.airlock_guard_ptrace),
+            ("airlock_guard_kernel_read_file", "lsm/kernel_read_file", &p.airlock_guard_kernel_read_file),
+            ("airlock_guard_kernel_load_data", "lsm/kernel_load_data", &p.airlock_guard_kernel_load_data),
+            ("airlock_guard_module_request", "lsm/kernel_module_request", &p.airlock_guard_module_request),
+            ("airlock_guard_file_open", "lsm/file_open", &p.airlock_guard_file_open),
+            ("airlock_guard_unlink", "lsm/inode_unlink", &p.airlock_guard_unlink),
+            ("airlock_guard_rmdir", "lsm/inode_rmdir", &p.airlock_guard_rmdir),
+            ("airlock_guard_rename", "lsm/inode_rename", &p.airlock_guard_rename),
+            ("airlock_guard_umount", "lsm/sb_umount", &p.airlock_guard_umount),
+            ("airlock_guard_create", "lsm/inode_create", &p.airlock_guard_create),
+            ("airlock_guard_mkdir", "lsm/inode_mkdir", &p.airlock_guard_mkdir),
+            ("airlock_guard_symlink", "lsm/inode_symlink", &p.airlock_guard_symlink),
+            ("airlock_guard_link", "lsm/inode_link", &p.airlock_guard_link),
+            ("airlock_guard_truncate", "lsm/path_truncate", &p.airlock_guard_truncate),
+        ] {
+            attached(name, hook, prog.attach_lsm())?;
+        }
     } else {
         let root = mounts::cgroup2_root()?;
         let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup2 root {}", root.display()))?;
@@ -524,6 +759,41 @@ fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, backend
         attached("airlock_connect6", &at("cgroup/connect6"), p.airlock_connect6.attach_cgroup(fd))?;
         attached("airlock_sendmsg4", &at("cgroup/sendmsg4"), p.airlock_sendmsg4.attach_cgroup(fd))?;
         attached("airlock_sendmsg6", &at("cgroup/sendmsg6"), p.airlock_sendmsg6.attach_cgroup(fd))?;
+        if compat_unix {
+            attached("airlock_connect_unix", &at("cgroup/connect_unix"), p.airlock_connect_unix.attach_cgroup(fd))?;
+            attached("airlock_sendmsg_unix", &at("cgroup/sendmsg_unix"), p.airlock_sendmsg_unix.attach_cgroup(fd))?;
+        }
+        // guard: detection of what compat cannot refuse. A syscall this kernel
+        // does not have (open on aarch64) has no tracepoint: skipped, and absent
+        // from the hooks `status` lists.
+        for (name, syscall, prog) in [
+            ("airlock_compat_bpf", "sys_enter_bpf", &p.airlock_compat_bpf),
+            ("airlock_compat_kill", "sys_enter_kill", &p.airlock_compat_kill),
+            ("airlock_compat_tkill", "sys_enter_tkill", &p.airlock_compat_tkill),
+            ("airlock_compat_tgkill", "sys_enter_tgkill", &p.airlock_compat_tgkill),
+            ("airlock_compat_sigqueue", "sys_enter_rt_sigqueueinfo", &p.airlock_compat_sigqueue),
+            ("airlock_compat_tgsigqueue", "sys_enter_rt_tgsigqueueinfo", &p.airlock_compat_tgsigqueue),
+            ("airlock_compat_pidfd_signal", "sys_enter_pidfd_send_signal", &p.airlock_compat_pidfd_signal),
+            ("airlock_compat_pidfd_getfd", "sys_enter_pidfd_getfd", &p.airlock_compat_pidfd_getfd),
+            ("airlock_compat_ptrace", "sys_enter_ptrace", &p.airlock_compat_ptrace),
+            ("airlock_compat_vm_writev", "sys_enter_process_vm_writev", &p.airlock_compat_vm_writev),
+            ("airlock_compat_vm_readv", "sys_enter_process_vm_readv", &p.airlock_compat_vm_readv),
+            ("airlock_compat_init_module", "sys_enter_init_module", &p.airlock_compat_init_module),
+            ("airlock_compat_finit_module", "sys_enter_finit_module", &p.airlock_compat_finit_module),
+            ("airlock_compat_kexec_load", "sys_enter_kexec_load", &p.airlock_compat_kexec_load),
+            ("airlock_compat_kexec_file_load", "sys_enter_kexec_file_load", &p.airlock_compat_kexec_file_load),
+            ("airlock_compat_openat", "sys_exit_openat", &p.airlock_compat_openat),
+            ("airlock_compat_openat2", "sys_exit_openat2", &p.airlock_compat_openat2),
+            ("airlock_compat_open", "sys_exit_open", &p.airlock_compat_open),
+            ("airlock_compat_open_by_handle", "sys_exit_open_by_handle_at", &p.airlock_compat_open_by_handle),
+        ] {
+            let point = format!("tracepoint/syscalls/{syscall}");
+            if !tracepoint_exists(syscall) {
+                tracing::warn!(hook = %point, "this kernel has no such tracepoint; not attached");
+                continue;
+            }
+            attached(name, &point, prog.attach())?;
+        }
     }
     set.write_meta(&wanted_meta(backend, sizes, hooks.clone()))?;
 
@@ -536,7 +806,7 @@ fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, backend
             "the pinned enforcement cannot be adopted; a new set is attached beside it with its tags, and the old one is detached once the policy is installed");
         Startup::Replaced { old_sets: old, reason, tags_copied }
     };
-    let kernel = Kernel { backend, hooks, links, maps, sizes, pins, set, startup, retiring: old_sets.into(), released: false };
+    let kernel = Kernel { backend, hooks, links, maps, sizes, pins, set, startup, retiring: old_sets.into(), released: false, gaps };
     kernel.set_config(0)?;
     Ok(kernel)
 }

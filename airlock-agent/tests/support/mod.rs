@@ -116,6 +116,21 @@ pub fn unique_pin_dir(tag: &str) -> PathBuf {
 impl Daemon {
     /// Starts a daemon on `policy_dir` (inside a fresh temp dir) and waits until it answers.
     pub fn start(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
+        Self::start_inner::<&str>(tag, policies, roles, &[], false)
+    }
+
+    /// The same, with extra arguments to `airlock-agent run` (e.g. `--ringbuf-kib 16`).
+    pub fn start_with_args<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S]) -> Daemon {
+        Self::start_inner(tag, policies, roles, extra, false)
+    }
+
+    /// Like [`Daemon::start`], with `--program-path <bin dir>` (so the fake tools
+    /// are fingerprinted as the protected programs, exec identity) and `extra` arguments.
+    pub fn start_with(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
+        Self::start_inner(tag, policies, roles, extra, true)
+    }
+
+    fn start_inner<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S], program_path: bool) -> Daemon {
         require_root();
         let root = TempDir::new(tag);
         let policy_dir = write_policy_dir(&root.0, policies, roles);
@@ -143,6 +158,12 @@ impl Daemon {
             pin_dir.clone().into(),
             "--release-on-exit".into(),
         ];
+        let mut run_args = run_args;
+        if program_path {
+            run_args.push("--program-path".into());
+            run_args.push(bin_dir.clone().into());
+        }
+        run_args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
         let child = spawn_daemon(&root.0, &run_args, 1);
         let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root, pin_dir, run_args, starts: 1 };
         daemon.wait_ready();
@@ -497,5 +518,66 @@ impl Drop for LiveSession {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Like `governed`, with extra environment for the session (e.g. HOME).
+    pub fn governed_env(&self, role: Option<&str>, script: &str, env: &[(&str, &str)]) -> Session {
+        let mut cmd = Command::new(AGENT);
+        cmd.arg("launch").arg("--socket").arg(&self.socket);
+        if let Some(role) = role {
+            cmd.arg("--role").arg(role);
+        }
+        let full = format!("echo \"AIRLOCK_SESSION=$AIRLOCK_SESSION_ID\"\n{script}");
+        cmd.arg("--")
+            .arg("bash")
+            .arg("-c")
+            .arg(&full)
+            .current_dir(&self.work_dir)
+            .env("PATH", self.path_env())
+            .env("BIN", &self.bin_dir)
+            .env("WORK", &self.work_dir)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().expect("run airlock-agent launch");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let session_id = stdout.lines().find_map(|l| l.strip_prefix("AIRLOCK_SESSION=")).unwrap_or_default().to_string();
+        Session { output, stdout, session_id }
+    }
+
+    /// Whether the daemon process is still running (not exited).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Compiles a C source (test helpers) into `dir`; returns the binary.
+pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).expect("write C source");
+    let bin = dir.join(name);
+    let status = Command::new("cc").args(["-O2", "-o"]).arg(&bin).arg(&src).status().expect("run cc");
+    assert!(status.success(), "cc failed on {name}.c");
+    bin
+
+// ---- api (issue 4) -------------------------------------------------------------
+
+impl Daemon {
+    /// The gRPC API's socket: `api.sock` beside the control socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.socket.with_file_name("api.sock")
+    }
+
+    /// The test's own scratch directory (removed with the daemon).
+    pub fn root_dir(&self) -> &Path {
+        &self._root.0
+    }
+
+    /// Runs the CLI against this daemon's sockets.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(AGENT).args(args).arg("--socket").arg(&self.socket).output().expect("run airlock-agent")
     }
 }

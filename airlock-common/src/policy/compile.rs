@@ -8,11 +8,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::load::LoadedPolicies;
-use super::model::{Policy, Status};
+use super::model::{HomePattern, Policy, Status};
 use crate::abi::{
-    word_hash, Egress4Key, Egress6Key, EgressValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
-    TrieValue, EGRESS_FIXED_BITS,
+    word_hash, Egress4Key, Egress6Key, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue,
+    ProgramKey, ProgramValue, RoleSet, TrieKey, TrieValue, UnixKey, EGRESS_FIXED_BITS,
+    ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES, UNIX_FIXED_BITS,
+    UNIX_PATH_MAX,
 };
+use super::model::EgressDefault;
+use std::net::IpAddr;
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
 /// as "none") and never reused while the allocator lives, so a reload can
@@ -96,6 +100,44 @@ pub struct EgressRuleCompiled {
     pub text: String,
 }
 
+/// A hostname rule as enforced for one role: the daemon resolves `host` and
+/// installs its addresses under `rule_id` in the role's deny (or allow) tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    pub host: String,
+    /// Empty means every port.
+    pub ports: Vec<u16>,
+    pub text: String,
+    /// True for an `egress.allow` entry.
+    pub allow: bool,
+}
+
+/// A Unix socket rule as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    /// The bytes matched (`@` and the name for abstract sockets).
+    pub path: Vec<u8>,
+    pub prefix: bool,
+    pub text: String,
+}
+
+/// guard: a protected file as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRuleCompiled {
+    pub rule_id: u32,
+    /// The first active policy of the role that protects the file.
+    pub policy_id: String,
+    pub pattern: HomePattern,
+    /// The kernel's name for the file class: FNV-1a of the pattern text.
+    pub class_hash: u64,
+    /// Programs every policy protecting the file allows (the intersection).
+    pub allow: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRole {
     pub set_id: u32,
@@ -103,12 +145,26 @@ pub struct CompiledRole {
     pub policies: Vec<String>,
     pub commands: Vec<CommandRule>,
     pub egress: Vec<EgressRuleCompiled>,
+    /// net: Unix socket rules (broker escapes).
+    pub unix: Vec<UnixRuleCompiled>,
+    /// net: hostname rules (deny and allow), resolved by the daemon.
+    pub hosts: Vec<HostRuleCompiled>,
+    /// net: `egress.allow` address rules (in force when `egress_default_deny`).
+    pub allow: Vec<EgressRuleCompiled>,
+    /// net: the role's `egress_default` is `deny`.
+    pub egress_default_deny: bool,
+    /// guard: protected files.
+    pub files: Vec<FileRuleCompiled>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleKind {
     Command { text: String },
     Egress { text: String },
+    /// net: an `egress.unix_deny` pattern.
+    Unix { text: String },
+    /// guard: a protected file pattern.
+    File { text: String },
 }
 
 /// What a rule id in a kernel event stands for.
@@ -131,6 +187,16 @@ pub struct CompiledPolicy {
     pub egress4: Vec<(Egress4Key, EgressValue)>,
     pub egress6: Vec<(Egress6Key, EgressValue)>,
     pub role_sets: Vec<(String, RoleSet)>,
+    /// net: Unix socket rules.
+    pub unix: Vec<(UnixKey, EgressValue)>,
+    /// net: `egress.allow` address entries (the egress_allow4/6 maps).
+    pub allow4: Vec<(Egress4Key, EgressValue)>,
+    pub allow6: Vec<(Egress6Key, EgressValue)>,
+    /// guard: (set, class) -> rule, and (set, class, program) -> allowed.
+    pub file_rules: Vec<(FileRuleKey, FileRuleValue)>,
+    pub file_allow: Vec<(FileAllowKey, u32)>,
+    /// guard: every protected pattern of any role, by class: what the daemon resolves in homes.
+    pub protected: BTreeMap<u64, HomePattern>,
 }
 
 impl CompiledPolicy {
@@ -156,6 +222,12 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         egress4: Vec::new(),
         egress6: Vec::new(),
         role_sets: Vec::new(),
+        unix: Vec::new(),
+        allow4: Vec::new(),
+        allow6: Vec::new(),
+        file_rules: Vec::new(),
+        file_allow: Vec::new(),
+        protected: BTreeMap::new(),
     };
     let by_id: BTreeMap<&str, &Policy> =
         loaded.policies.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -166,6 +238,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     let mut trie = BTreeMap::new();
     let mut egress4 = BTreeMap::new();
     let mut egress6 = BTreeMap::new();
+    let mut unix = BTreeMap::new();
+    let mut allow4 = BTreeMap::new();
+    let mut allow6 = BTreeMap::new();
 
     for role in roles {
         let role_id = role.id.to_string();
@@ -175,6 +250,11 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             policies: Vec::new(),
             commands: Vec::new(),
             egress: Vec::new(),
+            unix: Vec::new(),
+            hosts: Vec::new(),
+            allow: Vec::new(),
+            egress_default_deny: role.egress_default == EgressDefault::Deny,
+            files: Vec::new(),
         };
         let mut listed = std::collections::BTreeSet::new();
         for pid in &role.policies {
@@ -225,6 +305,111 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     text: rule.text.clone(),
                 });
             }
+            for (rules, allow) in [(&policy.egress.deny_hosts, false), (&policy.egress.allow_hosts, true)] {
+                for rule in rules {
+                    let rule_id = ids.rule_id();
+                    let text = if allow { format!("allow {}", rule.text) } else { rule.text.clone() };
+                    out.rules.insert(
+                        rule_id,
+                        RuleRef {
+                            policy_id: pid.to_string(),
+                            role_id: role_id.clone(),
+                            kind: RuleKind::Egress { text: text.clone() },
+                        },
+                    );
+                    compiled.hosts.push(HostRuleCompiled {
+                        rule_id,
+                        policy_id: pid.to_string(),
+                        host: rule.host.clone(),
+                        ports: rule.ports.clone(),
+                        text,
+                        allow,
+                    });
+                }
+            }
+            for rule in &policy.egress.allow {
+                let rule_id = ids.rule_id();
+                let text = format!("allow {}", rule.text);
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::Egress { text: text.clone() },
+                    },
+                );
+                compiled.allow.push(EgressRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    net: rule.net,
+                    ports: rule.ports.clone(),
+                    text,
+                });
+            }
+            for rule in &policy.egress.unix_deny {
+                let rule_id = ids.rule_id();
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::Unix {
+                            text: rule.text.clone(),
+                        },
+                    },
+                );
+                compiled.unix.push(UnixRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    path: rule.path.clone(),
+                    prefix: rule.prefix,
+                    text: rule.text.clone(),
+                });
+            }
+            // guard: each policy protecting a file must allow a program for the role to allow it.
+            for file in &policy.protected_files {
+                let allow: Vec<String> = file.allow.iter().map(|a| a.0.clone()).collect();
+                if let Some(existing) = compiled.files.iter_mut().find(|f| f.pattern.text == file.path.text) {
+                    existing.allow.retain(|a| allow.contains(a));
+                    continue;
+                }
+                let rule_id = ids.rule_id();
+                out.rules.insert(
+                    rule_id,
+                    RuleRef {
+                        policy_id: pid.to_string(),
+                        role_id: role_id.clone(),
+                        kind: RuleKind::File {
+                            text: file.path.text.clone(),
+                        },
+                    },
+                );
+                compiled.files.push(FileRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    pattern: file.path.clone(),
+                    class_hash: word_hash(file.path.text.as_bytes()),
+                    allow,
+                });
+            }
+        }
+        for file in &compiled.files {
+            out.protected.insert(file.class_hash, file.pattern.clone());
+            out.file_rules.push((
+                FileRuleKey { set_id, pad: 0, class_hash: file.class_hash },
+                FileRuleValue { rule_id: file.rule_id, pad: 0 },
+            ));
+            for program in &file.allow {
+                out.file_allow.push((
+                    FileAllowKey {
+                        set_id,
+                        pad: 0,
+                        class_hash: file.class_hash,
+                        name_hash: word_hash(program.as_bytes()),
+                    },
+                    1,
+                ));
+            }
         }
 
         for cmd in &compiled.commands {
@@ -247,8 +432,47 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             }
         }
 
+        // Deny wins across a role's policies: a switch is off for the role only
+        // when it has active policies and every one of them turns it off.
+        let active: Vec<&Policy> = compiled
+            .policies
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        let mut flags = 0;
+        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_fileless) {
+            flags |= ROLE_ALLOW_FILELESS;
+        }
+        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
+            flags |= ROLE_ALLOW_LOADER;
+        }
+        for rule in &compiled.allow {
+            let mut sink = EgressSink {
+                set_id,
+                rule_id: rule.rule_id,
+                v4: &mut allow4,
+                v6: &mut allow6,
+            };
+            let ports: &[u16] = if rule.ports.is_empty() { &[0] } else { &rule.ports };
+            for &port in ports {
+                sink.add(rule.net, port);
+            }
+        }
+        for rule in &compiled.unix {
+            unix.entry(unix_key(set_id, &rule.path, rule.prefix))
+                .or_insert(EgressValue {
+                    rule_id: rule.rule_id,
+                    pad: 0,
+                });
+        }
+        if !compiled.unix.is_empty() {
+            flags |= ROLE_UNIX_RULES;
+        }
+        if compiled.egress_default_deny {
+            flags |= ROLE_EGRESS_DEFAULT_DENY;
+        }
         out.role_sets
-            .push((role_id.clone(), RoleSet { set_id, flags: 0 }));
+            .push((role_id.clone(), RoleSet { set_id, flags }));
         out.roles.insert(role_id, compiled);
     }
 
@@ -256,7 +480,46 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     out.trie = trie.into_iter().collect();
     out.egress4 = egress4.into_iter().collect();
     out.egress6 = egress6.into_iter().collect();
+    out.unix = unix.into_iter().collect();
+    out.allow4 = allow4.into_iter().collect();
+    out.allow6 = allow6.into_iter().collect();
     out
+}
+
+/// The egress table entries of one hostname rule's current addresses: the
+/// same forms an address rule gets (IPv4-mapped IPv6 included). Keys land in
+/// `v4`/`v6` only where they are not there yet (first rule wins).
+pub fn host_entries(
+    set_id: u32,
+    rule_id: u32,
+    addrs: &[IpAddr],
+    ports: &[u16],
+    v4: &mut BTreeMap<Egress4Key, EgressValue>,
+    v6: &mut BTreeMap<Egress6Key, EgressValue>,
+) {
+    let mut sink = EgressSink { set_id, rule_id, v4, v6 };
+    let ports: &[u16] = if ports.is_empty() { &[0] } else { ports };
+    for addr in addrs {
+        for &port in ports {
+            sink.add(IpNet::from(*addr), port);
+        }
+    }
+}
+
+/// The unix_rules key of a pattern: an exact path also matches its
+/// terminating NUL, so "/run/docker.sock" does not cover "/run/docker.sock.1";
+/// a prefix pattern stops at its last byte.
+pub fn unix_key(set_id: u32, path: &[u8], prefix: bool) -> UnixKey {
+    let mut key = UnixKey {
+        prefixlen: 0,
+        set_id,
+        path: [0; UNIX_PATH_MAX],
+    };
+    let n = path.len().min(UNIX_PATH_MAX - 1);
+    key.path[..n].copy_from_slice(&path[..n]);
+    let matched = if prefix { n } else { n + 1 };
+    key.prefixlen = UNIX_FIXED_BITS + 8 * matched as u32;
+    key
 }
 
 fn add_command(

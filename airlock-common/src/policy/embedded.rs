@@ -24,6 +24,7 @@ pub fn default_sources() -> Vec<PolicySource> {
     vec![
         shipped!(policy, "policies", "cloud-metadata-block.json"),
         shipped!(policy, "policies", "infra-mutation-block.json"),
+        shipped!(policy, "policies", "broker-escape-block.json"),
         shipped!(role, "roles", "default.json"),
         shipped!(role, "roles", "terraform-restricted-agent.json"),
     ]

@@ -117,9 +117,32 @@ impl LoadedPolicies {
                         .join(","),
                 );
             }
+            for (what, hosts) in [("deny_host", &p.egress.deny_hosts), ("allow_host", &p.egress.allow_hosts)] {
+                for h in hosts {
+                    field(what);
+                    field(&h.host);
+                    field(&h.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+                }
+            }
+            for a in &p.egress.allow {
+                field("allow");
+                field(&a.net.to_string());
+                field(&a.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+            }
+            for u in &p.egress.unix_deny {
+                field("unix");
+                field(&u.text);
+            }
             for r in &p.rules {
                 field("rule");
                 field(&r.to_string());
+            }
+            for f in &p.protected_files {
+                field("protected_file");
+                field(&f.path.text);
+                for a in &f.allow {
+                    field(&a.0);
+                }
             }
         }
         let mut roles: Vec<&Role> = self.roles.iter().collect();
@@ -131,6 +154,9 @@ impl LoadedPolicies {
             field(r.description.as_deref().unwrap_or(""));
             for p in &r.policies {
                 field(p.as_str());
+            }
+            if r.egress_default == super::model::EgressDefault::Deny {
+                field("egress_default=deny");
             }
         }
         format!("{:016x}", word_hash(canon.as_bytes()))

@@ -14,13 +14,15 @@ pub mod matcher;
 mod model;
 
 pub use compile::{
-    compile, CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled, IdAllocator, RuleKind,
-    RuleRef,
+    compile, host_entries, unix_key, CommandRule, HostRuleCompiled, CompiledPolicy, CompiledRole, EgressRuleCompiled, IdAllocator,
+    RuleKind, RuleRef, UnixRuleCompiled,
 };
 pub use diag::{Diagnostic, PolicyErrors};
 pub use embedded::default_sources;
 pub use load::{load_dir, load_sources, Format, LoadedPolicies, PolicySource, SourceKind};
 pub use model::{
-    Cidr, CommandPattern, Egress, EgressRule, Id, Policy, Role, Status, MAX_COMMAND_WORDS,
-    MAX_ID_LEN, MAX_WORD_LEN,
+    parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HostRule, Id, Policy, Role, Status, UnixRule, MAX_COMMAND_WORDS,
+    MAX_ID_LEN, MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
 };
+// guard
+pub use model::{default_protected_files, HomePattern, ProgramName, ProtectedFile, MAX_PROTECTED_DEPTH};

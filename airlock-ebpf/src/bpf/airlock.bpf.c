@@ -10,9 +10,14 @@
 #include "process.bpf.h"
 #include "exec.bpf.h"
 #include "net.bpf.h"
+#include "unix.bpf.h"
+#include "guard.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Anchor the event types in BTF so the ABI test can check their layout. */
 struct airlock_exec_event *unused_exec_event __attribute__((unused));
 struct airlock_net_event *unused_net_event __attribute__((unused));
+struct airlock_guard_event *unused_guard_event __attribute__((unused));
+struct airlock_unix_event *unused_unix_event __attribute__((unused));
+struct airlock_unix_key *unused_unix_key __attribute__((unused));

@@ -36,6 +36,14 @@ enum airlock_event_kind {
 	AIRLOCK_EVENT_SENDMSG = 3,
 	/* A tagged process forked but its child could not be tagged. */
 	AIRLOCK_EVENT_TAG_FAILURE = 4,
+	/* guard: tamper resistance and protected files (30-39) */
+	/* A governed process reached for Airlock itself or the kernel's code. */
+	AIRLOCK_EVENT_TAMPER = 30,
+	/* A governed process opened a protected (credential) file. */
+	AIRLOCK_EVENT_FILE_OPEN = 31,
+	/* net: connects and datagrams to Unix sockets (broker escapes). */
+	AIRLOCK_EVENT_UNIX_CONNECT = 20,
+	AIRLOCK_EVENT_UNIX_SENDMSG = 21,
 };
 
 enum airlock_decision {
@@ -52,9 +60,28 @@ enum airlock_reason {
 	/* More partial matches than the matcher can follow at once. */
 	AIRLOCK_REASON_MATCH_OVERFLOW = 3,
 	/* The process's child could not be tagged: fail closed. */
+	/* guard (30-39) */
+	AIRLOCK_REASON_TAMPER_BPF = 30,        /* the bpf() system call */
+	AIRLOCK_REASON_TAMPER_SIGNAL = 31,     /* a signal to the daemon */
+	AIRLOCK_REASON_TAMPER_PTRACE = 32,     /* ptrace, its memory, its fds, its /proc files */
+	AIRLOCK_REASON_TAMPER_KERNEL_CODE = 33, /* module loading, kexec */
+	AIRLOCK_REASON_TAMPER_CONTROL_FS = 34, /* bpffs, cgroupfs writes */
+	AIRLOCK_REASON_PROTECTED_FILE = 35,    /* a protected file, opened by a program the policy does not allow */
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */
 	AIRLOCK_REASON_ROLE_GONE = 5,
+	/* api (issue 4): the session was revoked through the API: deny everything. */
+	AIRLOCK_REASON_REVOKED = 40,
+	/* exec identity: the executed file has no name on disk (memfd, deleted, O_TMPFILE). */
+	AIRLOCK_REASON_FILELESS = 10,
+	/* exec identity: the dynamic loader was run directly. */
+	AIRLOCK_REASON_LOADER = 11,
+	/* net: a Unix socket path the kernel cannot put in canonical form (a ".."
+	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
+	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
+	/* net: the role's egress default is deny and no egress.allow entry covers the destination. */
+	AIRLOCK_REASON_EGRESS_DEFAULT = 21,
+	AIRLOCK_REASON_TAMPER_AIRLOCK_FILES = 36, /* a write to Airlock's policy, state or executable */
 };
 
 enum airlock_backend {
@@ -64,9 +91,16 @@ enum airlock_backend {
 
 /* How the exec matcher found the program a rule names. */
 enum airlock_match_via {
+/* guard (12-15) */
+/* Compat: the call was not refused; the offender was killed on its way back to user space. */
+#define AIRLOCK_FLAG_KILLED_AFTER (1U << 12)
 	AIRLOCK_VIA_EXECUTABLE = 1, /* the file the kernel executes, symlinks resolved */
 	AIRLOCK_VIA_ARGV0 = 2,      /* basename of argv[0] (multi-call binaries) */
 	AIRLOCK_VIA_SCRIPT = 3,     /* the #! script execve was asked to run */
+	/* exec identity */
+	AIRLOCK_VIA_IDENTITY = 4,    /* the file's content is a protected program's */
+	AIRLOCK_VIA_INTERPRETER = 5, /* a program an interpreter was asked to run */
+	AIRLOCK_VIA_LOADED = 6,      /* a program the dynamic loader was asked to load */
 };
 
 /* Event flags. */
@@ -74,9 +108,29 @@ enum airlock_match_via {
 #define AIRLOCK_FLAG_PATH_TRUNCATED (1U << 1)
 #define AIRLOCK_FLAG_SCRIPT (1U << 2)
 #define AIRLOCK_FLAG_EARLY_CHECK (1U << 3) /* LSM: decided before the exec committed */
+/* exec identity */
+#define AIRLOCK_FLAG_FILELESS (1U << 4)    /* the executed file has no name on disk */
+#define AIRLOCK_FLAG_LOADER (1U << 5)      /* the executed file is the dynamic loader */
+#define AIRLOCK_FLAG_INTERPRETER (1U << 6) /* the executed file is an interpreter */
+#define AIRLOCK_FLAG_IDENTITY (1U << 7)    /* the content is a protected program's */
 
 /* Role flags. */
 #define AIRLOCK_ROLE_DENY_ALL (1U << 0)
+/* exec identity: every policy of the role lets fileless executables / the loader run. */
+#define AIRLOCK_ROLE_ALLOW_FILELESS (1U << 1)
+#define AIRLOCK_ROLE_ALLOW_LOADER (1U << 2)
+
+/* net: Unix socket rules. */
+/* Event flag: the path is the listening socket's own (LSM, symlinks resolved). */
+#define AIRLOCK_FLAG_UNIX_RESOLVED (1U << 8)
+/* Event flag: an abstract socket; the path is "@" and the name. */
+#define AIRLOCK_FLAG_UNIX_ABSTRACT (1U << 9)
+/* Role flag: the role's rule set has Unix socket rules (the hooks judge only then). */
+#define AIRLOCK_ROLE_UNIX_RULES (1U << 4)
+/* net: role flag: egress is denied unless an egress.allow entry covers it. */
+#define AIRLOCK_ROLE_EGRESS_DEFAULT_DENY (1U << 5)
+/* Bytes of a Unix socket path the kernel matches and reports. */
+#define AIRLOCK_UNIX_PATH_MAX 128
 
 /* tagged_procs: tgid -> the session the process belongs to. */
 struct airlock_proc_tag {
@@ -148,6 +202,8 @@ struct airlock_counters {
 	__u64 denies;
 	__u64 ringbuf_drops;
 	__u64 tag_failures;
+	/* guard: tamper attempts seen (refused on LSM, killed on compat) */
+	__u64 tamper;
 };
 
 /* Run-time switches the daemon writes before attaching. */
@@ -156,6 +212,9 @@ struct airlock_config {
 	__u32 policy_generation;
 	__u32 daemon_tgid;
 	__u32 pad;
+	/* guard: the daemon's process group, for kill(0) and kill(-pgrp) on compat */
+	__u32 daemon_pgid;
+	__u32 guard_pad;
 };
 
 struct airlock_event_header {
@@ -204,6 +263,154 @@ struct airlock_net_event {
 	__u16 port;   /* host order */
 	__u32 protocol;
 	__u8 addr[16];
+};
+
+/*
+ * exec identity: what an executable is, not what it is called.
+ *
+ * The kernel fingerprints the first AIRLOCK_HEAD_LEN bytes of every file it
+ * executes (the kernel's own bprm->buf, zero-padded) together with the file's
+ * size; the daemon computes the same fingerprint for the protected programs,
+ * interpreters and loaders it finds and fills exec_identity. For an ELF64
+ * little-endian file only the header and program header fields the loader
+ * uses are hashed (see airlock-common/src/identity.rs for the exact bytes).
+ */
+#define AIRLOCK_HEAD_LEN 256 /* BINPRM_BUF_SIZE */
+#define AIRLOCK_IDENTITY_NAMES 4
+/* Argument words after argv[0] an interpreter's or loader's operands are looked for in. */
+#define AIRLOCK_OPERAND_WORDS 8
+
+enum airlock_identity_key_kind {
+	AIRLOCK_IDKEY_NAME = 1,    /* hash: FNV-1a of a file name */
+	AIRLOCK_IDKEY_CONTENT = 2, /* hash: the content fingerprint */
+	AIRLOCK_IDKEY_SIZE = 3,    /* hash: a file size some CONTENT entry has (value unused) */
+};
+
+/* What a name or content is. */
+#define AIRLOCK_ID_INTERPRETER (1U << 0) /* runs the program its operands name */
+#define AIRLOCK_ID_LOADER (1U << 1)      /* the dynamic loader */
+#define AIRLOCK_ID_PROGRAM (1U << 2)     /* a protected program: names[] */
+
+struct airlock_identity_key {
+	__u32 kind;
+	__u32 pad;
+	__u64 hash;
+};
+
+struct airlock_identity_value {
+	__u32 flags;
+	__u32 nnames;
+	/* Program-name hashes this content is (several when identical binaries
+	 * carry several protected names); unused slots are 0. */
+	__u64 names[AIRLOCK_IDENTITY_NAMES];
+};
+
+/* net: Unix socket rules. */
+
+/*
+ * unix_rules LPM key: the set id is matched in full, the path by prefix. An
+ * exact path rule includes its terminating NUL in the prefix; a prefix rule
+ * ("/tmp/tmux-*") does not. Lookups use the full length.
+ */
+struct airlock_unix_key {
+	__u32 prefixlen; /* 32 + 8 * bytes of path matched */
+	__u32 set_id;
+	char path[AIRLOCK_UNIX_PATH_MAX];
+};
+
+struct airlock_unix_event {
+	struct airlock_event_header hdr;
+	__u32 path_len;
+	__u32 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 unknown */
+	char path[AIRLOCK_UNIX_PATH_MAX];
+};
+
+/* guard: what a governed process tried (airlock_guard_event.op). */
+enum airlock_guard_op {
+	AIRLOCK_OP_BPF = 1,
+	AIRLOCK_OP_KILL = 2,
+	AIRLOCK_OP_TKILL = 3,
+	AIRLOCK_OP_TGKILL = 4,
+	AIRLOCK_OP_SIGQUEUE = 5,
+	AIRLOCK_OP_PIDFD_SIGNAL = 6,
+	AIRLOCK_OP_SIGIO = 7,
+	AIRLOCK_OP_PTRACE = 8,
+	AIRLOCK_OP_VM_WRITEV = 9,
+	AIRLOCK_OP_VM_READV = 10,
+	AIRLOCK_OP_PIDFD_GETFD = 11,
+	AIRLOCK_OP_INIT_MODULE = 12,
+	AIRLOCK_OP_FINIT_MODULE = 13,
+	AIRLOCK_OP_MODULE_REQUEST = 14,
+	AIRLOCK_OP_KEXEC = 15,
+	AIRLOCK_OP_KERNEL_READ_FILE = 16,
+	AIRLOCK_OP_OPEN = 17,
+	AIRLOCK_OP_UNLINK = 18,
+	AIRLOCK_OP_RENAME = 19,
+	AIRLOCK_OP_RMDIR = 20,
+	AIRLOCK_OP_UMOUNT = 21,
+	AIRLOCK_OP_CREATE = 22,
+	AIRLOCK_OP_LINK = 23,
+	AIRLOCK_OP_TRUNCATE = 24,
+};
+
+/*
+ * guard: protected files. The daemon resolves each protected pattern in the
+ * homes of the session users to (device, inode); the kernel matches opens by
+ * that identity, so hard links, renames, bind mounts and path aliases do not
+ * hide a file.
+ */
+struct airlock_inode_key {
+	__u32 dev; /* the superblock's s_dev (kernel encoding: major << 20 | minor) */
+	__u32 pad;
+	__u64 ino;
+};
+
+/*
+ * protected_inodes class of Airlock's own files and directories (the policy
+ * and state directories, the daemon's executable): readable, never written,
+ * created in, renamed or removed by a governed process.
+ */
+#define AIRLOCK_CLASS_SELF 1ULL
+
+/* protected_inodes value: which pattern ("class") the file belongs to. */
+struct airlock_inode_value {
+	__u64 class_hash; /* FNV-1a of the pattern text, e.g. "~/.aws/credentials" */
+};
+
+/* file_rules: (rule set, class) -> the rule that protects the class in that set. */
+struct airlock_file_rule_key {
+	__u32 set_id;
+	__u32 pad;
+	__u64 class_hash;
+};
+
+struct airlock_file_rule_value {
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* file_allow: (rule set, class, program name hash) present = that program may open it. */
+struct airlock_file_allow_key {
+	__u32 set_id;
+	__u32 pad;
+	__u64 class_hash;
+	__u64 name_hash;
+};
+
+struct airlock_guard_event {
+	struct airlock_event_header hdr;
+	__u32 op;      /* enum airlock_guard_op */
+	__u32 target;  /* the pid (or tid) a signal, ptrace or fd grab aimed at; else 0 */
+	__u64 arg;     /* bpf command, signal, ptrace request, kernel_read_file id, open flags */
+	__u32 dev;     /* file events: the file's identity */
+	__u32 path_len;
+	__u64 ino;
+	__u32 exe_uid; /* owner of the opener's executable */
+	__u32 name_len;
+	/* The opener's executable name, or the module a request named. */
+	char name[AIRLOCK_FILENAME_MAX];
+	/* File events: the file's path, components leaf first. */
+	char path[AIRLOCK_PATH_MAX];
 };
 
 #endif /* AIRLOCK_ABI_H */

@@ -17,6 +17,7 @@
 #include "common.h"
 #include "path.h"
 #include "exec_match.h"
+#include "exec_identity.h"
 
 /*
  * Decides an exec from the hashed argv in s->words and the names the program
@@ -24,12 +25,18 @@
  * that decided is left in s->words.rule_id.
  */
 static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s, __u64 exe_hash,
-					bool script, const struct name_hashes *script_name, __u32 *via)
+					bool script, const struct name_hashes *script_name,
+					const struct exec_identity_facts *id, bool operands, __u32 *via)
 {
 	__u32 set_id;
 	__u32 reason = rule_set_of(tag, &set_id);
 	if (reason != AIRLOCK_REASON_NONE || set_id == 0)
 		return reason;
+	__u32 role_flags = exec_role_flags(tag);
+
+	/* A file with no name on disk cannot be told apart by name: refused unless the role allows it. */
+	if (id->fileless && !(role_flags & AIRLOCK_ROLE_ALLOW_FILELESS))
+		return AIRLOCK_REASON_FILELESS;
 
 	struct exec_words *words = &s->words;
 	reason = judge_program(set_id, exe_hash, 1, words);
@@ -54,7 +61,62 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 			return reason;
 		}
 	}
+	/* The content is a protected program's, whatever the file is called. */
+	if (id->id_flags & AIRLOCK_ID_PROGRAM) {
+#pragma unroll
+		for (int i = 0; i < AIRLOCK_IDENTITY_NAMES; i++) {
+			__u64 name = id->names[i];
+			if (!name || name == exe_hash || name == s->argv0_base_hash)
+				continue;
+			reason = judge_program(set_id, name, 1, words);
+			if (reason) {
+				*via = AIRLOCK_VIA_IDENTITY;
+				return reason;
+			}
+		}
+	}
+	if (id->id_flags & AIRLOCK_ID_LOADER) {
+		/* Agents never need to run ld.so themselves; where a role allows it,
+		 * the program it loads is judged by name with its arguments. */
+		if (!(role_flags & AIRLOCK_ROLE_ALLOW_LOADER))
+			return AIRLOCK_REASON_LOADER;
+		reason = judge_operands(set_id, s);
+		if (reason) {
+			*via = AIRLOCK_VIA_LOADED;
+			return reason;
+		}
+	}
+	if (operands && (id->id_flags & AIRLOCK_ID_INTERPRETER)) {
+		/* python3 /x/aws iam create-role: the script is the program. */
+		reason = judge_operands(set_id, s);
+		if (reason) {
+			*via = AIRLOCK_VIA_INTERPRETER;
+			return reason;
+		}
+	}
 	return AIRLOCK_REASON_NONE;
+}
+
+/* Event flags for what the identity lookup found. */
+static __always_inline __u32 identity_event_flags(const struct exec_identity_facts *id)
+{
+	__u32 flags = 0;
+	if (id->fileless)
+		flags |= AIRLOCK_FLAG_FILELESS;
+	if (id->id_flags & AIRLOCK_ID_LOADER)
+		flags |= AIRLOCK_FLAG_LOADER;
+	if (id->id_flags & AIRLOCK_ID_INTERPRETER)
+		flags |= AIRLOCK_FLAG_INTERPRETER;
+	if (id->id_flags & AIRLOCK_ID_PROGRAM)
+		flags |= AIRLOCK_FLAG_IDENTITY;
+	return flags;
+}
+
+/* True when execve's filename is "/dev/fd/N": execveat(fd, "", AT_EMPTY_PATH) of a #! script. */
+static __always_inline bool filename_is_dev_fd(const char *f)
+{
+	return f[0] == '/' && f[1] == 'd' && f[2] == 'e' && f[3] == 'v' && f[4] == '/' && f[5] == 'f' &&
+	       f[6] == 'd' && f[7] == '/';
 }
 
 static __always_inline struct exec_scratch *exec_scratch_get(void)
@@ -144,8 +206,16 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 	if (script)
 		name_hash((struct name_buf *)e->filename, &script_name);
 
+	struct exec_identity_facts id = {};
+	identity_of(s, bprm, exe_name.hash, &id);
+	/* The #! script itself is out of reach here (bprm->file is its
+	 * interpreter): one passed as an open file descriptor has no name to judge. */
+	if (script && filename_is_dev_fd(e->filename))
+		id.fileless = 1;
+	flags |= identity_event_flags(&id);
+
 	__u32 via = 0;
-	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &via);
+	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &id, true, &via);
 	if (reason)
 		bpf_send_signal(SIGKILL);
 	e->hdr.flags = flags;
@@ -264,10 +334,17 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	struct name_hashes exe_name = {};
 	name_hash((struct name_buf *)e->exe, &exe_name);
 
+	struct exec_identity_facts id = {};
+	identity_of(s, bprm, exe_name.hash, &id);
+	flags |= identity_event_flags(&id);
+
 	/* A #! script comes here first as itself, then as its interpreter with the
-	 * caller's argv[0]: either way the script's name is matched. */
+	 * caller's argv[0]: either way the script's name is matched. On that second
+	 * pass argv is still the caller's, not the interpreter's, so an
+	 * interpreter's operands are judged only when it was executed directly. */
+	bool direct = BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename);
 	__u32 via = 0;
-	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &via);
+	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &id, direct, &via);
 	if (!reason)
 		return 0;
 	e->hdr.flags = flags;

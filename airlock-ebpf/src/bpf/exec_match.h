@@ -28,6 +28,9 @@
 struct tokenize_ctx {
 	char *argv; /* AIRLOCK_ARGV_MAX bytes */
 	__u64 *word_hash;
+	__u64 *word_base_hash;
+	__u16 *word_off;
+	__u64 word_begin; /* offset of the word being read */
 	__u32 len;
 	__u32 nwords;
 	__u64 hash;
@@ -42,13 +45,17 @@ static long tokenize_step(__u64 i, struct tokenize_ctx *c)
 	__u8 ch = c->argv[i & ARGV_MASK];
 	if (ch == 0) {
 		__u32 n = c->nwords;
-		if (n < AIRLOCK_MAX_WORDS)
+		if (n < AIRLOCK_MAX_WORDS) {
 			c->word_hash[n & WORDS_MASK] = c->hash;
+			c->word_base_hash[n & WORDS_MASK] = c->base_hash;
+			c->word_off[n & WORDS_MASK] = c->word_begin;
+		}
 		if (n == 0)
 			c->argv0_base_hash = c->base_hash;
 		c->nwords = n + 1;
 		c->hash = AIRLOCK_FNV_OFFSET;
 		c->base_hash = AIRLOCK_FNV_OFFSET;
+		c->word_begin = i + 1;
 		return 0;
 	}
 	c->hash = fnv_step(c->hash, ch);
@@ -64,6 +71,8 @@ AIRLOCK_GLOBAL int tokenize(struct exec_scratch *s)
 	struct tokenize_ctx c = {
 		.argv = s->evt.argv,
 		.word_hash = s->words.word_hash,
+		.word_base_hash = s->words.base_hash,
+		.word_off = s->words.off,
 		.len = s->evt.argv_len,
 		.hash = AIRLOCK_FNV_OFFSET,
 		.base_hash = AIRLOCK_FNV_OFFSET,
@@ -208,6 +217,56 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 	}
 	if (c.overflow)
 		return AIRLOCK_REASON_MATCH_OVERFLOW;
+	return AIRLOCK_REASON_NONE;
+}
+
+/*
+ * exec identity: the operands of an interpreter or loader. The first word
+ * after argv[0] that is not an option is the program it runs (its basename
+ * names it; the words after it are its arguments), unless it is the code of a
+ * -c option. Later words among the first AIRLOCK_OPERAND_WORDS are tried too
+ * when they are paths, so an option that takes a value (python3 -W ignore
+ * /x/aws ...) does not hide the program.
+ */
+/*
+ * A plain bounded loop, not bpf_loop: the state carried from word to word
+ * ("the first operand was seen") then lives in this function's own frame,
+ * where every kernel's verifier follows it exactly; callback state across
+ * bpf_loop iterations is where verifiers before 6.7 were not exact.
+ */
+AIRLOCK_GLOBAL int judge_operands(__u32 set_id, struct exec_scratch *s)
+{
+	if (!s)
+		return AIRLOCK_REASON_NONE;
+	struct exec_words *words = &s->words;
+	const char *argv = s->evt.argv;
+	__u32 nwords = words->nwords;
+	bool seen_first = false;
+	for (__u32 k = 1; k <= AIRLOCK_OPERAND_WORDS; k++) {
+		if (k >= nwords)
+			break;
+		__u32 off = words->off[k & WORDS_MASK];
+		if (argv[off & ARGV_MASK] == '-')
+			continue;
+		bool first = !seen_first;
+		seen_first = true;
+		if (first && k >= 2) {
+			/* After -c, -lc, -xc ... comes code (sh -c, python3 -c), not a
+			 * file: its text after a '/' is no program name. */
+			__u32 prev = words->off[(k - 1) & WORDS_MASK];
+			__u32 plen = off - prev - 1;
+			if (plen >= 2 && plen <= 5 && argv[prev & ARGV_MASK] == '-' &&
+			    argv[(prev + 1) & ARGV_MASK] != '-' && argv[(off - 2) & ARGV_MASK] == 'c')
+				continue;
+		}
+		/* A word without '/' has its basename's hash. */
+		bool path = words->base_hash[k & WORDS_MASK] != words->word_hash[k & WORDS_MASK];
+		if (!first && !path)
+			continue;
+		int reason = judge_program(set_id, words->base_hash[k & WORDS_MASK], k + 1, words);
+		if (reason)
+			return reason;
+	}
 	return AIRLOCK_REASON_NONE;
 }
 

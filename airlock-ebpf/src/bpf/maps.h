@@ -91,6 +91,9 @@ struct exec_words {
 	__u32 too_long;
 	__u32 rule_id;
 	__u32 pad;
+	/* exec identity: basename hash and argv offset of each word. */
+	__u64 base_hash[AIRLOCK_MAX_WORDS];
+	__u16 off[AIRLOCK_MAX_WORDS];
 };
 
 /* A NUL-terminated name (a path component or execve's filename), sized for the hashers. */
@@ -108,6 +111,9 @@ struct exec_scratch {
 	struct airlock_exec_event evt;
 	struct exec_words words;
 	__u64 argv0_base_hash;
+	/* exec identity: the executed file's first bytes (bprm->buf) and fingerprint. */
+	__u8 head[AIRLOCK_HEAD_LEN];
+	__u64 content_hash;
 };
 
 struct {
@@ -138,7 +144,128 @@ struct {
 	__type(value, struct early_argv);
 } early_argv SEC(".maps");
 
+/* net: egress.allow entries, for roles whose egress default is deny (same keys as egress4/6). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 131072); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_egress4_key);
+	__type(value, struct airlock_egress_value);
+} egress_allow4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 131072); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_egress6_key);
+	__type(value, struct airlock_egress_value);
+} egress_allow6 SEC(".maps");
+
+/* exec identity: names and contents of protected programs, interpreters and loaders. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_identity_key);
+	__type(value, struct airlock_identity_value);
+} exec_identity SEC(".maps");
+/* net: Unix socket rules, per rule set (see struct airlock_unix_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384); /* runtime */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_unix_key);
+	__type(value, struct airlock_egress_value);
+} unix_rules SEC(".maps");
+
+/* net: per-CPU working memory of the Unix socket hooks (too large for the stack). */
+struct unix_scratch {
+	struct path_buf walk;          /* a dentry walk, components leaf first */
+	char raw[2 * AIRLOCK_UNIX_PATH_MAX]; /* the path before canonical form */
+	struct airlock_unix_key key;
+	char pad[AIRLOCK_UNIX_PATH_MAX]; /* room for masked writes past key.path */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unix_scratch);
+} unix_scratch SEC(".maps");
+
 /* Count of quarantined processes: the common case (zero) skips the lookup. */
 volatile __u32 quarantined_count;
+
+/*
+ * api (issue 4): sessions revoked through the API -> 1. Every hook that judges
+ * a governed process denies a revoked session's processes outright, so a
+ * process the daemon has not killed yet can neither exec nor connect.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u32);
+} revoked_sessions SEC(".maps");
+
+/* guard: tamper resistance and protected files */
+
+/* The daemon's thread ids (compat: signals and ptrace name a thread, not a process). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} guarded_tids SEC(".maps");
+
+/*
+ * Compat: governed processes that sent the daemon a signal. Written before the
+ * signal is sent, so the daemon can tell a governed sender's SIGTERM from the
+ * operator's even after the sender was killed and its tag is gone.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} tamper_senders SEC(".maps");
+
+/* Protected files by identity, resolved by the daemon in the session users' homes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_inode_key);
+	__type(value, struct airlock_inode_value);
+} protected_inodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_file_rule_key);
+	__type(value, struct airlock_file_rule_value);
+} file_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_file_allow_key);
+	__type(value, __u32);
+} file_allow SEC(".maps");
+
+/* Working memory of the guard hooks: the event is too large for the BPF stack. */
+struct guard_scratch {
+	struct airlock_guard_event evt;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_scratch);
+} guard_scratch SEC(".maps");
 
 #endif

@@ -14,32 +14,60 @@
 #define IPPROTO_UDP 17
 
 /* Looks the destination up for the exact port, then for "any port" (0). */
-static __always_inline __u32 egress_lookup4(__u32 set_id, __u32 addr_be, __u16 port_be)
+static __always_inline __u32 egress_lookup4_in(void *map, __u32 set_id, __u32 addr_be, __u16 port_be)
 {
 	struct airlock_egress4_key key = { .prefixlen = 48 + 32, .set_id = set_id };
 	__builtin_memcpy(key.addr, &addr_be, 4);
 	__builtin_memcpy(key.port, &port_be, 2);
-	struct airlock_egress_value *v = bpf_map_lookup_elem(&egress4, &key);
+	struct airlock_egress_value *v = bpf_map_lookup_elem(map, &key);
 	if (v)
 		return v->rule_id;
 	key.port[0] = 0;
 	key.port[1] = 0;
-	v = bpf_map_lookup_elem(&egress4, &key);
+	v = bpf_map_lookup_elem(map, &key);
+	return v ? v->rule_id : 0;
+}
+
+static __always_inline __u32 egress_lookup4(__u32 set_id, __u32 addr_be, __u16 port_be)
+{
+	return egress_lookup4_in(&egress4, set_id, addr_be, port_be);
+}
+
+static __always_inline __u32 egress_lookup6_in(void *map, __u32 set_id, const __u32 *addr_be, __u16 port_be)
+{
+	struct airlock_egress6_key key = { .prefixlen = 48 + 128, .set_id = set_id };
+	__builtin_memcpy(key.addr, addr_be, 16);
+	__builtin_memcpy(key.port, &port_be, 2);
+	struct airlock_egress_value *v = bpf_map_lookup_elem(map, &key);
+	if (v)
+		return v->rule_id;
+	key.port[0] = 0;
+	key.port[1] = 0;
+	v = bpf_map_lookup_elem(map, &key);
 	return v ? v->rule_id : 0;
 }
 
 static __always_inline __u32 egress_lookup6(__u32 set_id, const __u32 *addr_be, __u16 port_be)
 {
-	struct airlock_egress6_key key = { .prefixlen = 48 + 128, .set_id = set_id };
-	__builtin_memcpy(key.addr, addr_be, 16);
-	__builtin_memcpy(key.port, &port_be, 2);
-	struct airlock_egress_value *v = bpf_map_lookup_elem(&egress6, &key);
-	if (v)
-		return v->rule_id;
-	key.port[0] = 0;
-	key.port[1] = 0;
-	v = bpf_map_lookup_elem(&egress6, &key);
-	return v ? v->rule_id : 0;
+	return egress_lookup6_in(&egress6, set_id, addr_be, port_be);
+}
+
+/*
+ * net: for a role whose egress default is deny, the allow rule covering the
+ * destination (0: none, so the destination is refused). Only reached when no
+ * deny rule matched: deny rules always win.
+ */
+static __always_inline __u32 egress_default_allow_rule(const struct airlock_proc_tag *tag, __u32 set_id, __u16 family,
+							__u32 addr4_be, const __u32 *addr6_be, __u16 port_be,
+							bool *default_deny)
+{
+	__u32 slot = tag->role_slot;
+	struct airlock_role_set *rs = bpf_map_lookup_elem(&role_sets, &slot);
+	*default_deny = rs && (rs->flags & AIRLOCK_ROLE_EGRESS_DEFAULT_DENY);
+	if (!*default_deny)
+		return 0;
+	return family == AF_INET ? egress_lookup4_in(&egress_allow4, set_id, addr4_be, port_be)
+				 : egress_lookup6_in(&egress_allow6, set_id, addr6_be, port_be);
 }
 
 /*
@@ -59,8 +87,16 @@ static __always_inline __u32 egress_judge(__u32 kind, __u16 family, __u32 addr4_
 	if (reason == AIRLOCK_REASON_NONE && set_id) {
 		rule_id = family == AF_INET ? egress_lookup4(set_id, addr4_be, port_be)
 					    : egress_lookup6(set_id, addr6_be, port_be);
-		if (rule_id)
+		if (rule_id) {
 			reason = AIRLOCK_REASON_RULE;
+		} else {
+			bool default_deny = false;
+			/* An allow decision names the allow rule that let it through. */
+			rule_id = egress_default_allow_rule(&tag, set_id, family, addr4_be, addr6_be, port_be,
+							    &default_deny);
+			if (default_deny && !rule_id)
+				reason = AIRLOCK_REASON_EGRESS_DEFAULT;
+		}
 	}
 	__u32 decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
 

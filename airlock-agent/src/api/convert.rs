@@ -1,0 +1,126 @@
+//! The daemon's records as API messages.
+
+use airlock_common::api::v1 as pb;
+
+use crate::events::DecisionRecord;
+use crate::protocol::StatusReport;
+use crate::sessions::{SessionInfo, SessionState};
+
+/// An enriched decision as the API (and the store) carries it.
+pub fn decision_of(r: &DecisionRecord, id: u64) -> pb::Decision {
+    pb::Decision {
+        id,
+        time_unix_nanos: r.time_unix_nanos,
+        time: r.time.clone(),
+        host: r.host.clone(),
+        kind: r.kind.to_string(),
+        decision: r.decision.to_string(),
+        reason: r.reason.to_string(),
+        session_id: r.session_id.clone(),
+        role: r.role.clone(),
+        agent: r.agent.clone(),
+        uid: r.user.uid,
+        user: r.user.name.clone(),
+        pid: r.pid,
+        ppid: r.ppid,
+        comm: r.comm.clone(),
+        executable: r.executable.clone(),
+        argv: r.argv.clone(),
+        argv_truncated: r.argv_truncated,
+        cwd: r.cwd.clone(),
+        destination: r.destination.as_ref().map(|d| pb::Destination { address: d.address.clone(), port: d.port.into(), protocol: d.protocol.clone() }),
+        policy: r.policy.clone(),
+        rule: r.rule.clone(),
+        matched_by: r.matched_by.map(str::to_string),
+        stage: r.stage.map(str::to_string),
+        backend: r.backend.clone(),
+        policy_generation: r.policy_generation,
+        filename: r.filename.clone(),
+    }
+}
+
+pub fn state_of(s: SessionState) -> pb::SessionState {
+    match s {
+        SessionState::Ready => pb::SessionState::Ready,
+        SessionState::Running => pb::SessionState::Running,
+        SessionState::Exited => pb::SessionState::Exited,
+        SessionState::Revoked => pb::SessionState::Revoked,
+    }
+}
+
+pub fn session_of(s: &SessionInfo, processes: u32) -> pb::Session {
+    pb::Session {
+        id: s.id.clone(),
+        state: state_of(s.state) as i32,
+        role: s.role.clone(),
+        uid: s.uid,
+        user: s.user.clone(),
+        root_pid: s.root_pid,
+        command: s.command.clone(),
+        agent: s.agent(),
+        cwd: s.cwd.clone(),
+        tty: s.tty.clone(),
+        started_at: s.started_at.clone(),
+        processes,
+        ended_at: s.ended_at.clone(),
+        revoked_by: s.revocation.as_ref().map(|r| r.by.clone()),
+        revoke_reason: s.revocation.as_ref().map(|r| r.reason.clone()),
+    }
+}
+
+pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreStatus) -> pb::StatusResponse {
+    pb::StatusResponse {
+        version: r.version,
+        pid: r.pid,
+        backend: r.backend,
+        hooks: r.hooks.into_iter().map(|h| pb::Hook { program: h.program, attach_point: h.attach_point }).collect(),
+        guarantees: r.guarantees,
+        policy: Some(pb::PolicyStatus {
+            version: r.policy.version,
+            source: r.policy.source,
+            generation: r.policy.generation,
+            roles: r.policy.roles,
+            rules: r.policy.rules as u64,
+            loaded_at: r.policy.loaded_at,
+            last_reload_error: r.policy.last_reload_error,
+            protected_contents: r.policy.protected_contents as u64,
+            hostnames: r
+                .policy
+                .hostnames
+                .into_iter()
+                .map(|h| pb::HostnameStatus { host: h.host, addresses: h.addresses, ttl: h.ttl, resolved_at: h.resolved_at, error: h.error })
+                .collect(),
+        }),
+        default_role: r.default_role,
+        sessions,
+        tagged_processes: r.tagged_processes as u64,
+        counters: Some(pb::Counters {
+            decisions: r.counters.decisions,
+            denies: r.counters.denies,
+            ringbuf_drops: r.counters.ringbuf_drops,
+            tag_failures: r.counters.tag_failures,
+            tamper: r.counters.tamper,
+        }),
+        events_received: r.events_received,
+        audit_lines: r.audit_lines,
+        audit_path: r.audit_path,
+        store: Some(store),
+        protected_files: r.protected_files as u64,
+        lifecycle: r.lifecycle.map(lifecycle),
+    }
+}
+
+/// Restart and pinning status, as the API reports it.
+fn lifecycle(l: crate::protocol::LifecycleStatus) -> pb::Lifecycle {
+    use crate::kernel::Startup;
+    let startup = match l.startup {
+        Startup::Fresh => pb::Startup { kind: "fresh".into(), ..Default::default() },
+        Startup::Adopted { set, pinned_by_pid, pinned_by_version, pinned_at } => {
+            pb::Startup { kind: "adopted".into(), set, pinned_by_pid, pinned_by_version, pinned_at, ..Default::default() }
+        }
+        Startup::Replaced { old_sets, reason, tags_copied } => {
+            pb::Startup { kind: "replaced".into(), old_sets, reason, tags_copied: tags_copied as u64, ..Default::default() }
+        }
+    };
+    pb::Lifecycle { pin_dir: l.pin_dir, pinned_set: l.pinned_set, startup: Some(startup), backlog_audited: l.backlog_audited, on_stop: l.on_stop }
+}

@@ -1,0 +1,167 @@
+//! The `airlock.v1.Airlock` service: each call is a thin translation to the
+//! daemon's own operations (daemon.rs) and the decision store (store.rs).
+
+use std::sync::Arc;
+
+use airlock_common::api::v1 as pb;
+use airlock_common::api::v1::airlock_server::Airlock;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::daemon::{self, Shared};
+use crate::store;
+
+#[derive(Clone)]
+pub struct ApiService {
+    shared: Arc<Shared>,
+}
+
+impl ApiService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ApiService { shared }
+    }
+
+    /// Runs daemon work (locks, map syscalls, SQLite) off the async thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared)).await.map_err(|e| Status::internal(format!("API worker failed: {e}")))?
+    }
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    Status::internal(format!("{e:#}"))
+}
+
+/// Who is calling, for the record of a revocation.
+fn caller<T>(req: &Request<T>) -> String {
+    if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
+        if let Some(cred) = &info.peer_cred {
+            let uid = cred.uid();
+            let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
+            return match name {
+                Some(name) => format!("{name} (uid {uid}, API socket)"),
+                None => format!("uid {uid} (API socket)"),
+            };
+        }
+    }
+    match (req.remote_addr(), req.peer_certs().is_some()) {
+        (Some(addr), true) => format!("TLS client certificate from {addr}"),
+        (Some(addr), false) => format!("plain TCP client {addr}"),
+        (None, _) => "unknown caller".to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl Airlock for ApiService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self.blocking(|s| daemon::api_status(s).map_err(internal)).await?;
+        Ok(Response::new(status))
+    }
+
+    async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let want = req.into_inner().state;
+        let sessions = self
+            .blocking(move |s| {
+                Ok(daemon::api_sessions(s).into_iter().filter(|x| want == 0 || x.state == want).collect::<Vec<_>>())
+            })
+            .await?;
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::Session>, Status> {
+        let id = req.into_inner().id;
+        let session = self
+            .blocking(move |s| {
+                daemon::api_sessions(s)
+                    .into_iter()
+                    .find(|x| x.id == id.trim())
+                    .ok_or_else(|| Status::not_found(format!("no session {id:?}")))
+            })
+            .await?;
+        Ok(Response::new(session))
+    }
+
+    async fn revoke_session(&self, req: Request<pb::RevokeSessionRequest>) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let by = caller(&req);
+        let r = req.into_inner();
+        let reason = if r.reason.trim().is_empty() { "revoked through the API".to_string() } else { r.reason };
+        let outcome = self
+            .blocking(move |s| match daemon::revoke(s, &r.id, &by, &reason) {
+                Ok(o) => Ok(o),
+                Err(daemon::RevokeError::NotFound) => Err(Status::not_found(format!("no session {:?}", r.id))),
+                Err(daemon::RevokeError::Failed(e)) => Err(internal(e)),
+            })
+            .await?;
+        Ok(Response::new(pb::RevokeSessionResponse {
+            session: Some(convert::session_of(&outcome.session, outcome.remaining)),
+            killed: outcome.killed,
+            rounds: outcome.rounds,
+        }))
+    }
+
+    async fn query_decisions(&self, req: Request<pb::QueryDecisionsRequest>) -> Result<Response<pb::QueryDecisionsResponse>, Status> {
+        let r = req.into_inner();
+        let before = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse::<u64>().map_err(|_| Status::invalid_argument(format!("page_token {:?} is not one this API gave", r.page_token)))?
+        };
+        if r.page_size as usize > store::MAX_PAGE {
+            return Err(Status::invalid_argument(format!("page_size {} is over the limit of {}", r.page_size, store::MAX_PAGE)));
+        }
+        let page = if r.page_size == 0 { store::DEFAULT_PAGE } else { r.page_size as usize };
+        let filter = r.filter.unwrap_or_default();
+        let (decisions, next) = self.blocking(move |s| s.store.query(&filter, before, page).map_err(internal)).await?;
+        Ok(Response::new(pb::QueryDecisionsResponse { decisions, next_page_token: next.map(|n| n.to_string()).unwrap_or_default() }))
+    }
+
+    type StreamDecisionsStream = ReceiverStream<Result<pb::Decision, Status>>;
+
+    async fn stream_decisions(&self, req: Request<pb::StreamDecisionsRequest>) -> Result<Response<Self::StreamDecisionsStream>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let mut live = self.shared.live.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                match live.recv().await {
+                    Ok(d) => {
+                        if store::matches(&filter, &d) && tx.send(Ok((*d).clone())).await.is_err() {
+                            break; // the client went away
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        // Never a silent gap: the client learns what it missed and can page it from the store.
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "the stream fell behind and skipped {n} decisions; QueryDecisions has them"
+                            ))))
+                            .await;
+                        break;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_effective_policy(&self, req: Request<pb::GetEffectivePolicyRequest>) -> Result<Response<pb::EffectivePolicy>, Status> {
+        let role = req.into_inner().role;
+        let policy = self
+            .blocking(move |s| daemon::effective_policy(s, &role).map_err(|e| Status::not_found(format!("{e:#}"))))
+            .await?;
+        Ok(Response::new(policy))
+    }
+
+    async fn reload_policy(&self, _req: Request<pb::ReloadPolicyRequest>) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let (version, generation) =
+            self.blocking(|s| daemon::reload_now(s).map_err(|e| Status::failed_precondition(format!("{e:#}")))).await?;
+        Ok(Response::new(pb::ReloadPolicyResponse { version, generation }))
+    }
+}

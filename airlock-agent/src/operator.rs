@@ -1,0 +1,427 @@
+//! The operator commands, clients of the gRPC API (issue 4): `status`,
+//! `sessions list|show|revoke`, `decisions`, `policy show`, `policy reload`.
+//! Human tables by default, `--json` for scripts.
+
+use std::path::{Path, PathBuf};
+
+use airlock_common::api::v1 as pb;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::api::client::{connect_unix, status_error, Client};
+
+/// Runs one API conversation on a small runtime of its own.
+pub fn with_client<T>(socket: &Path, f: impl AsyncFnOnce(Client) -> Result<T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the client runtime")?;
+    rt.block_on(async {
+        let client = connect_unix(socket).await?;
+        f(client).await
+    })
+}
+
+// ---- status ------------------------------------------------------------------
+
+pub fn status(socket: &Path, json: bool) -> Result<i32> {
+    let r = with_client(socket, async |mut c| Ok(c.status(pb::StatusRequest {}).await.map_err(status_error)?.into_inner()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&r)?)?);
+    } else {
+        print_status(&r);
+    }
+    Ok(0)
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::SessionState::try_from(state).unwrap_or(pb::SessionState::Unspecified) {
+        pb::SessionState::Ready => "ready",
+        pb::SessionState::Running => "running",
+        pb::SessionState::Exited => "exited",
+        pb::SessionState::Revoked => "revoked",
+        pb::SessionState::Unspecified => "unknown",
+    }
+}
+
+/// A session as JSON, with its state by name.
+fn session_json(s: &pb::Session) -> Result<Value> {
+    let mut v = serde_json::to_value(s)?;
+    v["state"] = Value::String(state_name(s.state).to_string());
+    Ok(v)
+}
+
+fn status_json(r: &pb::StatusResponse) -> Result<Value> {
+    let mut v = serde_json::to_value(r)?;
+    v["sessions"] = Value::Array(r.sessions.iter().map(session_json).collect::<Result<_>>()?);
+    Ok(v)
+}
+
+fn print_status(r: &pb::StatusResponse) {
+    println!("Airlock agent {} (pid {})", r.version, r.pid);
+    println!("backend:        {}", r.backend);
+    println!("hooks:");
+    for h in &r.hooks {
+        println!("  {:<24} {}", h.program, h.attach_point);
+    }
+    println!("guarantees:");
+    for g in &r.guarantees {
+        println!("  - {g}");
+    }
+    if let Some(p) = &r.policy {
+        println!("policy:         {} (generation {}, from {})", p.version, p.generation, p.source);
+        println!("  roles:        {}", p.roles.join(", "));
+        println!("  rules:        {}", p.rules);
+        println!("  loaded at:    {}", p.loaded_at);
+        println!("  identities:   {} protected program contents fingerprinted", p.protected_contents);
+        if let Some(e) = &p.last_reload_error {
+            println!("  LAST RELOAD REFUSED: {e}");
+        }
+        for h in &p.hostnames {
+            let error = h.error.as_deref().map(|e| format!("  LOOKUP FAILED: {e}")).unwrap_or_default();
+            println!("  hostname:     {} -> [{}] ttl {}s at {}{error}", h.host, h.addresses.join(", "), h.ttl, h.resolved_at);
+        }
+    }
+    println!("default role:   {}", r.default_role);
+    println!("sessions:       {} active, {} tagged processes", r.sessions.len(), r.tagged_processes);
+    for s in &r.sessions {
+        println!(
+            "  {} {} role={} user={} pid={} processes={} cmd={}",
+            s.id,
+            state_name(s.state),
+            s.role,
+            s.user,
+            s.root_pid,
+            s.processes,
+            s.command.join(" ")
+        );
+    }
+    if let Some(c) = &r.counters {
+        println!(
+            "counters:       decisions={} denies={} ringbuf_drops={} tag_failures={} tamper={}",
+            c.decisions, c.denies, c.ringbuf_drops, c.tag_failures, c.tamper
+        );
+    }
+    println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
+    println!("protected:      {} credential files in session users' homes", r.protected_files);
+    if let Some(l) = &r.lifecycle {
+        let how = match l.startup.as_ref().map(|s| s.kind.as_str()) {
+            Some("adopted") => {
+                let s = l.startup.as_ref().expect("matched Some");
+                format!("adopted (pinned by daemon {}, pid {})", s.pinned_by_version, s.pinned_by_pid)
+            }
+            Some("replaced") => {
+                let s = l.startup.as_ref().expect("matched Some");
+                format!("replaced an older set ({}; {} tags carried over)", s.reason, s.tags_copied)
+            }
+            _ => "loaded by this daemon".to_string(),
+        };
+        println!("enforcement:    pinned in {}, {how}", l.pinned_set);
+        println!("  backlog:      {} decisions made while no daemon ran were audited at start", l.backlog_audited);
+        println!("  on stop:      {}", l.on_stop);
+    }
+    if let Some(s) = &r.store {
+        println!(
+            "store:          {} decisions, {:.1} MB -> {} (keeps {} days, {} MB; {} dropped)",
+            s.decisions,
+            s.bytes as f64 / 1e6,
+            s.path,
+            s.max_age_seconds / 86_400,
+            s.max_bytes / 1_000_000,
+            s.dropped
+        );
+    }
+}
+
+// ---- sessions ----------------------------------------------------------------
+
+pub fn sessions_list(socket: &Path, state: Option<String>, json: bool) -> Result<i32> {
+    let state = match state.as_deref() {
+        None => pb::SessionState::Unspecified,
+        Some("ready") => pb::SessionState::Ready,
+        Some("running") => pb::SessionState::Running,
+        Some("exited") => pb::SessionState::Exited,
+        Some("revoked") => pb::SessionState::Revoked,
+        Some(other) => bail!("unknown state {other:?}: ready, running, exited or revoked"),
+    };
+    let list = with_client(socket, async |mut c| {
+        Ok(c.list_sessions(pb::ListSessionsRequest { state: state as i32 }).await.map_err(status_error)?.into_inner().sessions)
+    })?;
+    if json {
+        let v: Vec<Value> = list.iter().map(session_json).collect::<Result<_>>()?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                state_name(s.state).to_string(),
+                s.role.clone(),
+                s.user.clone(),
+                s.root_pid.to_string(),
+                s.processes.to_string(),
+                short_time(&s.started_at),
+                s.command.join(" "),
+            ]
+        })
+        .collect();
+    print_table(&["SESSION", "STATE", "ROLE", "USER", "PID", "PROCS", "STARTED", "COMMAND"], &rows, &[4, 5]);
+    Ok(0)
+}
+
+pub fn sessions_show(socket: &Path, id: String, json: bool) -> Result<i32> {
+    let s = with_client(socket, async |mut c| Ok(c.get_session(pb::GetSessionRequest { id }).await.map_err(status_error)?.into_inner()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&session_json(&s)?)?);
+        return Ok(0);
+    }
+    println!("session:    {}", s.id);
+    println!("state:      {}", state_name(s.state));
+    println!("role:       {}", s.role);
+    println!("user:       {} (uid {})", s.user, s.uid);
+    println!("agent:      {}", s.agent);
+    println!("command:    {}", s.command.join(" "));
+    println!("cwd:        {}", s.cwd);
+    println!("tty:        {}", s.tty.as_deref().unwrap_or("-"));
+    println!("root pid:   {}", s.root_pid);
+    println!("processes:  {}", s.processes);
+    println!("started:    {}", s.started_at);
+    if let Some(t) = &s.ended_at {
+        println!("ended:      {t}");
+    }
+    if let Some(by) = &s.revoked_by {
+        println!("revoked by: {by}: {}", s.revoke_reason.as_deref().unwrap_or(""));
+    }
+    Ok(0)
+}
+
+pub fn sessions_revoke(socket: &Path, id: String, reason: Option<String>, json: bool) -> Result<i32> {
+    let r = with_client(socket, async |mut c| {
+        Ok(c.revoke_session(pb::RevokeSessionRequest { id, reason: reason.unwrap_or_default() }).await.map_err(status_error)?.into_inner())
+    })?;
+    if json {
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(s) = &r.session {
+            v["session"] = session_json(s)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let id = r.session.as_ref().map(|s| s.id.as_str()).unwrap_or("?");
+    println!("session {id} revoked: {} processes killed in {} rounds; the kernel denies it everything from now on", r.killed, r.rounds);
+    Ok(0)
+}
+
+// ---- decisions ---------------------------------------------------------------
+
+/// `--since`/`--until`: RFC 3339, or an age like 90s, 15m, 2h, 7d.
+pub fn parse_time(text: &str) -> Result<i64> {
+    let t = text.trim();
+    if let Some(unit) = t.chars().last().filter(|c| c.is_ascii_alphabetic()) {
+        if let Ok(n) = t[..t.len() - 1].parse::<i64>() {
+            let secs = match unit {
+                's' => n,
+                'm' => n * 60,
+                'h' => n * 3600,
+                'd' => n * 86_400,
+                _ => bail!("{text:?}: the unit of an age is s, m, h or d"),
+            };
+            return Ok(crate::store::now_ns() - secs * 1_000_000_000);
+        }
+    }
+    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor an age (15m, 2h, 7d)"))?;
+    Ok(at.unix_timestamp_nanos() as i64)
+}
+
+pub struct DecisionsArgs {
+    pub filter: pb::DecisionFilter,
+    pub limit: usize,
+    pub follow: bool,
+    pub json: bool,
+}
+
+pub fn decisions(socket: &Path, args: DecisionsArgs) -> Result<i32> {
+    with_client(socket, async |mut c| {
+        // The newest `limit`, fetched page by page.
+        let mut found = Vec::new();
+        let mut token = String::new();
+        let mut more = false;
+        while found.len() < args.limit {
+            let page = (args.limit - found.len()).min(crate::store::MAX_PAGE) as u32;
+            let r = c
+                .query_decisions(pb::QueryDecisionsRequest { filter: Some(args.filter.clone()), page_size: page, page_token: token })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            found.extend(r.decisions);
+            token = r.next_page_token;
+            more = !token.is_empty();
+            if !more {
+                break;
+            }
+        }
+        if args.follow {
+            // Like tail -f: the recent ones oldest first, then each as it comes.
+            let mut stream = c
+                .stream_decisions(pb::StreamDecisionsRequest { filter: Some(args.filter.clone()) })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let last_seen = found.first().map(|d| d.id).unwrap_or(0);
+            found.reverse();
+            print_decisions(&found, args.json, true)?;
+            while let Some(d) = stream.message().await.map_err(status_error)? {
+                if d.id > last_seen {
+                    print_decisions(std::slice::from_ref(&d), args.json, false)?;
+                }
+            }
+            return Ok(0);
+        }
+        print_decisions(&found, args.json, true)?;
+        if more && !args.json {
+            eprintln!("(older decisions match too: raise --limit or narrow the filters)");
+        }
+        Ok(0)
+    })
+}
+
+fn print_decisions(list: &[pb::Decision], json: bool, header: bool) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for d in list {
+            writeln!(out, "{}", serde_json::to_string(d)?)?;
+        }
+        return Ok(out.flush()?);
+    }
+    if header {
+        writeln!(out, "{:<23}  {:<16}  {:<8}  {:<16}  {:<7}  {:<5}  {:<14}  WHAT", "TIME", "SESSION", "USER", "ROLE", "KIND", "DEC", "RULE")?;
+    }
+    for d in list {
+        let what = match &d.destination {
+            Some(dest) => format!("{}:{}/{}", dest.address, dest.port, dest.protocol),
+            None if !d.argv.is_empty() => d.argv.join(" "),
+            None => d.executable.clone(),
+        };
+        let rule = d.rule.clone().unwrap_or_else(|| if d.decision == "deny" { d.reason.clone() } else { "-".into() });
+        writeln!(
+            out,
+            "{:<23}  {:<16}  {:<8}  {:<16}  {:<7}  {:<5}  {:<14}  {}",
+            short_time(&d.time),
+            d.session_id,
+            d.user,
+            d.role,
+            d.kind,
+            d.decision,
+            truncate(&rule, 14),
+            what
+        )?;
+    }
+    Ok(out.flush()?)
+}
+
+// ---- policy show / reload ----------------------------------------------------
+
+pub fn policy_show(socket: &Path, role: Option<String>, json: bool) -> Result<i32> {
+    let p = with_client(socket, async |mut c| {
+        Ok(c.get_effective_policy(pb::GetEffectivePolicyRequest { role: role.unwrap_or_default() }).await.map_err(status_error)?.into_inner())
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(0);
+    }
+    println!("role {} (policy {}, generation {})", p.role, p.policy_version, p.generation);
+    println!("policies: {}", if p.policies.is_empty() { "(none: nothing is blocked)".to_string() } else { p.policies.join(", ") });
+    println!("blocked commands ({}):", p.blocked_commands.len());
+    for r in &p.blocked_commands {
+        println!("  {:<40} [{}]", r.command.join(" "), r.policy);
+    }
+    println!("denied egress ({}):", p.denied_egress.len());
+    for r in &p.denied_egress {
+        let ports = if r.ports.is_empty() { "any port".to_string() } else { r.ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
+        println!("  {:<40} {:<12} [{}]", r.destination, ports, r.policy);
+    }
+    Ok(0)
+}
+
+pub fn policy_reload(socket: &Path) -> Result<i32> {
+    let r = with_client(socket, async |mut c| Ok(c.reload_policy(pb::ReloadPolicyRequest {}).await.map_err(status_error)?.into_inner()))?;
+    println!("policy {} in force (generation {})", r.version, r.generation);
+    Ok(0)
+}
+
+// ---- helpers -----------------------------------------------------------------
+
+/// RFC 3339 to the millisecond: "2026-11-22T01:02:03.123Z".
+fn short_time(t: &str) -> String {
+    match (t.find('.'), t.ends_with('Z')) {
+        (Some(dot), true) => format!("{}Z", &t[..(dot + 4).min(t.len() - 1)]),
+        _ => t.to_string(),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Columns padded to their widest cell; `right` columns right-aligned; the last one free.
+fn print_table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len() - 1;
+        let parts: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else if right.contains(&i) {
+                    format!("{c:>w$}", w = widths[i])
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// The API socket for a command: `--api-socket`, else `api.sock` beside `--socket`.
+pub fn api_socket(socket: &Path, api_socket: Option<PathBuf>) -> PathBuf {
+    api_socket.unwrap_or_else(|| crate::api::api_socket_beside(socket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_rfc3339_or_age() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1_000_000_000);
+        let now = crate::store::now_ns();
+        let ago = parse_time("2h").unwrap();
+        assert!((now - ago - 7_200_000_000_000).abs() < 60_000_000_000);
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("5w").is_err());
+    }
+
+    #[test]
+    fn times_are_shortened_to_the_millisecond() {
+        assert_eq!(short_time("2026-11-22T01:02:03.123456789Z"), "2026-11-22T01:02:03.123Z");
+        assert_eq!(short_time("2026-11-22T01:02:03Z"), "2026-11-22T01:02:03Z");
+    }
+}

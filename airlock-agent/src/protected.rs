@@ -1,0 +1,186 @@
+//! guard: protected (credential) files. The policy names them relative to a
+//! home directory (`~/.aws/credentials`, `~/.ssh/id_*`); the kernel matches
+//! opens by file identity. This module resolves each pattern in the homes of
+//! the session users to (device, inode) and keeps the kernel's
+//! `protected_inodes` map equal to that set: at every launch (before the
+//! session's first instruction), after every reload, and every watch tick (so
+//! a key created during a session is protected from the next tick on). A file
+//! once protected stays protected for the daemon's life (moving it away must
+//! not release it) unless its pattern leaves the policy.
+//!
+//! Identity, not path: a hard link, a rename, a bind mount or a
+//! /proc/self/root alias of a protected file is the same inode.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use airlock_common::abi::{as_bytes, InodeKey, InodeValue, CLASS_SELF};
+use airlock_common::policy::HomePattern;
+use anyhow::{Context, Result};
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::kernel::{Kernel, PROTECTED_INODES_CAPACITY};
+
+#[derive(Default)]
+pub struct ProtectedFiles {
+    homes: BTreeSet<PathBuf>,
+    installed: HashMap<InodeKey, u64>,
+    /// Airlock's own directories and files (policy, state, executable): never
+    /// written, created in, renamed or removed by a governed process.
+    own: Vec<PathBuf>,
+}
+
+impl ProtectedFiles {
+    /// Adds a home directory to resolve patterns in; true when it is new.
+    pub fn add_home(&mut self, home: &Path) -> bool {
+        home.is_absolute() && self.homes.insert(home.to_path_buf())
+    }
+
+    /// Airlock's own directories; they and every file directly inside them are guarded.
+    pub fn set_own(&mut self, dirs_and_files: Vec<PathBuf>) {
+        self.own = dirs_and_files;
+    }
+
+    /// How many files are protected now.
+    pub fn count(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// Resolves every pattern in every home and brings the kernel map up to date.
+    pub fn refresh(&mut self, kernel: &Kernel, patterns: &BTreeMap<u64, HomePattern>) -> Result<usize> {
+        let mut wanted: HashMap<InodeKey, u64> = HashMap::new();
+        for home in &self.homes {
+            for (class, pattern) in patterns {
+                for file in resolve(home, pattern) {
+                    if let Some(key) = identity(&file) {
+                        wanted.entry(key).or_insert(*class);
+                    }
+                }
+            }
+        }
+        for path in &self.own {
+            for file in own_entries(path) {
+                if let Some(key) = identity_any(&file) {
+                    wanted.insert(key, CLASS_SELF);
+                }
+            }
+        }
+        if wanted.len() > PROTECTED_INODES_CAPACITY {
+            tracing::error!(files = wanted.len(), capacity = PROTECTED_INODES_CAPACITY, "more protected files than the kernel map holds; the rest are not protected");
+        }
+        let map = &kernel.maps().protected_inodes;
+        for (key, class) in wanted.iter() {
+            if self.installed.len() >= PROTECTED_INODES_CAPACITY && !self.installed.contains_key(key) {
+                break;
+            }
+            if self.installed.get(key) != Some(class) {
+                map.update(as_bytes(key), as_bytes(&InodeValue { class_hash: *class }), MapFlags::ANY)
+                    .with_context(|| format!("protect inode {} on device {:#x}", key.ino, key.dev))?;
+                self.installed.insert(*key, *class);
+            }
+        }
+        // A file that no longer sits at its protected path stays protected: it
+        // may have been moved or renamed by a governed process precisely to
+        // lose protection. Only a class the policy dropped is released. (An
+        // inode number reused later is over-protected, never under-protected.)
+        let stale: Vec<InodeKey> =
+            self.installed.iter().filter(|(_, c)| **c != CLASS_SELF && !patterns.contains_key(c)).map(|(k, _)| *k).collect();
+        for key in stale {
+            let _ = map.delete(as_bytes(&key));
+            self.installed.remove(&key);
+        }
+        Ok(self.installed.len())
+    }
+}
+
+/// The files a pattern names in one home (a prefix pattern may name several).
+pub fn resolve(home: &Path, pattern: &HomePattern) -> Vec<PathBuf> {
+    let Some((last, dirs)) = pattern.components.split_last() else { return Vec::new() };
+    let dir = dirs.iter().fold(home.to_path_buf(), |p, c| p.join(c));
+    if !pattern.prefix {
+        let file = dir.join(last);
+        return if file.exists() { vec![file] } else { Vec::new() };
+    }
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(last.as_str())))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A directory and what sits directly in it (one level: policies/ and roles/
+/// are listed themselves), or a single file.
+fn own_entries(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(path) {
+        out.extend(entries.flatten().map(|e| e.path()));
+    }
+    out
+}
+
+/// Identity of a file or directory (Airlock's own entries).
+fn identity_any(path: &Path) -> Option<InodeKey> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino: meta.ino() })
+}
+
+/// A file's identity as the kernel sees it: the superblock's device number in
+/// the kernel's encoding (major << 20 | minor) and the inode number. Symlinks
+/// are followed: the protected thing is the file they lead to.
+fn identity(file: &Path) -> Option<InodeKey> {
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino: meta.ino() })
+}
+
+/// The home directories a session's files live in: the user's home from the
+/// password database, and the HOME the launching process has (protection is
+/// only ever added, so a caller naming another HOME gains nothing).
+pub fn session_homes(uid: u32, pid: u32) -> Vec<PathBuf> {
+    let mut homes = Vec::new();
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        homes.push(user.dir);
+    }
+    if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+        for var in env.split(|&b| b == 0) {
+            if let Some(home) = var.strip_prefix(b"HOME=") {
+                homes.push(PathBuf::from(String::from_utf8_lossy(home).into_owned()));
+            }
+        }
+    }
+    homes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_resolve_in_a_home() {
+        let home = std::env::temp_dir().join(format!("airlock-protected-{}", std::process::id()));
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::create_dir_all(home.join(".aws")).unwrap();
+        for f in [".ssh/id_rsa", ".ssh/id_ed25519", ".ssh/known_hosts", ".aws/credentials"] {
+            std::fs::write(home.join(f), "x").unwrap();
+        }
+        let ssh: HomePattern = "~/.ssh/id_*".parse().unwrap();
+        let mut found = resolve(&home, &ssh);
+        found.sort();
+        assert_eq!(found, vec![home.join(".ssh/id_ed25519"), home.join(".ssh/id_rsa")]);
+        let aws: HomePattern = "~/.aws/credentials".parse().unwrap();
+        assert_eq!(resolve(&home, &aws), vec![home.join(".aws/credentials")]);
+        let missing: HomePattern = "~/.kube/config".parse().unwrap();
+        assert!(resolve(&home, &missing).is_empty());
+        let id = identity(&home.join(".aws/credentials")).unwrap();
+        assert_eq!(id.ino, std::fs::metadata(home.join(".aws/credentials")).unwrap().ino());
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+}
