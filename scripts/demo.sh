@@ -24,7 +24,9 @@ for tool in terraform kubectl; do
 done
 
 echo "demo: starting the daemon (log: $demo/daemon.log)"
-"$agent" run --embedded-policy --state-dir "$demo/state" --socket "$socket" 2>"$demo/daemon.log" &
+# Its own pin directory, released on stop: the demo leaves no enforcement behind.
+"$agent" run --embedded-policy --state-dir "$demo/state" --socket "$socket" \
+    --pin-dir "/sys/fs/bpf/airlock-demo-$$" --release-on-exit 2>"$demo/daemon.log" &
 daemon=$!
 stop() {
     if [ "$keep" = 0 ] && kill -0 "$daemon" 2>/dev/null; then

@@ -16,6 +16,7 @@ use airlock_common::api::v1 as pb;
 
 const DEFAULT_SOCKET: &str = "/run/airlock/agent.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 
 /// Exit status of `launch` when Airlock refuses to start the command.
 const LAUNCH_REFUSED: i32 = 125;
@@ -59,9 +60,25 @@ enum Command {
         /// Default: the first nameserver of /etc/resolv.conf.
         #[arg(long)]
         dns_server: Option<String>,
+        /// Where the programs and maps are pinned (on bpffs). A restart adopts what is pinned here.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// On stop, detach the programs and remove the pins. By default they stay
+        /// pinned and in force, and the next start re-adopts the running sessions.
+        #[arg(long)]
+        release_on_exit: bool,
         #[command(flatten)]
         api: ApiServeArgs,
     },
+    /// Detach the pinned enforcement and remove its pins (root; the daemon must be stopped).
+    Unload {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Install the agent as a systemd service: binary, unit, default policies, `airlock` group.
+    Install(crate::install::InstallArgs),
+    /// Remove what `install` installed; stops the service and unloads the enforcement.
+    Uninstall(crate::install::UninstallArgs),
     /// Start CMD as a governed session: it and everything it starts obey the role's policies.
     Launch {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -350,7 +367,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, api } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, pin_dir, release_on_exit, api } => {
             let dns_server = match dns_server {
                 None => crate::dns::DnsClient::system_server(),
                 Some(s) => s
@@ -389,9 +406,22 @@ fn dispatch(command: Command) -> Result<i32> {
                 retention,
                 program_paths,
                 dns_server,
+                pin_dir,
+                release_on_exit,
             })?;
             Ok(0)
         }
+        Command::Unload { pin_dir } => {
+            let removed = crate::kernel::unload(&pin_dir)?;
+            if removed.is_empty() {
+                println!("nothing was pinned in {}", pin_dir.display());
+            } else {
+                println!("unloaded: {} pins removed from {}; no Airlock enforcement remains there", removed.len(), pin_dir.display());
+            }
+            Ok(0)
+        }
+        Command::Install(args) => crate::install::install(&args),
+        Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Launch { .. } => unreachable!("handled before dispatch"),
         Command::Status { conn, json } => operator::status(&conn.path(), json),
         Command::Sessions { command, list } => match command {

@@ -20,7 +20,7 @@ use airlock_common::api::v1 as pb;
 
 use airlock_common::abi::ProcTag;
 use anyhow::{bail, Context, Result};
-use libbpf_rs::RingBufferBuilder;
+use libbpf_rs::{MapHandle, RingBufferBuilder};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::exfiltrator::WithOrigin;
@@ -29,10 +29,10 @@ use signal_hook::iterator::SignalsInfo;
 use crate::api::{self, ApiOptions};
 use crate::audit::AuditLog;
 use crate::events::{decode, DecisionRecord, Enricher, UserRef};
-use crate::kernel::{Backend, BackendChoice, Kernel, MapSizes};
+use crate::kernel::{Backend, BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
 use crate::policy_store::{PolicyOrigin, PolicyStore};
 use crate::protected::{session_homes, ProtectedFiles};
-use crate::protocol::{PolicyStatus, Request, Response, StatusReport};
+use crate::protocol::{LifecycleStatus, PolicyStatus, Request, Response, StatusReport};
 use crate::sessions::{format_session_id, new_session_id, Revocation, SessionInfo, SessionState, Sessions};
 use crate::store::{Retention, Store};
 
@@ -51,6 +51,10 @@ pub struct DaemonOptions {
     pub program_paths: Vec<PathBuf>,
     /// net: the DNS server hostname rules are resolved with.
     pub dns_server: std::net::SocketAddr,
+    /// Where the programs, links and maps are pinned in bpffs.
+    pub pin_dir: PathBuf,
+    /// On stop, detach and unpin (by default the enforcement stays pinned).
+    pub release_on_exit: bool,
 }
 
 /// Decisions the live stream holds for a slow follower before it is cut off
@@ -72,6 +76,9 @@ pub(crate) struct Shared {
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<pb::Decision>>,
     /// guard: protected files resolved in the session users' homes.
     protected: Mutex<ProtectedFiles>,
+    /// Restart: decisions read from the ring buffer at start (made while no daemon ran).
+    backlog_audited: AtomicU64,
+    release_on_exit: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,20 +100,30 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         bail!("policy from {} is invalid:\n{errors}", opts.policy.describe());
     }
 
-    let kernel = Kernel::start(opts.backend, opts.sizes)?;
-    tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), "enforcement attached");
+    // Before the kernel: a second daemon on the same socket must not load anything.
+    if UnixStream::connect(&opts.socket).is_ok() {
+        bail!("another Airlock daemon is already answering on {}", opts.socket.display());
+    }
+    let kernel = Kernel::start(&KernelOptions { backend: opts.backend, sizes: opts.sizes, pin_dir: opts.pin_dir.clone() })?;
+    tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), set = %kernel.pinned_set().display(), "enforcement in force");
 
+    // The sessions and role slots of a previous daemon, reconciled with the
+    // tags that are live in the kernel now.
+    let (sessions, restored) = Sessions::restore(opts.state_dir.join(SESSIONS_FILE), |pid| kernel.tag_of(pid).map(|t| t.session_id))?;
     tracing::info!(dns_server = %opts.dns_server, "hostname rules are resolved with this DNS server");
-    let mut store = PolicyStore::new(opts.policy, crate::dns::DnsClient::new(opts.dns_server));
+    let mut store = PolicyStore::persistent(opts.policy, crate::dns::DnsClient::new(opts.dns_server), opts.state_dir.join(POLICY_STATE_FILE));
     store.set_program_paths(opts.program_paths);
-    let version = store.reload(&kernel)?;
-    tracing::info!(%version, source = %store.origin().describe(), "policy in force");
+    if *kernel.startup() != Startup::Fresh {
+        store.restore(&kernel)?;
+        tracing::info!(running = restored.running, ended_while_down = restored.ended_while_down, "sessions re-adopted");
+    }
+    // Taken before anything changes the old set, while it still exists.
+    let retiring_events = kernel.retiring_events();
 
-    let listener = bind_socket(&opts.socket)?;
     let shared = Arc::new(Shared {
         kernel,
         policy: Mutex::new(store),
-        sessions: Mutex::new(Sessions::default()),
+        sessions: Mutex::new(sessions),
         audit: Mutex::new(audit),
         state_dir: opts.state_dir,
         mask_secrets: opts.mask_secrets,
@@ -115,14 +132,48 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         store: decisions,
         live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
         protected: Mutex::new(ProtectedFiles::default()),
+        backlog_audited: AtomicU64::new(0),
+        release_on_exit: opts.release_on_exit,
     });
+
+    // First of all, the decisions the kernel made while no daemon ran: they
+    // reach the audit trail (and the store) before the policy or anything else changes.
+    let mut enricher = Enricher::new(shared.mask_secrets);
+    let mut backlog = 0;
+    if matches!(shared.kernel.startup(), Startup::Adopted { .. }) {
+        backlog += drain(&shared, &mut enricher, shared.kernel.events_handle()?)?;
+    }
+    for events in &retiring_events {
+        backlog += drain(&shared, &mut enricher, MapHandle::try_from(events)?)?;
+    }
+    lock(&shared.audit).flush()?;
+    tracing::info!(decisions = backlog, "audited the decisions made while no daemon was running");
+
+    let version = lock(&shared.policy).reload(&shared.kernel)?;
+    tracing::info!(%version, source = %lock(&shared.policy).origin().describe(), "policy in force");
+    // Sets this daemon replaces (or found beside the one it adopted) go now,
+    // with the policy in force in the set that stays.
+    shared.kernel.retire_replaced();
+    if !retiring_events.is_empty() {
+        // What the old programs decided until they were detached.
+        let mut last = 0;
+        for events in retiring_events {
+            last += drain(&shared, &mut enricher, events)?;
+        }
+        lock(&shared.audit).flush()?;
+        tracing::info!(decisions = last, "audited the decisions the replaced programs made until they were detached");
+        backlog += last;
+    }
+    shared.backlog_audited.store(backlog, Ordering::Relaxed);
+
+    let listener = bind_socket(&opts.socket)?;
     let api_server = api::start(shared.clone(), &opts.api)?;
 
     // With the sender's pid: a stop request from a governed process is refused (guard).
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
     let events = spawn("airlock-events", {
         let shared = shared.clone();
-        move || event_loop(&shared)
+        move || event_loop(&shared, enricher)
     })?;
     let control = spawn("airlock-control", {
         let shared = shared.clone();
@@ -147,6 +198,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         Err(e) => tracing::error!("guard the daemon's threads: {e:#}"),
     }
     tracing::info!(socket = %opts.socket.display(), "ready");
+    crate::systemd::notify(&format!("READY=1\nSTATUS=enforcing ({}), {} session(s) re-adopted", shared.kernel.backend(), restored.running));
 
     for origin in signals.forever() {
         let signal = origin.signal;
@@ -165,6 +217,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
             }
         }
     }
+    crate::systemd::notify("STOPPING=1");
     shared.shutdown.store(true, Ordering::SeqCst);
     // Wake the control thread out of accept().
     let _ = UnixStream::connect(&opts.socket);
@@ -179,10 +232,39 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     if let Err(e) = lock(&shared.audit).flush() {
         tracing::error!("{e:#}");
     }
-    // Dropping the last reference detaches every program.
-    drop(shared);
-    tracing::info!("stopped; enforcement detached");
+    let Ok(shared) = Arc::try_unwrap(shared) else {
+        bail!("a daemon thread still holds the shared state; the enforcement stays pinned");
+    };
+    if shared.release_on_exit {
+        let dir = shared.kernel.pin_dir().display().to_string();
+        shared.kernel.release()?;
+        tracing::info!(pin_dir = %dir, "stopped; enforcement detached and unpinned (--release-on-exit)");
+    } else {
+        tracing::info!(set = %shared.kernel.pinned_set().display(), "stopped; the enforcement stays pinned and in force: governed sessions stay governed, and the next start re-adopts them");
+        drop(shared);
+    }
     Ok(())
+}
+
+const SESSIONS_FILE: &str = "sessions.json";
+const POLICY_STATE_FILE: &str = "policy-state.json";
+
+/// Reads everything waiting in an events ring buffer into the audit trail and
+/// the store. These decisions are old: no block message is sent for them.
+fn drain(shared: &Shared, enricher: &mut Enricher, events: MapHandle) -> Result<u64> {
+    let count = AtomicU64::new(0);
+    let batch = RefCell::new(Vec::new());
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&events, |bytes: &[u8]| {
+        count.fetch_add(1, Ordering::Relaxed);
+        handle_event(shared, enricher, bytes, false, &mut batch.borrow_mut());
+        0
+    })?;
+    let ring = builder.build()?;
+    ring.consume().context("read the events ring buffer")?;
+    drop(ring);
+    shared.store.submit(batch.into_inner());
+    Ok(count.into_inner())
 }
 
 /// guard: whether a signal's sender belongs to a governed session. The compat
@@ -259,36 +341,13 @@ fn refresh_protected(shared: &Shared) -> Result<usize> {
     lock(&shared.protected).refresh(&shared.kernel, &patterns).context("update the protected files")
 }
 
-fn event_loop(shared: &Shared) -> Result<()> {
+fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
     let events_map = shared.kernel.events_handle()?;
-    let mut enricher = Enricher::new(shared.mask_secrets);
     // What one drain produced: the store takes it as one transaction.
     let batch = RefCell::new(Vec::new());
     let mut builder = RingBufferBuilder::new();
     builder.add(&events_map, |bytes: &[u8]| {
-        shared.events_received.fetch_add(1, Ordering::Relaxed);
-        let Some(event) = decode(bytes) else {
-            tracing::warn!(len = bytes.len(), "undecodable kernel event");
-            return 0;
-        };
-        let record = {
-            let mut sessions = lock(&shared.sessions);
-            let policy = lock(&shared.policy);
-            let record = enricher.enrich(&event, &sessions, &policy);
-            if record.kind == "exec" && record.decision == "allow" {
-                // The agent's own exec (launch's) has happened: ready -> running.
-                sessions.mark_running(event.header().session_id);
-            }
-            record
-        };
-        if record.kind == "exec" && record.decision == "deny" {
-            // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
-            let session = event.header().session_id;
-            let message = crate::notify::block_message(&record);
-            let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
-            tracing::debug!(pid = record.pid, told = ?told, "block message");
-        }
-        emit(shared, &record, &mut batch.borrow_mut());
+        handle_event(shared, &mut enricher, bytes, true, &mut batch.borrow_mut());
         0
     })?;
     let ring = builder.build()?;
@@ -313,6 +372,35 @@ fn event_loop(shared: &Shared) -> Result<()> {
     shared.store.submit(std::mem::take(&mut *batch.borrow_mut()));
     report_drops(shared, &mut last_drops);
     lock(&shared.audit).flush()
+}
+
+/// One kernel event: decode, enrich, block message, sinks. `live` is false for
+/// the backlog read at start: those decisions are old, and a block message
+/// about them would reach the agent long after the fact.
+fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bool, batch: &mut Vec<pb::Decision>) {
+    shared.events_received.fetch_add(1, Ordering::Relaxed);
+    let Some(event) = decode(bytes) else {
+        tracing::warn!(len = bytes.len(), "undecodable kernel event");
+        return;
+    };
+    let record = {
+        let mut sessions = lock(&shared.sessions);
+        let policy = lock(&shared.policy);
+        let record = enricher.enrich(&event, &sessions, &policy);
+        if live && record.kind == "exec" && record.decision == "allow" {
+            // The agent's own exec (launch's) has happened: ready -> running.
+            sessions.mark_running(event.header().session_id);
+        }
+        record
+    };
+    if live && record.kind == "exec" && record.decision == "deny" {
+        // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
+        let session = event.header().session_id;
+        let message = crate::notify::block_message(&record);
+        let told = crate::notify::tell(&[record.pid, record.ppid], |pid| shared.kernel.tag_of(pid).map(|t| t.session_id), session, &message);
+        tracing::debug!(pid = record.pid, told = ?told, "block message");
+    }
+    emit(shared, &record, batch);
 }
 
 /// One finished record to every sink: the audit trail, the live stream, and
@@ -356,6 +444,8 @@ fn report_drops(shared: &Shared, last_drops: &mut u64) {
 }
 
 fn watch_loop(shared: &Shared) -> Result<()> {
+    let watchdog = crate::systemd::watchdog_interval();
+    let mut last_ping = std::time::Instant::now();
     while !shared.shutdown.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(500));
         let changed = lock(&shared.policy).changed_on_disk();
@@ -368,6 +458,13 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         // guard: files created (or replaced) since the last tick become protected.
         if let Err(e) = refresh_protected(shared) {
             tracing::warn!("{e:#}");
+        }
+        if let Some(interval) = watchdog {
+            // Pinged from the loop that also reaps: a wedged daemon misses it and systemd restarts it.
+            if last_ping.elapsed() >= interval / 2 {
+                crate::systemd::notify("WATCHDOG=1");
+                last_ping = std::time::Instant::now();
+            }
         }
     }
     Ok(())
@@ -592,6 +689,13 @@ fn status(shared: &Shared, peer: &Peer) -> Result<StatusReport> {
         audit_lines: audit.lines(),
         audit_path: audit.path().display().to_string(),
         protected_files: lock(&shared.protected).count(),
+        lifecycle: Some(LifecycleStatus {
+            pin_dir: shared.kernel.pin_dir().display().to_string(),
+            pinned_set: shared.kernel.pinned_set().display().to_string(),
+            startup: shared.kernel.startup().clone(),
+            backlog_audited: shared.backlog_audited.load(Ordering::Relaxed),
+            on_stop: if shared.release_on_exit { "release".into() } else { "enforcement stays pinned".into() },
+        }),
     })
 }
 
@@ -600,6 +704,7 @@ fn guarantees(backend: Backend) -> Vec<String> {
         "session membership follows every fork before the child runs".to_string(),
         "exec decided from the new image's own argv (no argument-rewrite race)".to_string(),
         "programs recognised by content too (hard links, copies); fileless exec and the loader run directly denied by default".to_string(),
+        "enforcement pinned in bpffs: it stays in force while the daemon is stopped or dead; a restart re-adopts the sessions and audits what was decided meanwhile".to_string(),
     ];
     match backend {
         Backend::Lsm => {

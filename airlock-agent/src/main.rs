@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod dns;
 mod events;
+mod install;
 mod hostnames;
 mod identity;
 mod kernel;
@@ -17,6 +18,7 @@ mod protected;
 mod protocol;
 mod secrets;
 mod sessions;
+mod systemd;
 mod store;
 mod store_bench;
 

@@ -101,6 +101,22 @@ fn print_status(r: &pb::StatusResponse) {
     }
     println!("audit:          {} lines this run -> {}", r.audit_lines, r.audit_path);
     println!("protected:      {} credential files in session users' homes", r.protected_files);
+    if let Some(l) = &r.lifecycle {
+        let how = match l.startup.as_ref().map(|s| s.kind.as_str()) {
+            Some("adopted") => {
+                let s = l.startup.as_ref().expect("matched Some");
+                format!("adopted (pinned by daemon {}, pid {})", s.pinned_by_version, s.pinned_by_pid)
+            }
+            Some("replaced") => {
+                let s = l.startup.as_ref().expect("matched Some");
+                format!("replaced an older set ({}; {} tags carried over)", s.reason, s.tags_copied)
+            }
+            _ => "loaded by this daemon".to_string(),
+        };
+        println!("enforcement:    pinned in {}, {how}", l.pinned_set);
+        println!("  backlog:      {} decisions made while no daemon ran were audited at start", l.backlog_audited);
+        println!("  on stop:      {}", l.on_stop);
+    }
     if let Some(s) = &r.store {
         println!(
             "store:          {} decisions, {:.1} MB -> {} (keeps {} days, {} MB; {} dropped)",

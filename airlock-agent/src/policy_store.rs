@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use airlock_common::abi::{self, as_bytes, RoleSet};
+use airlock_common::abi::{self, as_bytes, from_bytes, RoleSet};
 use airlock_common::policy::{self, CompiledPolicy, IdAllocator, LoadedPolicies, PolicyErrors};
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use serde::{Deserialize, Serialize};
 
 use crate::identity::Identities;
 use crate::dns::{Answer, DnsClient};
@@ -60,11 +61,16 @@ impl PolicyOrigin {
     }
 }
 
-/// Role names are given kernel slots once and keep them for the daemon's life,
-/// so a tagged process's slot always means the same role.
+/// Role names are given kernel slots once and keep them for as long as the
+/// pinned maps live (across daemon restarts, through policy-state.json), so a
+/// tagged process's slot always means the same role.
 #[derive(Default)]
 struct RoleSlots {
     by_name: BTreeMap<String, u32>,
+    /// Highest slot in use (by a name, or by a pinned tag whose name is unknown).
+    highest: u32,
+    /// Slots found in the pinned maps that no saved name explains: deny-all.
+    orphans: Vec<u32>,
 }
 
 impl RoleSlots {
@@ -73,11 +79,12 @@ impl RoleSlots {
             return Ok(*slot);
         }
         // Slot 0 stays unused: it is what the kernel reads for quarantined processes.
-        let next = self.by_name.len() as u32 + 1;
+        let next = self.highest + 1;
         if next >= abi::MAX_ROLES {
-            bail!("more than {} roles have been defined since the daemon started", abi::MAX_ROLES - 1);
+            bail!("more than {} roles have been defined since the enforcement was loaded", abi::MAX_ROLES - 1);
         }
         self.by_name.insert(role.to_string(), next);
+        self.highest = next;
         Ok(next)
     }
 
@@ -97,10 +104,30 @@ pub struct PolicyStore {
     loaded_at: Option<SystemTime>,
     last_error: Option<String>,
     fingerprint: Option<Vec<(PathBuf, u64, SystemTime)>>,
+    /// `<state-dir>/policy-state.json`: role slots and rule texts, for a restart.
+    state_file: Option<PathBuf>,
+    /// Rules of the policy a previous daemon left in the pinned maps.
+    adopted_rules: BTreeMap<u32, SavedRule>,
+    /// After adopting: entries the previous daemon installed are unknown here,
+    /// so the first install removes everything that is not its own.
+    sweep: bool,
     /// net: hostname rules' answers and the entries they put in the kernel.
     hosts: HostTable,
     /// exec identity: the protected programs' contents, refreshed with each load.
     identities: Identities,
+}
+
+/// What a restarted daemon needs to read the maps a previous one filled.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SavedPolicyState {
+    pub role_slots: BTreeMap<String, u32>,
+    pub rules: BTreeMap<u32, SavedRule>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedRule {
+    pub policy: String,
+    pub rule: String,
 }
 
 /// What a rule id or role slot in an event stands for.
@@ -122,9 +149,60 @@ impl PolicyStore {
             loaded_at: None,
             last_error: None,
             fingerprint: None,
+            state_file: None,
+            adopted_rules: BTreeMap::new(),
+            sweep: false,
             identities: Identities::default(),
         }
     }
+
+    /// A store that saves its role slots and rules to `file` before each switch.
+    pub fn persistent(origin: PolicyOrigin, dns: DnsClient, file: PathBuf) -> Self {
+        PolicyStore { state_file: Some(file), ..PolicyStore::new(origin, dns) }
+    }
+
+    /// Takes over the maps a previous daemon filled: its role slots (by name,
+    /// from the saved state), its rule texts (for events it decided), its
+    /// generation, and ids above every id live in the maps. Slots in use that
+    /// the saved state does not name become deny-all at the next install.
+    pub fn restore(&mut self, kernel: &Kernel) -> Result<()> {
+        let saved: SavedPolicyState = match &self.state_file {
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                    tracing::error!(file = %file.display(), "the saved policy state is unreadable ({e}): role slots in the pinned maps are unknown and will deny everything");
+                    SavedPolicyState::default()
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %file.display(), "no saved policy state: role slots in the pinned maps are unknown and will deny everything");
+                    SavedPolicyState::default()
+                }
+                Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+            },
+            None => SavedPolicyState::default(),
+        };
+        let maps = kernel.maps();
+        let live = LiveIds::scan(kernel);
+        let named: std::collections::BTreeSet<u32> = saved.role_slots.values().copied().collect();
+        self.slots.highest = live.slots.iter().chain(named.iter()).copied().max().unwrap_or(0);
+        self.slots.orphans = live.slots.iter().copied().filter(|s| !named.contains(s)).collect();
+        if !self.slots.orphans.is_empty() {
+            tracing::warn!(slots = ?self.slots.orphans, "role slots in the pinned maps have no saved name: their sessions are denied everything");
+        }
+        self.slots.by_name = saved.role_slots;
+        let max_rule = live.max_rule.max(saved.rules.keys().copied().max().unwrap_or(0));
+        self.ids = IdAllocator::starting_after(live.max_set, live.max_node, max_rule);
+        self.adopted_rules = saved.rules;
+        self.generation = maps
+            .config
+            .lookup(as_bytes(&0u32), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|b| from_bytes::<abi::Config>(&b))
+            .map_or(0, |c| c.policy_generation);
+        self.sweep = true;
+        Ok(())
+    }
+
 
     /// Extra directories where protected programs are looked for (exec identity).
     pub fn set_program_paths(&mut self, paths: Vec<PathBuf>) {
@@ -169,17 +247,21 @@ impl PolicyStore {
 
     /// The rule an event names, looked up in the set that decided it.
     pub fn rule(&self, rule_id: u32) -> Option<RuleLookup> {
-        [&self.current, &self.previous].into_iter().flatten().find_map(|c| {
-            c.rule(rule_id).map(|r| RuleLookup {
-                policy: r.policy_id.clone(),
-                rule: match &r.kind {
-                    policy::RuleKind::Command { text }
-                    | policy::RuleKind::Egress { text }
-                    | policy::RuleKind::Unix { text }
-                    | policy::RuleKind::File { text } => text.clone(),
-                },
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .find_map(|c| {
+                c.rule(rule_id).map(|r| RuleLookup {
+                    policy: r.policy_id.clone(),
+                    rule: match &r.kind {
+                        policy::RuleKind::Command { text }
+                        | policy::RuleKind::Egress { text }
+                        | policy::RuleKind::Unix { text }
+                        | policy::RuleKind::File { text } => text.clone(),
+                    },
+                })
             })
-        })
+            .or_else(|| self.adopted_rules.get(&rule_id).map(|r| RuleLookup { policy: r.policy.clone(), rule: r.rule.clone() }))
     }
 
     /// net: hostnames whose answer expired, and the client to ask with (the
@@ -248,6 +330,10 @@ impl PolicyStore {
             .context("install the exec identities of the protected programs")?;
         self.install(kernel, &compiled)?;
         let version = compiled.version.clone();
+        if self.previous.is_some() || self.current.is_some() {
+            // Two generations back: no event in flight can name the adopted rules now.
+            self.adopted_rules.clear();
+        }
         self.previous = self.current.replace(Arc::new(compiled));
         self.loaded_at = Some(SystemTime::now());
         Ok(version)
@@ -257,19 +343,22 @@ impl PolicyStore {
     fn check_capacity(&self, kernel: &Kernel, next: &CompiledPolicy) -> Result<()> {
         let sizes = kernel.sizes();
         let live = self.current.as_deref();
-        let need = |f: fn(&CompiledPolicy) -> usize| f(next) + live.map_or(0, f);
+        let maps = kernel.maps();
+        // After adopting, the old entries are known only by what the maps hold.
+        let adopted = |map: &MapHandle| if self.sweep { map.keys().count() } else { 0 };
+        let need = |f: fn(&CompiledPolicy) -> usize, map: &MapHandle| f(next) + live.map_or(0, f) + adopted(map);
         // Hostname entries of the new sets and the installed ones, at most.
         let (host4, host6) = self.hosts.wanted(next).len();
         let (live4, live6) = self.hosts.installed_len();
         let checks = [
-            ("blocked programs", need(|c| c.programs.len()), sizes.programs),
-            ("command words", need(|c| c.trie.len()), sizes.trie),
-            ("IPv4 egress entries", need(|c| c.egress4.len() + c.allow4.len()) + host4 + live4, sizes.egress),
-            ("IPv6 egress entries", need(|c| c.egress6.len() + c.allow6.len()) + host6 + live6, sizes.egress),
-            ("Unix socket rules", need(|c| c.unix.len()), crate::kernel::UNIX_RULES_CAPACITY),
+            ("blocked programs", need(|c| c.programs.len(), &maps.programs), sizes.programs),
+            ("command words", need(|c| c.trie.len(), &maps.trie), sizes.trie),
+            ("IPv4 egress entries", need(|c| c.egress4.len() + c.allow4.len(), &maps.egress4) + adopted(&maps.egress_allow4) + host4 + live4, sizes.egress),
+            ("IPv6 egress entries", need(|c| c.egress6.len() + c.allow6.len(), &maps.egress6) + adopted(&maps.egress_allow6) + host6 + live6, sizes.egress),
+            ("Unix socket rules", need(|c| c.unix.len(), &maps.unix_rules), crate::kernel::UNIX_RULES_CAPACITY),
             // guard
-            ("protected-file rules", need(|c| c.file_rules.len()), crate::kernel::FILE_RULES_CAPACITY),
-            ("protected-file programs", need(|c| c.file_allow.len()), crate::kernel::FILE_ALLOW_CAPACITY),
+            ("protected-file rules", need(|c| c.file_rules.len(), &maps.file_rules), crate::kernel::FILE_RULES_CAPACITY),
+            ("protected-file programs", need(|c| c.file_allow.len(), &maps.file_allow), crate::kernel::FILE_ALLOW_CAPACITY),
         ];
         for (what, needed, capacity) in checks {
             if needed > capacity as usize {
@@ -321,6 +410,12 @@ impl PolicyStore {
                 switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
             }
         }
+        for slot in &self.slots.orphans {
+            switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
+        }
+        // Saved before the switch: a daemon killed after it still finds every
+        // slot it may meet in a tag, and the rules of every event in the ring.
+        self.save_state(next);
         for (slot, set) in &switches {
             maps.role_sets
                 .update(as_bytes(slot), as_bytes(set), MapFlags::ANY)
@@ -340,9 +435,126 @@ impl PolicyStore {
             delete_all(&maps.file_rules, &old.file_rules);
             delete_all(&maps.file_allow, &old.file_allow);
         }
+        if std::mem::take(&mut self.sweep) {
+            // Hostname entries are written beside the compiled ones: they stay.
+            let keep4: Vec<_> = next.egress4.iter().copied().chain(host_wanted.deny4.iter().map(|(k, v)| (*k, *v))).collect();
+            let keep6: Vec<_> = next.egress6.iter().copied().chain(host_wanted.deny6.iter().map(|(k, v)| (*k, *v))).collect();
+            let keep_allow4: Vec<_> = next.allow4.iter().copied().chain(host_wanted.allow4.iter().map(|(k, v)| (*k, *v))).collect();
+            let keep_allow6: Vec<_> = next.allow6.iter().copied().chain(host_wanted.allow6.iter().map(|(k, v)| (*k, *v))).collect();
+            let removed = sweep(&maps.programs, &next.programs)
+                + sweep(&maps.trie, &next.trie)
+                + sweep(&maps.egress4, &keep4)
+                + sweep(&maps.egress6, &keep6)
+                + sweep(&maps.egress_allow4, &keep_allow4)
+                + sweep(&maps.egress_allow6, &keep_allow6)
+                + sweep(&maps.unix_rules, &next.unix)
+                + sweep(&maps.file_rules, &next.file_rules)
+                + sweep(&maps.file_allow, &next.file_allow);
+            tracing::info!(removed, "removed the previous daemon's policy entries");
+        }
         // The old sets' hostname entries go last, like their address entries.
         self.hosts.finish(kernel, host_wanted);
         Ok(())
+    }
+
+    fn save_state(&self, next: &CompiledPolicy) {
+        let Some(file) = &self.state_file else { return };
+        let mut rules = self.adopted_rules.clone();
+        for compiled in [self.current.as_deref(), Some(next)].into_iter().flatten() {
+            for (id, r) in &compiled.rules {
+                let rule = match &r.kind {
+                    policy::RuleKind::Command { text }
+                    | policy::RuleKind::Egress { text }
+                    | policy::RuleKind::Unix { text }
+                    | policy::RuleKind::File { text } => text.clone(),
+                };
+                rules.insert(*id, SavedRule { policy: r.policy_id.clone(), rule });
+            }
+        }
+        let state = SavedPolicyState { role_slots: self.slots.by_name.clone(), rules };
+        if let Err(e) = crate::sessions::write_atomically(file, &state) {
+            tracing::error!("could not save the policy state (a restart would deny the sessions of new roles): {e:#}");
+        }
+    }
+}
+
+/// Deletes every entry of `map` whose key is not among `keep`; returns how many.
+fn sweep<K: abi::Pod, V>(map: &MapHandle, keep: &[(K, V)]) -> usize {
+    let keep: std::collections::BTreeSet<Vec<u8>> = keep.iter().map(|(k, _)| as_bytes(k).to_vec()).collect();
+    let stale: Vec<Vec<u8>> = map.keys().filter(|k| !keep.contains(k)).collect();
+    for key in &stale {
+        let _ = map.delete(key);
+    }
+    stale.len()
+}
+
+/// The ids a previous daemon left live in the maps.
+#[derive(Default)]
+struct LiveIds {
+    max_set: u32,
+    max_node: u32,
+    max_rule: u32,
+    /// Role slots that a rule set or a tagged process refers to.
+    slots: std::collections::BTreeSet<u32>,
+}
+
+impl LiveIds {
+    fn scan(kernel: &Kernel) -> LiveIds {
+        let maps = kernel.maps();
+        let mut ids = LiveIds::default();
+        let entries = |map: &MapHandle| -> Vec<(Vec<u8>, Vec<u8>)> {
+            map.keys().filter_map(|k| map.lookup(&k, MapFlags::ANY).ok().flatten().map(|v| (k, v))).collect()
+        };
+        for (k, v) in entries(&maps.programs) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::ProgramKey>(&k), from_bytes::<abi::ProgramValue>(&v)) {
+                ids.max_set = ids.max_set.max(k.set_id);
+                ids.max_node = ids.max_node.max(v.root_node);
+                ids.max_rule = ids.max_rule.max(v.block_all_rule);
+            }
+        }
+        for (k, v) in entries(&maps.trie) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::TrieKey>(&k), from_bytes::<abi::TrieValue>(&v)) {
+                ids.max_node = ids.max_node.max(k.node).max(v.next_node);
+                ids.max_rule = ids.max_rule.max(v.rule_id);
+            }
+        }
+        for (k, v) in entries(&maps.egress4) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::Egress4Key>(&k), from_bytes::<abi::EgressValue>(&v)) {
+                ids.max_set = ids.max_set.max(k.set_id);
+                ids.max_rule = ids.max_rule.max(v.rule_id);
+            }
+        }
+        for (k, v) in entries(&maps.egress6) {
+            if let (Some(k), Some(v)) = (from_bytes::<abi::Egress6Key>(&k), from_bytes::<abi::EgressValue>(&v)) {
+                ids.max_set = ids.max_set.max(k.set_id);
+                ids.max_rule = ids.max_rule.max(v.rule_id);
+            }
+        }
+        // Rule ids of the other tables (their set ids are in role_sets below).
+        let egress_rule = |v: &[u8]| from_bytes::<abi::EgressValue>(v).map_or(0, |v| v.rule_id);
+        for map in [&maps.unix_rules, &maps.egress_allow4, &maps.egress_allow6] {
+            for (_, v) in entries(map) {
+                ids.max_rule = ids.max_rule.max(egress_rule(&v));
+            }
+        }
+        for (_, v) in entries(&maps.file_rules) {
+            ids.max_rule = ids.max_rule.max(from_bytes::<abi::FileRuleValue>(&v).map_or(0, |v| v.rule_id));
+        }
+        for slot in 1..abi::MAX_ROLES {
+            let set = maps.role_sets.lookup(as_bytes(&slot), MapFlags::ANY).ok().flatten().and_then(|b| from_bytes::<RoleSet>(&b));
+            if let Some(set) = set {
+                if set.set_id != 0 || set.flags != 0 {
+                    ids.max_set = ids.max_set.max(set.set_id);
+                    ids.slots.insert(slot);
+                }
+            }
+        }
+        for (_, tag) in kernel.tagged() {
+            if tag.role_slot != 0 {
+                ids.slots.insert(tag.role_slot);
+            }
+        }
+        ids
     }
 }
 

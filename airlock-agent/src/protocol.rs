@@ -54,6 +54,20 @@ pub struct StatusReport {
     /// guard: files protected now (resolved in the session users' homes).
     #[serde(default)]
     pub protected_files: usize,
+    /// Restart and pinning: how this daemon came by its enforcement.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LifecycleStatus {
+    pub pin_dir: String,
+    pub pinned_set: String,
+    pub startup: crate::kernel::Startup,
+    /// Decisions read from the ring buffer at start: made while no daemon ran.
+    pub backlog_audited: u64,
+    /// What stopping the daemon does: "enforcement stays pinned" or "release".
+    pub on_stop: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

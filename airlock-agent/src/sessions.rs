@@ -8,8 +8,11 @@
 //! processes were killed and the kernel denies it everything).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,12 +81,88 @@ struct Session {
 #[derive(Default)]
 pub struct Sessions {
     by_id: BTreeMap<u64, Session>,
+    /// `<state-dir>/sessions.json`, rewritten (atomically) on every change, so a
+    /// restarted daemon knows the sessions its pinned tags belong to.
+    file: Option<PathBuf>,
+}
+
+/// The persisted form: every session with its numeric id.
+#[derive(Serialize, Deserialize)]
+struct SavedSession {
+    numeric_id: u64,
+    #[serde(flatten)]
+    info: SessionInfo,
+}
+
+/// What a restart made of the saved sessions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub running: usize,
+    /// Sessions whose root process ended while no daemon ran.
+    pub ended_while_down: usize,
 }
 
 impl Sessions {
+    /// An empty registry that persists to `file`.
+    pub fn persistent(file: PathBuf) -> Sessions {
+        Sessions { by_id: BTreeMap::new(), file: Some(file) }
+    }
+
+    /// Reads the saved sessions and reconciles them with the kernel's tags:
+    /// a session is still running only if its root process is alive and still
+    /// carries the session's tag (a pid reused by another process does not).
+    pub fn restore(file: PathBuf, tag_of: impl Fn(u32) -> Option<u64>) -> Result<(Sessions, Restored)> {
+        let mut sessions = Sessions::persistent(file.clone());
+        let mut restored = Restored::default();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((sessions, restored)),
+            Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+        };
+        let saved: Vec<SavedSession> = match serde_json::from_str(&text) {
+            Ok(saved) => saved,
+            Err(e) => {
+                // Never a reason not to start: the tags in the kernel still govern
+                // those sessions; only their names for the audit trail are lost.
+                let aside = file.with_extension(format!("corrupt-{}", std::process::id()));
+                let _ = std::fs::rename(&file, &aside);
+                tracing::error!(file = %file.display(), moved_to = %aside.display(), "the saved sessions are unreadable ({e}); starting without them");
+                return Ok((sessions, restored));
+            }
+        };
+        for SavedSession { numeric_id, mut info } in saved {
+            let mut pidfd = None;
+            if info.state.is_active() {
+                // pidfd first, then the tag: if the tag still matches, the pidfd is the root process.
+                let fd = pidfd_open(info.root_pid);
+                if fd.as_ref().is_some_and(|fd| !pidfd_exited(fd)) && tag_of(info.root_pid) == Some(numeric_id) {
+                    pidfd = fd;
+                    restored.running += 1;
+                } else {
+                    info.state = SessionState::Exited;
+                    restored.ended_while_down += 1;
+                }
+            }
+            sessions.by_id.insert(numeric_id, Session { info, pidfd });
+        }
+        sessions.save();
+        Ok((sessions, restored))
+    }
+
     pub fn insert(&mut self, id: u64, info: SessionInfo) {
         let pidfd = pidfd_open(info.root_pid);
         self.by_id.insert(id, Session { info, pidfd });
+        self.save();
+    }
+
+    /// Writes the registry to its file (temp file, fsync, rename). A failure is
+    /// logged: the sessions stay governed, only a restart would know less.
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let saved: Vec<SavedSession> = self.by_id.iter().map(|(id, s)| SavedSession { numeric_id: *id, info: s.info.clone() }).collect();
+        if let Err(e) = write_atomically(file, &saved) {
+            tracing::error!("could not save the sessions: {e:#}");
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&SessionInfo> {
@@ -110,6 +189,7 @@ impl Sessions {
         if let Some(s) = self.by_id.get_mut(&id) {
             if s.info.state == SessionState::Ready {
                 s.info.state = SessionState::Running;
+                self.save();
             }
         }
     }
@@ -124,7 +204,9 @@ impl Sessions {
         s.info.state = SessionState::Revoked;
         s.info.revocation = Some(revocation);
         s.pidfd = None;
-        Some(s.info.clone())
+        let info = s.info.clone();
+        self.save();
+        Some(info)
     }
 
     /// Marks sessions whose root process has exited; returns their ids.
@@ -145,8 +227,28 @@ impl Sessions {
                 ended.push(session.info.id.clone());
             }
         }
+        if !ended.is_empty() {
+            self.save();
+        }
         ended
     }
+}
+
+/// Replaces `file` with `value` as JSON so that a reader (or a crash) sees the
+/// old or the new content, never a mix.
+pub fn write_atomically<T: Serialize + ?Sized>(file: &Path, value: &T) -> Result<()> {
+    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, value)?;
+        f.write_all(b"\n")?;
+        f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, file).with_context(|| format!("rename {} to {}", tmp.display(), file.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// A fresh, unguessable session id.
@@ -229,6 +331,58 @@ mod tests {
         child.wait().expect("wait for sleep");
         assert_eq!(sessions.reap(), vec!["s".to_string()]);
         assert!(sessions.running().is_empty());
+    }
+
+    fn info(id: &str, pid: u32) -> SessionInfo {
+        SessionInfo {
+            id: id.into(),
+            role: "agent".into(),
+            role_slot: 1,
+            uid: 0,
+            user: "root".into(),
+            root_pid: pid,
+            command: vec!["bash".into()],
+            cwd: "/".into(),
+            tty: None,
+            started_at: String::new(),
+            state: SessionState::Running,
+            ended_at: None,
+            revocation: None,
+        }
+    }
+
+    #[test]
+    fn a_restart_keeps_only_sessions_whose_root_still_carries_the_tag() {
+        let dir = std::env::temp_dir().join(format!("airlock-sessions-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sessions.json");
+        let mut alive = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn true");
+        gone.wait().unwrap();
+        {
+            let mut s = Sessions::persistent(file.clone());
+            s.insert(1, info("a", alive.id()));
+            s.insert(2, info("b", gone.id()));
+            s.insert(3, info("c", alive.id()));
+        }
+        // Session 1 owns the live pid's tag; 3 claims the same pid but the tag says otherwise.
+        let (restored, counts) = Sessions::restore(file.clone(), |pid| (pid == alive.id()).then_some(1)).unwrap();
+        assert_eq!(counts, Restored { running: 1, ended_while_down: 2 });
+        assert_eq!(restored.running().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(restored.list().len(), 3);
+        // The reconciled states were saved.
+        let (again, _) = Sessions::restore(file.clone(), |_| None).unwrap();
+        assert_eq!(again.get(3).map(|s| s.state), Some(SessionState::Exited));
+
+        // An unreadable file is moved aside, never a reason not to start.
+        std::fs::write(&file, "{ not json").unwrap();
+        let (empty, _) = Sessions::restore(file.clone(), |_| None).unwrap();
+        assert!(empty.list().is_empty());
+        assert!(std::fs::read_dir(&dir).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt")));
+
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -267,6 +267,26 @@ fn yaml_and_json_compile_alike() {
     );
 }
 
+/// Restart: a daemon that adopts pinned maps compiles with ids above every id
+/// live in them, so no new entry can overwrite or be mistaken for an old one.
+#[test]
+fn an_allocator_started_after_live_ids_never_reuses_them() {
+    let loaded = load(
+        &[(
+            "p.json",
+            r#"{"id": "p", "name": "P", "blocked_commands": ["terraform apply", "kubectl"], "egress": {"deny": ["10.0.0.0/8", "fd00::/8"]}}"#,
+        )],
+        &[("r.json", r#"{"id": "r", "name": "R", "policies": ["p"]}"#)],
+    );
+    let (max_set, max_node, max_rule) = (40, 900, 77);
+    let c = compile(&loaded, &mut IdAllocator::starting_after(max_set, max_node, max_rule));
+    assert!(c.role_sets.iter().all(|(_, s)| s.set_id > max_set), "{:?}", c.role_sets);
+    assert!(c.programs.iter().all(|(k, v)| k.set_id > max_set && (v.root_node == 0 || v.root_node > max_node)));
+    assert!(c.trie.iter().all(|(k, v)| k.node > max_node && (v.next_node == 0 || v.next_node > max_node)));
+    assert!(c.rules.keys().all(|id| *id > max_rule), "{:?}", c.rules.keys());
+    assert!(c.egress4.iter().all(|(k, v)| k.set_id > max_set && v.rule_id > max_rule));
+    assert!(c.egress6.iter().all(|(k, v)| k.set_id > max_set && v.rule_id > max_rule));
+    assert!(!c.trie.is_empty() && !c.egress4.is_empty() && !c.egress6.is_empty());
 /// exec identity: the fileless and direct-loader switches default to deny, and
 /// a role allows one only when every active policy of it turns it off.
 #[test]

@@ -16,3 +16,7 @@ pub mod probe_lsm {
 
 /// The compiled enforcement object, for checks of its BTF (the ABI test).
 pub const AIRLOCK_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/airlock.bpf.o"));
+
+/// The kernel ABI header the object was built from: a pinned set whose header
+/// hash matches speaks the same event format (restart: draining its ring buffer).
+pub const ABI_HEADER: &str = include_str!("bpf/airlock_abi.h");

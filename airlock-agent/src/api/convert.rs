@@ -106,5 +106,21 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
         audit_path: r.audit_path,
         store: Some(store),
         protected_files: r.protected_files as u64,
+        lifecycle: r.lifecycle.map(lifecycle),
     }
+}
+
+/// Restart and pinning status, as the API reports it.
+fn lifecycle(l: crate::protocol::LifecycleStatus) -> pb::Lifecycle {
+    use crate::kernel::Startup;
+    let startup = match l.startup {
+        Startup::Fresh => pb::Startup { kind: "fresh".into(), ..Default::default() },
+        Startup::Adopted { set, pinned_by_pid, pinned_by_version, pinned_at } => {
+            pb::Startup { kind: "adopted".into(), set, pinned_by_pid, pinned_by_version, pinned_at, ..Default::default() }
+        }
+        Startup::Replaced { old_sets, reason, tags_copied } => {
+            pb::Startup { kind: "replaced".into(), old_sets, reason, tags_copied: tags_copied as u64, ..Default::default() }
+        }
+    };
+    pb::Lifecycle { pin_dir: l.pin_dir, pinned_set: l.pinned_set, startup: Some(startup), backlog_audited: l.backlog_audited, on_stop: l.on_stop }
 }

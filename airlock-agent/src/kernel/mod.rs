@@ -5,19 +5,22 @@
 //! the kernel and owned map handles keep the maps, so nothing here borrows.
 
 pub mod mounts;
+pub mod pins;
 
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use airlock_common::abi::{self, as_bytes, from_bytes, Pod};
 use airlock_ebpf::airlock::{AirlockSkelBuilder, OpenAirlockSkel};
 use airlock_ebpf::probe_lsm::ProbeLsmSkelBuilder;
 use anyhow::{bail, Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
 use serde::{Deserialize, Serialize};
+
+use pins::{PinMeta, PinRoot, PinSet};
 
 /// Which enforcement the kernel gives us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,6 +100,7 @@ impl Default for MapSizes {
 /// The maps the daemon reads and writes, as owned handles.
 pub struct Maps {
     pub tagged_procs: MapHandle,
+    pub quarantine: MapHandle,
     pub role_sets: MapHandle,
     pub programs: MapHandle,
     pub trie: MapHandle,
@@ -105,10 +109,8 @@ pub struct Maps {
     pub counters: MapHandle,
     pub config: MapHandle,
     pub events: MapHandle,
-    /// api (issue 4): sessions revoked through the API, and the quarantined
-    /// processes (their sessions' members too, for revocation).
+    /// api (issue 4): sessions revoked through the API.
     pub revoked_sessions: MapHandle,
-    pub quarantine: MapHandle,
     /// exec identity: names and contents of protected programs, interpreters, loaders.
     pub exec_identity: MapHandle,
     /// net: Unix socket rules.
@@ -124,16 +126,45 @@ pub struct Maps {
     pub file_allow: MapHandle,
 }
 
-/// The loaded and attached enforcement. Dropping it (its links) detaches every program.
+/// The loaded and attached enforcement, pinned in bpffs so that it outlives
+/// the daemon. Dropping it leaves the pins (and so the enforcement) in place;
+/// only [`Kernel::release`] detaches.
 pub struct Kernel {
     backend: Backend,
     hooks: Vec<Hook>,
-    /// Held, never read: closing a link detaches its program.
-    _links: Vec<Link>,
+    /// The links this daemon attached (empty when it adopted a set: the pins hold those).
+    links: Vec<Link>,
     maps: Maps,
     sizes: MapSizes,
+    pins: PinRoot,
+    set: PinSet,
+    startup: Startup,
+    /// Sets of earlier daemons this one replaces; retired once the policy is in the new set.
+    retiring: std::sync::Mutex<Vec<PinSet>>,
+    released: bool,
     /// What this kernel cannot enforce with the chosen backend, for `status`.
     gaps: Vec<String>,
+}
+
+/// How this daemon came by its enforcement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Startup {
+    /// Nothing was pinned: programs loaded and attached now.
+    Fresh,
+    /// A compatible pinned set was running: its programs and maps were kept.
+    Adopted { set: String, pinned_by_pid: u32, pinned_by_version: String, pinned_at: String },
+    /// Pinned programs of another build (or a damaged set) were running: a new
+    /// set was attached beside them with their tags, then they were detached.
+    Replaced { old_sets: Vec<String>, reason: String, tags_copied: usize },
+}
+
+/// What `Kernel::start` needs.
+#[derive(Debug, Clone)]
+pub struct KernelOptions {
+    pub backend: BackendChoice,
+    pub sizes: MapSizes,
+    pub pin_dir: PathBuf,
 }
 
 /// Kernel-wide totals of the per-CPU counters.
@@ -149,13 +180,15 @@ pub struct CounterTotals {
 }
 
 impl Kernel {
-    /// Probes the kernel, loads the programs of the chosen backend and attaches them.
-    pub fn start(choice: BackendChoice, sizes: MapSizes) -> Result<Kernel> {
+    /// Probes the kernel, then adopts the compatible pinned set in the pin
+    /// directory if one is running, else loads, attaches and pins a new one
+    /// (carrying over the tags of any set it replaces).
+    pub fn start(opts: &KernelOptions) -> Result<Kernel> {
         mounts::require_root()?;
         mounts::ensure_pseudo_filesystems()?;
         bump_memlock_rlimit();
 
-        let backend = match choice {
+        let backend = match opts.backend {
             BackendChoice::Compat => Backend::Compat,
             BackendChoice::Lsm => {
                 probe_lsm().context("the LSM backend was requested but BPF LSM programs do not run here")?;
@@ -169,7 +202,77 @@ impl Kernel {
                 }
             },
         };
-        load_and_attach(backend, sizes)
+        let pins = PinRoot::lock(&opts.pin_dir)?;
+        let want = wanted_meta(backend, opts.sizes, Vec::new());
+        let sets = pins.sets()?;
+        // Newest first. A set is adopted only if it is this build's, complete,
+        // and every map the daemon needs opens; anything else is replaced.
+        let why_not = |set: &PinSet| -> Option<String> {
+            set.incompatibility(&want).or_else(|| Maps::open(|name| set.map(name)).err().map(|e| format!("{e:#}")))
+        };
+        let adoptable = sets.iter().rev().find(|set| why_not(set).is_none()).cloned();
+        match adoptable {
+            Some(set) => adopt(pins, set, sets, backend, opts.sizes),
+            None => {
+                let reason = sets.last().and_then(why_not).unwrap_or_default();
+                load_and_attach(pins, sets, reason, backend, opts.sizes)
+            }
+        }
+    }
+
+    pub fn startup(&self) -> &Startup {
+        &self.startup
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        self.pins.dir()
+    }
+
+    pub fn pinned_set(&self) -> &Path {
+        &self.set.dir
+    }
+
+    /// Event ring buffers of replaced sets that speak this build's event format:
+    /// what they hold was decided before the switch and belongs in the audit trail.
+    pub fn retiring_events(&self) -> Vec<MapHandle> {
+        let abi = abi_hash();
+        self.retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|set| set.meta().is_ok_and(|m| m.abi_hash == abi))
+            .filter_map(|set| set.map("events").ok())
+            .collect()
+    }
+
+    /// Detaches and unpins the sets this daemon replaced. Call only once the
+    /// policy is installed in the new set: until then the old programs enforce.
+    pub fn retire_replaced(&self) {
+        let sets = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        for set in sets {
+            match set.remove() {
+                Ok(items) => tracing::info!(set = %set.dir.display(), items = items.len(), "detached and unpinned the replaced enforcement"),
+                Err(e) => tracing::error!(set = %set.dir.display(), "could not fully remove a replaced pinned set: {e:#}"),
+            }
+        }
+    }
+
+    /// Detaches every program and removes the pins: enforcement ends
+    /// (`run --release-on-exit`, `unload`, `uninstall`).
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        let mut result = Ok(());
+        let retiring = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        // Our link fds go first; the pins are then the last references, and
+        // removing them detaches (remove() waits until the programs are gone).
+        self.links.clear();
+        for set in std::iter::once(self.set.clone()).chain(retiring) {
+            if let Err(e) = set.remove() {
+                result = Err(e);
+            }
+        }
+        let _ = std::fs::remove_dir(self.pins.dir());
+        result
     }
 
     pub fn backend(&self) -> Backend {
@@ -258,6 +361,11 @@ impl Kernel {
     /// guard: the daemon's threads, which signals and ptrace may name (compat
     /// hooks compare thread ids; the LSM hooks compare the process).
     pub fn guard_threads(&self) -> Result<usize> {
+        // An adopted set still lists the previous daemon's threads: those ids
+        // may belong to anyone now.
+        for key in self.maps.guarded_tids.keys().collect::<Vec<_>>() {
+            let _ = self.maps.guarded_tids.delete(&key);
+        }
         let mut n = 0;
         for entry in std::fs::read_dir("/proc/self/task").context("list /proc/self/task")? {
             let Some(tid) = entry.ok().and_then(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())) else { continue };
@@ -451,21 +559,109 @@ fn configure_maps(open: &mut OpenAirlockSkel<'_>, sizes: MapSizes) -> Result<()>
     Ok(())
 }
 
-fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
-    let mut storage = MaybeUninit::uninit();
-    let mut open = AirlockSkelBuilder::default().open(&mut storage).context("open the enforcement object")?;
-    configure_maps(&mut open, sizes)?;
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if !self.released {
+            // The pins keep the programs attached. Disconnecting stops libbpf from
+            // detaching on close (it would disable a pinned perf-event link).
+            for link in &mut self.links {
+                link.disconnect();
+            }
+        }
+    }
+}
 
-    let lsm = backend == Backend::Lsm;
-    let compat_unix = kernel_has_cgroup_unix_hooks();
+/// Hash of the ABI header: sets with the same one write events this daemon decodes.
+pub fn abi_hash() -> String {
+    format!("{:016x}", abi::word_hash(airlock_ebpf::ABI_HEADER.as_bytes()))
+}
+
+fn wanted_meta(backend: Backend, sizes: MapSizes, hooks: Vec<Hook>) -> PinMeta {
+    PinMeta {
+        layout: pins::LAYOUT,
+        object_hash: pins::object_hash(),
+        abi_hash: abi_hash(),
+        backend: backend.to_string(),
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+        daemon_pid: std::process::id(),
+        pinned_at: crate::daemon::now_rfc3339(),
+        sizes: sizes.into(),
+        hooks,
+    }
+}
+
+impl Maps {
+    /// Opens every map the daemon uses, by its name in the object.
+    fn open(by_name: impl Fn(&str) -> Result<MapHandle>) -> Result<Maps> {
+        Ok(Maps {
+            tagged_procs: by_name("tagged_procs")?,
+            quarantine: by_name("quarantine")?,
+            role_sets: by_name("role_sets")?,
+            programs: by_name("programs")?,
+            trie: by_name("trie")?,
+            egress4: by_name("egress4")?,
+            egress6: by_name("egress6")?,
+            counters: by_name("counters")?,
+            config: by_name("airlock_config")?,
+            events: by_name("events")?,
+            revoked_sessions: by_name("revoked_sessions")?,
+            exec_identity: by_name("exec_identity")?,
+            unix_rules: by_name("unix_rules")?,
+            egress_allow4: by_name("egress_allow4")?,
+            egress_allow6: by_name("egress_allow6")?,
+            guarded_tids: by_name("guarded_tids")?,
+            tamper_senders: by_name("tamper_senders")?,
+            protected_inodes: by_name("protected_inodes")?,
+            file_rules: by_name("file_rules")?,
+            file_allow: by_name("file_allow")?,
+        })
+    }
+}
+
+/// What this kernel cannot enforce with the chosen backend, for `status`.
+fn backend_gaps(backend: Backend, compat_unix: bool) -> Vec<String> {
     let mut gaps = Vec::new();
-    if !lsm && !compat_unix {
+    if backend != Backend::Lsm && !compat_unix {
         gaps.push(
             "Unix socket rules (egress.unix_deny) are NOT enforced: this kernel has no cgroup/connect_unix \
              (added in 6.7) and the LSM backend is not in use"
                 .to_string(),
         );
     }
+    gaps
+}
+
+/// Keeps a running, compatible set: its programs stay attached throughout.
+fn adopt(pins: PinRoot, set: PinSet, all: Vec<PinSet>, backend: Backend, sizes: MapSizes) -> Result<Kernel> {
+    let meta = set.meta()?;
+    let maps = Maps::open(|name| set.map(name))?;
+    let retiring: Vec<PinSet> = all.into_iter().filter(|s| s.dir != set.dir).collect();
+    for old in &retiring {
+        tracing::warn!(set = %old.dir.display(), "a second pinned set is present (left by an interrupted start); it is removed once the policy is installed");
+    }
+    let startup = Startup::Adopted {
+        set: set.dir.display().to_string(),
+        pinned_by_pid: meta.daemon_pid,
+        pinned_by_version: meta.daemon_version.clone(),
+        pinned_at: meta.pinned_at.clone(),
+    };
+    tracing::info!(set = %set.dir.display(), pinned_by = meta.daemon_pid, pinned_at = %meta.pinned_at, hooks = meta.hooks.len(), "adopted the running enforcement (programs and maps were pinned; nothing was detached)");
+    // The hooks the pinned set attached say whether compat has its Unix socket programs.
+    let compat_unix = meta.hooks.iter().any(|h| h.program == "airlock_connect_unix");
+    let gaps = backend_gaps(backend, compat_unix);
+    Ok(Kernel { backend, hooks: meta.hooks, links: Vec::new(), maps, sizes, pins, set, startup, retiring: retiring.into(), released: false, gaps })
+}
+
+/// Loads the object, pins its maps, attaches and pins every program, copies the
+/// tags of the sets it replaces, and writes the meta record last.
+fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, backend: Backend, sizes: MapSizes) -> Result<Kernel> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = AirlockSkelBuilder::default().open(&mut storage).context("open the enforcement object")?;
+    configure_maps(&mut open, sizes)?;
+
+    let lsm = backend == Backend::Lsm;
+    let compat_unix = kernel_has_cgroup_unix_hooks();
+    let gaps = backend_gaps(backend, compat_unix);
     {
         let p = &mut open.progs;
         p.airlock_bprm_check.set_autoload(lsm);
@@ -490,35 +686,23 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
             prog.set_autoload(!lsm);
         }
     }
-    let skel = open.load().context("load the enforcement programs (the verifier log above says why)")?;
+    let mut skel = open.load().context("load the enforcement programs (the verifier log above says why)")?;
 
-    let maps = Maps {
-        tagged_procs: MapHandle::try_from(&skel.maps.tagged_procs)?,
-        role_sets: MapHandle::try_from(&skel.maps.role_sets)?,
-        programs: MapHandle::try_from(&skel.maps.programs)?,
-        trie: MapHandle::try_from(&skel.maps.trie)?,
-        egress4: MapHandle::try_from(&skel.maps.egress4)?,
-        egress6: MapHandle::try_from(&skel.maps.egress6)?,
-        counters: MapHandle::try_from(&skel.maps.counters)?,
-        config: MapHandle::try_from(&skel.maps.airlock_config)?,
-        events: MapHandle::try_from(&skel.maps.events)?,
-        revoked_sessions: MapHandle::try_from(&skel.maps.revoked_sessions)?,
-        quarantine: MapHandle::try_from(&skel.maps.quarantine)?,
-        exec_identity: MapHandle::try_from(&skel.maps.exec_identity)?,
-        unix_rules: MapHandle::try_from(&skel.maps.unix_rules)?,
-        egress_allow4: MapHandle::try_from(&skel.maps.egress_allow4)?,
-        egress_allow6: MapHandle::try_from(&skel.maps.egress_allow6)?,
-        guarded_tids: MapHandle::try_from(&skel.maps.guarded_tids)?,
-        tamper_senders: MapHandle::try_from(&skel.maps.tamper_senders)?,
-        protected_inodes: MapHandle::try_from(&skel.maps.protected_inodes)?,
-        file_rules: MapHandle::try_from(&skel.maps.file_rules)?,
-        file_allow: MapHandle::try_from(&skel.maps.file_allow)?,
-    };
+    // Maps first: a set that dies half-pinned has maps but no links, so no
+    // program is left attached to maps nobody can reach.
+    let set = pins.new_set()?;
+    for map in skel.object().maps() {
+        let name = map.name().to_string_lossy().into_owned();
+        let mut handle = MapHandle::try_from(&map).with_context(|| format!("duplicate the handle of map {name}"))?;
+        handle.pin(set.map_path(&name)).with_context(|| format!("pin map {name} in {}", set.dir.display()))?;
+    }
+    let maps = Maps::open(|name| set.map(name))?;
 
     let mut links = Vec::new();
     let mut hooks = Vec::new();
     let mut attached = |name: &str, point: &str, link: libbpf_rs::Result<Link>| -> Result<()> {
-        let link = link.with_context(|| format!("attach {name} to {point}"))?;
+        let mut link = link.with_context(|| format!("attach {name} to {point}"))?;
+        link.pin(set.link_path(name)).with_context(|| format!("pin the link of {name}"))?;
         links.push(link);
         hooks.push(Hook { program: name.to_string(), attach_point: point.to_string() });
         Ok(())
@@ -528,6 +712,13 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
     // Tagging first: from here on every fork of a governed process is followed.
     attached("airlock_fork", "tp_btf/sched_process_fork", p.airlock_fork.attach())?;
     attached("airlock_exit", "tp_btf/sched_process_exit", p.airlock_exit.attach())?;
+    // With fork and exit followed in the new maps, carry the old sets' sessions
+    // over. Their programs still enforce until the daemon retires them.
+    let (tags_copied, quarantined) = copy_tags(&old_sets, &maps);
+    if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+        bss.quarantined_count = quarantined;
+    }
+    let p = &skel.progs;
     attached("airlock_sched_exec", "tp_btf/sched_process_exec", p.airlock_sched_exec.attach())?;
     if lsm {
         attached("airlock_enter_execve", "tracepoint/syscalls/sys_enter_execve", p.airlock_enter_execve.attach())?;
@@ -604,9 +795,87 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
             attached(name, &point, prog.attach())?;
         }
     }
+    set.write_meta(&wanted_meta(backend, sizes, hooks.clone()))?;
 
-    let kernel = Kernel { backend, hooks, _links: links, maps, sizes, gaps };
+    let startup = if old_sets.is_empty() {
+        tracing::info!(set = %set.dir.display(), "enforcement loaded, attached and pinned");
+        Startup::Fresh
+    } else {
+        let old: Vec<String> = old_sets.iter().map(|s| s.dir.display().to_string()).collect();
+        tracing::warn!(old = ?old, %reason, tags_copied, new = %set.dir.display(),
+            "the pinned enforcement cannot be adopted; a new set is attached beside it with its tags, and the old one is detached once the policy is installed");
+        Startup::Replaced { old_sets: old, reason, tags_copied }
+    };
+    let kernel = Kernel { backend, hooks, links, maps, sizes, pins, set, startup, retiring: old_sets.into(), released: false, gaps };
     kernel.set_config(0)?;
     Ok(kernel)
 }
 
+/// Copies tagged and quarantined processes from old sets into the new maps:
+/// twice (forks during the first pass land in the old maps too), then drops
+/// what the old sets no longer hold (those processes exited meanwhile).
+/// Returns the tags copied and the quarantine entries now held.
+fn copy_tags(old_sets: &[PinSet], maps: &Maps) -> (usize, u32) {
+    let open = |name: &str, key: u32, value: u32| -> Vec<MapHandle> {
+        old_sets
+            .iter()
+            .filter_map(|set| match set.map(name) {
+                Ok(m) if m.key_size() == key && m.value_size() == value => Some(m),
+                Ok(_) => {
+                    tracing::warn!(set = %set.dir.display(), map = name, "the old map has another layout; its entries are not copied");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(set = %set.dir.display(), "{e:#}");
+                    None
+                }
+            })
+            .collect()
+    };
+    let tag_size = std::mem::size_of::<abi::ProcTag>() as u32;
+    let old_tags = open("tagged_procs", 4, tag_size);
+    let old_quarantine = open("quarantine", 4, 8);
+    let mut copied = std::collections::BTreeSet::new();
+    let mut quarantined = std::collections::BTreeSet::new();
+    for _pass in 0..2 {
+        for (from, to, seen) in [(&old_tags, &maps.tagged_procs, &mut copied), (&old_quarantine, &maps.quarantine, &mut quarantined)] {
+            for map in from {
+                for key in map.keys() {
+                    if let Ok(Some(value)) = map.lookup(&key, MapFlags::ANY) {
+                        if to.update(&key, &value, MapFlags::ANY).is_ok() {
+                            seen.insert(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (from, to, seen) in [(&old_tags, &maps.tagged_procs, &mut copied), (&old_quarantine, &maps.quarantine, &mut quarantined)] {
+        seen.retain(|key| {
+            let live = from.iter().any(|m| matches!(m.lookup(key, MapFlags::ANY), Ok(Some(_))));
+            if !live {
+                let _ = to.delete(key);
+            }
+            live
+        });
+    }
+    (copied.len(), quarantined.len() as u32)
+}
+
+/// Removes every pinned set under `pin_dir`, which detaches its programs.
+/// Refused while a daemon holds the directory: stop it first.
+pub fn unload(pin_dir: &Path) -> Result<Vec<String>> {
+    mounts::require_root()?;
+    if !pin_dir.exists() {
+        return Ok(Vec::new());
+    }
+    if PinRoot::is_locked(pin_dir)? {
+        bail!(
+            "a running Airlock daemon holds {}; stop it first (systemctl stop airlock-agent), or run it with --release-on-exit",
+            pin_dir.display()
+        );
+    }
+    let removed = pins::remove_all(pin_dir)?;
+    tracing::info!(pin_dir = %pin_dir.display(), removed = removed.len(), "enforcement unloaded");
+    Ok(removed)
+}

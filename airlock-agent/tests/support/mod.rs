@@ -90,7 +90,9 @@ pub fn write_policy_dir(root: &Path, policies: &[(&str, &str)], roles: &[(&str, 
     dir
 }
 
-/// A running daemon, stopped (by pid) when dropped.
+/// A running daemon, stopped (by pid) when dropped. It pins its enforcement
+/// in a bpffs directory of its own and runs with --release-on-exit; if it
+/// died without releasing, the drop unloads what it left pinned.
 pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,
@@ -98,16 +100,37 @@ pub struct Daemon {
     pub bin_dir: PathBuf,
     pub work_dir: PathBuf,
     pub _root: TempDir,
+    /// Unique per daemon (under /sys/fs/bpf): test daemons run side by side.
+    pub pin_dir: PathBuf,
+    /// The arguments of `airlock-agent run`, for restarts on the same directories.
+    pub run_args: Vec<std::ffi::OsString>,
+    /// How many daemon processes this test started on these directories.
+    pub starts: u32,
+}
+
+/// A bpffs directory name no other test daemon uses.
+pub fn unique_pin_dir(tag: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/airlock-test-{tag}-{}-{}", std::process::id(), unique()))
 }
 
 impl Daemon {
     /// Starts a daemon on `policy_dir` (inside a fresh temp dir) and waits until it answers.
     pub fn start(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
-        Self::start_with_args::<&str>(tag, policies, roles, &[])
+        Self::start_inner::<&str>(tag, policies, roles, &[], false)
     }
 
     /// The same, with extra arguments to `airlock-agent run` (e.g. `--ringbuf-kib 16`).
     pub fn start_with_args<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S]) -> Daemon {
+        Self::start_inner(tag, policies, roles, extra, false)
+    }
+
+    /// Like [`Daemon::start`], with `--program-path <bin dir>` (so the fake tools
+    /// are fingerprinted as the protected programs, exec identity) and `extra` arguments.
+    pub fn start_with(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
+        Self::start_inner(tag, policies, roles, extra, true)
+    }
+
+    fn start_inner<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S], program_path: bool) -> Daemon {
         require_root();
         let root = TempDir::new(tag);
         let policy_dir = write_policy_dir(&root.0, policies, roles);
@@ -122,32 +145,65 @@ impl Daemon {
             std::fs::copy(fake_tool_binary(), &dest).expect("install fake tool");
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod fake tool");
         }
-        let log = std::fs::File::create(root.0.join("daemon.log")).expect("create daemon log");
-        let child = Command::new(AGENT)
-            .arg("run")
-            .arg("--policy-dir")
-            .arg(&policy_dir)
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .env("AIRLOCK_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the daemon");
-        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root };
+        let pin_dir = unique_pin_dir(tag);
+        let run_args: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            "--policy-dir".into(),
+            policy_dir.into(),
+            "--state-dir".into(),
+            state_dir.clone().into(),
+            "--socket".into(),
+            socket.clone().into(),
+            "--pin-dir".into(),
+            pin_dir.clone().into(),
+            "--release-on-exit".into(),
+        ];
+        let mut run_args = run_args;
+        if program_path {
+            run_args.push("--program-path".into());
+            run_args.push(bin_dir.clone().into());
+        }
+        run_args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
+        let child = spawn_daemon(&root.0, &run_args, 1);
+        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root, pin_dir, run_args, starts: 1 };
         daemon.wait_ready();
         daemon
+    }
+
+    /// The daemon's pid (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, by pid: the daemon gets no chance to clean up.
+    pub fn kill_hard(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the daemon");
+        let status = self.child.wait().expect("wait for the killed daemon");
+        assert_eq!(status.signal(), Some(9), "the daemon did not die of SIGKILL: {status}");
+    }
+
+    /// Starts a new daemon process on the same state, socket, policy and pin
+    /// directories (the previous one must have exited) and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(matches!(self.child.try_wait(), Ok(Some(_))), "restart: the previous daemon still runs");
+        self.starts += 1;
+        self.child = spawn_daemon(&self._root.0, &self.run_args, self.starts);
+        self.wait_ready();
     }
 
     pub fn policy_dir(&self) -> PathBuf {
         self._root.0.join("policy")
     }
 
+    /// The log of every daemon process of this test, in order.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._root.0.join("daemon.log")).unwrap_or_default()
+        (1..=self.starts.max(1)).map(|n| daemon_log(&self._root.0, n)).collect::<Vec<_>>().join("")
+    }
+
+    /// The log of the current daemon process only.
+    pub fn current_log(&self) -> String {
+        daemon_log(&self._root.0, self.starts.max(1))
     }
 
     fn wait_ready(&mut self) {
@@ -278,10 +334,29 @@ impl Daemon {
     }
 }
 
+fn daemon_log(root: &Path, n: u32) -> String {
+    let name = if n <= 1 { "daemon.log".to_string() } else { format!("daemon.{n}.log") };
+    std::fs::read_to_string(root.join(name)).unwrap_or_default()
+}
+
+fn spawn_daemon(root: &Path, args: &[std::ffi::OsString], n: u32) -> Child {
+    let name = if n <= 1 { "daemon.log".to_string() } else { format!("daemon.{n}.log") };
+    let log = std::fs::File::create(root.join(name)).expect("create daemon log");
+    Command::new(AGENT)
+        .args(args)
+        .env("AIRLOCK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the daemon")
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
         let deadline = Instant::now() + seconds(20);
         loop {
             match self.child.try_wait() {
@@ -292,6 +367,15 @@ impl Drop for Daemon {
                     let _ = self.child.wait();
                     break;
                 }
+            }
+        }
+        // --release-on-exit removed the pins; a daemon that was killed (or
+        // failed) left them, and with them its programs: unload those.
+        if self.pin_dir.exists() {
+            match Command::new(AGENT).arg("unload").arg("--pin-dir").arg(&self.pin_dir).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!("unload {} failed: {}", self.pin_dir.display(), String::from_utf8_lossy(&out.stderr)),
+                Err(e) => eprintln!("unload {}: {e}", self.pin_dir.display()),
             }
         }
     }
@@ -324,46 +408,120 @@ pub fn write_file(path: &Path, text: &str, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// A governed bash that stays alive and runs the commands the test sends it,
+/// one at a time, through a FIFO: a session that outlives a daemon restart.
+pub struct LiveSession {
+    pub child: Child,
+    pub session_id: String,
+    fifo: PathBuf,
+    out: PathBuf,
+    sent: u32,
+}
+
 impl Daemon {
-    /// Like [`Daemon::start`], with `--program-path <bin dir>` (so the fake tools
-    /// are fingerprinted as the protected programs, exec identity) and `extra` arguments.
-    pub fn start_with(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
-        require_root();
-        let root = TempDir::new(tag);
-        let policy_dir = write_policy_dir(&root.0, policies, roles);
-        let state_dir = root.0.join("state");
-        let socket = root.0.join("agent.sock");
-        let bin_dir = root.0.join("bin");
-        let work_dir = root.0.join("work");
-        std::fs::create_dir_all(&bin_dir).expect("mkdir bin");
-        std::fs::create_dir_all(&work_dir).expect("mkdir work");
-        for tool in ["terraform", "kubectl", "aws"] {
-            let dest = bin_dir.join(tool);
-            std::fs::copy(fake_tool_binary(), &dest).expect("install fake tool");
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod fake tool");
-        }
-        let log = std::fs::File::create(root.0.join("daemon.log")).expect("create daemon log");
+    /// Launches a long-lived governed session with `role`.
+    pub fn live_session(&self, role: &str) -> LiveSession {
+        let n = unique();
+        let fifo = self.work_dir.join(format!("live-{n}.fifo"));
+        let out = self.work_dir.join(format!("live-{n}.out"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        // Opened read-write: the loop never sees EOF between commands.
+        let script = format!(
+            "exec 3<>'{fifo}'\necho \"session=$AIRLOCK_SESSION_ID\" >> '{out}'\nwhile IFS= read -r line <&3; do\n  [ \"$line\" = quit ] && exit 0\n  eval \"$line\" >> '{out}' 2>&1\ndone\n",
+            fifo = fifo.display(),
+            out = out.display()
+        );
         let child = Command::new(AGENT)
-            .arg("run")
-            .arg("--policy-dir")
-            .arg(&policy_dir)
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--program-path")
-            .arg(&bin_dir)
-            .args(extra)
-            .env("AIRLOCK_LOG", "info")
+            .args(["launch", "--socket"])
+            .arg(&self.socket)
+            .args(["--role", role, "--", "bash", "-c", &script])
+            .current_dir(&self.work_dir)
+            .env("PATH", self.path_env())
+            .env("BIN", &self.bin_dir)
+            .env("WORK", &self.work_dir)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::null())
             .spawn()
-            .expect("start the daemon");
-        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root };
-        daemon.wait_ready();
-        daemon
+            .expect("launch the live session");
+        let mut live = LiveSession { child, session_id: String::new(), fifo, out, sent: 0 };
+        let deadline = Instant::now() + seconds(15);
+        while live.session_id.is_empty() {
+            let text = std::fs::read_to_string(&live.out).unwrap_or_default();
+            if let Some(id) = text.lines().find_map(|l| l.strip_prefix("session=")) {
+                live.session_id = id.to_string();
+            } else if Instant::now() > deadline {
+                panic!("the live session did not start: {text}\ndaemon log:\n{}", self.log());
+            } else if let Ok(Some(status)) = live.child.try_wait() {
+                panic!("the live session exited ({status}) before starting: {text}");
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        assert!(!live.session_id.is_empty(), "the live session has no session id");
+        live
+    }
+}
+
+impl LiveSession {
+    /// The pid of the session's root (`launch` execs bash in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
+    /// Runs one shell command line in the session; returns its output and exit status.
+    pub fn run(&mut self, command: &str) -> (String, i32) {
+        self.sent += 1;
+        let marker = format!("@@done-{}", self.sent);
+        let before = std::fs::read_to_string(&self.out).unwrap_or_default().len();
+        let line = format!("{command}; echo \"{marker} rc=$?\"\n");
+        assert!(!command.contains('\n'), "one line per command");
+        std::fs::OpenOptions::new().write(true).open(&self.fifo).and_then(|mut f| f.write_all(line.as_bytes())).expect("write to the session's FIFO");
+        let deadline = Instant::now() + seconds(30);
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            if let Some(at) = text[before.min(text.len())..].find(&marker) {
+                let start = before.min(text.len());
+                let output = text[start..start + at].to_string();
+                let rest = &text[start + at + marker.len()..];
+                let rc = rest.trim_start().strip_prefix("rc=").and_then(|r| r.lines().next()).and_then(|r| r.trim().parse().ok()).unwrap_or(-1);
+                return (output, rc);
+            }
+            if Instant::now() > deadline {
+                panic!("the live session did not finish {command:?}; output so far:\n{text}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the live session exited ({status}) during {command:?}: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ends the session (it exits normally) and waits for it.
+    pub fn quit(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&self.fifo) {
+                let _ = f.write_all(b"quit\n");
+            }
+            let deadline = Instant::now() + seconds(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.quit();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
     /// Like `governed`, with extra environment for the session (e.g. HOME).
     pub fn governed_env(&self, role: Option<&str>, script: &str, env: &[(&str, &str)]) -> Session {
         let mut cmd = Command::new(AGENT);
@@ -404,7 +562,6 @@ pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
     let status = Command::new("cc").args(["-O2", "-o"]).arg(&bin).arg(&src).status().expect("run cc");
     assert!(status.success(), "cc failed on {name}.c");
     bin
-}
 
 // ---- api (issue 4) -------------------------------------------------------------
 

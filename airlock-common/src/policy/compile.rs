@@ -66,6 +66,17 @@ impl IdAllocator {
     pub fn rule_id(&mut self) -> u32 {
         Self::take(&mut self.next_rule, "rule")
     }
+
+    /// Restart: an allocator whose ids are all above those a previous daemon
+    /// left live in the pinned maps, so new entries never collide with them.
+    pub fn starting_after(max_set: u32, max_node: u32, max_rule: u32) -> Self {
+        let next = |max: u32| max.checked_add(1).expect("the pinned maps hold the largest possible id");
+        IdAllocator {
+            next_set: next(max_set),
+            next_node: next(max_node),
+            next_rule: next(max_rule),
+        }
+    }
 }
 
 /// A blocked command as enforced for one role.

@@ -52,6 +52,10 @@ impl Daemon {
             .arg(dir.join("state"))
             .arg("--socket")
             .arg(&socket)
+            // Its own pins, removed when it stops: the bench leaves the kernel as it found it.
+            .arg("--pin-dir")
+            .arg(format!("/sys/fs/bpf/airlock-bench-{}-{}", std::process::id(), dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+            .arg("--release-on-exit")
             .env("AIRLOCK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
