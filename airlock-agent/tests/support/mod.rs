@@ -562,6 +562,7 @@ pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
     let status = Command::new("cc").args(["-O2", "-o"]).arg(&bin).arg(&src).status().expect("run cc");
     assert!(status.success(), "cc failed on {name}.c");
     bin
+}
 
 // ---- api (issue 4) -------------------------------------------------------------
 
