@@ -60,9 +60,18 @@ fn reason(v: &Value, reason: &str) -> bool {
 /// A directory of protected programs that are scripts, given to the daemon as
 /// `--program-path`: `aws` (Python, like the AWS CLI v1) and `terraform` (sh).
 fn script_tools() -> TempDir {
-    let dir = TempDir::new("exec-tools");
+    let dir = trusted_dir("exec-tools");
     write_file(&dir.0.join("aws"), "#!/usr/bin/env python3\nimport sys\nprint(\"FAKE-TOOL-RAN\", *sys.argv)\n", 0o755);
     write_file(&dir.0.join("terraform"), "#!/bin/sh\necho FAKE-TOOL-RAN terraform \"$@\"\n", 0o755);
+    dir
+}
+
+/// A directory only its owner can write to: the daemon fingerprints nothing
+/// another user could replace, whatever the umask of the test run.
+fn trusted_dir(tag: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new(tag);
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("chmod the tools dir");
     dir
 }
 
@@ -267,7 +276,7 @@ fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
     let tools = script_tools();
     let tools_dir = tools.0.display().to_string();
     // A protected name that is a multi-call binary: wget -> busybox.
-    let multi = TempDir::new("exec-multi");
+    let multi = trusted_dir("exec-multi");
     std::os::unix::fs::symlink(busybox(), multi.0.join("wget")).expect("symlink wget -> busybox");
     let multi_dir = multi.0.display().to_string();
     let policy = r#"{ "id": "test-infra", "name": "T",

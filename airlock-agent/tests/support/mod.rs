@@ -140,6 +140,8 @@ impl Daemon {
         let work_dir = root.0.join("work");
         std::fs::create_dir_all(&bin_dir).expect("mkdir bin");
         std::fs::create_dir_all(&work_dir).expect("mkdir work");
+        // Only files nobody else can replace are fingerprinted, whatever the umask.
+        std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod bin");
         for tool in ["terraform", "kubectl", "aws"] {
             let dest = bin_dir.join(tool);
             std::fs::copy(fake_tool_binary(), &dest).expect("install fake tool");
