@@ -320,6 +320,15 @@ fn load_and_attach(backend: Backend, sizes: MapSizes) -> Result<Kernel> {
     let lsm = backend == Backend::Lsm;
     let compat_unix = kernel_has_cgroup_unix_hooks();
     let mut gaps = Vec::new();
+    if lsm && !compat_unix {
+        // Measured, not understood yet: on Debian 6.1 the LSM Unix hooks run
+        // but read the socket's path back empty, so no rule matches (vm-tests).
+        gaps.push(
+            "Unix socket rules (egress.unix_deny) are NOT enforced reliably on this kernel: the LSM backend's Unix \
+             hooks are proven only on kernels >= 6.7 (on Debian 6.1 the socket's path reads back empty)"
+                .to_string(),
+        );
+    }
     if !lsm && !compat_unix {
         gaps.push(
             "Unix socket rules (egress.unix_deny) are NOT enforced: this kernel has no cgroup/connect_unix \
