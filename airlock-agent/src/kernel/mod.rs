@@ -621,7 +621,17 @@ impl Maps {
 /// What this kernel cannot enforce with the chosen backend, for `status`.
 fn backend_gaps(backend: Backend, compat_unix: bool) -> Vec<String> {
     let mut gaps = Vec::new();
-    if backend != Backend::Lsm && !compat_unix {
+    let lsm = backend == Backend::Lsm;
+    if lsm && !compat_unix {
+        // Measured, not understood yet: on Debian 6.1 the LSM Unix hooks run
+        // but read the socket's path back empty, so no rule matches (vm-tests).
+        gaps.push(
+            "Unix socket rules (egress.unix_deny) are NOT enforced reliably on this kernel: the LSM backend's Unix \
+             hooks are proven only on kernels >= 6.7 (on Debian 6.1 the socket's path reads back empty)"
+                .to_string(),
+        );
+    }
+    if !lsm && !compat_unix {
         gaps.push(
             "Unix socket rules (egress.unix_deny) are NOT enforced: this kernel has no cgroup/connect_unix \
              (added in 6.7) and the LSM backend is not in use"
@@ -646,9 +656,7 @@ fn adopt(pins: PinRoot, set: PinSet, all: Vec<PinSet>, backend: Backend, sizes: 
         pinned_at: meta.pinned_at.clone(),
     };
     tracing::info!(set = %set.dir.display(), pinned_by = meta.daemon_pid, pinned_at = %meta.pinned_at, hooks = meta.hooks.len(), "adopted the running enforcement (programs and maps were pinned; nothing was detached)");
-    // The hooks the pinned set attached say whether compat has its Unix socket programs.
-    let compat_unix = meta.hooks.iter().any(|h| h.program == "airlock_connect_unix");
-    let gaps = backend_gaps(backend, compat_unix);
+    let gaps = backend_gaps(backend, kernel_has_cgroup_unix_hooks());
     Ok(Kernel { backend, hooks: meta.hooks, links: Vec::new(), maps, sizes, pins, set, startup, retiring: retiring.into(), released: false, gaps })
 }
 

@@ -202,6 +202,18 @@ static __always_inline int unix_abstract(const void *src, __u32 n)
  * are recorded only when denied: a governed process may log through
  * /dev/log thousands of times.
  */
+/* The rule covering key.path in rule set set_id, or 0. */
+static __always_inline __u32 unix_lookup(__u32 set_id)
+{
+	struct unix_scratch *s = unix_scratch_get();
+	if (!s)
+		return 0;
+	s->key.prefixlen = 32 + 8 * AIRLOCK_UNIX_PATH_MAX;
+	s->key.set_id = set_id;
+	struct airlock_egress_value *v = bpf_map_lookup_elem(&unix_rules, &s->key);
+	return v ? v->rule_id : 0;
+}
+
 static __always_inline __u32 unix_decide(const struct airlock_proc_tag *tag, __u32 set_id, __u32 reason, int len,
 					 __u32 kind, __u32 sock_type, __u32 flags)
 {
@@ -213,13 +225,9 @@ static __always_inline __u32 unix_decide(const struct airlock_proc_tag *tag, __u
 		if (len < 0) {
 			reason = AIRLOCK_REASON_UNIX_PATH_UNCLEAR;
 		} else {
-			s->key.prefixlen = 32 + 8 * AIRLOCK_UNIX_PATH_MAX;
-			s->key.set_id = set_id;
-			struct airlock_egress_value *v = bpf_map_lookup_elem(&unix_rules, &s->key);
-			if (v && v->rule_id) {
-				rule_id = v->rule_id;
+			rule_id = unix_lookup(set_id);
+			if (rule_id)
 				reason = AIRLOCK_REASON_RULE;
-			}
 		}
 	}
 	__u32 decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
@@ -361,32 +369,57 @@ static __always_inline __u32 unix_lsm_judge(struct sock *peer, __u32 sock_type, 
 	if (!u)
 		return AIRLOCK_ALLOW;
 	struct dentry *dentry = BPF_CORE_READ(u, path.dentry);
+	struct unix_address *addr = BPF_CORE_READ(u, addr);
 	int len = -1;
-	__u32 flags = AIRLOCK_FLAG_UNIX_RESOLVED;
+	__u32 flags = 0;
 	s->raw[0] = 0;
-	if (dentry) {
-		struct task_struct *task = bpf_get_current_task_btf();
-		struct fs_struct *fs = BPF_CORE_READ(task, fs);
-		int n = unix_forward_path(__builtin_preserve_access_index(&u->path),
-					  __builtin_preserve_access_index(&fs->root));
-		if (n > 0)
-			len = unix_canonical(n);
-	} else {
-		struct unix_address *addr = BPF_CORE_READ(u, addr);
-		if (!addr)
-			return AIRLOCK_ALLOW; /* unbound peer: no name to judge */
-		int alen = BPF_CORE_READ(addr, len);
-		const char *sun_path = (const char *)__builtin_preserve_access_index(&addr->name[0].sun_path[0]);
-		char first = 0;
+	if (!dentry && !addr)
+		return AIRLOCK_ALLOW; /* unbound peer: no name to judge */
+
+	/* The name the listening socket was bound with (the server's spelling). */
+	int alen = addr ? BPF_CORE_READ(addr, len) : 0;
+	const char *sun_path = (const char *)__builtin_preserve_access_index(&addr->name[0].sun_path[0]);
+	char first = 0;
+	if (addr)
 		bpf_probe_read_kernel(&first, 1, sun_path);
+	if (!dentry) {
 		if (alen > UNIX_SUN_PATH_OFF + 1 && first == 0) {
 			flags |= AIRLOCK_FLAG_UNIX_ABSTRACT;
 			len = unix_abstract(sun_path + 1, alen - UNIX_SUN_PATH_OFF - 1);
-		} else {
-			return AIRLOCK_ALLOW; /* unnamed */
+			return unix_decide(&tag, set_id, reason, len, kind, sock_type, flags);
+		}
+		return AIRLOCK_ALLOW; /* unnamed */
+	}
+
+	/*
+	 * A path socket: judged by the path of the socket file itself, rebuilt
+	 * from its dentry (symlinks, bind mounts and the caller's spelling do not
+	 * matter), and by the absolute name it was bound with. Either matching a
+	 * rule denies. The bound name also covers a socket reached through a bind
+	 * mount of it, and kernels whose dentry walk cannot rebuild the path.
+	 */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	int n = unix_forward_path(__builtin_preserve_access_index(&u->path), __builtin_preserve_access_index(&fs->root));
+	if (n > 1)
+		len = unix_canonical(n);
+	if (len > 1 && reason == AIRLOCK_REASON_NONE && unix_lookup(set_id))
+		return unix_decide(&tag, set_id, reason, len, kind, sock_type, flags | AIRLOCK_FLAG_UNIX_RESOLVED);
+	if (addr && first == '/' && alen > UNIX_SUN_PATH_OFF) {
+		__u32 bn = alen - UNIX_SUN_PATH_OFF;
+		long r = bpf_probe_read_kernel_str(s->raw, UNIX_BOUND(bn > UNIX_KEY_MASK ? UNIX_KEY_MASK : bn, UNIX_KEY_MASK) + 1,
+						   sun_path);
+		int blen = r > 0 ? unix_canonical((__u32)r - 1) : -1;
+		if (blen > 1 && (len <= 1 || (reason == AIRLOCK_REASON_NONE && unix_lookup(set_id))))
+			return unix_decide(&tag, set_id, reason, blen, kind, sock_type, flags);
+		/* No match by the bound name: report the socket file's own path. */
+		if (len > 1) {
+			len = unix_forward_path(__builtin_preserve_access_index(&u->path),
+						__builtin_preserve_access_index(&fs->root));
+			len = len > 1 ? unix_canonical(len) : -1;
 		}
 	}
-	return unix_decide(&tag, set_id, reason, len, kind, sock_type, flags);
+	return unix_decide(&tag, set_id, reason, len, kind, sock_type, len > 1 ? flags | AIRLOCK_FLAG_UNIX_RESOLVED : flags);
 }
 
 SEC("lsm/unix_stream_connect")
