@@ -287,6 +287,8 @@ fn an_allocator_started_after_live_ids_never_reuses_them() {
     assert!(c.egress4.iter().all(|(k, v)| k.set_id > max_set && v.rule_id > max_rule));
     assert!(c.egress6.iter().all(|(k, v)| k.set_id > max_set && v.rule_id > max_rule));
     assert!(!c.trie.is_empty() && !c.egress4.is_empty() && !c.egress6.is_empty());
+}
+
 /// exec identity: the fileless and direct-loader switches default to deny, and
 /// a role allows one only when every active policy of it turns it off.
 #[test]
