@@ -404,17 +404,21 @@ fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bo
 }
 
 /// One finished record to every sink: the audit trail, the live stream, and
-/// the store's batch (sent when the drain ends).
-fn emit(shared: &Shared, record: &DecisionRecord, batch: &mut Vec<pb::Decision>) {
+/// the store's batch (sent when the drain ends, or when it is full).
+fn emit(shared: &Shared, record: &DecisionRecord, batch: &mut Vec<crate::store::Row>) {
     if let Err(e) = lock(&shared.audit).write(record) {
         tracing::error!("{e:#}");
     }
     let decision = api::decision_of(record, shared.store.next_id());
+    batch.push(crate::store::Row::of(&decision));
     if shared.live.receiver_count() > 0 {
         // An error only means the last follower just left.
-        let _ = shared.live.send(Arc::new(decision.clone()));
+        let _ = shared.live.send(Arc::new(decision));
     }
-    batch.push(decision);
+    if batch.len() >= crate::store::MAX_BATCH {
+        // A long drain must not hold all of it in memory.
+        shared.store.submit(std::mem::take(batch));
+    }
 }
 
 /// Events the ring buffer could not hold: logged and written to the audit

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::store::{Retention, Store};
 
-const BATCH: usize = 2_000;
+const BATCH: usize = 1_000;
 const RUNS: usize = 7;
 
 /// A small deterministic generator (xorshift), so every run stores the same data.
@@ -145,7 +145,7 @@ pub fn run(dir: &Path, rows: u64) -> Result<()> {
                 d.kind = "exec".into();
                 d.argv.push("--marker=needle-7f3a".into());
             }
-            batch.push(d);
+            batch.push(crate::store::Row::of(&d));
             next += 1;
         }
         // The daemon never blocks on the store; the bench must not lose rows, so it waits for room.
