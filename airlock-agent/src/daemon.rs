@@ -377,7 +377,7 @@ fn event_loop(shared: &Shared, mut enricher: Enricher) -> Result<()> {
 /// One kernel event: decode, enrich, block message, sinks. `live` is false for
 /// the backlog read at start: those decisions are old, and a block message
 /// about them would reach the agent long after the fact.
-fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bool, batch: &mut Vec<pb::Decision>) {
+fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bool, batch: &mut Vec<crate::store::Row>) {
     shared.events_received.fetch_add(1, Ordering::Relaxed);
     let Some(event) = decode(bytes) else {
         tracing::warn!(len = bytes.len(), "undecodable kernel event");
