@@ -109,6 +109,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     // The sessions and role slots of a previous daemon, reconciled with the
     // tags that are live in the kernel now.
+    let restart_dir = opts.state_dir.join(RESTART_DIR);
+    std::fs::create_dir_all(&restart_dir).with_context(|| format!("create {}", restart_dir.display()))?;
     let (sessions, restored) = Sessions::restore(opts.state_dir.join(SESSIONS_FILE), |pid| kernel.tag_of(pid).map(|t| t.session_id))?;
     tracing::info!(dns_server = %opts.dns_server, "hostname rules are resolved with this DNS server");
     let mut store = PolicyStore::persistent(opts.policy, crate::dns::DnsClient::new(opts.dns_server), opts.state_dir.join(POLICY_STATE_FILE));
@@ -246,8 +248,14 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-const SESSIONS_FILE: &str = "sessions.json";
-const POLICY_STATE_FILE: &str = "policy-state.json";
+/// Restart state lives in its own subdirectory of the state dir. Its files are
+/// rewritten atomically (a new inode each time), so the guard protects the
+/// directory, not each file: protecting a file's inode would outlive the file,
+/// and the kernel hands a freed inode number to the next file created anywhere
+/// on the file system.
+const RESTART_DIR: &str = "restart";
+const SESSIONS_FILE: &str = "restart/sessions.json";
+const POLICY_STATE_FILE: &str = "restart/policy-state.json";
 
 /// Reads everything waiting in an events ring buffer into the audit trail and
 /// the store. These decisions are old: no block message is sent for them.

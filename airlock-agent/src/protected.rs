@@ -84,8 +84,15 @@ impl ProtectedFiles {
         // may have been moved or renamed by a governed process precisely to
         // lose protection. Only a class the policy dropped is released. (An
         // inode number reused later is over-protected, never under-protected.)
-        let stale: Vec<InodeKey> =
-            self.installed.iter().filter(|(_, c)| **c != CLASS_SELF && !patterns.contains_key(c)).map(|(k, _)| *k).collect();
+        // Airlock's own entries are different: the daemon itself replaces some
+        // of them (the audit trail's rotation, SQLite's files), and a freed
+        // inode number is soon another file's. Only what is there now is its own.
+        let stale: Vec<InodeKey> = self
+            .installed
+            .iter()
+            .filter(|(k, c)| if **c == CLASS_SELF { !wanted.contains_key(k) } else { !patterns.contains_key(c) })
+            .map(|(k, _)| *k)
+            .collect();
         for key in stale {
             let _ = map.delete(as_bytes(&key));
             self.installed.remove(&key);
