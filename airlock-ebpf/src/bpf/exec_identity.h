@@ -59,7 +59,9 @@ AIRLOCK_GLOBAL int content_fingerprint(struct exec_scratch *s, __u64 size)
 		__u32 phentsize = b[54] | ((__u32)b[55] << 8);
 		__u32 phnum = b[56] | ((__u32)b[57] << 8);
 		if (phentsize == 56) {
-#pragma unroll
+			/* A loop, not unrolled: unrolled, clang spills enough registers
+			 * to push the LSM program's combined stack past 512 bytes. */
+#pragma nounroll
 			for (int i = 0; i < 4; i++) {
 				__u64 off = phoff + i * 56;
 				if (i >= phnum || off > AIRLOCK_HEAD_LEN - 56)
