@@ -551,7 +551,12 @@ fn boot_and_test(
     if kvm_usable() {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
-        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+        // One host thread for both vCPUs: with multi-threaded TCG, a vCPU can
+        // run a stale int3 while the kernel live-patches an LSM hook for a BPF
+        // trampoline (text_poke_bp), and the guest oopses ("Oops: int3" in
+        // bpf_lsm_bpf while a set was attached beside another). Round-robin
+        // vCPUs still interleave, so the race tests keep their two CPUs.
+        cmd.args(["-accel", "tcg,thread=single", "-cpu", "max"]);
     }
     cmd.args(["-m", "3072", "-smp", "2", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"])
         .arg("-kernel")
