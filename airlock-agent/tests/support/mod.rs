@@ -229,31 +229,7 @@ impl Daemon {
 
     /// Runs `bash -c script` as a governed session; the script's first line prints the session id.
     pub fn governed(&self, role: Option<&str>, script: &str) -> Session {
-        let mut cmd = Command::new(AGENT);
-        cmd.arg("launch").arg("--socket").arg(&self.socket);
-        if let Some(role) = role {
-            cmd.arg("--role").arg(role);
-        }
-        let full = format!("echo \"AIRLOCK_SESSION=$AIRLOCK_SESSION_ID\"\n{script}");
-        let output = cmd
-            .arg("--")
-            .arg("bash")
-            .arg("-c")
-            .arg(&full)
-            .current_dir(&self.work_dir)
-            .env("PATH", self.path_env())
-            .env("BIN", &self.bin_dir)
-            .env("WORK", &self.work_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run airlock-agent launch");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let session_id = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("AIRLOCK_SESSION="))
-            .unwrap_or_default()
-            .to_string();
-        Session { output, stdout, session_id }
+        self.governed_env(role, script, &[])
     }
 
     /// The same script, not governed: for "untagged processes are unaffected".
@@ -524,7 +500,8 @@ impl Drop for LiveSession {
 }
 
 impl Daemon {
-    /// Like `governed`, with extra environment for the session (e.g. HOME).
+    /// Runs `bash -c script` as a governed session with extra environment (e.g. HOME);
+    /// the script's first line prints the session id.
     pub fn governed_env(&self, role: Option<&str>, script: &str, env: &[(&str, &str)]) -> Session {
         let mut cmd = Command::new(AGENT);
         cmd.arg("launch").arg("--socket").arg(&self.socket);

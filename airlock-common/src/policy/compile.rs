@@ -265,18 +265,14 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                 continue;
             }
             compiled.policies.push(pid.to_string());
-            for cmd in &policy.blocked_commands {
+            // Every rule gets a fresh id and an entry events can be named by.
+            let mut new_rule = |kind: RuleKind| {
                 let rule_id = ids.rule_id();
-                out.rules.insert(
-                    rule_id,
-                    RuleRef {
-                        policy_id: pid.to_string(),
-                        role_id: role_id.clone(),
-                        kind: RuleKind::Command {
-                            text: cmd.text.clone(),
-                        },
-                    },
-                );
+                out.rules.insert(rule_id, RuleRef { policy_id: pid.to_string(), role_id: role_id.clone(), kind });
+                rule_id
+            };
+            for cmd in &policy.blocked_commands {
+                let rule_id = new_rule(RuleKind::Command { text: cmd.text.clone() });
                 compiled.commands.push(CommandRule {
                     rule_id,
                     policy_id: pid.to_string(),
@@ -286,17 +282,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                 });
             }
             for rule in &policy.egress.deny {
-                let rule_id = ids.rule_id();
-                out.rules.insert(
-                    rule_id,
-                    RuleRef {
-                        policy_id: pid.to_string(),
-                        role_id: role_id.clone(),
-                        kind: RuleKind::Egress {
-                            text: rule.text.clone(),
-                        },
-                    },
-                );
+                let rule_id = new_rule(RuleKind::Egress { text: rule.text.clone() });
                 compiled.egress.push(EgressRuleCompiled {
                     rule_id,
                     policy_id: pid.to_string(),
@@ -307,16 +293,8 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             }
             for (rules, allow) in [(&policy.egress.deny_hosts, false), (&policy.egress.allow_hosts, true)] {
                 for rule in rules {
-                    let rule_id = ids.rule_id();
                     let text = if allow { format!("allow {}", rule.text) } else { rule.text.clone() };
-                    out.rules.insert(
-                        rule_id,
-                        RuleRef {
-                            policy_id: pid.to_string(),
-                            role_id: role_id.clone(),
-                            kind: RuleKind::Egress { text: text.clone() },
-                        },
-                    );
+                    let rule_id = new_rule(RuleKind::Egress { text: text.clone() });
                     compiled.hosts.push(HostRuleCompiled {
                         rule_id,
                         policy_id: pid.to_string(),
@@ -328,16 +306,8 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                 }
             }
             for rule in &policy.egress.allow {
-                let rule_id = ids.rule_id();
                 let text = format!("allow {}", rule.text);
-                out.rules.insert(
-                    rule_id,
-                    RuleRef {
-                        policy_id: pid.to_string(),
-                        role_id: role_id.clone(),
-                        kind: RuleKind::Egress { text: text.clone() },
-                    },
-                );
+                let rule_id = new_rule(RuleKind::Egress { text: text.clone() });
                 compiled.allow.push(EgressRuleCompiled {
                     rule_id,
                     policy_id: pid.to_string(),
@@ -347,17 +317,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                 });
             }
             for rule in &policy.egress.unix_deny {
-                let rule_id = ids.rule_id();
-                out.rules.insert(
-                    rule_id,
-                    RuleRef {
-                        policy_id: pid.to_string(),
-                        role_id: role_id.clone(),
-                        kind: RuleKind::Unix {
-                            text: rule.text.clone(),
-                        },
-                    },
-                );
+                let rule_id = new_rule(RuleKind::Unix { text: rule.text.clone() });
                 compiled.unix.push(UnixRuleCompiled {
                     rule_id,
                     policy_id: pid.to_string(),
@@ -373,17 +333,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     existing.allow.retain(|a| allow.contains(a));
                     continue;
                 }
-                let rule_id = ids.rule_id();
-                out.rules.insert(
-                    rule_id,
-                    RuleRef {
-                        policy_id: pid.to_string(),
-                        role_id: role_id.clone(),
-                        kind: RuleKind::File {
-                            text: file.path.text.clone(),
-                        },
-                    },
-                );
+                let rule_id = new_rule(RuleKind::File { text: file.path.text.clone() });
                 compiled.files.push(FileRuleCompiled {
                     rule_id,
                     policy_id: pid.to_string(),
