@@ -378,12 +378,22 @@ fn revoke_kills_a_growing_process_tree_through_the_api() {
             }
         })
         .await;
+        // The tree's count includes short-lived members (the `( … & )` subshells, `sleep 0.02`)
+        // that may end on their own before the revocation reaches them. The `sleep 300`
+        // orphans never do: only the revocation can end them, so they are the bound.
+        let orphans = eventually("at least 16 long-lived orphans", || {
+            let found = long_lived_members(&session.id);
+            async move { (found.len() >= 16).then_some(found) }
+        })
+        .await;
         let r = c
             .revoke_session(pb::RevokeSessionRequest { id: session.id.clone(), reason: "test: runaway agent".into() })
             .await
             .expect("RevokeSession")
             .into_inner();
-        assert!(r.killed >= 20, "killed {} of a tree of {}+", r.killed, session.processes);
+        assert!(r.killed as usize >= orphans.len(), "killed {} but the tree had {} long-lived orphans", r.killed, orphans.len());
+        let survivors: Vec<u32> = orphans.iter().copied().filter(|&pid| process_runs(pid)).collect();
+        assert!(survivors.is_empty(), "orphans alive after the revocation: {survivors:?}");
         assert!(r.rounds >= 1);
         let after = r.session.expect("the session");
         assert_eq!(after.state, pb::SessionState::Revoked as i32);
@@ -414,6 +424,28 @@ fn revoke_kills_a_growing_process_tree_through_the_api() {
         assert_eq!(again.expect_err("unknown session").code(), tonic::Code::NotFound);
     });
     assert_eq!(s.wait().signal(), Some(9), "the session's root was killed");
+}
+
+/// Pids of the session's `sleep 300` processes, found through /proc by the session
+/// id every governed process inherits in its environment.
+fn long_lived_members(session: &str) -> Vec<u32> {
+    let marker = format!("AIRLOCK_SESSION_ID={session}");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\0300\0"))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// Whether a pid is a running process (not gone, not a zombie awaiting its reaper).
+fn process_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')))
+        .unwrap_or(false)
 }
 
 // ---- TCP: mutual TLS, and the explicit insecure mode -----------------------------
