@@ -60,6 +60,9 @@ enum Command {
         /// Default: the first nameserver of /etc/resolv.conf.
         #[arg(long)]
         dns_server: Option<String>,
+        /// Seconds to wait for each DNS answer (each query is sent twice before the lookup fails).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=600))]
+        dns_timeout: u64,
         /// Where the programs and maps are pinned (on bpffs). A restart adopts what is pinned here.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
@@ -367,7 +370,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, pin_dir, release_on_exit, api } => {
+        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api } => {
             let dns_server = match dns_server {
                 None => crate::dns::DnsClient::system_server(),
                 Some(s) => s
@@ -405,7 +408,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 api: api_options,
                 retention,
                 program_paths,
-                dns_server,
+                dns: crate::dns::DnsClient::new(dns_server).with_timeout(std::time::Duration::from_secs(dns_timeout)),
                 pin_dir,
                 release_on_exit,
             })?;

@@ -50,7 +50,8 @@ pub struct DaemonOptions {
     /// exec identity: extra directories where protected programs are looked for.
     pub program_paths: Vec<PathBuf>,
     /// net: the DNS server hostname rules are resolved with.
-    pub dns_server: std::net::SocketAddr,
+    /// The resolver hostname egress rules are resolved with.
+    pub dns: crate::dns::DnsClient,
     /// Where the programs, links and maps are pinned in bpffs.
     pub pin_dir: PathBuf,
     /// On stop, detach and unpin (by default the enforcement stays pinned).
@@ -65,6 +66,8 @@ const LIVE_CAPACITY: usize = 4096;
 pub(crate) struct Shared {
     kernel: Kernel,
     policy: Mutex<PolicyStore>,
+    /// Held for a whole reload (the policy store only for parts of it).
+    reloading: Mutex<()>,
     sessions: Mutex<Sessions>,
     audit: Mutex<AuditLog>,
     state_dir: PathBuf,
@@ -112,8 +115,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let restart_dir = opts.state_dir.join(RESTART_DIR);
     std::fs::create_dir_all(&restart_dir).with_context(|| format!("create {}", restart_dir.display()))?;
     let (sessions, restored) = Sessions::restore(opts.state_dir.join(SESSIONS_FILE), |pid| kernel.tag_of(pid).map(|t| t.session_id))?;
-    tracing::info!(dns_server = %opts.dns_server, "hostname rules are resolved with this DNS server");
-    let mut store = PolicyStore::persistent(opts.policy, crate::dns::DnsClient::new(opts.dns_server), opts.state_dir.join(POLICY_STATE_FILE));
+    tracing::info!(dns_server = %opts.dns.server(), "hostname rules are resolved with this DNS server");
+    let mut store = PolicyStore::persistent(opts.policy, opts.dns, opts.state_dir.join(POLICY_STATE_FILE));
     store.set_program_paths(opts.program_paths);
     if *kernel.startup() != Startup::Fresh {
         store.restore(&kernel)?;
@@ -125,6 +128,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let shared = Arc::new(Shared {
         kernel,
         policy: Mutex::new(store),
+        reloading: Mutex::new(()),
         sessions: Mutex::new(sessions),
         audit: Mutex::new(audit),
         state_dir: opts.state_dir,
@@ -151,7 +155,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     lock(&shared.audit).flush()?;
     tracing::info!(decisions = backlog, "audited the decisions made while no daemon was running");
 
-    let version = lock(&shared.policy).reload(&shared.kernel)?;
+    let (version, _) = install_policy(&shared)?;
     tracing::info!(%version, source = %lock(&shared.policy).origin().describe(), "policy in force");
     // Sets this daemon replaces (or found beside the one it adopted) go now,
     // with the policy in force in the set that stays.
@@ -314,14 +318,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 fn reload(shared: &Shared, why: &str) {
-    let result = lock(&shared.policy).reload(&shared.kernel);
-    match result {
-        Ok(version) => {
-            tracing::info!(%version, why, "policy reloaded");
-            if let Err(e) = refresh_protected(shared) {
-                tracing::error!("{e:#}");
-            }
-        }
+    match reload_now(shared) {
+        Ok((version, generation)) => tracing::info!(%version, generation, why, "policy reloaded"),
         Err(e) => tracing::error!(why, "{e:#}"),
     }
 }
@@ -492,10 +490,7 @@ fn dns_loop(shared: &Shared) -> Result<()> {
             std::thread::sleep(nap.max(Duration::from_millis(50)));
             continue;
         }
-        let answers: Vec<_> = due.into_iter().map(|host| {
-            let answer = client.resolve(&host);
-            (host, answer)
-        }).collect();
+        let answers = crate::hostnames::resolve_all(&client, &due);
         if let Err(e) = lock(&shared.policy).refresh_hosts(&shared.kernel, answers) {
             tracing::error!("hostname rules: {e:#}");
         }
@@ -560,8 +555,7 @@ fn handle(shared: &Shared, peer: &Peer, request: Request) -> Result<Response> {
         }
         Request::Reload => {
             require_root(peer, "reload the policy")?;
-            let version = lock(&shared.policy).reload(&shared.kernel)?;
-            refresh_protected(shared)?;
+            let (version, _) = reload_now(shared)?;
             Ok(Response::Reloaded { version })
         }
     }
@@ -906,9 +900,24 @@ fn record_revocation(shared: &Shared, s: &SessionInfo, by: &str, reason: &str, k
     shared.store.submit(batch);
 }
 
+/// Reloads the policy (SIGHUP, a changed directory, the control socket, the
+/// API) and protects the files the new policy names.
 pub(crate) fn reload_now(shared: &Shared) -> Result<(String, u32)> {
+    let reloaded = install_policy(shared)?;
+    refresh_protected(shared)?;
+    Ok(reloaded)
+}
+
+/// Loads, compiles and installs the policy. The store is held to compile and
+/// to install, not while the new hostnames are resolved: the event thread looks
+/// rules up in it for every decision. Reloads take turns, so an older policy
+/// read from disk can never be installed over a newer one.
+fn install_policy(shared: &Shared) -> Result<(String, u32)> {
+    let _one_reload_at_a_time = lock(&shared.reloading);
+    let pending = lock(&shared.policy).begin_reload()?;
+    let answers = crate::hostnames::resolve_all(&pending.client, &pending.unresolved);
     let mut store = lock(&shared.policy);
-    let version = store.reload(&shared.kernel)?;
+    let version = store.finish_reload(&shared.kernel, pending, answers)?;
     Ok((version, store.generation()))
 }
 

@@ -37,6 +37,15 @@ impl DnsClient {
         DnsClient { server, timeout: Duration::from_secs(2), tries: 2 }
     }
 
+    /// How long each query waits for its answer.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        DnsClient { timeout, ..self }
+    }
+
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
     /// The first `nameserver` of /etc/resolv.conf, port 53 (127.0.0.1 without one).
     pub fn system_server() -> SocketAddr {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

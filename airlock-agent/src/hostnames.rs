@@ -28,8 +28,8 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(3600);
 /// A failed lookup keeps the last good addresses and is retried after this.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Names resolved at once when a policy is loaded.
-const PREPARE_PARALLEL: usize = 16;
+/// Names resolved at once.
+const RESOLVE_PARALLEL: usize = 16;
 
 #[derive(Debug, Clone)]
 struct HostState {
@@ -85,35 +85,17 @@ impl HostTable {
         policy.roles.values().flat_map(|r| r.hosts.iter().map(|h| h.host.clone())).collect()
     }
 
-    /// Resolves the hostnames not yet in the cache (at a reload, before the
-    /// new rule sets are switched in), and forgets those no longer named.
-    pub fn prepare(&mut self, policy: &CompiledPolicy) {
-        let wanted = Self::hosts_of(policy);
-        self.cache.retain(|h, _| wanted.contains(h));
-        let new: Vec<String> = wanted.into_iter().filter(|h| !self.cache.contains_key(h)).collect();
-        // In parallel, a batch at a time: a slow or dead server costs one
-        // timeout per batch, not one per name, while the reload holds the store.
-        for batch in new.chunks(PREPARE_PARALLEL) {
-            let answers: Vec<(String, Result<Answer>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|host| {
-                        let client = &self.client;
-                        (host.clone(), scope.spawn(move || client.resolve(host)))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|(host, h)| {
-                        let answer = h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the lookup thread panicked")));
-                        (host, answer)
-                    })
-                    .collect()
-            });
-            for (host, answer) in answers {
-                self.record(&host, answer);
-            }
-        }
+    /// Hostnames the policy names that have no answer yet: a reload resolves
+    /// them (without holding the policy store) before its rule sets switch in.
+    pub fn unresolved(&self, policy: &CompiledPolicy) -> Vec<String> {
+        Self::hosts_of(policy).into_iter().filter(|h| !self.cache.contains_key(h)).collect()
+    }
+
+    /// Forgets the answers of hostnames `policy` no longer names. Only once
+    /// that policy is in force: until then the previous one still needs them.
+    pub fn forget_unnamed(&mut self, policy: &CompiledPolicy) {
+        let named = Self::hosts_of(policy);
+        self.cache.retain(|h, _| named.contains(h));
     }
 
     /// Hostnames whose answer has expired.
@@ -233,6 +215,22 @@ impl HostTable {
             })
             .collect()
     }
+}
+
+/// Resolves `hosts` in parallel, a batch at a time: a slow or dead server
+/// costs one timeout per batch, not one per name. Callers hold no lock.
+pub fn resolve_all(client: &DnsClient, hosts: &[String]) -> Vec<(String, Result<Answer>)> {
+    let mut answers = Vec::with_capacity(hosts.len());
+    for batch in hosts.chunks(RESOLVE_PARALLEL) {
+        std::thread::scope(|scope| {
+            let lookups: Vec<_> = batch.iter().map(|host| (host, scope.spawn(move || client.resolve(host)))).collect();
+            for (host, lookup) in lookups {
+                let answer = lookup.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the lookup thread panicked")));
+                answers.push((host.clone(), answer));
+            }
+        });
+    }
+    answers
 }
 
 fn upsert<K: Pod + Ord, V: Pod + PartialEq>(

@@ -130,6 +130,14 @@ pub struct SavedRule {
     pub rule: String,
 }
 
+/// A policy compiled by [`PolicyStore::begin_reload`], not yet in force.
+pub struct PendingPolicy {
+    compiled: CompiledPolicy,
+    /// Hostnames it names that have no answer yet, and the client to ask.
+    pub unresolved: Vec<String>,
+    pub client: DnsClient,
+}
+
 /// What a rule id or role slot in an event stands for.
 pub struct RuleLookup {
     pub policy: String,
@@ -293,23 +301,43 @@ impl PolicyStore {
         now.is_some() && now != self.fingerprint
     }
 
-    /// Loads, compiles and installs. On any error the set in force is untouched.
-    pub fn reload(&mut self, kernel: &Kernel) -> Result<String> {
+    /// A reload's first half: loads and compiles the policy. The hostnames it
+    /// names without an answer yet are then resolved by the caller without
+    /// holding the store (a dead DNS server must not stall the event thread's
+    /// rule lookups), and [`PolicyStore::finish_reload`] installs it.
+    pub fn begin_reload(&mut self) -> Result<PendingPolicy> {
         self.fingerprint = self.origin.fingerprint();
-        match self.try_reload(kernel) {
-            Ok(version) => {
-                self.last_error = None;
-                Ok(version)
-            }
-            Err(e) => {
-                let message = format!("{e:#}");
-                self.last_error = Some(message.clone());
-                Err(e)
-            }
-        }
+        let begun = self.compile_from_origin().map(|compiled| PendingPolicy {
+            unresolved: self.hosts.unresolved(&compiled),
+            client: self.hosts.client().clone(),
+            compiled,
+        });
+        self.keep_error(begun)
     }
 
-    fn try_reload(&mut self, kernel: &Kernel) -> Result<String> {
+    /// A reload's second half: takes the hostnames' answers, then installs and
+    /// switches. On any error the set in force is untouched.
+    pub fn finish_reload(&mut self, kernel: &Kernel, pending: PendingPolicy, answers: Vec<(String, Result<Answer>)>) -> Result<String> {
+        for (host, answer) in answers {
+            self.hosts.record(&host, answer);
+        }
+        let installed = self.install_compiled(kernel, pending.compiled);
+        let installed = self.keep_error(installed);
+        if installed.is_ok() {
+            self.last_error = None;
+        }
+        installed
+    }
+
+    /// Keeps a failed reload's message for `status`.
+    fn keep_error<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.last_error = Some(format!("{e:#}"));
+        }
+        result
+    }
+
+    fn compile_from_origin(&mut self) -> Result<CompiledPolicy> {
         let loaded = self
             .origin
             .load()
@@ -318,10 +346,10 @@ impl PolicyStore {
         for warning in &loaded.warnings {
             tracing::warn!("policy: {warning}");
         }
-        let compiled = policy::compile(&loaded, &mut self.ids);
-        // Hostnames are resolved before the switch, so the new rule sets
-        // enforce them from their first moment.
-        self.hosts.prepare(&compiled);
+        Ok(policy::compile(&loaded, &mut self.ids))
+    }
+
+    fn install_compiled(&mut self, kernel: &Kernel, compiled: CompiledPolicy) -> Result<String> {
         self.check_capacity(kernel, &compiled)?;
         // Identities before the rules that use them, so a new rule is never in
         // force without the contents of the program it names.
@@ -329,6 +357,7 @@ impl PolicyStore {
             .refresh(kernel, &compiled)
             .context("install the exec identities of the protected programs")?;
         self.install(kernel, &compiled)?;
+        self.hosts.forget_unnamed(&compiled);
         let version = compiled.version.clone();
         if self.previous.is_some() || self.current.is_some() {
             // Two generations back: no event in flight can name the adopted rules now.

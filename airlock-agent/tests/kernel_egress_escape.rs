@@ -192,6 +192,9 @@ pub struct DnsServer {
     pub addr: std::net::SocketAddr,
     answers: Arc<std::sync::Mutex<std::collections::BTreeMap<String, std::net::Ipv4Addr>>>,
     pub queries: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, queries are received and counted but not answered; they are
+    /// answered once it is cleared.
+    hold: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -204,18 +207,51 @@ impl DnsServer {
         let answers = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
         let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, q, st) = (answers.clone(), queries.clone(), stop.clone());
+        let hold = Arc::new(AtomicBool::new(false));
+        let (a, q, h, st) = (answers.clone(), queries.clone(), hold.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 512];
+            let mut held: Vec<(Vec<u8>, std::net::SocketAddr)> = Vec::new();
+            let answer = |query: &[u8], peer| {
+                if let Some(reply) = dns_reply(query, &a.lock().unwrap(), ttl) {
+                    let _ = sock.send_to(&reply, peer);
+                }
+            };
             while !st.load(Ordering::Relaxed) {
+                if !h.load(Ordering::Relaxed) {
+                    for (query, peer) in held.drain(..) {
+                        answer(&query, peer);
+                    }
+                }
                 let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
                 q.fetch_add(1, Ordering::Relaxed);
-                if let Some(reply) = dns_reply(&buf[..n], &a.lock().unwrap(), ttl) {
-                    let _ = sock.send_to(&reply, peer);
+                if h.load(Ordering::Relaxed) {
+                    held.push((buf[..n].to_vec(), peer));
+                } else {
+                    answer(&buf[..n], peer);
                 }
             }
         });
-        DnsServer { addr, answers, queries, stop, thread: Some(thread) }
+        DnsServer { addr, answers, queries, hold, stop, thread: Some(thread) }
+    }
+
+    /// From now on queries wait unanswered until [`DnsServer::release`].
+    pub fn hold(&self) {
+        self.hold.store(true, Ordering::Relaxed);
+    }
+
+    /// Answers the held queries, and every query after them.
+    pub fn release(&self) {
+        self.hold.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits (bounded) until at least one query has arrived.
+    pub fn wait_for_query(&self, what: &str) {
+        let deadline = Instant::now() + seconds(30);
+        while self.queries.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no DNS query for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn set(&self, name: &str, addr: std::net::Ipv4Addr) {
@@ -717,4 +753,74 @@ fn egress_hostname_lookup_failure_is_reported_and_other_rules_hold() {
     write_file(&d.work_dir.join("probe.py"), CONNECT_PROBE, 0o644);
     let s = d.governed(Some("agent"), &format!("python3 probe.py denied=127.0.0.2:{port}"));
     expect_results(&s, &[("denied", "errno1")]);
+}
+
+/// A reload waits for the answers of the hostnames it adds, but not while it
+/// holds the policy store that every decision's audit line is enriched from:
+/// while the lookup is outstanding (the test's resolver holds it; the daemon
+/// would wait 600 s), status answers with the policy in force, decisions are
+/// made and audited under it. Once the answer comes, the new rule set switches
+/// in with the hostname's address already denied.
+#[test]
+fn egress_a_reload_waiting_on_dns_holds_up_neither_decisions_nor_status() {
+    let dns = DnsServer::start("127.0.0.153:0", 30);
+    dns.set("slow.airlock.test", "127.0.0.5".parse().unwrap());
+    dns.hold();
+    let (_a, pa) = listen("127.0.0.2");
+    let (_b, pb) = listen("127.0.0.5");
+    let before = r#"{ "id": "net", "name": "Net", "egress": { "deny": ["127.0.0.2/32"] } }"#;
+    let server = dns.addr.to_string();
+    let d = Daemon::start_with_args(
+        "dns-held",
+        &[("net.json", before)],
+        &[("agent.json", &role(&["net"]))],
+        &["--dns-server", &server, "--dns-timeout", "600"],
+    );
+    let gen = |s: &Value| s["policy"]["generation"].as_u64().unwrap_or(0);
+    let first = gen(&d.status_json());
+    write_file(&d.work_dir.join("probe.py"), CONNECT_PROBE, 0o644);
+    let probe = format!("python3 probe.py old=127.0.0.2:{pa} new=127.0.0.5:{pb}");
+
+    let after = before.replace(r#""127.0.0.2/32""#, r#""127.0.0.2/32", "slow.airlock.test""#);
+    std::fs::write(d.policy_dir().join("policies").join("net.json"), after).expect("write the new policy");
+    dns.wait_for_query("the reload's lookup of slow.airlock.test");
+
+    let status = status_if_it_answers(&d).unwrap_or_else(|| panic!("status hung while a reload waited on DNS; log:\n{}", d.log()));
+    assert_eq!(gen(&status), first, "the reload switched before its lookup was answered: {status:#}");
+    let s = d.governed(Some("agent"), &probe);
+    expect_results(&s, &[("old", "errno1"), ("new", "ok")]);
+    session_lines(&d, &s.session_id, |v| v["decision"] == "deny" && v["destination"]["address"] == "127.0.0.2");
+    session_lines(&d, &s.session_id, |v| v["decision"] == "allow" && v["destination"]["address"] == "127.0.0.5");
+
+    dns.release();
+    let status = d.wait_status("the reload, once answered", |s| gen(s) > first);
+    assert_eq!(status["policy"]["hostnames"][0]["addresses"][0], "127.0.0.5", "{status:#}");
+    assert!(status["policy"]["last_reload_error"].is_null(), "{status:#}");
+    let s = d.governed(Some("agent"), &probe);
+    expect_results(&s, &[("old", "errno1"), ("new", "errno1")]);
+    session_lines(&d, &s.session_id, |v| v["decision"] == "deny" && v["rule"] == "slow.airlock.test");
+}
+
+/// `status --json`, or None if it has not answered after a generous bound
+/// (the command is then killed by its pid).
+fn status_if_it_answers(d: &Daemon) -> Option<Value> {
+    let child = Command::new(AGENT)
+        .args(["status", "--json", "--socket"])
+        .arg(&d.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run status");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let answered = rx.recv_timeout(seconds(30)).ok();
+    if answered.is_none() {
+        // SAFETY: kill(2) on the pid of the child this test started and has not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let _ = waiter.join();
+    let out = answered?.expect("status output");
+    serde_json::from_slice(&out.stdout).ok()
 }
