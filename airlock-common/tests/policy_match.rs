@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use airlock_common::abi::{MAX_ACTIVE, MAX_WORDS};
 use airlock_common::policy::matcher::{
-    egress_denying_rules, match_exec_naive, Decision, DenyReason, EgressDecision, EgressInput,
+    egress_allowing_rules, egress_denying_rules, match_exec_naive, Decision, DenyReason, EgressDecision, EgressInput,
     ExecInput, MatchVia, TableMatcher,
 };
 use airlock_common::policy::{
@@ -371,6 +371,7 @@ fn egress_catalogue() {
                 Some(RuleKind::Egress { text }) => Some(text.clone()),
                 other => panic!("rule {rule_id} is not an egress rule: {other:?}"),
             },
+            other => panic!("{addr}: a default-allow role got {other:?}"),
         };
         let naive = egress_denying_rules(agent, &input);
         if got.as_deref() != *want || naive.is_empty() == want.is_some() {
@@ -690,7 +691,146 @@ fn naive_and_table_agree_on_random_egress() {
                     "{input:?}: table rule {rule_id}, naive {naive:?}"
                 );
             }
+            other => panic!("{input:?}: a default-allow role got {other:?}"),
         }
     }
     assert!(denies > 1000);
+}
+
+const FENCED: &str = r#"{ "id": "fenced", "name": "Fenced", "egress": {
+  "allow": ["10.1.0.0/16", {"cidr": "127.0.0.0/8", "ports": [443]}, "fd00::/16", "::ffff:192.168.1.0/120"],
+  "deny": ["10.1.2.0/24", {"cidr": "127.0.0.5/32", "ports": [443]}, "169.254.169.254", "fd00:0:0:1::/64"] } }"#;
+
+/// One policy with allow and deny entries, under a default-deny role and a
+/// default-allow role.
+fn fenced() -> CompiledPolicy {
+    let loaded = load_sources(vec![
+        PolicySource::policy("fenced.json", FENCED),
+        PolicySource::role(
+            "strict.json",
+            r#"{"id": "strict", "name": "S", "policies": ["fenced"], "egress_default": "deny"}"#,
+        ),
+        PolicySource::role("open.json", r#"{"id": "open", "name": "O", "policies": ["fenced"]}"#),
+    ])
+    .unwrap_or_else(|e| panic!("fixture must load:\n{e}"));
+    compile(&loaded, &mut IdAllocator::new())
+}
+
+/// The reference semantics of a role's egress: a deny rule wins; a role whose
+/// default is deny then needs an allow rule; otherwise the destination is allowed.
+fn egress_naive(role: &airlock_common::policy::CompiledRole, input: &EgressInput) -> (&'static str, Vec<u32>) {
+    let denying = egress_denying_rules(role, input);
+    if !denying.is_empty() {
+        return ("deny", denying);
+    }
+    if !role.egress_default_deny {
+        return ("allow", Vec::new());
+    }
+    let allowing = egress_allowing_rules(role, input);
+    if allowing.is_empty() {
+        ("default-deny", Vec::new())
+    } else {
+        ("allowed-by", allowing)
+    }
+}
+
+/// The table walk and the reference agree, and the decision names the rule
+/// (or its absence) the row expects.
+fn agrees(c: &CompiledPolicy, m: &TableMatcher, role: &str, input: &EgressInput) -> String {
+    let r = c.role(role).expect("role");
+    let (kind, rules) = egress_naive(r, input);
+    let got = m.match_egress(r.set_id, input);
+    let (table_kind, table_rule) = match got {
+        EgressDecision::Allow => ("allow", None),
+        EgressDecision::Deny { rule_id } => ("deny", Some(rule_id)),
+        EgressDecision::AllowedBy { rule_id } => ("allowed-by", Some(rule_id)),
+        EgressDecision::DefaultDeny => ("default-deny", None),
+    };
+    assert_eq!(kind, table_kind, "{role} {input:?}: reference {kind} {rules:?}, table {got:?}");
+    match table_rule {
+        Some(id) => {
+            assert!(rules.contains(&id), "{role} {input:?}: table rule {id}, reference {rules:?}");
+            let text = match c.rule(id).map(|r| &r.kind) {
+                Some(RuleKind::Egress { text }) => text.clone(),
+                other => panic!("rule {id} is not an egress rule: {other:?}"),
+            };
+            // Allow rules are named "allow <entry>" already.
+            if kind == "allowed-by" { text } else { format!("{kind} {text}") }
+        }
+        None => kind.to_string(),
+    }
+}
+
+#[test]
+fn egress_default_deny_catalogue() {
+    let c = fenced();
+    let m = TableMatcher::new(&c);
+    let cases: Vec<(&str, u16, &str, &str)> = vec![
+        ("10.1.9.9", 80, "allow 10.1.0.0/16", "allow"),
+        ("::ffff:10.1.9.9", 80, "allow 10.1.0.0/16", "allow"),
+        ("10.1.2.3", 80, "deny 10.1.2.0/24", "deny 10.1.2.0/24"),
+        ("10.2.0.1", 80, "default-deny", "allow"),
+        ("127.0.0.1", 443, "allow 127.0.0.0/8 ports 443", "allow"),
+        ("127.0.0.1", 80, "default-deny", "allow"),
+        ("127.0.0.5", 443, "deny 127.0.0.5/32 ports 443", "deny 127.0.0.5/32 ports 443"),
+        ("fd00:0:0:2::1", 22, "allow fd00::/16", "allow"),
+        ("fd00:0:0:1::1", 22, "deny fd00:0:0:1::/64", "deny fd00:0:0:1::/64"),
+        ("fd01::1", 22, "default-deny", "allow"),
+        ("192.168.1.7", 80, "allow ::ffff:192.168.1.0/120", "allow"),
+        ("192.168.2.7", 80, "default-deny", "allow"),
+        ("169.254.169.254", 80, "deny 169.254.169.254", "deny 169.254.169.254"),
+        ("::1", 443, "default-deny", "allow"),
+    ];
+    let mut failures = Vec::new();
+    for (addr, port, strict, open) in cases {
+        let input = EgressInput::new(addr.parse().expect("test address"), port);
+        let got = (agrees(&c, &m, "strict", &input), agrees(&c, &m, "open", &input));
+        if (got.0.as_str(), got.1.as_str()) != (strict, open) {
+            failures.push(format!("{addr} port {port}: want ({strict}, {open}), got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn naive_and_table_agree_on_random_egress_under_a_default_deny_role() {
+    let c = fenced();
+    let m = TableMatcher::new(&c);
+    let mut rng = XorShift(0x5eed_f00d);
+    let ports = [0u16, 22, 80, 443];
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..20_000 {
+        let v4 = [
+            [10, rng.below(3) as u8, rng.below(4) as u8, rng.below(256) as u8],
+            [127, 0, 0, rng.below(8) as u8],
+            [0, 0, 0, 0],
+            [192, 168, rng.below(3) as u8, rng.below(256) as u8],
+            [169, 254, 169, 253 + rng.below(3) as u8],
+            [rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8],
+        ][rng.below(6)];
+        let ip4 = std::net::Ipv4Addr::from(v4);
+        let addr: IpAddr = match rng.below(3) {
+            0 => ip4.into(),
+            1 => ip4.to_ipv6_mapped().into(),
+            _ => {
+                let mut b = [0u8; 16];
+                b[0] = [0xfd, 0xfd, 0xfe, 0x00][rng.below(4)];
+                b[1] = rng.below(2) as u8;
+                b[7] = rng.below(3) as u8;
+                b[15] = rng.below(3) as u8;
+                std::net::Ipv6Addr::from(b).into()
+            }
+        };
+        let input = EgressInput::new(addr, ports[rng.below(ports.len())]);
+        for role in ["strict", "open"] {
+            agrees(&c, &m, role, &input);
+            let kind = egress_naive(c.role(role).expect("role"), &input).0.to_string();
+            *seen.entry((role, kind)).or_insert(0u32) += 1;
+        }
+    }
+    // Every outcome was reached often enough to mean something.
+    for (role, kind) in [("strict", "deny"), ("strict", "allowed-by"), ("strict", "default-deny"), ("open", "deny"), ("open", "allow")] {
+        let n = seen.get(&(role, kind.to_string())).copied().unwrap_or(0);
+        assert!(n > 200, "{role}/{kind} reached {n} times: {seen:?}");
+    }
 }

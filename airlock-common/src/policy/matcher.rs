@@ -11,9 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::compile::{CommandRule, CompiledPolicy, CompiledRole};
+use super::compile::{CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled};
 use crate::abi::{
     word_hash, Egress4Key, Egress6Key, ProgramKey, ProgramValue, TrieKey, TrieValue, ARGV_MAX,
+    ROLE_EGRESS_DEFAULT_DENY,
     EGRESS_FIXED_BITS, MAX_ACTIVE, MAX_WORDS, REASON_ARGV_TOO_LONG, REASON_MATCH_OVERFLOW,
     REASON_RULE, VIA_ARGV0, VIA_EXECUTABLE, VIA_SCRIPT,
 };
@@ -232,22 +233,28 @@ pub struct TableMatcher {
     trie: HashMap<TrieKey, TrieValue>,
     egress4: Vec<(Egress4Key, u32)>,
     egress6: Vec<(Egress6Key, u32)>,
+    allow4: Vec<(Egress4Key, u32)>,
+    allow6: Vec<(Egress6Key, u32)>,
+    /// `role_sets` flags by rule set.
+    set_flags: HashMap<u32, u32>,
 }
 
 impl TableMatcher {
     pub fn new(compiled: &CompiledPolicy) -> Self {
+        fn rule_ids<K: Copy, V>(table: &[(K, V)], id: impl Fn(&V) -> u32) -> Vec<(K, u32)> {
+            table.iter().map(|(k, v)| (*k, id(v))).collect()
+        }
         TableMatcher {
             programs: compiled.programs.iter().copied().collect(),
             trie: compiled.trie.iter().copied().collect(),
-            egress4: compiled
-                .egress4
+            egress4: rule_ids(&compiled.egress4, |v| v.rule_id),
+            egress6: rule_ids(&compiled.egress6, |v| v.rule_id),
+            allow4: rule_ids(&compiled.allow4, |v| v.rule_id),
+            allow6: rule_ids(&compiled.allow6, |v| v.rule_id),
+            set_flags: compiled
+                .role_sets
                 .iter()
-                .map(|(k, v)| (*k, v.rule_id))
-                .collect(),
-            egress6: compiled
-                .egress6
-                .iter()
-                .map(|(k, v)| (*k, v.rule_id))
+                .map(|(_, set)| (set.set_id, set.flags))
                 .collect(),
         }
     }
@@ -320,39 +327,58 @@ impl TableMatcher {
     }
 
     /// The connect decision for a process in rule set `set_id`: longest
-    /// prefix for the exact port, and only if none matches, for port 0.
+    /// prefix for the exact port, and only if none matches, for port 0. A
+    /// deny entry wins; then, for a role whose egress default is deny, the
+    /// destination needs an allow entry.
     pub fn match_egress(&self, set_id: u32, input: &EgressInput) -> EgressDecision {
-        let found = match input.addr {
-            IpAddr::V4(a) => {
-                let addr = a.octets();
-                let lookup = |port: u16| {
-                    lpm(
-                        self.egress4
-                            .iter()
-                            .filter(|(k, _)| k.set_id == set_id && k.port == port.to_be_bytes())
-                            .map(|(k, id)| (k.prefixlen, &k.addr[..], *id)),
-                        &addr,
-                    )
-                };
-                lookup(input.port).or_else(|| lookup(0))
-            }
-            IpAddr::V6(a) => {
-                let addr = a.octets();
-                let lookup = |port: u16| {
-                    lpm(
-                        self.egress6
-                            .iter()
-                            .filter(|(k, _)| k.set_id == set_id && k.port == port.to_be_bytes())
-                            .map(|(k, id)| (k.prefixlen, &k.addr[..], *id)),
-                        &addr,
-                    )
-                };
-                lookup(input.port).or_else(|| lookup(0))
-            }
-        };
-        match found {
-            Some(rule_id) => EgressDecision::Deny { rule_id },
-            None => EgressDecision::Allow,
+        if let Some(rule_id) = lpm_lookup(&self.egress4, &self.egress6, set_id, input) {
+            return EgressDecision::Deny { rule_id };
+        }
+        let default_deny = self
+            .set_flags
+            .get(&set_id)
+            .is_some_and(|flags| flags & ROLE_EGRESS_DEFAULT_DENY != 0);
+        if !default_deny {
+            return EgressDecision::Allow;
+        }
+        match lpm_lookup(&self.allow4, &self.allow6, set_id, input) {
+            Some(rule_id) => EgressDecision::AllowedBy { rule_id },
+            None => EgressDecision::DefaultDeny,
+        }
+    }
+}
+
+/// One table pair's longest-prefix match, the exact port before port 0.
+fn lpm_lookup(
+    v4: &[(Egress4Key, u32)],
+    v6: &[(Egress6Key, u32)],
+    set_id: u32,
+    input: &EgressInput,
+) -> Option<u32> {
+    match input.addr {
+        IpAddr::V4(a) => {
+            let addr = a.octets();
+            let lookup = |port: u16| {
+                lpm(
+                    v4.iter()
+                        .filter(|(k, _)| k.set_id == set_id && k.port == port.to_be_bytes())
+                        .map(|(k, id)| (k.prefixlen, &k.addr[..], *id)),
+                    &addr,
+                )
+            };
+            lookup(input.port).or_else(|| lookup(0))
+        }
+        IpAddr::V6(a) => {
+            let addr = a.octets();
+            let lookup = |port: u16| {
+                lpm(
+                    v6.iter()
+                        .filter(|(k, _)| k.set_id == set_id && k.port == port.to_be_bytes())
+                        .map(|(k, id)| (k.prefixlen, &k.addr[..], *id)),
+                    &addr,
+                )
+            };
+            lookup(input.port).or_else(|| lookup(0))
         }
     }
 }
@@ -398,13 +424,19 @@ impl EgressInput {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EgressDecision {
+    /// No deny rule matches, and the role's egress default is allow.
     Allow,
+    /// A deny rule matches.
     Deny { rule_id: u32 },
+    /// The role's egress default is deny, and this allow entry covers the destination.
+    AllowedBy { rule_id: u32 },
+    /// The role's egress default is deny, and no allow entry covers the destination.
+    DefaultDeny,
 }
 
 impl EgressDecision {
     pub fn is_deny(&self) -> bool {
-        matches!(self, EgressDecision::Deny { .. })
+        matches!(self, EgressDecision::Deny { .. } | EgressDecision::DefaultDeny)
     }
 }
 
@@ -416,6 +448,17 @@ impl EgressDecision {
 /// an IPv6 rule inside `::ffff:0:0/96` is such an IPv4 rule. The unspecified
 /// address counts as loopback (0.0.0.0 for 127.0.0.0/8, `::` for `::1`).
 pub fn egress_denying_rules(role: &CompiledRole, input: &EgressInput) -> Vec<u32> {
+    rules_covering(&role.egress, input)
+}
+
+/// The `egress.allow` rules that cover this destination, with the same
+/// address semantics as [`egress_denying_rules`]. They count only for a role
+/// whose egress default is deny, and only when no deny rule matches.
+pub fn egress_allowing_rules(role: &CompiledRole, input: &EgressInput) -> Vec<u32> {
+    rules_covering(&role.allow, input)
+}
+
+fn rules_covering(rules: &[EgressRuleCompiled], input: &EgressInput) -> Vec<u32> {
     let lo4 = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
     let mapped = Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
     let v4_rule_hits = |n: &Ipv4Net, a: Ipv4Addr| {
@@ -431,7 +474,7 @@ pub fn egress_denying_rules(role: &CompiledRole, input: &EgressInput) -> Vec<u32
             None
         }
     };
-    role.egress
+    rules
         .iter()
         .filter(|r| r.ports.is_empty() || r.ports.contains(&input.port))
         .filter(|r| match (r.net, input.addr) {
