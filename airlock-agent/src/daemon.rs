@@ -93,6 +93,7 @@ const DEFAULT_ROLE_FILE: &str = "default-role";
 const FALLBACK_ROLE: &str = "default";
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
+    raise_descriptor_limit();
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditLog::open(&opts.state_dir.join("audit.jsonl"))?;
     opts.api.validate()?;
@@ -342,6 +343,22 @@ fn own_paths(shared: &Shared) -> Vec<PathBuf> {
 
 /// guard: resolves the policy's protected files in every known home and
 /// brings the kernel's map up to date.
+/// guard: every protected inode is held open (protected.rs), up to 16384 of
+/// them, so the soft descriptor limit (1024 by default) goes up to the hard one.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: both calls get a valid pointer to a local rlimit.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised {
+        tracing::warn!("could not raise the descriptor limit: {}", std::io::Error::last_os_error());
+    }
+}
+
 fn refresh_protected(shared: &Shared) -> Result<usize> {
     let patterns = lock(&shared.policy).current().map(|c| c.protected.clone()).unwrap_or_default();
     lock(&shared.protected).refresh(&shared.kernel, &patterns).context("update the protected files")

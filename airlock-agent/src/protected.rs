@@ -5,13 +5,21 @@
 //! `protected_inodes` map equal to that set: at every launch (before the
 //! session's first instruction), after every reload, and every watch tick (so
 //! a key created during a session is protected from the next tick on). A file
-//! once protected stays protected for the daemon's life (moving it away must
-//! not release it) unless its pattern leaves the policy.
+//! once protected stays protected while it exists (moving it away must not
+//! release it) unless its pattern leaves the policy.
 //!
 //! Identity, not path: a hard link, a rename, a bind mount or a
 //! /proc/self/root alias of a protected file is the same inode.
+//!
+//! An inode number is only an identity while the inode lives: once a file is
+//! freed, the filesystem gives its number to the next file created. So every
+//! protected inode is held open (`O_PATH`) by the daemon: it cannot be freed,
+//! and its number cannot go to another file, while the map names it. A file
+//! deleted everywhere (no links left) is released from the map first and
+//! closed after, so no other file ever inherits its protection.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -19,13 +27,24 @@ use airlock_common::abi::{as_bytes, InodeKey, InodeValue, CLASS_SELF};
 use airlock_common::policy::HomePattern;
 use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fstat, Mode};
 
 use crate::kernel::{Kernel, PROTECTED_INODES_CAPACITY};
+
+/// One inode in the kernel map, and the handle that keeps it alive.
+struct Installed {
+    class: u64,
+    /// `O_PATH` descriptor of the inode itself. `None` only when it could not
+    /// be opened (descriptor limit): that entry is then released as soon as
+    /// its path no longer leads to it, as no handle proves the inode lives.
+    pin: Option<OwnedFd>,
+}
 
 #[derive(Default)]
 pub struct ProtectedFiles {
     homes: BTreeSet<PathBuf>,
-    installed: HashMap<InodeKey, u64>,
+    installed: HashMap<InodeKey, Installed>,
     /// Airlock's own directories and files (policy, state, executable): never
     /// written, created in, renamed or removed by a governed process.
     own: Vec<PathBuf>,
@@ -49,12 +68,12 @@ impl ProtectedFiles {
 
     /// Resolves every pattern in every home and brings the kernel map up to date.
     pub fn refresh(&mut self, kernel: &Kernel, patterns: &BTreeMap<u64, HomePattern>) -> Result<usize> {
-        let mut wanted: HashMap<InodeKey, u64> = HashMap::new();
+        let mut wanted: HashMap<InodeKey, (u64, PathBuf)> = HashMap::new();
         for home in &self.homes {
             for (class, pattern) in patterns {
                 for file in resolve(home, pattern) {
                     if let Some(key) = identity(&file) {
-                        wanted.entry(key).or_insert(*class);
+                        wanted.entry(key).or_insert((*class, file));
                     }
                 }
             }
@@ -62,7 +81,7 @@ impl ProtectedFiles {
         for path in &self.own {
             for file in own_entries(path) {
                 if let Some(key) = identity_any(&file) {
-                    wanted.insert(key, CLASS_SELF);
+                    wanted.insert(key, (CLASS_SELF, file));
                 }
             }
         }
@@ -70,34 +89,76 @@ impl ProtectedFiles {
             tracing::error!(files = wanted.len(), capacity = PROTECTED_INODES_CAPACITY, "more protected files than the kernel map holds; the rest are not protected");
         }
         let map = &kernel.maps().protected_inodes;
-        for (key, class) in wanted.iter() {
+        for (key, (class, path)) in wanted.iter() {
             if self.installed.len() >= PROTECTED_INODES_CAPACITY && !self.installed.contains_key(key) {
                 break;
             }
-            if self.installed.get(key) != Some(class) {
-                map.update(as_bytes(key), as_bytes(&InodeValue { class_hash: *class }), MapFlags::ANY)
-                    .with_context(|| format!("protect inode {} on device {:#x}", key.ino, key.dev))?;
-                self.installed.insert(*key, *class);
+            if let Some(entry) = self.installed.get_mut(key) {
+                if entry.class != *class {
+                    map.update(as_bytes(key), as_bytes(&InodeValue { class_hash: *class }), MapFlags::ANY)
+                        .with_context(|| format!("protect inode {} on device {:#x}", key.ino, key.dev))?;
+                    entry.class = *class;
+                }
+                continue;
             }
+            // Held before the map names it; a path that led elsewhere by the
+            // time it was opened is left for the next tick.
+            let pin = match pin_inode(path, *class != CLASS_SELF) {
+                Ok((pinned, fd)) if pinned == *key => Some(fd),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "protected without a handle on the inode: {e}");
+                    None
+                }
+            };
+            map.update(as_bytes(key), as_bytes(&InodeValue { class_hash: *class }), MapFlags::ANY)
+                .with_context(|| format!("protect inode {} on device {:#x}", key.ino, key.dev))?;
+            self.installed.insert(*key, Installed { class: *class, pin });
         }
-        // A file that no longer sits at its protected path stays protected: it
-        // may have been moved or renamed by a governed process precisely to
-        // lose protection. Only a class the policy dropped is released. (An
-        // inode number reused later is over-protected, never under-protected.)
-        // Airlock's own entries are different: the daemon itself replaces some
-        // of them (the audit trail's rotation, SQLite's files), and a freed
-        // inode number is soon another file's. Only what is there now is its own.
+        // Released: a class the policy dropped; Airlock's own entries no longer
+        // where the daemon keeps them (it replaces some itself: the audit
+        // trail's rotation, SQLite's files); and a protected file deleted
+        // everywhere. A protected file moved or renamed stays protected: a
+        // governed process may have moved it precisely to lose protection.
         let stale: Vec<InodeKey> = self
             .installed
             .iter()
-            .filter(|(k, c)| if **c == CLASS_SELF { !wanted.contains_key(k) } else { !patterns.contains_key(c) })
-            .map(|(k, _)| *k)
+            .filter(|(key, entry)| {
+                if entry.class == CLASS_SELF {
+                    !wanted.contains_key(key)
+                } else {
+                    !patterns.contains_key(&entry.class) || !still_linked(entry, wanted.contains_key(key))
+                }
+            })
+            .map(|(key, _)| *key)
             .collect();
         for key in stale {
+            // The map entry goes first; the handle closes after (when the
+            // entry is dropped), and only then may the inode be freed.
             let _ = map.delete(as_bytes(&key));
             self.installed.remove(&key);
         }
         Ok(self.installed.len())
+    }
+}
+
+/// Opens an inode itself (`O_PATH`: no read or write access) and returns its
+/// identity as the kernel sees it. `follow` as the identity was taken: a
+/// credential file's symlink leads to the protected file, Airlock's own
+/// entries are themselves.
+fn pin_inode(path: &Path, follow: bool) -> Result<(InodeKey, OwnedFd)> {
+    let flags = if follow { OFlag::O_PATH | OFlag::O_CLOEXEC } else { OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW };
+    let fd = open(path, flags, Mode::empty()).with_context(|| format!("open {}", path.display()))?;
+    let st = fstat(fd.as_fd()).with_context(|| format!("fstat {}", path.display()))?;
+    Ok((kernel_identity(st.st_dev, st.st_ino), fd))
+}
+
+/// Whether a protected inode still has a name somewhere. Without a handle,
+/// only its path can say so.
+fn still_linked(entry: &Installed, at_its_path: bool) -> bool {
+    match &entry.pin {
+        Some(fd) => fstat(fd.as_fd()).map(|st| st.st_nlink > 0).unwrap_or(false),
+        None => at_its_path,
     }
 }
 
@@ -130,9 +191,7 @@ fn own_entries(path: &Path) -> Vec<PathBuf> {
 /// Identity of a file or directory (Airlock's own entries).
 fn identity_any(path: &Path) -> Option<InodeKey> {
     let meta = std::fs::symlink_metadata(path).ok()?;
-    let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    Some(InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino: meta.ino() })
+    Some(kernel_identity(meta.dev(), meta.ino()))
 }
 
 /// A file's identity as the kernel sees it: the superblock's device number in
@@ -143,9 +202,13 @@ fn identity(file: &Path) -> Option<InodeKey> {
     if !meta.is_file() {
         return None;
     }
-    let dev = meta.dev();
+    Some(kernel_identity(meta.dev(), meta.ino()))
+}
+
+/// (device, inode) in the kernel's encoding of the device: major << 20 | minor.
+fn kernel_identity(dev: u64, ino: u64) -> InodeKey {
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    Some(InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino: meta.ino() })
+    InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino }
 }
 
 /// The home directories a session's files live in: the user's home from the

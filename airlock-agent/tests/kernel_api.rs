@@ -297,20 +297,8 @@ fn a_launch_that_never_execs_stays_ready_until_it_ends() {
     sleeper.wait();
 }
 
-/// The revoked_sessions map of this test's daemon (found among the daemon's
-/// own descriptors, so another daemon's map is never touched).
 fn revoked_sessions_map(d: &Daemon) -> libbpf_rs::MapHandle {
-    let fdinfo = PathBuf::from(format!("/proc/{}/fdinfo", d.child.id()));
-    for entry in std::fs::read_dir(&fdinfo).expect("read the daemon's fdinfo") {
-        let Ok(text) = std::fs::read_to_string(entry.expect("fdinfo entry").path()) else { continue };
-        let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse::<u32>().ok()) else { continue };
-        if let Ok(map) = libbpf_rs::MapHandle::from_map_id(id) {
-            if map.name() == "revoked_session" {
-                return map;
-            }
-        }
-    }
-    panic!("the daemon holds no revoked_sessions map");
+    d.bpf_map("revoked_session")
 }
 
 #[test]

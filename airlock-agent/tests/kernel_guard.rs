@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use libbpf_rs::MapCore;
 use serde_json::Value;
 use support::*;
 
@@ -477,6 +478,41 @@ cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("rccopy={blocked}")), "a non-root renamed copy of cat read the AWS key:\n{text}");
     assert!(text.contains("rcaws=0") && text.matches("SECRET-AWS-KEY").count() == 1, "{text}");
+
+    // A protected file deleted everywhere is released: its inode number is
+    // about to be another file's. Until then the daemon holds the inode, so
+    // no other file can have its number while it is protected.
+    let key = d.work_dir.join("key-to-delete");
+    std::fs::write(home.join(".ssh/id_gone"), "SECRET-SSH-KEY\n").expect("write another key");
+    std::fs::hard_link(home.join(".ssh/id_gone"), &key).expect("a second name for it");
+    let inode = protected_inode_key(&key);
+    let protected = d.bpf_map("protected_inode");
+    let is_protected = || protected.lookup(&inode, libbpf_rs::MapFlags::ANY).expect("look up the protected inode").is_some();
+    wait_until("the new key protected (the next watch tick)", || is_protected());
+    std::fs::remove_file(home.join(".ssh/id_gone")).expect("delete the key at its path");
+    std::thread::sleep(seconds(2));
+    assert!(is_protected(), "a protected file still linked elsewhere was released");
+    std::fs::remove_file(&key).expect("delete its last name");
+    wait_until("the deleted key released", || !is_protected());
+}
+
+/// The protected_inodes key of a file: (s_dev in the kernel's encoding, inode).
+fn protected_inode_key(path: &Path) -> Vec<u8> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).expect("stat");
+    let dev = ((libc::major(meta.dev()) << 20) | (libc::minor(meta.dev()) & 0xfffff)) as u32;
+    let mut key = dev.to_ne_bytes().to_vec();
+    key.extend_from_slice(&0u32.to_ne_bytes());
+    key.extend_from_slice(&meta.ino().to_ne_bytes());
+    key
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + seconds(15);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn chown_tree(path: &Path, uid: u32) {

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use libbpf_rs::MapCore;
 use serde_json::Value;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_airlock-agent");
@@ -272,6 +273,23 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// One of this daemon's BPF maps by its kernel name (at most 15 bytes),
+    /// found among the daemon's own descriptors, so another daemon's map is
+    /// never touched.
+    pub fn bpf_map(&self, name: &str) -> libbpf_rs::MapHandle {
+        let fdinfo = PathBuf::from(format!("/proc/{}/fdinfo", self.child.id()));
+        for entry in std::fs::read_dir(&fdinfo).expect("read the daemon's fdinfo") {
+            let Ok(text) = std::fs::read_to_string(entry.expect("fdinfo entry").path()) else { continue };
+            let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse::<u32>().ok()) else { continue };
+            if let Ok(map) = libbpf_rs::MapHandle::from_map_id(id) {
+                if map.name() == name {
+                    return map;
+                }
+            }
+        }
+        panic!("the daemon holds no {name} map");
     }
 
     pub fn status_json(&self) -> Value {
