@@ -487,9 +487,9 @@ fn egress_unix_sockets_named_by_policy_are_refused() {
     let compat_unix = hooks.contains(&"airlock_connect_unix");
     let text = d.status_text();
     let gap = text.contains("Unix socket rules (egress.unix_deny) are NOT enforced");
-    // Kernels before 6.7: compat has no cgroup Unix hooks, and LSM's read the
-    // path back empty (Debian 6.1). The documented gap, and status must say so.
-    assert_eq!(gap, backend == "compat" && !compat_unix || backend == "lsm" && text.contains("reads back empty"), "{text}");
+    // Kernels before 6.7 have no cgroup Unix hooks for compat: the documented
+    // gap, and status must say so. LSM enforces on every kernel.
+    assert_eq!(gap, backend == "compat" && !compat_unix, "{text}");
     if gap {
         let s = d.governed(Some("agent"), &format!("python3 -c '{}' {d_s} {abstract_name}", UNIX_PROBE.replace('\'', "\"")));
         expect_results(&s, &[("absolute", "ok"), ("allowed", "ok")]);

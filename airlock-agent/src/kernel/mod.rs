@@ -622,15 +622,6 @@ impl Maps {
 fn backend_gaps(backend: Backend, compat_unix: bool) -> Vec<String> {
     let mut gaps = Vec::new();
     let lsm = backend == Backend::Lsm;
-    if lsm && !compat_unix {
-        // Measured, not understood yet: on Debian 6.1 the LSM Unix hooks run
-        // but read the socket's path back empty, so no rule matches (vm-tests).
-        gaps.push(
-            "Unix socket rules (egress.unix_deny) are NOT enforced reliably on this kernel: the LSM backend's Unix \
-             hooks are proven only on kernels >= 6.7 (on Debian 6.1 the socket's path reads back empty)"
-                .to_string(),
-        );
-    }
     if !lsm && !compat_unix {
         gaps.push(
             "Unix socket rules (egress.unix_deny) are NOT enforced: this kernel has no cgroup/connect_unix \

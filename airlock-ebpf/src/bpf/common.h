@@ -32,6 +32,17 @@ static __always_inline int lsm_verdict(int ret)
 	return 0;
 }
 
+/*
+ * Zero, as a value the verifier cannot know (a global in .bss that nothing
+ * writes). Kernels before 6.7 verify a bpf_loop callback once, with the loop
+ * state as it was at the call: a field that starts as a known constant (a
+ * count of 0) makes the branches only later iterations take look unreachable,
+ * and the verifier rewrites them away as dead code. On Debian 6.1 that cost the
+ * Unix path canonicaliser its "/" handling and would have cost the trie walk
+ * its overflow check. Loop state that steers branches starts from this.
+ */
+volatile __u32 loop_state_zero;
+
 static __always_inline struct airlock_counters *counters_get(void)
 {
 	__u32 zero = 0;

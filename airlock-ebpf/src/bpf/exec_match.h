@@ -74,6 +74,8 @@ AIRLOCK_GLOBAL int tokenize(struct exec_scratch *s)
 		.word_base_hash = s->words.base_hash,
 		.word_off = s->words.off,
 		.len = s->evt.argv_len,
+		.word_begin = loop_state_zero,
+		.nwords = loop_state_zero,
 		.hash = AIRLOCK_FNV_OFFSET,
 		.base_hash = AIRLOCK_FNV_OFFSET,
 		.argv0_base_hash = AIRLOCK_FNV_OFFSET,
@@ -207,7 +209,9 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 		.word_hash = words->word_hash,
 		.start = args_start,
 		.nwords = words->nwords,
-		.nactive = 1,
+		.nactive = 1 + loop_state_zero,
+		.rule_id = loop_state_zero,
+		.overflow = loop_state_zero,
 	};
 	c.active[0] = pv->root_node;
 	bpf_loop(AIRLOCK_MAX_WORDS, trie_word_step, &c, 0);

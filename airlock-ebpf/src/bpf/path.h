@@ -86,6 +86,8 @@ __attribute__((noinline)) int path_components(__u64 path_addr, __u64 root_addr, 
 	w.root_dentry = BPF_CORE_READ(root, dentry);
 	w.root_vfsmnt = BPF_CORE_READ(root, mnt);
 	w.buf = out->buf;
+	w.off = loop_state_zero;
+	w.truncated = loop_state_zero;
 	bpf_loop(AIRLOCK_PATH_DEPTH, path_walk_step, &w, 0);
 	return (int)(w.off | (w.truncated ? PATH_WALK_TRUNCATED : 0));
 }

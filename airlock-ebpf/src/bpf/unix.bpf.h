@@ -95,7 +95,8 @@ static __always_inline int unix_forward_path(const void *path, const void *root)
 	int r = path_components((__u64)path, (__u64)root, &s->walk);
 	if (r & PATH_WALK_TRUNCATED)
 		return -1;
-	struct unix_rev rev = { .len = r & 0xffff, .end = (r & 0xffff) - 1, .out = 0, .full = 0 };
+	__u32 zero = loop_state_zero;
+	struct unix_rev rev = { .len = r & 0xffff, .end = (r & 0xffff) - 1, .out = zero, .full = zero };
 	if (rev.len <= 0) {
 		/* The root itself. */
 		s->raw[0] = '/';
@@ -171,7 +172,8 @@ static __always_inline int unix_canonical(__u32 len)
 	struct unix_scratch *s = unix_scratch_get();
 	if (!s)
 		return -1;
-	struct unix_canon c = { .len = len, .out = 0, .seg = 0, .unclear = 0 };
+	__u32 zero = loop_state_zero;
+	struct unix_canon c = { .len = len, .out = zero, .seg = zero, .unclear = zero };
 	bpf_loop(UNIX_RAW_LEN + 1, unix_canon_step, &c, 0);
 	if (c.unclear)
 		return -1;
