@@ -178,6 +178,24 @@ fn argv_too_long_is_denied_only_for_ruled_programs() {
     assert!(s.tool_ran() && s.output.status.success(), "{}", s.all_output());
 }
 
+/// The kernel follows at most 16 partial matches at once. An argv that would
+/// need more (17 rules share a program and each first word is given) is
+/// denied, never judged on a partial view: fail closed (`match_overflow`).
+#[test]
+fn an_argv_that_overflows_the_match_state_is_denied() {
+    let rules: Vec<String> = (1..=17).map(|i| format!("\"terraform w{i} end\"")).collect();
+    let policy = format!(r#"{{ "id": "test-infra", "name": "Many", "blocked_commands": [{}] }}"#, rules.join(", "));
+    let d = Daemon::start("overflow", &[("test-infra.json", &policy)], &[("agent.json", ROLE)]);
+    let words: Vec<String> = (1..=17).map(|i| format!("w{i}")).collect();
+    let s = d.governed(Some("agent"), &format!("terraform {}", words.join(" ")));
+    assert!(!s.tool_ran(), "an argv beyond the match state ran:\n{}", s.all_output());
+    let deny = session_lines(&d, &s.session_id, |v| v["kind"] == "exec" && v["decision"] == "deny");
+    assert_eq!(deny[0]["reason"], "match_overflow", "{deny:#?}");
+    // Within the limit the rules decide as written.
+    assert_runs(&d, "15 partial matches", &format!("terraform {}", words[..15].join(" ")));
+    assert_blocked(&d, "a complete rule", "terraform w3 -x end", "terraform w3 end");
+}
+
 #[test]
 fn egress_is_denied_for_ipv4_ipv6_mapped_aliases_and_udp() {
     // Listeners first: their ports go into the policy.
