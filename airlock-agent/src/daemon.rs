@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_common::api::v1 as pb;
@@ -68,6 +68,10 @@ pub(crate) struct Shared {
     policy: Mutex<PolicyStore>,
     /// Held for a whole reload (the policy store only for parts of it).
     reloading: Mutex<()>,
+    /// A reload asked for by SIGHUP or a changed policy directory, and why; the
+    /// reload thread runs it, so neither signals nor the watchdog wait on DNS.
+    reload_request: Mutex<Option<&'static str>>,
+    reload_wakeup: Condvar,
     sessions: Mutex<Sessions>,
     audit: Mutex<AuditLog>,
     state_dir: PathBuf,
@@ -130,6 +134,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         kernel,
         policy: Mutex::new(store),
         reloading: Mutex::new(()),
+        reload_request: Mutex::new(None),
+        reload_wakeup: Condvar::new(),
         sessions: Mutex::new(sessions),
         audit: Mutex::new(audit),
         state_dir: opts.state_dir,
@@ -194,6 +200,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         let shared = shared.clone();
         move || dns_loop(&shared)
     })?;
+    let reloader = spawn("airlock-reload", {
+        let shared = shared.clone();
+        move || reload_loop(&shared)
+    })?;
     // guard: Airlock's own files (policy, state, executable) are guarded from now on.
     lock(&shared.protected).set_own(own_paths(&shared));
     if let Err(e) = refresh_protected(&shared) {
@@ -217,7 +227,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
             }
         }
         match signal {
-            SIGHUP => reload(&shared, "SIGHUP"),
+            SIGHUP => request_reload(&shared, "SIGHUP"),
             _ => {
                 tracing::info!(signal, "stopping");
                 break;
@@ -226,9 +236,12 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     }
     crate::systemd::notify("STOPPING=1");
     shared.shutdown.store(true, Ordering::SeqCst);
-    // Wake the control thread out of accept().
+    // Wake the control thread out of accept(), the reload thread out of its wait.
     let _ = UnixStream::connect(&opts.socket);
-    for handle in [events, control, watch, dns] {
+    // Under its lock: a reload thread between its shutdown check and its wait still gets the wakeup.
+    drop(lock(&shared.reload_request));
+    shared.reload_wakeup.notify_all();
+    for handle in [events, control, watch, dns, reloader] {
         if handle.join().is_err() {
             tracing::error!("a daemon thread panicked");
         }
@@ -255,9 +268,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
 /// Restart state lives in its own subdirectory of the state dir. Its files are
 /// rewritten atomically (a new inode each time), so the guard protects the
-/// directory, not each file: protecting a file's inode would outlive the file,
-/// and the kernel hands a freed inode number to the next file created anywhere
-/// on the file system.
+/// directory as well as each file: nothing may be created, renamed or removed
+/// in it by a governed process.
 const RESTART_DIR: &str = "restart";
 const SESSIONS_FILE: &str = "restart/sessions.json";
 const POLICY_STATE_FILE: &str = "restart/policy-state.json";
@@ -318,10 +330,29 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-fn reload(shared: &Shared, why: &str) {
-    match reload_now(shared) {
-        Ok((version, generation)) => tracing::info!(%version, generation, why, "policy reloaded"),
-        Err(e) => tracing::error!(why, "{e:#}"),
+/// Asks the reload thread for a reload. Requests made while one runs
+/// collapse into one more reload after it.
+fn request_reload(shared: &Shared, why: &'static str) {
+    *lock(&shared.reload_request) = Some(why);
+    shared.reload_wakeup.notify_one();
+}
+
+/// Runs the reloads SIGHUP and the policy directory's watcher ask for.
+fn reload_loop(shared: &Shared) -> Result<()> {
+    loop {
+        let mut request = lock(&shared.reload_request);
+        while request.is_none() && !shared.shutdown.load(Ordering::SeqCst) {
+            request = shared.reload_wakeup.wait(request).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let why = request.take().unwrap_or("reload");
+        drop(request);
+        match reload_now(shared) {
+            Ok((version, generation)) => tracing::info!(%version, generation, why, "policy reloaded"),
+            Err(e) => tracing::error!(why, "{e:#}"),
+        }
     }
 }
 
@@ -477,7 +508,7 @@ fn watch_loop(shared: &Shared) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
         let changed = lock(&shared.policy).changed_on_disk();
         if changed {
-            reload(shared, "policy directory changed");
+            request_reload(shared, "policy directory changed");
         }
         for id in lock(&shared.sessions).reap() {
             tracing::info!(session = %id, "session root exited");
