@@ -791,6 +791,10 @@ fn egress_a_reload_waiting_on_dns_holds_up_neither_decisions_nor_status() {
     expect_results(&s, &[("old", "errno1"), ("new", "ok")]);
     session_lines(&d, &s.session_id, |v| v["decision"] == "deny" && v["destination"]["address"] == "127.0.0.2");
     session_lines(&d, &s.session_id, |v| v["decision"] == "allow" && v["destination"]["address"] == "127.0.0.5");
+    // The watcher that asked for the reload goes on with its other work: the ended session is reaped.
+    let reaped = |st: &Value| st["sessions"].as_array().is_some_and(|a| a.iter().all(|x| x["id"] != s.session_id.as_str()));
+    d.wait_status("the ended session reaped while the reload waits", reaped);
+    assert_eq!(dns.queries.load(Ordering::Relaxed), 1, "the held lookup was asked again");
 
     dns.release();
     let status = d.wait_status("the reload, once answered", |s| gen(s) > first);
