@@ -61,6 +61,8 @@ pub struct DaemonOptions {
 /// Decisions the live stream holds for a slow follower before it is cut off
 /// (bounded: the daemon's memory budget is ~30 MB).
 const LIVE_CAPACITY: usize = 4096;
+/// How often the watcher returns the allocator's free memory to the kernel.
+const HEAP_TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything the threads share. Each lock guards one concept.
 pub(crate) struct Shared {
@@ -214,6 +216,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         Ok(n) => tracing::debug!(threads = n, "daemon threads guarded"),
         Err(e) => tracing::error!("guard the daemon's threads: {e:#}"),
     }
+    // Loading parsed the kernel's BTF (megabytes, freed since): give the pages back.
+    release_free_heap();
     tracing::info!(socket = %opts.socket.display(), "ready");
     crate::systemd::notify(&format!("READY=1\nSTATUS=enforcing ({}), {} session(s) re-adopted", shared.kernel.backend(), restored.running));
 
@@ -390,6 +394,15 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// Returns the allocator's free memory to the kernel. glibc keeps freed
+/// blocks for reuse; after the large, short-lived allocations of loading (the
+/// kernel's BTF) and of a policy compile, that is megabytes of resident memory
+/// nothing will use again.
+fn release_free_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}
+
 fn refresh_protected(shared: &Shared) -> Result<usize> {
     let patterns = lock(&shared.policy).current().map(|c| c.protected.clone()).unwrap_or_default();
     lock(&shared.protected).refresh(&shared.kernel, &patterns).context("update the protected files")
@@ -504,8 +517,14 @@ fn report_drops(shared: &Shared, last_drops: &mut u64) {
 fn watch_loop(shared: &Shared) -> Result<()> {
     let watchdog = crate::systemd::watchdog_interval();
     let mut last_ping = std::time::Instant::now();
+    let mut last_trim = std::time::Instant::now();
     while !shared.shutdown.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(500));
+        if last_trim.elapsed() >= HEAP_TRIM_EVERY {
+            // After a burst of decisions the allocator holds what the burst needed.
+            release_free_heap();
+            last_trim = std::time::Instant::now();
+        }
         let changed = lock(&shared.policy).changed_on_disk();
         if changed {
             request_reload(shared, "policy directory changed");
