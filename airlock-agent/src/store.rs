@@ -168,6 +168,8 @@ impl Store {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         // WAL + NORMAL: a crash can lose the last commits, never corrupt; the audit trail has them.
         writer.pragma_update(None, "synchronous", "NORMAL")?;
+        // Statement journals and sorter spills in memory, never in temporary files.
+        writer.pragma_update(None, "temp_store", "MEMORY")?;
         writer.execute_batch(SCHEMA).context("create the decision store's tables")?;
         // Row counts per index value let the planner choose between an index and the newest-first scan.
         writer.execute_batch("PRAGMA optimize=0x10002").context("analyze the decision store")?;
@@ -427,15 +429,18 @@ fn writer_loop(
     }
 }
 
-/// One transaction per batch.
+/// One transaction per batch. `OR IGNORE`, not `OR REPLACE`: ids only grow,
+/// and a REPLACE may delete rows mid-statement, which makes SQLite keep a
+/// statement journal: a temporary file written for every page the insert
+/// touched, which was most of the writer's time.
 pub fn insert(conn: &mut Connection, batch: &[Row]) -> Result<()> {
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO decisions (id, time_ns, session_id, user, uid, role, kind, decision, subject)
+            "INSERT OR IGNORE INTO decisions (id, time_ns, session_id, user, uid, role, kind, decision, subject)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        let mut bodies = tx.prepare_cached("INSERT OR REPLACE INTO bodies (id, body) VALUES (?1, ?2)")?;
+        let mut bodies = tx.prepare_cached("INSERT OR IGNORE INTO bodies (id, body) VALUES (?1, ?2)")?;
         for r in batch {
             stmt.execute(rusqlite::params![r.id, r.time_ns, r.session_id, r.user, r.uid, r.role, r.kind, r.decision, r.subject])?;
             bodies.execute(rusqlite::params![r.id, r.body])?;
