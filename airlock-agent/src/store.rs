@@ -186,7 +186,10 @@ impl Store {
                 let dropped = dropped.clone();
                 let pending = pending.clone();
                 let pending_rows = pending_rows.clone();
-                move || writer_loop(writer, batches, retention, &dropped, &pending, &pending_rows)
+                move || {
+                    yield_to_the_audit_trail();
+                    writer_loop(writer, batches, retention, &dropped, &pending, &pending_rows)
+                }
             })
             .context("start the store writer thread")?;
         Ok(Store {
@@ -387,6 +390,18 @@ pub fn matches(f: &DecisionFilter, d: &Decision) -> bool {
     }
     let text = f.text.trim();
     text.is_empty() || subject_of(d).contains(&text.to_ascii_lowercase())
+}
+
+/// The writer runs at a lower priority (nice 10) than the rest of the daemon:
+/// when a flood of decisions leaves too little CPU for both, the events thread
+/// that drains the kernel's ring buffer into the audit trail goes first, and
+/// the store (best effort, its drops counted) takes what is left.
+fn yield_to_the_audit_trail() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id.
+    let tid = unsafe { libc::gettid() };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) } != 0 {
+        tracing::warn!("could not lower the store writer's priority: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn writer_loop(
