@@ -488,7 +488,7 @@ cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
     let inode = protected_inode_key(&key);
     let protected = d.bpf_map("protected_inode");
     let is_protected = || protected.lookup(&inode, libbpf_rs::MapFlags::ANY).expect("look up the protected inode").is_some();
-    wait_until("the new key protected (the next watch tick)", || is_protected());
+    wait_until("the new key protected (the next watch tick)", is_protected);
     std::fs::remove_file(home.join(".ssh/id_gone")).expect("delete the key at its path");
     std::thread::sleep(seconds(2));
     assert!(is_protected(), "a protected file still linked elsewhere was released");
