@@ -454,8 +454,10 @@ fn handle_event(shared: &Shared, enricher: &mut Enricher, bytes: &[u8], live: bo
         let mut sessions = lock(&shared.sessions);
         let policy = lock(&shared.policy);
         let record = enricher.enrich(&event, &sessions, &policy);
-        if live && record.kind == "exec" && record.decision == "allow" {
+        if record.kind == "exec" && record.decision == "allow" {
             // The agent's own exec (launch's) has happened: ready -> running.
+            // Also from the backlog: a daemon killed before it drained that
+            // exec must not bring the session back as never started.
             sessions.mark_running(event.header().session_id);
         }
         record
