@@ -355,32 +355,33 @@ fn lpm_lookup(
     set_id: u32,
     input: &EgressInput,
 ) -> Option<u32> {
-    match input.addr {
-        IpAddr::V4(a) => {
-            let addr = a.octets();
-            let lookup = |port: u16| {
-                lpm(
-                    v4.iter()
-                        .filter(|(k, _)| k.set_id == set_id && k.port == port.to_be_bytes())
-                        .map(|(k, id)| (k.prefixlen, &k.addr[..], *id)),
-                    &addr,
-                )
-            };
-            lookup(input.port).or_else(|| lookup(0))
-        }
-        IpAddr::V6(a) => {
-            let addr = a.octets();
-            let lookup = |port: u16| {
-                lpm(
-                    v6.iter()
-                        .filter(|(k, _)| k.set_id == set_id && k.port == port.to_be_bytes())
-                        .map(|(k, id)| (k.prefixlen, &k.addr[..], *id)),
-                    &addr,
-                )
-            };
-            lookup(input.port).or_else(|| lookup(0))
-        }
-    }
+    // (port, prefix length, address bytes, rule) of the set's entries in the address's family.
+    let (addr, entries): (Vec<u8>, Vec<([u8; 2], u32, &[u8], u32)>) = match input.addr {
+        IpAddr::V4(a) => (
+            a.octets().to_vec(),
+            v4.iter()
+                .filter(|(k, _)| k.set_id == set_id)
+                .map(|(k, id)| (k.port, k.prefixlen, &k.addr[..], *id))
+                .collect(),
+        ),
+        IpAddr::V6(a) => (
+            a.octets().to_vec(),
+            v6.iter()
+                .filter(|(k, _)| k.set_id == set_id)
+                .map(|(k, id)| (k.port, k.prefixlen, &k.addr[..], *id))
+                .collect(),
+        ),
+    };
+    let lookup = |port: u16| {
+        lpm(
+            entries
+                .iter()
+                .filter(|(p, ..)| *p == port.to_be_bytes())
+                .map(|&(_, plen, key_addr, id)| (plen, key_addr, id)),
+            &addr,
+        )
+    };
+    lookup(input.port).or_else(|| lookup(0))
 }
 
 fn prefix_matches(entry: &[u8], addr: &[u8], bits: u32) -> bool {
