@@ -3,10 +3,30 @@
 #  1. cargo xtask test: unit, ABI layout, policy and kernel tests (as root, on
 #     this kernel), then a check that the kernel is left clean;
 #  2. cargo xtask vm-test: the kernel tests again inside Debian's 6.1 and 6.12
-#     kernels under qemu, with the LSM backend and with the compat backend.
+#     kernels under qemu, with the LSM backend and with the compat backend,
+#     the guests side by side (vm-tests/matrix.toml).
+# At the end (pass or fail) it prints the wall time of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p target
+export AIRLOCK_PHASES_FILE="$PWD/target/test-phases.tsv"
+: > "$AIRLOCK_PHASES_FILE"
+run_started=$(date +%s)
+print_phases() {
+    local rc=$?
+    echo
+    echo "test: phases (wall time)"
+    while IFS=$'\t' read -r name seconds; do
+        printf '  %-52s %6s s\n' "$name" "$seconds"
+    done < "$AIRLOCK_PHASES_FILE"
+    printf '  %-52s %6s s\n' "total" "$(( $(date +%s) - run_started ))"
+    exit $rc
+}
+trap print_phases EXIT
+
+t=$(date +%s)
 . ./scripts/setup.sh
+printf 'setup: install what is missing\t%s\n' "$(( $(date +%s) - t ))" >> "$AIRLOCK_PHASES_FILE"
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"

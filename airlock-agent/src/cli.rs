@@ -6,17 +6,19 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use airlock_api::v1 as pb;
+
 use crate::daemon::{self, DaemonOptions};
 use crate::kernel::{BackendChoice, MapSizes};
 use crate::launch;
-use crate::policy_store;
 use crate::operator::{self, api_socket, DecisionsArgs};
+use crate::policy::dns::DnsClient;
+use crate::policy::origin::{default_origin, PolicyOrigin};
 use crate::protocol::{call, Request, Response};
-use airlock_common::api::v1 as pb;
 
 const DEFAULT_SOCKET: &str = "/run/airlock/agent.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
+use crate::kernel::pins::DEFAULT_PIN_DIR;
 
 /// Exit status of `launch` when Airlock refuses to start the command.
 const LAUNCH_REFUSED: i32 = 125;
@@ -57,7 +59,7 @@ enum Command {
         #[arg(long, value_parser = parse_ringbuf_kib)]
         ringbuf_kib: Option<u32>,
         /// DNS server (IP:PORT, or IP for port 53) that hostname egress rules are resolved with.
-        /// Default: the first nameserver of /etc/resolv.conf.
+        /// Default: every nameserver of /etc/resolv.conf (and /etc/hosts, always).
         #[arg(long)]
         dns_server: Option<String>,
         /// Seconds to wait for each DNS answer (each query is sent twice before the lookup fails).
@@ -119,14 +121,6 @@ enum Command {
     Current {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
-    },
-    /// Benchmark the decision store (used by `cargo xtask bench`): fill DIR with ROWS decisions, time the API's queries.
-    #[command(hide = true)]
-    BenchStore {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: u64,
     },
     /// Policy tools.
     Policy {
@@ -371,18 +365,15 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 fn dispatch(command: Command) -> Result<i32> {
     match command {
         Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api } => {
-            let dns_server = match dns_server {
-                None => crate::dns::DnsClient::system_server(),
-                Some(s) => s
-                    .parse::<std::net::SocketAddr>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
-                    .map_err(|_| anyhow::anyhow!("--dns-server {s:?}: expected IP or IP:PORT, e.g. 127.0.0.53 or 127.0.0.1:5353"))?,
+            let dns = match dns_server {
+                None => DnsClient::system(),
+                Some(s) => DnsClient::with_server(
+                    s.parse::<std::net::SocketAddr>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                        .map_err(|_| anyhow::anyhow!("--dns-server {s:?}: expected IP or IP:PORT, e.g. 127.0.0.53 or 127.0.0.1:5353"))?,
+                ),
             };
-            let policy = if embedded_policy {
-                policy_store::PolicyOrigin::Embedded
-            } else {
-                policy_store::default_origin(policy_dir.as_deref())?
-            };
+            let policy = if embedded_policy { PolicyOrigin::Embedded } else { default_origin(policy_dir.as_deref())? };
             let tls = match (api.tls_cert, api.tls_key, api.tls_client_ca) {
                 (Some(cert), Some(key), Some(client_ca)) => Some(crate::api::TlsFiles { cert, key, client_ca }),
                 _ => None,
@@ -393,7 +384,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 tls,
                 insecure: api.api_insecure,
             };
-            let retention = crate::store::Retention { max_age: api.store_max_age, max_bytes: api.store_max_mb.saturating_mul(1_000_000) };
+            let retention = airlock_store::Retention { max_age: api.store_max_age, max_bytes: api.store_max_mb.saturating_mul(1_000_000) };
             let mut sizes = MapSizes::default();
             if let Some(kib) = ringbuf_kib {
                 sizes.ringbuf_bytes = kib * 1024;
@@ -408,7 +399,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 api: api_options,
                 retention,
                 program_paths,
-                dns: crate::dns::DnsClient::new(dns_server).with_timeout(std::time::Duration::from_secs(dns_timeout)),
+                dns: dns.with_timeout(std::time::Duration::from_secs(dns_timeout)),
                 pin_dir,
                 release_on_exit,
             })?;
@@ -447,10 +438,6 @@ fn dispatch(command: Command) -> Result<i32> {
             println!("{role}");
             Ok(0)
         }
-        Command::BenchStore { dir, rows } => {
-            crate::store_bench::run(&dir, rows)?;
-            Ok(0)
-        }
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),
         Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.path()),
         Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.path(), role, json),
@@ -458,13 +445,13 @@ fn dispatch(command: Command) -> Result<i32> {
 }
 
 fn policy_check(dir: &Path) -> Result<i32> {
-    match airlock_common::policy::load_dir(dir) {
+    match airlock_policy::load_dir(dir) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
             }
-            let mut ids = airlock_common::policy::IdAllocator::new();
-            let compiled = airlock_common::policy::compile(&loaded, &mut ids);
+            let mut ids = airlock_policy::IdAllocator::new();
+            let compiled = airlock_policy::compile(&loaded, &mut ids);
             println!(
                 "{}: OK: {} policies, {} roles, {} rules, version {}",
                 dir.display(),

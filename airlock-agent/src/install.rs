@@ -41,7 +41,7 @@ pub struct UninstallArgs {
     #[arg(long, default_value = "/usr/local")]
     pub prefix: PathBuf,
     /// Where the running enforcement is pinned (unloaded when --root is /).
-    #[arg(long, default_value = crate::cli::DEFAULT_PIN_DIR)]
+    #[arg(long, default_value = crate::kernel::pins::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Also delete the state directory (audit trail, sessions) and the `airlock` group.
     #[arg(long)]
@@ -112,7 +112,7 @@ pub fn install(args: &InstallArgs) -> Result<i32> {
     say(&format!("unit {}", l.unit.display()));
 
     // 3. The shipped policies, never over an operator's file.
-    for source in airlock_common::policy::default_sources() {
+    for source in airlock_policy::default_sources() {
         let relative = source.path.strip_prefix("<embedded>").unwrap_or(&source.path).to_path_buf();
         let dest = l.policies.join(&relative);
         match std::fs::read(&dest) {
@@ -180,7 +180,7 @@ pub fn uninstall(args: &UninstallArgs) -> Result<i32> {
     remove_if_exists(&l.binary, &say)?;
 
     // Shipped policies that nobody edited go; edited ones stay.
-    for source in airlock_common::policy::default_sources() {
+    for source in airlock_policy::default_sources() {
         let relative = source.path.strip_prefix("<embedded>").unwrap_or(&source.path).to_path_buf();
         let dest = l.policies.join(&relative);
         match std::fs::read(&dest) {

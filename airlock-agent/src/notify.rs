@@ -7,18 +7,15 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::events::DecisionRecord;
+use airlock_api::v1::Decision;
 
 const INSTRUCTION: &str =
     "Stop. Do not retry this command, call the real binary, change PATH, use sudo, or try to bypass Airlock.";
 
 /// The message for one denied exec.
-pub fn block_message(record: &DecisionRecord) -> String {
+pub fn block_message(record: &Decision) -> String {
     let command = record.rule.clone().unwrap_or_else(|| record.argv.join(" "));
-    let rule = match (&record.policy, record.reason) {
-        (Some(policy), _) => policy.clone(),
-        (None, reason) => reason.to_string(),
-    };
+    let rule = record.policy.clone().unwrap_or_else(|| record.reason.clone());
     format!(
         "airlock: POLICY BLOCK\n\
          airlock: command={command}\n\

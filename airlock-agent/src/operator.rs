@@ -1,14 +1,14 @@
-//! The operator commands, clients of the gRPC API (issue 4): `status`,
+//! The operator commands, clients of the gRPC API: `status`,
 //! `sessions list|show|revoke`, `decisions`, `policy show`, `policy reload`.
 //! Human tables by default, `--json` for scripts.
 
 use std::path::{Path, PathBuf};
 
-use airlock_common::api::v1 as pb;
+use airlock_api::client::{connect_unix, status_error, Client};
+use airlock_api::v1 as pb;
+use airlock_api::v1::decision::Detail;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-
-use crate::api::client::{connect_unix, status_error, Client};
 
 /// Runs one API conversation on a small runtime of its own.
 pub fn with_client<T>(socket: &Path, f: impl AsyncFnOnce(Client) -> Result<T>) -> Result<T> {
@@ -225,7 +225,7 @@ pub fn parse_time(text: &str) -> Result<i64> {
                 'd' => n * 86_400,
                 _ => bail!("{text:?}: the unit of an age is s, m, h or d"),
             };
-            return Ok(crate::store::now_ns() - secs * 1_000_000_000);
+            return Ok(crate::clock::now_unix_nanos() - secs * 1_000_000_000);
         }
     }
     let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
@@ -247,7 +247,7 @@ pub fn decisions(socket: &Path, args: DecisionsArgs) -> Result<i32> {
         let mut token = String::new();
         let mut more = false;
         while found.len() < args.limit {
-            let page = (args.limit - found.len()).min(crate::store::MAX_PAGE) as u32;
+            let page = (args.limit - found.len()).min(airlock_store::MAX_PAGE) as u32;
             let r = c
                 .query_decisions(pb::QueryDecisionsRequest { filter: Some(args.filter.clone()), page_size: page, page_token: token })
                 .await
@@ -292,10 +292,16 @@ struct Columns([usize; 7]);
 const DECISION_HEADERS: [&str; 8] = ["TIME", "SESSION", "USER", "ROLE", "KIND", "DEC", "RULE", "WHAT"];
 
 fn decision_row(d: &pb::Decision) -> [String; 8] {
-    let what = match &d.destination {
-        Some(dest) => format!("{}:{}/{}", dest.address, dest.port, dest.protocol),
-        None if !d.argv.is_empty() => d.argv.join(" "),
-        None => d.executable.clone(),
+    let command = || if d.argv.is_empty() { d.executable.clone() } else { d.argv.join(" ") };
+    let what = match &d.detail {
+        Some(Detail::Destination(dest)) => format!("{}:{}/{}", dest.address, dest.port, dest.protocol),
+        Some(Detail::UnixSocket(u)) => format!("unix:{} ({})", u.path, command()),
+        Some(Detail::Guard(g)) => match &g.file {
+            Some(file) => format!("{} {file} ({})", g.operation, command()),
+            None => format!("{} target={} ({})", g.operation, g.target_pid.unwrap_or(0), command()),
+        },
+        Some(Detail::EventsLost(l)) => format!("{} events lost ({} in all); the kernel enforced them", l.count, l.total),
+        Some(Detail::Exec(_)) | Some(Detail::Revocation(_)) | None => command(),
     };
     let rule = d.rule.clone().unwrap_or_else(|| if d.decision == "deny" { d.reason.clone() } else { "-".into() });
     [short_time(&d.time), d.session_id.clone(), d.user.clone(), d.role.clone(), d.kind.clone(), d.decision.clone(), rule, what]
@@ -426,7 +432,7 @@ mod tests {
     #[test]
     fn times_parse_as_rfc3339_or_age() {
         assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1_000_000_000);
-        let now = crate::store::now_ns();
+        let now = crate::clock::now_unix_nanos();
         let ago = parse_time("2h").unwrap();
         assert!((now - ago - 7_200_000_000_000).abs() < 60_000_000_000);
         assert!(parse_time("yesterday").is_err());

@@ -23,14 +23,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use airlock_common::abi::{as_bytes, InodeKey, InodeValue, CLASS_SELF};
-use airlock_common::policy::HomePattern;
+use airlock_common::abi::{InodeKey, CLASS_SELF};
+use airlock_policy::HomePattern;
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags};
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fstat, Mode};
 
-use crate::kernel::{Kernel, PROTECTED_INODES_CAPACITY};
+use crate::kernel::types::PROTECTED_INODES_CAPACITY;
+use crate::kernel::Kernel;
 
 /// One inode in the kernel map, and the handle that keeps it alive.
 struct Installed {
@@ -88,15 +88,14 @@ impl ProtectedFiles {
         if wanted.len() > PROTECTED_INODES_CAPACITY {
             tracing::error!(files = wanted.len(), capacity = PROTECTED_INODES_CAPACITY, "more protected files than the kernel map holds; the rest are not protected");
         }
-        let map = &kernel.maps().protected_inodes;
+        let maps = kernel.maps();
         for (key, (class, path)) in wanted.iter() {
             if self.installed.len() >= PROTECTED_INODES_CAPACITY && !self.installed.contains_key(key) {
                 break;
             }
             if let Some(entry) = self.installed.get_mut(key) {
                 if entry.class != *class {
-                    map.update(as_bytes(key), as_bytes(&InodeValue { class_hash: *class }), MapFlags::ANY)
-                        .with_context(|| format!("protect inode {} on device {:#x}", key.ino, key.dev))?;
+                    maps.protect_inode(key, *class)?;
                     entry.class = *class;
                 }
                 continue;
@@ -111,8 +110,7 @@ impl ProtectedFiles {
                     None
                 }
             };
-            map.update(as_bytes(key), as_bytes(&InodeValue { class_hash: *class }), MapFlags::ANY)
-                .with_context(|| format!("protect inode {} on device {:#x}", key.ino, key.dev))?;
+            maps.protect_inode(key, *class)?;
             self.installed.insert(*key, Installed { class: *class, pin });
         }
         // Released: a class the policy dropped; Airlock's own entries no longer
@@ -135,7 +133,7 @@ impl ProtectedFiles {
         for key in stale {
             // The map entry goes first; the handle closes after (when the
             // entry is dropped), and only then may the inode be freed.
-            let _ = map.delete(as_bytes(&key));
+            maps.release_inode(&key);
             self.installed.remove(&key);
         }
         Ok(self.installed.len())
@@ -219,12 +217,9 @@ pub fn session_homes(uid: u32, pid: u32) -> Vec<PathBuf> {
     if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         homes.push(user.dir);
     }
-    if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-        for var in env.split(|&b| b == 0) {
-            if let Some(home) = var.strip_prefix(b"HOME=") {
-                homes.push(PathBuf::from(String::from_utf8_lossy(home).into_owned()));
-            }
-        }
+    let environ = procfs::process::Process::new(pid as i32).and_then(|p| p.environ());
+    if let Some(home) = environ.ok().and_then(|mut env| env.remove(std::ffi::OsStr::new("HOME"))) {
+        homes.push(PathBuf::from(home));
     }
     homes
 }

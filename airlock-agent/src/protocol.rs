@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{CounterTotals, Hook};
+use crate::kernel::{CounterTotals, Hook, Startup};
 use crate::sessions::SessionInfo;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ pub struct StatusReport {
 pub struct LifecycleStatus {
     pub pin_dir: String,
     pub pinned_set: String,
-    pub startup: crate::kernel::Startup,
+    pub startup: Startup,
     /// Decisions read from the ring buffer at start: made while no daemon ran.
     pub backlog_audited: u64,
     /// What stopping the daemon does: "enforcement stays pinned" or "release".
@@ -81,7 +81,7 @@ pub struct PolicyStatus {
     pub last_reload_error: Option<String>,
     /// net: hostname rules' current answers.
     #[serde(default)]
-    pub hostnames: Vec<crate::hostnames::HostStatus>,
+    pub hostnames: Vec<crate::policy::hostnames::HostStatus>,
     /// exec identity: fingerprints of protected programs found on this host.
     #[serde(default)]
     pub protected_contents: usize,

@@ -8,9 +8,8 @@
 //! processes were killed and the kernel denies it everything).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -160,7 +159,7 @@ impl Sessions {
     fn save(&self) {
         let Some(file) = &self.file else { return };
         let saved: Vec<SavedSession> = self.by_id.iter().map(|(id, s)| SavedSession { numeric_id: *id, info: s.info.clone() }).collect();
-        if let Err(e) = write_atomically(file, &saved) {
+        if let Err(e) = crate::state_file::write_atomically(file, &saved) {
             tracing::error!("could not save the sessions: {e:#}");
         }
     }
@@ -218,11 +217,11 @@ impl Sessions {
             }
             let exited = match &session.pidfd {
                 Some(fd) => pidfd_exited(fd),
-                None => !std::path::Path::new(&format!("/proc/{}", session.info.root_pid)).exists(),
+                None => !procfs::process::Process::new(session.info.root_pid as i32).is_ok_and(|p| p.is_alive()),
             };
             if exited {
                 session.info.state = SessionState::Exited;
-                session.info.ended_at = Some(crate::daemon::now_rfc3339());
+                session.info.ended_at = Some(crate::clock::now_rfc3339());
                 session.pidfd = None;
                 ended.push(session.info.id.clone());
             }
@@ -232,23 +231,6 @@ impl Sessions {
         }
         ended
     }
-}
-
-/// Replaces `file` with `value` as JSON so that a reader (or a crash) sees the
-/// old or the new content, never a mix.
-pub fn write_atomically<T: Serialize + ?Sized>(file: &Path, value: &T) -> Result<()> {
-    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, value)?;
-        f.write_all(b"\n")?;
-        f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, file).with_context(|| format!("rename {} to {}", tmp.display(), file.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A fresh, unguessable session id.

@@ -4,6 +4,9 @@
 //! Revocation is checked in two halves: the kernel's denial of a revoked
 //! session, and the daemon's killing of a session's whole process tree.
 
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_common::api::v1 as pb;
+use airlock_api::v1 as pb;
 use pb::airlock_client::AirlockClient;
 use serde_json::Value;
 use support::*;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const POLICY: &str = r#"{
   "id": "test-infra", "name": "Test infra block", "status": "active",
@@ -38,16 +41,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn unix_client(socket: &Path) -> AirlockClient<Channel> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://airlock.invalid")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .expect("connect to the API socket");
-    AirlockClient::new(channel)
+    airlock_api::client::connect_unix(socket).await.expect("connect to the API socket")
 }
 
 /// Polls `f` until it returns Some, within the (scaled) deadline.
@@ -123,7 +117,6 @@ impl Drop for Launched {
     }
 }
 
-#[test]
 fn the_api_reports_sessions_decisions_and_policy() {
     let d = daemon("api");
     let backend = d.backend();
@@ -262,7 +255,6 @@ fn the_api_reports_sessions_decisions_and_policy() {
     assert!(policy.contains("terraform apply") && policy.contains("10.0.0.0/8"), "{policy}");
 }
 
-#[test]
 fn a_launch_that_never_execs_stays_ready_until_it_ends() {
     let d = daemon("ready");
     let out = Command::new(AGENT)
@@ -297,11 +289,117 @@ fn a_launch_that_never_execs_stays_ready_until_it_ends() {
     sleeper.wait();
 }
 
+/// One decision record from the kernel to every sink: every kind a session can
+/// cause on this kernel (exec allowed and denied, connect, sendmsg, a Unix
+/// socket, a protected file, a tamper attempt, the revocation) is in the audit
+/// trail, and the same decision, field for field, comes back from the store
+/// (QueryDecisions) and the live stream (StreamDecisions).
+fn every_decision_kind_reaches_the_audit_trail_the_store_and_the_api_whole() {
+    let root = TempDir::new("round-trip");
+    let dir = root.0.canonicalize().expect("canonical temp dir");
+    let home = dir.join("home");
+    std::fs::create_dir_all(home.join(".aws")).expect("mkdir home");
+    std::fs::write(home.join(".aws/credentials"), "[default]\n").expect("credentials");
+    let broker = dir.join("broker.sock");
+    let _broker = std::os::unix::net::UnixListener::bind(&broker).expect("broker socket");
+    let (tcp, udp) = (TcpListener::bind("127.0.0.2:0").expect("tcp"), std::net::UdpSocket::bind("127.0.0.2:0").expect("udp"));
+    let (tcp_port, udp_port) = (tcp.local_addr().expect("addr").port(), udp.local_addr().expect("addr").port());
+    let policy = format!(
+        r#"{{ "id": "all-kinds", "name": "All kinds", "blocked_commands": ["terraform apply"],
+            "egress": {{ "deny": ["127.0.0.2/32"], "unix_deny": ["{}"] }},
+            "protected_files": [{{ "path": "~/.aws/credentials", "allow": ["aws"] }}] }}"#,
+        broker.display()
+    );
+    let d = Daemon::start("round-trip", &[("all.json", &policy)], &[("agent.json", r#"{ "id": "agent", "name": "Agent", "policies": ["all-kinds"] }"#)]);
+    let unix_gap = d.status_text().contains("Unix socket rules (egress.unix_deny) are NOT enforced");
+    let rt = runtime();
+    let mut c = rt.block_on(unix_client(&d.api_socket()));
+    let mut stream = rt.block_on(c.stream_decisions(pb::StreamDecisionsRequest { filter: None })).expect("StreamDecisions").into_inner();
+
+    let probe = format!(
+        r#"import socket
+s = socket.socket(); s.settimeout(3)
+try: s.connect(("127.0.0.2", {tcp_port})); print("connect ok")
+except OSError as e: print("connect errno%d" % e.errno)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try: u.sendto(b"x", ("127.0.0.2", {udp_port})); print("sendto ok")
+except OSError as e: print("sendto errno%d" % e.errno)
+x = socket.socket(socket.AF_UNIX)
+try: x.connect("{broker}"); print("unix ok")
+except OSError as e: print("unix errno%d" % e.errno)
+"#,
+        broker = broker.display()
+    );
+    write_file(&d.work_dir.join("probe.py"), &probe, 0o644);
+    let script = format!(
+        "true\nterraform apply\npython3 probe.py\n(cat \"$HOME/.aws/credentials\")\n(kill -TERM {daemon})\necho done\n",
+        daemon = d.child.id()
+    );
+    let s = d.governed_env(Some("agent"), &script, &[("HOME", &home.display().to_string())]);
+    assert!(s.stdout.contains("connect errno1") && s.stdout.contains("sendto errno1"), "{}", s.all_output());
+    let revoked = rt.block_on(c.revoke_session(pb::RevokeSessionRequest { id: s.session_id.clone(), reason: "round trip".into() }));
+    revoked.expect("RevokeSession");
+
+    let mut wanted = vec!["exec", "connect", "sendmsg", "file_open", "tamper", "revoke"];
+    if !unix_gap {
+        wanted.push("unix_connect");
+    }
+    let kinds = |lines: &[Value]| lines.iter().filter_map(|v| v["kind"].as_str().map(str::to_string)).collect::<std::collections::BTreeSet<_>>();
+    let deadline = Instant::now() + seconds(20);
+    let audit = loop {
+        let lines: Vec<Value> = d.audit().into_iter().filter(|v| v["session_id"] == s.session_id.as_str()).collect();
+        let have = kinds(&lines);
+        if wanted.iter().all(|k| have.contains(*k)) {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "not every kind reached the audit trail (want {wanted:?}, have {have:?}):\n{lines:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let exec_deny = audit.iter().find(|v| v["kind"] == "exec" && v["decision"] == "deny").expect("the denied exec");
+    assert!(exec_deny["exec"]["stage"].as_str().is_some(), "{exec_deny:#}");
+    assert!(audit.iter().any(|v| v["kind"] == "connect" && v["destination"]["port"] == tcp_port), "{audit:#?}");
+    assert!(audit.iter().any(|v| v["kind"] == "file_open" && v["guard"]["file"] == home.join(".aws/credentials").display().to_string()), "{audit:#?}");
+    assert!(audit.iter().any(|v| v["kind"] == "revoke" && v["revocation"]["reason"] == "round trip"), "{audit:#?}");
+    if !unix_gap {
+        assert!(audit.iter().any(|v| v["kind"] == "unix_connect" && v["unix_socket"]["path"] == broker.display().to_string()), "{audit:#?}");
+    }
+
+    rt.block_on(async {
+        // The store: every audited decision, equal field for field.
+        let stored = eventually("the store to hold every audited decision", || {
+            let mut c = c.clone();
+            let n = audit.len();
+            let id = s.session_id.clone();
+            async move {
+                let all = query(&mut c, session_filter(&id), 1000).await;
+                (all.len() >= n).then_some(all)
+            }
+        })
+        .await;
+        for line in &audit {
+            let d = stored.iter().find(|d| line["id"].as_u64() == Some(d.id)).unwrap_or_else(|| panic!("decision {} is not in the store", line["id"]));
+            assert_eq!(&serde_json::to_value(d).expect("json"), line, "the store's copy of a {} decision differs from its audit line", line["kind"]);
+        }
+        // The live stream: the same decisions, as they were made.
+        let mut streamed = Vec::new();
+        while streamed.len() < audit.len() {
+            let next = tokio::time::timeout(seconds(20), stream.message()).await.expect("the stream went quiet").expect("stream error");
+            let Some(d) = next else { break };
+            if d.session_id == s.session_id {
+                streamed.push(d);
+            }
+        }
+        for line in &audit {
+            let d = streamed.iter().find(|d| line["id"].as_u64() == Some(d.id)).unwrap_or_else(|| panic!("decision {} was not streamed", line["id"]));
+            assert_eq!(&serde_json::to_value(d).expect("json"), line, "the streamed {} decision differs from its audit line", line["kind"]);
+        }
+    });
+}
+
 fn revoked_sessions_map(d: &Daemon) -> libbpf_rs::MapHandle {
     d.bpf_map("revoked_session")
 }
 
-#[test]
 fn the_kernel_denies_a_revoked_session_everything() {
     let d = daemon("revoked");
     let backend = d.backend();
@@ -348,7 +446,6 @@ fn the_kernel_denies_a_revoked_session_everything() {
     drop(listener);
 }
 
-#[test]
 fn revoke_kills_a_growing_process_tree_through_the_api() {
     let d = daemon("revoke");
     // Two spawners keep forking orphans (re-parented to init) while the shell waits.
@@ -508,29 +605,35 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-async fn tls_status(port: u16, ca: String, identity: Option<(String, String)>) -> Result<pb::StatusResponse, String> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}")).map_err(|e| e.to_string())?.tls_config(tls).map_err(|e| e.to_string())?;
-    let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
-    let mut c = AirlockClient::new(channel);
+/// Status over TCP: with a client certificate through the library's mutual-TLS
+/// client, without one through a plain TLS channel.
+async fn tls_status(port: u16, pki: &Pki, identity: Option<(&str, &str)>) -> Result<pb::StatusResponse, String> {
+    let url = format!("https://127.0.0.1:{port}");
+    let mut c = match identity {
+        Some((cert, key)) => {
+            let files = airlock_api::client::TlsClientFiles { ca: pki.path("ca.pem"), cert: pki.path(cert), key: pki.path(key) };
+            airlock_api::client::connect_tls(&url, &files).await.map_err(|e| format!("{e:#}"))?
+        }
+        None => {
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read("ca.pem"))).domain_name("127.0.0.1");
+            let endpoint = Endpoint::from_shared(url).map_err(|e| e.to_string())?.tls_config(tls).map_err(|e| e.to_string())?;
+            AirlockClient::new(endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?)
+        }
+    };
     c.status(pb::StatusRequest {}).await.map(|r| r.into_inner()).map_err(|e| format!("{e:?}"))
 }
 
-#[test]
 fn tcp_requires_a_client_certificate_from_the_configured_ca() {
     let pki = Pki::new();
     let port = free_port();
     let d = Daemon::start_with_args("tls", &[("test-infra.json", POLICY)], &[("agent.json", ROLE)], &pki.daemon_args(port));
     let rt = runtime();
     rt.block_on(async {
-        let ok = tls_status(port, pki.read("ca.pem"), Some((pki.read("client.pem"), pki.read("client.key")))).await;
+        let ok = tls_status(port, &pki, Some(("client.pem", "client.key"))).await;
         assert_eq!(ok.expect("a client with a certificate from the CA is served").backend, d.backend());
-        let anonymous = tls_status(port, pki.read("ca.pem"), None).await;
+        let anonymous = tls_status(port, &pki, None).await;
         assert!(anonymous.is_err(), "a client without a certificate was served");
-        let rogue = tls_status(port, pki.read("ca.pem"), Some((pki.read("rogue.pem"), pki.read("rogue.key")))).await;
+        let rogue = tls_status(port, &pki, Some(("rogue.pem", "rogue.key"))).await;
         assert!(rogue.is_err(), "a client with another CA's certificate was served");
         // Plain HTTP/2 to the TLS port gets nothing either.
         let plain = async {
@@ -541,7 +644,6 @@ fn tcp_requires_a_client_certificate_from_the_configured_ca() {
     });
 }
 
-#[test]
 fn plain_tcp_needs_the_explicit_insecure_flag() {
     // Refused before anything is loaded: no TLS files and no --api-insecure.
     let dir = TempDir::new("insecure-refused");
@@ -570,24 +672,24 @@ fn plain_tcp_needs_the_explicit_insecure_flag() {
 
 // ---- A platform team's client: Python grpcio generated from our .proto -----------
 
-fn python() -> Option<PathBuf> {
+/// The Python with grpcio and grpcio-tools that scripts/setup.sh makes, or why there is none.
+fn python() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("AIRLOCK_TEST_PYTHON") {
-        return Some(PathBuf::from(p));
+        return Ok(PathBuf::from(p));
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python");
-    let usable = Command::new(&venv).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success());
-    usable.then_some(venv)
+    let out = Command::new(&venv).args(["-c", "import grpc, grpc_tools"]).output().map_err(|e| format!("{}: {e}", venv.display()))?;
+    if out.status.success() {
+        Ok(venv)
+    } else {
+        Err(format!("{}: {}", venv.display(), String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
-#[test]
 fn a_python_grpcio_client_uses_the_api() {
-    let Some(python) = python() else {
-        if std::env::var("AIRLOCK_EXPECT_BACKEND").is_ok() {
-            eprintln!("SKIP a_python_grpcio_client_uses_the_api: no usable grpcio venv inside this VM guest; the Rust client tests cover the same API here");
-            return;
-        }
-        panic!("no Python with grpcio: run scripts/setup.sh (it makes target/pyvenv with grpcio and grpcio-tools from PyPI)");
-    };
+    let python = python().unwrap_or_else(|why| {
+        panic!("no Python with grpcio ({why}): run scripts/setup.sh (it makes target/pyvenv with grpcio and grpcio-tools from PyPI)")
+    });
     let pki = Pki::new();
     let port = free_port();
     let d = Daemon::start_with_args("python", &[("test-infra.json", POLICY)], &[("agent.json", ROLE)], &pki.daemon_args(port));
@@ -597,7 +699,7 @@ fn a_python_grpcio_client_uses_the_api() {
     // Stubs generated from the .proto by grpcio-tools, as a platform team would.
     let stubs = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("py-stubs-{}", std::process::id()));
     std::fs::create_dir_all(&stubs).expect("stub dir");
-    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../airlock-common/proto");
+    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../airlock-api/proto");
     let gen = Command::new(&python)
         .args(["-m", "grpc_tools.protoc", "-I"])
         .arg(&proto_root)
@@ -648,3 +750,14 @@ fn a_python_grpcio_client_uses_the_api() {
         assert_eq!(report["checks"][check], true, "check {check} failed: {report:#}");
     }
 }
+
+kernel_tests!(
+    every_decision_kind_reaches_the_audit_trail_the_store_and_the_api_whole,
+    the_api_reports_sessions_decisions_and_policy,
+    a_launch_that_never_execs_stays_ready_until_it_ends,
+    the_kernel_denies_a_revoked_session_everything,
+    revoke_kills_a_growing_process_tree_through_the_api,
+    tcp_requires_a_client_certificate_from_the_configured_ca,
+    plain_tcp_needs_the_explicit_insecure_flag,
+    a_python_grpcio_client_uses_the_api,
+);

@@ -5,6 +5,9 @@
 //! governed sessions. Each test asserts what docs/security.md says for the
 //! backend in use, gaps included.
 
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
 mod support;
 
 use std::path::Path;
@@ -50,7 +53,7 @@ fn assert_runs(d: &Daemon, case: &str, script: &str) -> Session {
 }
 
 fn rule(v: &Value, rule: &str, via: &str) -> bool {
-    v["rule"] == rule && v["matched_by"] == via
+    v["rule"] == rule && v["exec"]["matched_by"] == via
 }
 
 fn reason(v: &Value, reason: &str) -> bool {
@@ -110,7 +113,6 @@ os.execve(fd, sys.argv[3:], dict(os.environ))
 
 /// BYPASSES.md item 3: a hard link or a copy of the protected binary, under
 /// another name, in the project or in /tmp, is the program it copies.
-#[test]
 fn bypass_item3_hard_links_and_copies_are_the_program() {
     let d = daemon("exec-copies", POLICY, &[]);
     let status = d.status_json();
@@ -152,11 +154,10 @@ fn bypass_item3_hard_links_and_copies_are_the_program() {
 }
 
 /// BYPASSES.md item 7: ld.so run directly is denied by default, whatever it loads.
-#[test]
 fn bypass_item7_direct_loader_is_denied() {
     let d = daemon("exec-loader", POLICY, &[]);
     let ld = loader();
-    let direct = |v: &Value| reason(v, "direct_loader") && v["file_identity"].as_array().is_some_and(|a| a.iter().any(|f| f == "loader"));
+    let direct = |v: &Value| reason(v, "direct_loader") && v["exec"]["file_identity"].as_array().is_some_and(|a| a.iter().any(|f| f == "loader"));
     assert_denied(&d, "7 ld.so tool apply", &format!("{ld} $BIN/terraform apply"), direct);
     assert_denied(&d, "7 ld.so tool plan", &format!("{ld} $BIN/terraform plan"), direct);
     assert_denied(&d, "7 ld.so --library-path", &format!("{ld} --library-path /lib $BIN/terraform apply"), direct);
@@ -168,7 +169,6 @@ fn bypass_item7_direct_loader_is_denied() {
 
 /// BYPASSES.md item 7 where a policy allows the loader: the program it loads
 /// is judged by name with its arguments.
-#[test]
 fn bypass_item7_loader_allowed_by_policy_judges_the_loaded_program() {
     let d = daemon("exec-loader-allowed", POLICY_PERMISSIVE, &[]);
     let ld = loader();
@@ -181,7 +181,6 @@ fn bypass_item7_loader_allowed_by_policy_judges_the_loaded_program() {
 
 /// BYPASSES.md item 8: memfd + execveat(AT_EMPTY_PATH), a deleted file, a
 /// memfd #! script: denied by default. /proc/self/fd/N of a real file is that file.
-#[test]
 fn bypass_item8_fileless_execution_is_denied() {
     let d = daemon("exec-fileless", POLICY, &[]);
     write_file(&d.work_dir.join("memfd_exec.py"), MEMFD_EXEC, 0o644);
@@ -212,21 +211,19 @@ fn bypass_item8_fileless_execution_is_denied() {
 
 /// BYPASSES.md item 8 where a policy allows fileless execution: the content
 /// still identifies a protected program.
-#[test]
 fn bypass_item8_fileless_allowed_by_policy_still_matches_by_identity() {
     let d = daemon("exec-fileless-allowed", POLICY_PERMISSIVE, &[]);
     write_file(&d.work_dir.join("memfd_exec.py"), MEMFD_EXEC, 0o644);
     // The payload is named without a '/': a path operand of an interpreter
     // followed by blocked words would itself be judged as the program.
     assert_denied(&d, "8 memfd copy of terraform apply", "cp $BIN/terraform payload && python3 memfd_exec.py payload x apply", |v| {
-        rule(v, "terraform apply", "identity") && v["file_identity"].as_array().is_some_and(|a| a.iter().any(|f| f == "fileless"))
+        rule(v, "terraform apply", "identity") && v["exec"]["file_identity"].as_array().is_some_and(|a| a.iter().any(|f| f == "fileless"))
     });
     assert_runs(&d, "8 memfd copy of terraform plan", "cp $BIN/terraform payload && python3 memfd_exec.py payload x plan");
 }
 
 /// BYPASSES.md issue item 4: an interpreter given the program as its operand
 /// (`python3 /x/aws iam create-role`, `sh script`) runs that program.
-#[test]
 fn bypass_interpreter_operand_is_the_program() {
     let tools = script_tools();
     let tools_dir = tools.0.display().to_string();
@@ -257,12 +254,12 @@ fn bypass_interpreter_operand_is_the_program() {
     d.wait_audit("the renamed script detected as aws", |v| {
         v["session_id"] == s.session_id.as_str()
             && v["decision"] == "allow"
-            && v["detected_program"]["program"] == "aws"
-            && v["detected_program"]["by"] == "content"
+            && v["exec"]["detected_program"]["program"] == "aws"
+            && v["exec"]["detected_program"]["by"] == "content"
     });
     assert_runs(&d, "4 sh script, allowed command", &format!("sh {t}/terraform plan"));
     // An operand that merely mentions a protected name further on is not the program.
-    assert_runs(&d, "4 unrelated script", &format!("printf 'echo FAKE-TOOL-RAN \"$@\"\\n' > other.sh && sh other.sh terraform apply"));
+    assert_runs(&d, "4 unrelated script", "printf 'echo FAKE-TOOL-RAN \"$@\"\\n' > other.sh && sh other.sh terraform apply");
     // A path operand followed by blocked words is the program too, as with env or xargs.
     assert_denied(&d, "4 script handed the tool's path", &format!("sh other.sh {t}/terraform apply"), interp("terraform apply"));
 }
@@ -271,7 +268,6 @@ fn bypass_interpreter_operand_is_the_program() {
 /// binaries. A #! script under another name (symlink or copy) is blocked on
 /// LSM, where the kernel shows the script file itself; on compat the kernel
 /// only shows its interpreter, and this is the documented gap.
-#[test]
 fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
     let tools = script_tools();
     let tools_dir = tools.0.display().to_string();
@@ -288,8 +284,8 @@ fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
     let symlinked = format!("ln -s {t}/aws ./myaws && ./myaws iam create-role");
     let copied = format!("cp {t}/aws ./aws-copy && ./aws-copy iam create-role");
     if lsm {
-        assert_denied(&d, "2 symlinked #! script", &symlinked, |v| rule(v, "aws iam create-role", "executable") && v["stage"] == "early");
-        assert_denied(&d, "3 copied #! script", &copied, |v| rule(v, "aws iam create-role", "identity") && v["stage"] == "early");
+        assert_denied(&d, "2 symlinked #! script", &symlinked, |v| rule(v, "aws iam create-role", "executable") && v["exec"]["stage"] == "early");
+        assert_denied(&d, "3 copied #! script", &copied, |v| rule(v, "aws iam create-role", "identity") && v["exec"]["stage"] == "early");
     } else {
         // Documented compat gap: at sched_process_exec the file is the interpreter.
         // It runs; the daemon detects afterwards what the script was.
@@ -297,16 +293,16 @@ fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
         d.wait_audit("the symlinked script detected as aws", |v| {
             v["session_id"] == s.session_id.as_str()
                 && v["decision"] == "allow"
-                && v["filename"] == "./myaws"
-                && v["detected_program"]["program"] == "aws"
-                && v["detected_program"]["by"] == "name"
+                && v["exec"]["filename"] == "./myaws"
+                && v["exec"]["detected_program"]["program"] == "aws"
+                && v["exec"]["detected_program"]["by"] == "name"
         });
         let s = assert_runs(&d, "3 copied #! script (compat gap)", &copied);
         d.wait_audit("the copied script detected as aws", |v| {
             v["session_id"] == s.session_id.as_str()
-                && v["filename"] == "./aws-copy"
-                && v["detected_program"]["program"] == "aws"
-                && v["detected_program"]["by"] == "content"
+                && v["exec"]["filename"] == "./aws-copy"
+                && v["exec"]["detected_program"]["program"] == "aws"
+                && v["exec"]["detected_program"]["by"] == "content"
         });
     }
     // Both backends: the symlink's name is what argv[0] and the interpreter see,
@@ -326,3 +322,13 @@ fn bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries() {
     assert_runs(&d, "9 a copy of busybox is not wget", &format!("cp {bb} ./bb && (exec -a busybox ./bb echo FAKE-TOOL-RAN)"));
     assert!(d.log().contains("multi-call binary"), "the daemon did not report wget as multi-call:\n{}", d.log());
 }
+
+kernel_tests!(
+    bypass_item3_hard_links_and_copies_are_the_program,
+    bypass_item7_direct_loader_is_denied,
+    bypass_item7_loader_allowed_by_policy_judges_the_loaded_program,
+    bypass_item8_fileless_execution_is_denied,
+    bypass_item8_fileless_allowed_by_policy_still_matches_by_identity,
+    bypass_interpreter_operand_is_the_program,
+    bypass_item2_item9_scripts_under_other_names_and_multi_call_binaries,
+);

@@ -4,6 +4,9 @@
 //! the outcome docs/security.md documents for the backend the daemon chose:
 //! refused with EPERM on LSM, the offender killed (exit 137) on compat.
 
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
@@ -113,7 +116,7 @@ fn expect_stopped(backend: &str, s: &Session, op: &str) {
 
 fn tamper_lines(d: &Daemon, session: &str, reason: &str, operation: &str) -> Vec<Value> {
     d.wait_audit(&format!("tamper {reason}/{operation}"), |v| {
-        v["session_id"] == session && v["kind"] == "tamper" && v["reason"] == reason && v["operation"] == operation
+        v["session_id"] == session && v["kind"] == "tamper" && v["reason"] == reason && v["guard"]["operation"] == operation
     })
 }
 
@@ -137,7 +140,6 @@ fn labelled(tool: &Path, label: &str, op: &str, args: &str) -> String {
 /// BYPASSES.md 18: bpf(), signals, ptrace, memory and fd grabs aimed at the
 /// daemon, module loading, as root inside a session. The daemon survives all
 /// of it on both backends and keeps enforcing.
-#[test]
 fn guard_tamper_with_the_daemon_is_refused_or_killed() {
     let mut d = daemon("tamper");
     let backend = d.backend();
@@ -175,14 +177,14 @@ fn guard_tamper_with_the_daemon_is_refused_or_killed() {
         ("tamper_ptrace", if backend == "lsm" { "ptrace" } else { "pidfd_getfd" }),
     ] {
         let lines = tamper_lines(&d, &s.session_id, reason, operation);
-        assert!(lines.iter().all(|v| v["decision"] == "deny" && v["enforcement"] == killed), "{lines:#?}");
+        assert!(lines.iter().all(|v| v["decision"] == "deny" && v["guard"]["enforcement"] == killed), "{lines:#?}");
     }
     if modules {
         tamper_lines(&d, &s.session_id, "tamper_kernel_code", "init_module");
     }
     let signal = tamper_lines(&d, &s.session_id, "tamper_signal", "kill");
-    assert_eq!(signal[0]["argument"], 15);
-    assert!(signal[0]["target_pid"] == pid, "{signal:#?}");
+    assert_eq!(signal[0]["guard"]["argument"], 15);
+    assert!(signal[0]["guard"]["target_pid"] == pid, "{signal:#?}");
 
     // The daemon is alive, answering, and counted every attempt.
     assert!(d.alive(), "the daemon stopped; log:\n{}", d.log());
@@ -204,7 +206,6 @@ fn guard_tamper_with_the_daemon_is_refused_or_killed() {
 /// BYPASSES.md 18, the kernel's control file systems: bpffs (pins, and the
 /// programs and maps behind them) and cgroupfs (cgroup.kill, freeze, moving
 /// the daemon), and the daemon's /proc files opened for writing.
-#[test]
 fn guard_control_filesystems_and_daemon_proc_files() {
     let d = daemon("controlfs");
     let backend = d.backend();
@@ -232,9 +233,9 @@ fn guard_control_filesystems_and_daemon_proc_files() {
 
     let killed = enforcement(&backend);
     let lines = tamper_lines(&d, &s.session_id, "tamper_control_fs", "open");
-    assert!(lines.iter().any(|v| v["file"] == bpffs.display().to_string() && v["enforcement"] == killed), "{lines:#?}");
+    assert!(lines.iter().any(|v| v["guard"]["file"] == bpffs.display().to_string() && v["guard"]["enforcement"] == killed), "{lines:#?}");
     assert!(
-        lines.iter().any(|v| v["file"] == scratch_cg.join("cgroup.procs").display().to_string()),
+        lines.iter().any(|v| v["guard"]["file"] == scratch_cg.join("cgroup.procs").display().to_string()),
         "{lines:#?}"
     );
     tamper_lines(&d, &s.session_id, "tamper_ptrace", "open");
@@ -255,7 +256,6 @@ fn guard_control_filesystems_and_daemon_proc_files() {
 /// SIGKILL of the daemon by governed root: refused on LSM. On compat the
 /// signal cannot be refused or ignored: the daemon dies with the offender
 /// (documented gap; its enforcement goes with it unless pinned).
-#[test]
 fn guard_sigkill_of_the_daemon() {
     let mut d = daemon("sigkill");
     let backend = d.backend();
@@ -291,7 +291,6 @@ fn mount_of(fstype: &str) -> Option<PathBuf> {
 /// on purpose. Every blocked exec is still stopped and every denied connect
 /// still gets EPERM; every lost event is counted by the kernel, and the audit
 /// trail reports exactly that count.
-#[test]
 fn guard_event_flood_drops_are_counted_and_decisions_hold() {
     // A 16 KiB ring holds about ten exec events: the storm must overflow it.
     let d = Daemon::start_with_args("flood", &[("test-infra.json", POLICY)], &[("agent.json", ROLE)], &["--ringbuf-kib", "16"]);
@@ -367,7 +366,7 @@ print("connects eperm=%d other=%d" % (eperm, other))
     assert!(drops > 0, "a 16 KiB ring did not overflow: {:#}", drained["counters"]);
     let deadline = Instant::now() + seconds(15);
     let reported = loop {
-        let lost: u64 = d.audit().iter().filter(|v| v["kind"] == "events_lost").filter_map(|v| v["count"].as_u64()).sum();
+        let lost: u64 = d.audit().iter().filter(|v| v["kind"] == "events_lost").filter_map(|v| v["events_lost"]["count"].as_u64()).sum();
         if lost == drops || Instant::now() > deadline {
             break lost;
         }
@@ -375,7 +374,7 @@ print("connects eperm=%d other=%d" % (eperm, other))
     };
     assert_eq!(reported, drops, "the audit trail's events_lost lines do not add up to the kernel's drop count");
     let last = d.audit().into_iter().rfind(|v| v["kind"] == "events_lost").expect("an events_lost line");
-    assert_eq!(last["total"], drops);
+    assert_eq!(last["events_lost"]["total"], drops);
     assert!(d.status_text().contains(&format!("ringbuf_drops={drops}")));
     eprintln!("flood on {backend}: {decided} decisions, {drops} events lost and reported");
 }
@@ -403,7 +402,6 @@ int main(int argc, char **argv) {
 /// so the defaults apply) can be opened only by the programs the policy
 /// allows: `aws` reads the AWS credentials, `cat` does not, whatever name or
 /// link it reaches them by; a non-root session's renamed copy of `cat` is not `aws`.
-#[test]
 fn guard_protected_files_open_only_for_allowed_programs() {
     let d = daemon("files");
     let backend = d.backend();
@@ -450,11 +448,11 @@ cat $HOME/.ssh/known_hosts; echo "rcknown=$?"
         .collect();
     let aws_denies: Vec<&Value> = denies.iter().filter(|v| v["rule"] == "~/.aws/credentials").collect();
     assert!(aws_denies.len() >= 4, "{denies:#?}");
-    assert!(aws_denies.iter().all(|v| v["comm"] == "cat" && v["reason"] == "protected_file" && v["policy"] == "test-infra" && v["enforcement"] == killed), "{aws_denies:#?}");
+    assert!(aws_denies.iter().all(|v| v["comm"] == "cat" && v["reason"] == "protected_file" && v["policy"] == "test-infra" && v["guard"]["enforcement"] == killed), "{aws_denies:#?}");
     for file in [home.join(".aws/credentials"), d.work_dir.join("hardlink"), d.work_dir.join("moved")] {
-        assert!(aws_denies.iter().any(|v| v["file"] == file.display().to_string()), "no deny naming {}: {aws_denies:#?}", file.display());
+        assert!(aws_denies.iter().any(|v| v["guard"]["file"] == file.display().to_string()), "no deny naming {}: {aws_denies:#?}", file.display());
     }
-    assert!(denies.iter().any(|v| v["rule"] == "~/.ssh/id_*" && v["file"] == home.join(".ssh/id_test").display().to_string()), "{denies:#?}");
+    assert!(denies.iter().any(|v| v["rule"] == "~/.ssh/id_*" && v["guard"]["file"] == home.join(".ssh/id_test").display().to_string()), "{denies:#?}");
     d.wait_audit("aws's allowed open", |v| {
         v["session_id"] == s.session_id.as_str() && v["kind"] == "file_open" && v["decision"] == "allow" && v["comm"] == "aws"
     });
@@ -531,7 +529,6 @@ fn chown_tree(path: &Path, uid: u32) {
 /// nor rewrite the audit trail. LSM refuses writes, creates, truncates,
 /// renames and removals there; compat kills a process that opens them for
 /// writing, and does not see rename or unlink (documented gap).
-#[test]
 fn guard_airlock_own_files_cannot_be_rewritten() {
     let d = daemon("ownfiles");
     let backend = d.backend();
@@ -580,3 +577,12 @@ fn guard_airlock_own_files_cannot_be_rewritten() {
     let status = d.status_json();
     assert!(gen(&status) <= first + 1, "the policy was replaced: {:#}", status["policy"]);
 }
+
+kernel_tests!(
+    guard_tamper_with_the_daemon_is_refused_or_killed,
+    guard_control_filesystems_and_daemon_proc_files,
+    guard_sigkill_of_the_daemon,
+    guard_event_flood_drops_are_counted_and_decisions_hold,
+    guard_protected_files_open_only_for_allowed_programs,
+    guard_airlock_own_files_cannot_be_rewritten,
+);

@@ -2,6 +2,9 @@
 //! SIGKILL leaves it in force, and a new daemon re-adopts the live sessions
 //! and audits what the kernel decided while no daemon ran.
 
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
 mod support;
 
 use std::net::TcpListener;
@@ -55,7 +58,6 @@ fn lines_of(d: &Daemon, session: &str, pred: impl Fn(&Value) -> bool) -> Vec<Val
     d.audit().into_iter().filter(|v| v["session_id"] == session && pred(v)).collect()
 }
 
-#[test]
 fn restart_after_sigkill_readopts_the_sessions_and_audits_the_backlog() {
     let denied = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     let port = denied.local_addr().unwrap().port();
@@ -154,7 +156,6 @@ fn restart_after_sigkill_readopts_the_sessions_and_audits_the_backlog() {
     drop(denied);
 }
 
-#[test]
 fn restart_replaces_pins_of_another_build_without_a_gap() {
     let mut d = Daemon::start("replace", &[("test-infra.json", &policy(9))], &[("agent.json", ROLE)]);
     let mut s = d.live_session("agent");
@@ -200,7 +201,6 @@ fn restart_replaces_pins_of_another_build_without_a_gap() {
     s.quit();
 }
 
-#[test]
 fn restart_after_stop_and_unload() {
     let mut d = Daemon::start("stop", &[("test-infra.json", &policy(9))], &[("agent.json", ROLE)]);
     // Without --release-on-exit, as systemd runs it: SIGTERM leaves the enforcement pinned.
@@ -240,7 +240,6 @@ fn restart_after_stop_and_unload() {
 /// A set whose link pin was removed while no daemon ran (its hook detached) is
 /// not adopted as if whole: the next start attaches a complete new set with
 /// the sessions' tags and removes the damaged one.
-#[test]
 fn restart_repairs_a_set_with_a_missing_link_pin() {
     let denied = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     let port = denied.local_addr().unwrap().port();
@@ -270,3 +269,10 @@ fn restart_repairs_a_set_with_a_missing_link_pin() {
     s.quit();
     drop(denied);
 }
+
+kernel_tests!(
+    restart_after_sigkill_readopts_the_sessions_and_audits_the_backlog,
+    restart_replaces_pins_of_another_build_without_a_gap,
+    restart_after_stop_and_unload,
+    restart_repairs_a_set_with_a_missing_link_pin,
+);

@@ -2,10 +2,16 @@
 //! where, that an edited policy is never overwritten or removed, and that the
 //! unit passes `systemd-analyze verify` where that tool exists.
 
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_airlock-agent");
+use support::AGENT;
+
 
 struct Root(PathBuf);
 
@@ -22,7 +28,6 @@ fn run(args: &[&str], root: &Path) -> String {
     text
 }
 
-#[test]
 fn install_and_uninstall_into_a_root() {
     assert!(nix::unistd::geteuid().is_root(), "install tests run as root (scripts/test.sh)");
     let root = Root(std::env::temp_dir().join(format!("airlock-install-test-{}", std::process::id())));
@@ -90,3 +95,7 @@ fn install_and_uninstall_into_a_root() {
     assert!(!state.exists());
     assert!(!std::fs::read_to_string(r.join("etc/group")).unwrap().contains("airlock:"));
 }
+
+kernel_tests!(
+    install_and_uninstall_into_a_root,
+);

@@ -8,6 +8,8 @@ pub const MAX_WORDS: usize = 64;
 pub const MAX_ACTIVE: usize = 16;
 pub const PATH_MAX: usize = 512;
 pub const FILENAME_MAX: usize = 256;
+/// Directory levels the kernel walks when it rebuilds a path.
+pub const PATH_DEPTH: usize = 32;
 pub const COMM_LEN: usize = 16;
 pub const MAX_ROLES: u32 = 1024;
 

@@ -1,14 +1,6 @@
-//! What the Airlock kernel programs and the daemon share: the kernel ABI
-//! (mirrored from `airlock-ebpf/src/bpf/airlock_abi.h`) and the policy model.
+//! What both sides of the kernel boundary share: the kernel ABI (mirrored
+//! field for field from `airlock-ebpf/src/bpf/airlock_abi.h`) and the content
+//! fingerprint the kernel computes for exec identity, byte for byte.
 
 pub mod abi;
 pub mod identity;
-pub mod policy;
-
-/// The gRPC API, `airlock.v1` (generated from `proto/airlock/v1/airlock.proto`).
-#[cfg(feature = "api")]
-pub mod api {
-    pub mod v1 {
-        tonic::include_proto!("airlock.v1");
-    }
-}

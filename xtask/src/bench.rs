@@ -81,6 +81,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let root = workspace_root()?;
     crate::run("build airlock-agent (release)", cargo().args(["build", "--release", "-p", "airlock-agent"]).current_dir(&root))?;
+    let store_bench = build_store_bench(&root)?;
     let tools = Tools {
         agent: target_dir(&root).join("release/airlock-agent"),
         xtask: std::env::current_exe().context("find the xtask executable")?,
@@ -96,7 +97,7 @@ pub fn run(args: &[String]) -> Result<()> {
     drop(stats);
     let (exec, connect, throughput, workload) = measured?;
     // The store section needs no kernel: it runs after the BPF measurements, on its own.
-    let store = store::run(&tools.agent, &work.0, plan.store_rows)?;
+    let store = store::run(&store_bench, &work.0, plan.store_rows)?;
     storms::wait_no_airlock_programs().context("after the bench: an Airlock program is still loaded")?;
 
     let load_after = sys::load_average();
@@ -122,6 +123,12 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The store section's program, optimized (SQLite's C included) as the daemon is.
+fn build_store_bench(root: &Path) -> Result<PathBuf> {
+    crate::run("build store-bench (release)", cargo().args(["build", "--release", "-p", "xtask", "--bin", "store-bench"]).current_dir(root))?;
+    Ok(target_dir(root).join("release/store-bench"))
+}
+
 /// `cargo xtask bench throughput`: the audit throughput section alone, quick
 /// plan (50,000/s and full speed), with the decision store's figures.
 fn throughput_only() -> Result<()> {
@@ -143,9 +150,9 @@ fn throughput_only() -> Result<()> {
 /// `cargo xtask bench store`: the decision store's section alone (no kernel, no root needed).
 fn store_only(rows: u64) -> Result<()> {
     let root = workspace_root()?;
-    crate::run("build airlock-agent (release)", cargo().args(["build", "--release", "-p", "airlock-agent"]).current_dir(&root))?;
+    let store_bench = build_store_bench(&root)?;
     let work = WorkDir::create()?;
-    let result = store::run(&target_dir(&root).join("release/airlock-agent"), &work.0, rows)?;
+    let result = store::run(&store_bench, &work.0, rows)?;
     println!("{}", report::store_text(&result));
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: the project's own build, test and benchmark helpers.
 
 mod bench;
+mod modgraph;
 mod test;
 mod vm;
 
@@ -14,8 +15,10 @@ commands:
   test          build everything, run every test (kernel tests need root), check the kernel is left clean
   clean-check   only check that no Airlock programs or pins are left in the kernel
   vm-test       run the kernel tests inside Debian kernels under qemu, both backends
-                [--kernel 6.1|6.12|all] [--backend lsm|compat|both]
-  bench         measure what Airlock costs against no agent, side by side [--quick]";
+                (vm-tests/matrix.toml) [--kernel K|all] [--backend B|both] [--filter NAME]
+                [--all-suites] [--jobs N]
+  bench         measure what Airlock costs against no agent, side by side [--quick]
+  modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +27,10 @@ fn main() -> ExitCode {
         Some("clean-check") => test::clean_check(),
         Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("modules") => match args.get(1) {
+            Some(dir) => modgraph::print(std::path::Path::new(dir)),
+            None => modgraph::print(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new("."))),
+        },
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -50,6 +57,20 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
         bail!("{what} failed ({status})");
     }
     Ok(())
+}
+
+/// Prints how long a phase took, and appends it to `$AIRLOCK_PHASES_FILE`
+/// when set (`scripts/test.sh` prints the file at the end of a CI run).
+pub fn phase(name: &str, took: std::time::Duration) {
+    let line = format!("{name}\t{:.0}", took.as_secs_f64());
+    eprintln!("==> phase: {name}: {:.0} s", took.as_secs_f64());
+    if let Some(file) = std::env::var_os("AIRLOCK_PHASES_FILE") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new().create(true).append(true).open(&file).and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            eprintln!("xtask: could not record the phase in {}: {e}", std::path::Path::new(&file).display());
+        }
+    }
 }
 
 pub fn is_root() -> bool {

@@ -1,25 +1,37 @@
 //! `cargo xtask test`: every test, then a check that the kernel is left clean.
 
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, is_root, run};
+use crate::{cargo, is_root, phase, run};
+
+/// The one test command: `cargo xtask test` builds and runs it, and
+/// `cargo xtask vm-test` takes the kernel suites from the same build.
+pub const TEST_ARGS: &[&str] = &["test", "--workspace", "--locked"];
 
 pub fn test(extra: &[String]) -> Result<()> {
     if !is_root() {
-        bail!("the kernel tests load eBPF programs: run as root (sudo ./scripts/test.sh)");
+        bail!("the kernel tests load eBPF programs: run as root (sudo ./scripts/test.sh); as a normal user, `cargo test` runs the rest and reports the kernel suites as skipped");
     }
     let before = leftovers()?;
-    run("build the workspace and its tests", cargo().args(["build", "--workspace", "--all-targets", "--locked"]))?;
-    let totals = run_tests(cargo().args(["test", "--workspace", "--locked"]).args(extra))?;
+    let build = Instant::now();
+    run("build the workspace and its tests", cargo().args(TEST_ARGS).arg("--no-run"))?;
+    phase("test: build", build.elapsed());
+    let tests = Instant::now();
+    let totals = run_tests(cargo().args(TEST_ARGS).args(extra))?;
+    phase("test: host tests", tests.elapsed());
     let after = leftovers()?;
     let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
     if !new.is_empty() {
         bail!("the tests left these in the kernel:\n  {}", new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "));
     }
     eprintln!("==> kernel left clean: no Airlock programs or pins remain");
-    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    for (name, why) in &totals.skipped {
+        println!("skipped: {name} ({why})");
+    }
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     Ok(())
 }
 
@@ -27,6 +39,9 @@ pub fn test(extra: &[String]) -> Result<()> {
 struct Totals {
     passed: u64,
     failed: u64,
+    ignored: u64,
+    /// Tests that reported themselves skipped here, and why.
+    skipped: Vec<(String, String)>,
 }
 
 /// Runs cargo test, passing its output through, and adds up every "test result:" line.
@@ -42,14 +57,24 @@ fn run_tests(cmd: &mut Command) -> Result<Totals> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             totals.passed += count_before(rest, " passed");
             totals.failed += count_before(rest, " failed");
+            totals.ignored += count_before(rest, " ignored");
+        } else if let Some((name, why)) = skipped_test(&line) {
+            totals.skipped.push((name, why));
         }
     }
     let status = child.wait().context("wait for cargo test")?;
     if !status.success() {
-        println!("tests: {} passed, {} failed", totals.passed, totals.failed.max(1));
+        println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed.max(1), totals.ignored);
         bail!("cargo test failed ({status})");
     }
     Ok(totals)
+}
+
+/// "test NAME ... ignored (REASON)" as (NAME, REASON).
+fn skipped_test(line: &str) -> Option<(String, String)> {
+    let (name, outcome) = line.strip_prefix("test ")?.rsplit_once(" ... ")?;
+    let reason = outcome.trim().strip_prefix("ignored")?.trim();
+    Some((name.trim().to_string(), reason.trim_start_matches('(').trim_end_matches(')').to_string()))
 }
 
 /// The number just before `label` in "ok. 9 passed; 0 failed; ...".
@@ -58,19 +83,6 @@ fn count_before(text: &str, label: &str) -> u64 {
         .and_then(|end| text[..end].rsplit(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::count_before;
-
-    #[test]
-    fn reads_counts_from_a_cargo_test_summary() {
-        let line = "ok. 9 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 5.78s";
-        assert_eq!(count_before(line, " passed"), 9);
-        assert_eq!(count_before(line, " failed"), 2);
-        assert_eq!(count_before("FAILED. 15 passed; 0 failed;", " passed"), 15);
-    }
 }
 
 pub fn clean_check() -> Result<()> {
@@ -103,4 +115,24 @@ pub fn leftovers() -> Result<Vec<String>> {
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn reads_counts_from_a_cargo_test_summary() {
+        let line = "ok. 9 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 5.78s";
+        assert_eq!(count_before(line, " passed"), 9);
+        assert_eq!(count_before(line, " failed"), 2);
+        assert_eq!(count_before("FAILED. 15 passed; 0 failed;", " passed"), 15);
+        assert_eq!(count_before(line, " ignored"), 0);
+    }
+
+    #[test]
+    fn skipped_tests_are_read_with_their_reason() {
+        assert_eq!(super::skipped_test("test a_python_client     ... ignored (no grpcio)"), Some(("a_python_client".into(), "no grpcio".into())));
+        assert_eq!(super::skipped_test("test b ... ok"), None);
+    }
 }

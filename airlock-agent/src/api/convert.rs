@@ -1,43 +1,11 @@
-//! The daemon's records as API messages.
+//! The daemon's session and status records as API messages. (Decisions need
+//! no conversion: the record every sink gets is the API's own message.)
 
-use airlock_common::api::v1 as pb;
+use airlock_api::v1 as pb;
 
-use crate::events::DecisionRecord;
-use crate::protocol::StatusReport;
+use crate::kernel::Startup;
+use crate::protocol::{LifecycleStatus, StatusReport};
 use crate::sessions::{SessionInfo, SessionState};
-
-/// An enriched decision as the API (and the store) carries it.
-pub fn decision_of(r: &DecisionRecord, id: u64) -> pb::Decision {
-    pb::Decision {
-        id,
-        time_unix_nanos: r.time_unix_nanos,
-        time: r.time.clone(),
-        host: r.host.clone(),
-        kind: r.kind.to_string(),
-        decision: r.decision.to_string(),
-        reason: r.reason.to_string(),
-        session_id: r.session_id.clone(),
-        role: r.role.clone(),
-        agent: r.agent.clone(),
-        uid: r.user.uid,
-        user: r.user.name.clone(),
-        pid: r.pid,
-        ppid: r.ppid,
-        comm: r.comm.clone(),
-        executable: r.executable.clone(),
-        argv: r.argv.clone(),
-        argv_truncated: r.argv_truncated,
-        cwd: r.cwd.clone(),
-        destination: r.destination.as_ref().map(|d| pb::Destination { address: d.address.clone(), port: d.port.into(), protocol: d.protocol.clone() }),
-        policy: r.policy.clone(),
-        rule: r.rule.clone(),
-        matched_by: r.matched_by.map(str::to_string),
-        stage: r.stage.map(str::to_string),
-        backend: r.backend.clone(),
-        policy_generation: r.policy_generation,
-        filename: r.filename.clone(),
-    }
-}
 
 pub fn state_of(s: SessionState) -> pb::SessionState {
     match s {
@@ -111,8 +79,7 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
 }
 
 /// Restart and pinning status, as the API reports it.
-fn lifecycle(l: crate::protocol::LifecycleStatus) -> pb::Lifecycle {
-    use crate::kernel::Startup;
+fn lifecycle(l: LifecycleStatus) -> pb::Lifecycle {
     let startup = match l.startup {
         Startup::Fresh => pb::Startup { kind: "fresh".into(), ..Default::default() },
         Startup::Adopted { set, pinned_by_pid, pinned_by_version, pinned_at } => {

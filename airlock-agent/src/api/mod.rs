@@ -1,5 +1,5 @@
-//! The gRPC API (`airlock.v1`, issue 4): served on its own Unix socket (root
-//! and the `airlock` group) and, when configured, on TCP with TLS and client
+//! The gRPC API (`airlock.v1`): served on its own Unix socket (root and the
+//! `airlock` group) and, when configured, on TCP with TLS and client
 //! certificates (plain TCP only with `--api-insecure`).
 //!
 //! The daemon's other socket (`agent.sock`, JSON lines, mode 0666) stays the
@@ -9,23 +9,20 @@
 //! The server runs on one thread with a single-threaded tokio runtime; the
 //! store queries it makes run on tokio's blocking pool (a few threads at most).
 
-mod convert;
+pub mod convert;
+pub mod ops;
 mod service;
-
-pub mod client;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use airlock_common::api::v1::airlock_server::AirlockServer;
+use airlock_api::v1::airlock_server::AirlockServer;
 use anyhow::{bail, Context, Result};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::daemon::Shared;
-
-pub use convert::{decision_of, session_of as convert_session, status_of as convert_status};
+use ops::AgentOps;
 
 /// Where and how the API is served.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +90,7 @@ impl Drop for ApiServer {
 
 /// Binds every listener now (so a bad address or file fails the start), then
 /// serves on a thread of its own.
-pub fn start(shared: Arc<Shared>, opts: &ApiOptions) -> Result<ApiServer> {
+pub fn start(agent: Arc<dyn AgentOps>, opts: &ApiOptions) -> Result<ApiServer> {
     opts.validate()?;
     let unix = bind_unix(&opts.socket)?;
     let tls = match &opts.tls {
@@ -121,7 +118,7 @@ pub fn start(shared: Arc<Shared>, opts: &ApiOptions) -> Result<ApiServer> {
                 }
             };
             rt.block_on(async move {
-                if let Err(e) = serve(shared, unix, tcp, tls, stop_rx).await {
+                if let Err(e) = serve(agent, unix, tcp, tls, stop_rx).await {
                     tracing::error!("API server: {e:#}");
                 }
             });
@@ -134,13 +131,13 @@ pub fn start(shared: Arc<Shared>, opts: &ApiOptions) -> Result<ApiServer> {
 }
 
 async fn serve(
-    shared: Arc<Shared>,
+    agent: Arc<dyn AgentOps>,
     unix: std::os::unix::net::UnixListener,
     tcp: Option<std::net::TcpListener>,
     tls: Option<ServerTlsConfig>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<()> {
-    let service = service::ApiService::new(shared);
+    let service = service::ApiService::new(agent);
     let unix = tokio::net::UnixListener::from_std(unix).context("register the API socket")?;
     let unix_server = Server::builder()
         .add_service(AirlockServer::new(service.clone()))

@@ -1,36 +1,34 @@
 //! The `airlock.v1.Airlock` service: each call is a thin translation to the
-//! daemon's own operations (daemon.rs) and the decision store (store.rs).
+//! agent's operations ([`AgentOps`]).
 
 use std::sync::Arc;
 
-use airlock_common::api::v1 as pb;
-use airlock_common::api::v1::airlock_server::Airlock;
+use airlock_api::decision::matches;
+use airlock_api::v1 as pb;
+use airlock_api::v1::airlock_server::Airlock;
+use airlock_store::{DEFAULT_PAGE, MAX_PAGE};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::daemon::{self, Shared};
-use crate::store;
+use super::ops::{AgentOps, RevokeError};
 
 #[derive(Clone)]
 pub struct ApiService {
-    shared: Arc<Shared>,
+    agent: Arc<dyn AgentOps>,
 }
 
 impl ApiService {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        ApiService { shared }
+    pub fn new(agent: Arc<dyn AgentOps>) -> Self {
+        ApiService { agent }
     }
 
-    /// Runs daemon work (locks, map syscalls, SQLite) off the async thread.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Shared) -> Result<T, Status> + Send + 'static,
-    ) -> Result<T, Status> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&shared)).await.map_err(|e| Status::internal(format!("API worker failed: {e}")))?
+    /// Runs agent work (locks, map syscalls, SQLite) off the async thread.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&dyn AgentOps) -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+        let agent = self.agent.clone();
+        tokio::task::spawn_blocking(move || f(agent.as_ref())).await.map_err(|e| Status::internal(format!("API worker failed: {e}")))?
     }
 }
 
@@ -60,16 +58,14 @@ fn caller<T>(req: &Request<T>) -> String {
 #[tonic::async_trait]
 impl Airlock for ApiService {
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let status = self.blocking(|s| daemon::api_status(s).map_err(internal)).await?;
+        let status = self.blocking(|a| a.status().map_err(internal)).await?;
         Ok(Response::new(status))
     }
 
     async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let want = req.into_inner().state;
         let sessions = self
-            .blocking(move |s| {
-                Ok(daemon::api_sessions(s).into_iter().filter(|x| want == 0 || x.state == want).collect::<Vec<_>>())
-            })
+            .blocking(move |a| Ok(a.sessions().into_iter().filter(|x| want == 0 || x.state == want).collect::<Vec<_>>()))
             .await?;
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
@@ -77,8 +73,8 @@ impl Airlock for ApiService {
     async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::Session>, Status> {
         let id = req.into_inner().id;
         let session = self
-            .blocking(move |s| {
-                daemon::api_sessions(s)
+            .blocking(move |a| {
+                a.sessions()
                     .into_iter()
                     .find(|x| x.id == id.trim())
                     .ok_or_else(|| Status::not_found(format!("no session {id:?}")))
@@ -92,10 +88,10 @@ impl Airlock for ApiService {
         let r = req.into_inner();
         let reason = if r.reason.trim().is_empty() { "revoked through the API".to_string() } else { r.reason };
         let outcome = self
-            .blocking(move |s| match daemon::revoke(s, &r.id, &by, &reason) {
+            .blocking(move |a| match a.revoke(&r.id, &by, &reason) {
                 Ok(o) => Ok(o),
-                Err(daemon::RevokeError::NotFound) => Err(Status::not_found(format!("no session {:?}", r.id))),
-                Err(daemon::RevokeError::Failed(e)) => Err(internal(e)),
+                Err(RevokeError::NotFound) => Err(Status::not_found(format!("no session {:?}", r.id))),
+                Err(RevokeError::Failed(e)) => Err(internal(e)),
             })
             .await?;
         Ok(Response::new(pb::RevokeSessionResponse {
@@ -112,12 +108,12 @@ impl Airlock for ApiService {
         } else {
             r.page_token.parse::<u64>().map_err(|_| Status::invalid_argument(format!("page_token {:?} is not one this API gave", r.page_token)))?
         };
-        if r.page_size as usize > store::MAX_PAGE {
-            return Err(Status::invalid_argument(format!("page_size {} is over the limit of {}", r.page_size, store::MAX_PAGE)));
+        if r.page_size as usize > MAX_PAGE {
+            return Err(Status::invalid_argument(format!("page_size {} is over the limit of {}", r.page_size, MAX_PAGE)));
         }
-        let page = if r.page_size == 0 { store::DEFAULT_PAGE } else { r.page_size as usize };
+        let page = if r.page_size == 0 { DEFAULT_PAGE } else { r.page_size as usize };
         let filter = r.filter.unwrap_or_default();
-        let (decisions, next) = self.blocking(move |s| s.store.query(&filter, before, page).map_err(internal)).await?;
+        let (decisions, next) = self.blocking(move |a| a.query(&filter, before, page).map_err(internal)).await?;
         Ok(Response::new(pb::QueryDecisionsResponse { decisions, next_page_token: next.map(|n| n.to_string()).unwrap_or_default() }))
     }
 
@@ -125,13 +121,13 @@ impl Airlock for ApiService {
 
     async fn stream_decisions(&self, req: Request<pb::StreamDecisionsRequest>) -> Result<Response<Self::StreamDecisionsStream>, Status> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let mut live = self.shared.live.subscribe();
+        let mut live = self.agent.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             loop {
                 match live.recv().await {
-                    Ok(d) => {
-                        if store::matches(&filter, &d) && tx.send(Ok((*d).clone())).await.is_err() {
+                    Ok(record) => {
+                        if matches(&filter, &record.decision) && tx.send(Ok(record.decision.clone())).await.is_err() {
                             break; // the client went away
                         }
                     }
@@ -154,14 +150,14 @@ impl Airlock for ApiService {
     async fn get_effective_policy(&self, req: Request<pb::GetEffectivePolicyRequest>) -> Result<Response<pb::EffectivePolicy>, Status> {
         let role = req.into_inner().role;
         let policy = self
-            .blocking(move |s| daemon::effective_policy(s, &role).map_err(|e| Status::not_found(format!("{e:#}"))))
+            .blocking(move |a| a.effective_policy(&role).map_err(|e| Status::not_found(format!("{e:#}"))))
             .await?;
         Ok(Response::new(policy))
     }
 
     async fn reload_policy(&self, _req: Request<pb::ReloadPolicyRequest>) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         let (version, generation) =
-            self.blocking(|s| daemon::reload_now(s).map_err(|e| Status::failed_precondition(format!("{e:#}")))).await?;
+            self.blocking(|a| a.reload().map_err(|e| Status::failed_precondition(format!("{e:#}")))).await?;
         Ok(Response::new(pb::ReloadPolicyResponse { version, generation }))
     }
 }

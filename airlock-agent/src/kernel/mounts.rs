@@ -1,4 +1,4 @@
-//! The pseudo file systems the programs need, found (never assumed) in /proc/self/mounts.
+//! The pseudo file systems the programs need, found (never assumed) in /proc/self/mountinfo.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use nix::mount::{mount, MsFlags};
 /// Where cgroup2 is mounted: /sys/fs/cgroup on systemd hosts, /sys/fs/cgroup/unified on hybrid ones.
 pub fn cgroup2_root() -> Result<PathBuf> {
     find_mount("cgroup2")?.context(
-        "no cgroup2 file system is mounted (looked in /proc/self/mounts); \
+        "no cgroup2 file system is mounted (looked in /proc/self/mountinfo); \
          the compat backend attaches its egress programs to the cgroup2 root",
     )
 }
@@ -49,20 +49,17 @@ fn ensure_mounted(fstype: &str, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a file system of `fstype` is mounted in this mount namespace (the first one).
 fn find_mount(fstype: &str) -> Result<Option<PathBuf>> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").context("read /proc/self/mounts")?;
-    Ok(parse_mounts(&mounts, fstype))
+    let mounts = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .context("read /proc/self/mountinfo")?;
+    // procfs hands the field over as the kernel wrote it, with space, tab,
+    // newline and backslash escaped as octal.
+    Ok(mounts.into_iter().find(|m| m.fs_type == fstype).map(|m| PathBuf::from(unescape_mount_path(&m.mount_point.to_string_lossy()))))
 }
 
-fn parse_mounts(mounts: &str, fstype: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_source, target, ty) = (fields.next()?, fields.next()?, fields.next()?);
-        (ty == fstype).then(|| PathBuf::from(unescape_mount_path(target)))
-    })
-}
-
-/// /proc/self/mounts escapes space, tab, newline and backslash as octal.
+/// Mount paths escape space, tab, newline and backslash as octal.
 fn unescape_mount_path(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -93,12 +90,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_cgroup2_in_a_hybrid_layout() {
-        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(parse_mounts(mounts, "cgroup2"), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(parse_mounts(mounts, "bpf"), None);
+    fn finds_proc_where_it_is_mounted() {
+        assert_eq!(find_mount("proc").expect("mountinfo").as_deref(), Some(Path::new("/proc")));
+        assert_eq!(find_mount("no-such-fs").expect("mountinfo"), None);
     }
 
     #[test]

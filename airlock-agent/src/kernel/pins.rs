@@ -22,7 +22,10 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 use serde::{Deserialize, Serialize};
 
-use super::{Hook, MapSizes};
+use super::types::{Hook, MapSizes};
+
+/// Where the enforcement is pinned unless `--pin-dir` says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 
 /// Version of this layout and of the meta record; a different one is never adopted.
 pub const LAYOUT: u32 = 1;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;

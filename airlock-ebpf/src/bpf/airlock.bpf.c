@@ -11,7 +11,9 @@
 #include "exec.bpf.h"
 #include "net.bpf.h"
 #include "unix.bpf.h"
-#include "guard.bpf.h"
+#include "protected_files.bpf.h"
+#include "tamper_lsm.bpf.h"
+#include "tamper_compat.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -21,3 +23,12 @@ struct airlock_net_event *unused_net_event __attribute__((unused));
 struct airlock_guard_event *unused_guard_event __attribute__((unused));
 struct airlock_unix_event *unused_unix_event __attribute__((unused));
 struct airlock_unix_key *unused_unix_key __attribute__((unused));
+
+/* Anchor the ABI's enums in BTF so the ABI test can check their values. */
+enum airlock_event_kind *unused_event_kind __attribute__((unused));
+enum airlock_decision *unused_decision __attribute__((unused));
+enum airlock_reason *unused_reason __attribute__((unused));
+enum airlock_backend *unused_backend __attribute__((unused));
+enum airlock_match_via *unused_match_via __attribute__((unused));
+enum airlock_identity_key_kind *unused_identity_key_kind __attribute__((unused));
+enum airlock_guard_op *unused_guard_op __attribute__((unused));

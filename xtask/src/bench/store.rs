@@ -1,7 +1,7 @@
-//! The decision store's section (issue 4): `airlock-agent bench-store` fills a
-//! scratch store with synthetic decisions through the daemon's own batched
-//! writer and times the API's queries on it. The figures are printed, never
-//! asserted (machines are noisy).
+//! The decision store's section: `store-bench` (this crate's second binary,
+//! built in release) fills a scratch store with synthetic decisions through
+//! the store's own batched writer and times the API's queries on it. The
+//! figures are printed, never asserted (machines are noisy).
 
 use std::path::Path;
 use std::process::Command;
@@ -18,21 +18,21 @@ pub struct StoreResult {
     pub queries: Vec<(String, u64, f64, f64)>,
 }
 
-pub fn run(agent: &Path, work: &Path, rows: u64) -> Result<StoreResult> {
+pub fn run(store_bench: &Path, work: &Path, rows: u64) -> Result<StoreResult> {
     let dir = work.join("store-bench");
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("==> store: {rows} decisions into a scratch store, then the API's queries");
-    let out = Command::new(agent)
-        .args(["bench-store", "--dir"])
+    let out = Command::new(store_bench)
+        .arg("--dir")
         .arg(&dir)
         .args(["--rows", &rows.to_string()])
         .output()
-        .with_context(|| format!("run {} bench-store", agent.display()))?;
+        .with_context(|| format!("run {}", store_bench.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
-        bail!("bench-store failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("store-bench failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let v: Value = serde_json::from_slice(&out.stdout).context("bench-store's report is not JSON")?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("store-bench's report is not JSON")?;
     let queries = v["queries"]
         .as_array()
         .context("no queries in the report")?

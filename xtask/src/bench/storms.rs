@@ -247,7 +247,7 @@ impl Storms<'_> {
         }
         let mut untagged = 0.0;
         let mut governed = 0.0;
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round.is_multiple_of(2) { [false, true] } else { [true, false] };
         for governed_run in order {
             let tagging = if governed_run { Tagging::Governed(&daemon) } else { Tagging::Untagged };
             let bpf_before = BpfSnapshot::take()?;
@@ -407,7 +407,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -1,0 +1,43 @@
+//! What the API asks of the agent. The daemon implements it; the API knows
+//! nothing else about the daemon, so control flows one way: API -> agent
+//! facade -> kernel.
+
+use std::sync::Arc;
+
+use airlock_api::v1 as pb;
+use anyhow::Result;
+use tokio::sync::broadcast;
+
+use crate::pipeline::Record;
+use crate::sessions::SessionInfo;
+
+pub enum RevokeError {
+    NotFound,
+    Failed(anyhow::Error),
+}
+
+pub struct RevokeOutcome {
+    pub session: SessionInfo,
+    /// Distinct processes sent SIGKILL.
+    pub killed: u32,
+    pub rounds: u32,
+    /// Processes still tagged when the call returned (0 on success).
+    pub remaining: u32,
+}
+
+/// The agent's operations the API serves. Calls may block (locks, map
+/// syscalls, SQLite): the service runs them on tokio's blocking pool.
+pub trait AgentOps: Send + Sync + 'static {
+    fn status(&self) -> Result<pb::StatusResponse>;
+    /// Every session, newest first.
+    fn sessions(&self) -> Vec<pb::Session>;
+    fn revoke(&self, id: &str, by: &str, reason: &str) -> Result<RevokeOutcome, RevokeError>;
+    /// Stored decisions matching `filter`, newest first, older than `before`.
+    fn query(&self, filter: &pb::DecisionFilter, before: u64, page: usize) -> Result<(Vec<pb::Decision>, Option<u64>)>;
+    /// Decisions as they are made.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Record>>;
+    /// The rules a role (empty: the default role) is held to now.
+    fn effective_policy(&self, role: &str) -> Result<pb::EffectivePolicy>;
+    /// Reloads the policy now: the version and generation in force.
+    fn reload(&self) -> Result<(String, u32)>;
+}

@@ -1,0 +1,45 @@
+//! The agent's side of the API: [`AgentOps`] over the facade.
+
+use std::sync::Arc;
+
+use airlock_api::v1 as pb;
+use anyhow::{Context, Result};
+use tokio::sync::broadcast;
+
+use super::agent::{lock, Agent};
+use crate::api::ops::{AgentOps, RevokeError, RevokeOutcome};
+use crate::pipeline::Record;
+use crate::policy::effective::effective_policy;
+
+impl AgentOps for Agent {
+    fn status(&self) -> Result<pb::StatusResponse> {
+        self.api_status()
+    }
+
+    fn sessions(&self) -> Vec<pb::Session> {
+        self.api_sessions()
+    }
+
+    fn revoke(&self, id: &str, by: &str, reason: &str) -> Result<RevokeOutcome, RevokeError> {
+        Agent::revoke(self, id, by, reason)
+    }
+
+    fn query(&self, filter: &pb::DecisionFilter, before: u64, page: usize) -> Result<(Vec<pb::Decision>, Option<u64>)> {
+        self.store.query(filter, before, page)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        self.live.subscribe()
+    }
+
+    fn effective_policy(&self, role: &str) -> Result<pb::EffectivePolicy> {
+        let role = if role.trim().is_empty() { self.default_role() } else { role.trim().to_string() };
+        let store = lock(&self.policy);
+        let current = store.current().context("no policy is in force")?;
+        effective_policy(current, store.generation(), &role, &store.host_status())
+    }
+
+    fn reload(&self) -> Result<(String, u32)> {
+        self.reload_now()
+    }
+}

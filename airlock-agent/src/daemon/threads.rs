@@ -1,0 +1,98 @@
+//! The daemon's background threads besides the event thread: the watcher
+//! (policy files, session ends, protected files, memory, systemd's watchdog),
+//! the DNS refresher and the reload thread.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::agent::{lock, Agent};
+
+/// How often the watcher returns the allocator's free memory to the kernel.
+const HEAP_TRIM_EVERY: Duration = Duration::from_secs(10);
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+impl Agent {
+    /// Every 0.5 s: asks for a reload if the policy files changed, marks
+    /// sessions whose root process exited, re-resolves the protected files,
+    /// and feeds systemd's watchdog (from the loop that also reaps: a wedged
+    /// daemon misses it and systemd restarts it).
+    pub fn watch_loop(&self) -> Result<()> {
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut last_ping = Instant::now();
+        let mut last_trim = Instant::now();
+        while !self.shutdown.load(Ordering::SeqCst) {
+            std::thread::sleep(WATCH_EVERY);
+            if last_trim.elapsed() >= HEAP_TRIM_EVERY {
+                // After a burst of decisions the allocator holds what the burst needed.
+                release_free_heap();
+                last_trim = Instant::now();
+            }
+            let changed = lock(&self.policy).changed_on_disk();
+            if changed {
+                self.request_reload("policy directory changed");
+            }
+            for id in lock(&self.sessions).reap() {
+                tracing::info!(session = %id, "session root exited");
+            }
+            // Files created (or replaced) since the last tick become protected.
+            if let Err(e) = self.refresh_protected() {
+                tracing::warn!("{e:#}");
+            }
+            if let Some(interval) = watchdog {
+                if last_ping.elapsed() >= interval / 2 {
+                    crate::systemd::notify(&[sd_notify::NotifyState::Watchdog]);
+                    last_ping = Instant::now();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-resolves hostname rules whose answer expired. Lookups run without
+    /// the policy lock; the answers are applied under it.
+    pub fn dns_loop(&self) -> Result<()> {
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let (due, client, next) = lock(&self.policy).hosts_due();
+            if due.is_empty() {
+                let nap = next.unwrap_or(WATCH_EVERY).min(WATCH_EVERY);
+                std::thread::sleep(nap.max(Duration::from_millis(50)));
+                continue;
+            }
+            let answers = client.resolve_all(&due);
+            if let Err(e) = lock(&self.policy).refresh_hosts(&self.kernel, answers) {
+                tracing::error!("hostname rules: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the reloads SIGHUP and the policy directory's watcher ask for.
+    pub fn reload_loop(&self) -> Result<()> {
+        loop {
+            let mut request = lock(&self.reload_request);
+            while request.is_none() && !self.shutdown.load(Ordering::SeqCst) {
+                request = self.reload_wakeup.wait(request).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let why = request.take().unwrap_or("reload");
+            drop(request);
+            match self.reload_now() {
+                Ok((version, generation)) => tracing::info!(%version, generation, why, "policy reloaded"),
+                Err(e) => tracing::error!(why, "{e:#}"),
+            }
+        }
+    }
+}
+
+/// Returns the allocator's free memory to the kernel. glibc keeps freed
+/// blocks for reuse; after the large, short-lived allocations of loading (the
+/// kernel's BTF) and of a policy compile, that is megabytes of resident memory
+/// nothing will use again.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -1,0 +1,101 @@
+//! Ring-buffer records decoded into kernel events, and the byte layouts they
+//! carry (NUL-separated argv, paths sent leaf first).
+
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, UnixEvent};
+
+/// A raw event, decoded but not yet enriched.
+#[derive(Debug, Clone)]
+pub enum KernelEvent {
+    Exec(Box<ExecEvent>),
+    Net(NetEvent),
+    /// A connect or datagram to a Unix socket.
+    Unix(Box<UnixEvent>),
+    /// A tamper attempt or a protected-file open.
+    Guard(Box<GuardEvent>),
+}
+
+impl KernelEvent {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            KernelEvent::Exec(e) => &e.hdr,
+            KernelEvent::Net(e) => &e.hdr,
+            KernelEvent::Unix(e) => &e.hdr,
+            KernelEvent::Guard(e) => &e.hdr,
+        }
+    }
+}
+
+/// Decodes one ring-buffer record; `None` for a record of unknown kind or size.
+pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
+    let hdr: EventHeader = from_bytes(bytes)?;
+    match hdr.kind {
+        abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
+        abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
+        abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
+        abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => from_prefix_bytes::<GuardEvent>(bytes).map(KernelEvent::Guard),
+        _ => None,
+    }
+}
+
+/// The text of a NUL-terminated (or full) byte array.
+pub fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// argv as the kernel stores it: words separated (and ended) by NUL.
+pub fn split_argv(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes.split(|&b| b == 0).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
+}
+
+/// Rebuilds a path from components sent leaf first ("tool\0bin\0usr\0").
+pub fn path_from_components(bytes: &[u8]) -> String {
+    let parts: Vec<String> = split_argv(bytes);
+    if parts.is_empty() {
+        return "/".to_string();
+    }
+    let mut path = String::new();
+    for part in parts.iter().rev() {
+        path.push('/');
+        path.push_str(part);
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rebuilt_root_first() {
+        assert_eq!(path_from_components(b"terraform\0bin\0usr\0"), "/usr/bin/terraform");
+        assert_eq!(path_from_components(b""), "/");
+        assert_eq!(path_from_components(b"tmp\0"), "/tmp");
+    }
+
+    #[test]
+    fn argv_splits_on_nul() {
+        assert_eq!(split_argv(b"terraform\0apply\0"), vec!["terraform", "apply"]);
+        assert_eq!(split_argv(b"a\0\0b\0"), vec!["a", "", "b"]);
+        assert!(split_argv(b"").is_empty());
+        // A truncated block has no final NUL: the partial word is kept.
+        assert_eq!(split_argv(b"ls\0-l"), vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn decode_rejects_short_and_unknown_records() {
+        assert!(decode(&[0u8; 4]).is_none());
+        let mut hdr = EventHeader { kind: 99, ..Default::default() };
+        assert!(decode(abi::as_bytes(&hdr)).is_none());
+        hdr.kind = abi::EVENT_CONNECT;
+        let net = NetEvent { hdr, family: libc::AF_INET as u16, port: 443, protocol: 6, addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+        match decode(abi::as_bytes(&net)) {
+            Some(KernelEvent::Net(n)) => assert_eq!((n.port, n.addr[0]), (443, 10)),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The audit trail sink: one JSON object per line in `<state-dir>/audit.jsonl`,
+//! the decision's own JSON form (the same as `decisions --json`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{Record, Sink};
+
+/// What `status` reports of the trail.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    pub path: PathBuf,
+    pub lines: AtomicU64,
+}
+
+pub struct AuditSink {
+    out: BufWriter<File>,
+    stats: Arc<AuditStats>,
+}
+
+impl AuditSink {
+    pub fn open(path: &Path) -> Result<AuditSink> {
+        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("open the audit trail {}", path.display()))?;
+        Ok(AuditSink { out: BufWriter::new(file), stats: Arc::new(AuditStats { path: path.to_path_buf(), lines: AtomicU64::new(0) }) })
+    }
+
+    pub fn stats(&self) -> Arc<AuditStats> {
+        self.stats.clone()
+    }
+}
+
+impl Sink for AuditSink {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    /// The line is encoded whole first, so the buffer never splits a record
+    /// across two writes: a reader tailing the file sees whole lines.
+    fn accept(&mut self, record: &Arc<Record>) -> Result<()> {
+        let mut line = serde_json::to_vec(&record.decision).context("encode an audit record")?;
+        line.push(b'\n');
+        self.out.write_all(&line).context("write the audit trail")?;
+        self.stats.lines.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().with_context(|| format!("flush {}", self.stats.path.display()))
+    }
+}

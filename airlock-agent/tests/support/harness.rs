@@ -1,0 +1,69 @@
+//! The kernel suites' test runner (libtest-mimic, `harness = false`): each
+//! suite lists its tests in `kernel_tests!`. A suite needs root; for a normal
+//! user every test is reported as ignored with the reason, never as passed,
+//! and a test that cannot check something in this environment calls [`skip`]
+//! and is reported as ignored with its reason too.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+/// The payload of a test that skipped itself.
+struct Skipped(String);
+
+/// Ends the running test as skipped (reported `ignored (reason)`, counted as
+/// skipped by the runners, never as passed).
+pub fn skip(reason: impl Into<String>) -> ! {
+    std::panic::panic_any(Skipped(reason.into()))
+}
+
+/// Runs `tests` (name, function) with the command line's filters and threads.
+pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("kernel suite skipped: its {} tests load eBPF programs and need root (sudo ./scripts/test.sh)", tests.len());
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<Skipped>().is_none() {
+            default_hook(info);
+        }
+    }));
+    let trials = tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::ignorable_test(name, move || {
+                if !root {
+                    return Ok(Completion::ignored_with("needs root"));
+                }
+                match catch_unwind(AssertUnwindSafe(test)) {
+                    Ok(()) => Ok(Completion::Completed),
+                    Err(payload) => match payload.downcast::<Skipped>() {
+                        Ok(skipped) => Ok(Completion::ignored_with(skipped.0)),
+                        Err(payload) => Err(Failed::from(panic_message(&*payload))),
+                    },
+                }
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the test panicked".to_string())
+}
+
+/// `fn main` of a suite: the tests it runs, by name.
+#[macro_export]
+macro_rules! kernel_tests {
+    ($($test:ident),* $(,)?) => {
+        fn main() -> std::process::ExitCode {
+            support::harness::run(&[$((stringify!($test), $test as fn())),*])
+        }
+    };
+}

@@ -1,0 +1,475 @@
+//! Turning loaded policies into per-role rule sets and the kernel table
+//! entries that enforce them.
+
+use std::collections::BTreeMap;
+
+use airlock_common::abi::{
+    word_hash, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
+    TrieValue, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES,
+};
+use ipnet::IpNet;
+
+use crate::egress::{unix_key, EgressSink};
+use crate::load::LoadedPolicies;
+use crate::model::{EgressDefault, HomePattern, Policy, Status};
+use crate::tables::PolicyTables;
+
+/// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
+/// as "none") and never reused while the allocator lives, so a reload can
+/// install its entries beside the ones in force and then switch role sets
+/// atomically, without a window where an old id means something new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdAllocator {
+    next_set: u32,
+    next_node: u32,
+    next_rule: u32,
+}
+
+impl Default for IdAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IdAllocator {
+    pub fn new() -> Self {
+        IdAllocator {
+            next_set: 1,
+            next_node: 1,
+            next_rule: 1,
+        }
+    }
+
+    /// Panics after 2^32 - 1 ids of one kind: reusing one would let a stale
+    /// kernel entry speak for a new rule, which is worse than stopping.
+    fn take(counter: &mut u32, what: &str) -> u32 {
+        let id = *counter;
+        match counter.checked_add(1) {
+            Some(next) => *counter = next,
+            None => panic!("{what} ids exhausted; restart the agent to start a fresh id space"),
+        }
+        id
+    }
+
+    pub fn set_id(&mut self) -> u32 {
+        Self::take(&mut self.next_set, "rule set")
+    }
+
+    pub fn node_id(&mut self) -> u32 {
+        Self::take(&mut self.next_node, "trie node")
+    }
+
+    pub fn rule_id(&mut self) -> u32 {
+        Self::take(&mut self.next_rule, "rule")
+    }
+
+    /// Restart: an allocator whose ids are all above those a previous daemon
+    /// left live in the pinned maps, so new entries never collide with them.
+    pub fn starting_after(max_set: u32, max_node: u32, max_rule: u32) -> Self {
+        let next = |max: u32| max.checked_add(1).expect("the pinned maps hold the largest possible id");
+        IdAllocator {
+            next_set: next(max_set),
+            next_node: next(max_node),
+            next_rule: next(max_rule),
+        }
+    }
+}
+
+/// A blocked command as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRule {
+    pub rule_id: u32,
+    pub policy_id: String,
+    pub program: String,
+    pub words: Vec<String>,
+    pub text: String,
+}
+
+/// An egress deny rule as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    pub net: IpNet,
+    /// Empty means every port.
+    pub ports: Vec<u16>,
+    pub text: String,
+}
+
+/// A hostname rule as enforced for one role: the daemon resolves `host` and
+/// installs its addresses under `rule_id` in the role's deny (or allow) tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    pub host: String,
+    /// Empty means every port.
+    pub ports: Vec<u16>,
+    pub text: String,
+    /// True for an `egress.allow` entry.
+    pub allow: bool,
+}
+
+/// A Unix socket rule as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixRuleCompiled {
+    pub rule_id: u32,
+    pub policy_id: String,
+    /// The bytes matched (`@` and the name for abstract sockets).
+    pub path: Vec<u8>,
+    pub prefix: bool,
+    pub text: String,
+}
+
+/// guard: a protected file as enforced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRuleCompiled {
+    pub rule_id: u32,
+    /// The first active policy of the role that protects the file.
+    pub policy_id: String,
+    pub pattern: HomePattern,
+    /// The kernel's name for the file class: FNV-1a of the pattern text.
+    pub class_hash: u64,
+    /// Programs every policy protecting the file allows (the intersection).
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRole {
+    pub set_id: u32,
+    /// The active policies the role enforces, in the role's order.
+    pub policies: Vec<String>,
+    pub commands: Vec<CommandRule>,
+    pub egress: Vec<EgressRuleCompiled>,
+    /// net: Unix socket rules (broker escapes).
+    pub unix: Vec<UnixRuleCompiled>,
+    /// net: hostname rules (deny and allow), resolved by the daemon.
+    pub hosts: Vec<HostRuleCompiled>,
+    /// net: `egress.allow` address rules (in force when `egress_default_deny`).
+    pub allow: Vec<EgressRuleCompiled>,
+    /// net: the role's `egress_default` is `deny`.
+    pub egress_default_deny: bool,
+    /// guard: protected files.
+    pub files: Vec<FileRuleCompiled>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleKind {
+    Command { text: String },
+    Egress { text: String },
+    /// net: an `egress.unix_deny` pattern.
+    Unix { text: String },
+    /// guard: a protected file pattern.
+    File { text: String },
+}
+
+impl RuleKind {
+    /// The rule as the policy wrote it.
+    pub fn text(&self) -> &str {
+        match self {
+            RuleKind::Command { text } | RuleKind::Egress { text } | RuleKind::Unix { text } | RuleKind::File { text } => text,
+        }
+    }
+}
+
+/// What a rule id in a kernel event stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRef {
+    pub policy_id: String,
+    pub role_id: String,
+    pub kind: RuleKind,
+}
+
+/// Everything the daemon installs for one policy generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    /// Fingerprint of the policy content (see [`LoadedPolicies::version`]).
+    pub version: String,
+    pub roles: BTreeMap<String, CompiledRole>,
+    pub rules: BTreeMap<u32, RuleRef>,
+    /// The kernel table entries of every role's rule set.
+    pub tables: PolicyTables,
+    pub role_sets: Vec<(String, RoleSet)>,
+    /// guard: every protected pattern of any role, by class: what the daemon resolves in homes.
+    pub protected: BTreeMap<u64, HomePattern>,
+}
+
+impl CompiledPolicy {
+    pub fn role(&self, id: &str) -> Option<&CompiledRole> {
+        self.roles.get(id)
+    }
+
+    pub fn rule(&self, rule_id: u32) -> Option<&RuleRef> {
+        self.rules.get(&rule_id)
+    }
+}
+
+/// Compiles every role into its own rule set. Only active policies count;
+/// every key maps to the first rule that produced it, in role, policy and
+/// rule order, so the same input always yields the same tables.
+pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy {
+    let mut out = CompiledPolicy {
+        version: loaded.version(),
+        roles: BTreeMap::new(),
+        rules: BTreeMap::new(),
+        tables: PolicyTables::default(),
+        role_sets: Vec::new(),
+        protected: BTreeMap::new(),
+    };
+    let by_id: BTreeMap<&str, &Policy> =
+        loaded.policies.iter().map(|p| (p.id.as_str(), p)).collect();
+    let mut roles: Vec<_> = loaded.roles.iter().collect();
+    roles.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut programs = BTreeMap::new();
+    let mut trie = BTreeMap::new();
+    let mut egress4 = BTreeMap::new();
+    let mut egress6 = BTreeMap::new();
+    let mut unix = BTreeMap::new();
+    let mut allow4 = BTreeMap::new();
+    let mut allow6 = BTreeMap::new();
+
+    for role in roles {
+        let role_id = role.id.to_string();
+        let set_id = ids.set_id();
+        let mut compiled = CompiledRole {
+            set_id,
+            policies: Vec::new(),
+            commands: Vec::new(),
+            egress: Vec::new(),
+            unix: Vec::new(),
+            hosts: Vec::new(),
+            allow: Vec::new(),
+            egress_default_deny: role.egress_default == EgressDefault::Deny,
+            files: Vec::new(),
+        };
+        let mut listed = std::collections::BTreeSet::new();
+        for pid in &role.policies {
+            let Some(policy) = by_id.get(pid.as_str()) else {
+                continue;
+            };
+            if policy.status != Status::Active || !listed.insert(pid.as_str()) {
+                continue;
+            }
+            compiled.policies.push(pid.to_string());
+            // Every rule gets a fresh id and an entry events can be named by.
+            let mut new_rule = |kind: RuleKind| {
+                let rule_id = ids.rule_id();
+                out.rules.insert(rule_id, RuleRef { policy_id: pid.to_string(), role_id: role_id.clone(), kind });
+                rule_id
+            };
+            for cmd in &policy.blocked_commands {
+                let rule_id = new_rule(RuleKind::Command { text: cmd.text.clone() });
+                compiled.commands.push(CommandRule {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    program: cmd.program.clone(),
+                    words: cmd.words.clone(),
+                    text: cmd.text.clone(),
+                });
+            }
+            for rule in &policy.egress.deny {
+                let rule_id = new_rule(RuleKind::Egress { text: rule.text.clone() });
+                compiled.egress.push(EgressRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    net: rule.net,
+                    ports: rule.ports.clone(),
+                    text: rule.text.clone(),
+                });
+            }
+            for (rules, allow) in [(&policy.egress.deny_hosts, false), (&policy.egress.allow_hosts, true)] {
+                for rule in rules {
+                    let text = if allow { format!("allow {}", rule.text) } else { rule.text.clone() };
+                    let rule_id = new_rule(RuleKind::Egress { text: text.clone() });
+                    compiled.hosts.push(HostRuleCompiled {
+                        rule_id,
+                        policy_id: pid.to_string(),
+                        host: rule.host.clone(),
+                        ports: rule.ports.clone(),
+                        text,
+                        allow,
+                    });
+                }
+            }
+            for rule in &policy.egress.allow {
+                let text = format!("allow {}", rule.text);
+                let rule_id = new_rule(RuleKind::Egress { text: text.clone() });
+                compiled.allow.push(EgressRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    net: rule.net,
+                    ports: rule.ports.clone(),
+                    text,
+                });
+            }
+            for rule in &policy.egress.unix_deny {
+                let rule_id = new_rule(RuleKind::Unix { text: rule.text.clone() });
+                compiled.unix.push(UnixRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    path: rule.path.clone(),
+                    prefix: rule.prefix,
+                    text: rule.text.clone(),
+                });
+            }
+            // guard: each policy protecting a file must allow a program for the role to allow it.
+            for file in &policy.protected_files {
+                let allow: Vec<String> = file.allow.iter().map(|a| a.0.clone()).collect();
+                if let Some(existing) = compiled.files.iter_mut().find(|f| f.pattern.text == file.path.text) {
+                    existing.allow.retain(|a| allow.contains(a));
+                    continue;
+                }
+                let rule_id = new_rule(RuleKind::File { text: file.path.text.clone() });
+                compiled.files.push(FileRuleCompiled {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    pattern: file.path.clone(),
+                    class_hash: word_hash(file.path.text.as_bytes()),
+                    allow,
+                });
+            }
+        }
+        for file in &compiled.files {
+            out.protected.insert(file.class_hash, file.pattern.clone());
+            out.tables.file_rules.push((
+                FileRuleKey { set_id, pad: 0, class_hash: file.class_hash },
+                FileRuleValue { rule_id: file.rule_id, pad: 0 },
+            ));
+            for program in &file.allow {
+                out.tables.file_allow.push((
+                    FileAllowKey {
+                        set_id,
+                        pad: 0,
+                        class_hash: file.class_hash,
+                        name_hash: word_hash(program.as_bytes()),
+                    },
+                    1,
+                ));
+            }
+        }
+
+        for cmd in &compiled.commands {
+            add_command(set_id, cmd, ids, &mut programs, &mut trie);
+        }
+        for rule in &compiled.egress {
+            let mut sink = EgressSink {
+                set_id,
+                rule_id: rule.rule_id,
+                v4: &mut egress4,
+                v6: &mut egress6,
+            };
+            let ports: &[u16] = if rule.ports.is_empty() {
+                &[0]
+            } else {
+                &rule.ports
+            };
+            for &port in ports {
+                sink.add(rule.net, port);
+            }
+        }
+
+        // Deny wins across a role's policies: a switch is off for the role only
+        // when it has active policies and every one of them turns it off.
+        let active: Vec<&Policy> = compiled
+            .policies
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        let mut flags = 0;
+        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_fileless) {
+            flags |= ROLE_ALLOW_FILELESS;
+        }
+        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
+            flags |= ROLE_ALLOW_LOADER;
+        }
+        for rule in &compiled.allow {
+            let mut sink = EgressSink {
+                set_id,
+                rule_id: rule.rule_id,
+                v4: &mut allow4,
+                v6: &mut allow6,
+            };
+            let ports: &[u16] = if rule.ports.is_empty() { &[0] } else { &rule.ports };
+            for &port in ports {
+                sink.add(rule.net, port);
+            }
+        }
+        for rule in &compiled.unix {
+            unix.entry(unix_key(set_id, &rule.path, rule.prefix))
+                .or_insert(EgressValue {
+                    rule_id: rule.rule_id,
+                    pad: 0,
+                });
+        }
+        if !compiled.unix.is_empty() {
+            flags |= ROLE_UNIX_RULES;
+        }
+        if compiled.egress_default_deny {
+            flags |= ROLE_EGRESS_DEFAULT_DENY;
+        }
+        out.role_sets
+            .push((role_id.clone(), RoleSet { set_id, flags }));
+        out.roles.insert(role_id, compiled);
+    }
+
+    out.tables.programs = programs.into_iter().collect();
+    out.tables.trie = trie.into_iter().collect();
+    out.tables.egress4 = egress4.into_iter().collect();
+    out.tables.egress6 = egress6.into_iter().collect();
+    out.tables.unix = unix.into_iter().collect();
+    out.tables.allow4 = allow4.into_iter().collect();
+    out.tables.allow6 = allow6.into_iter().collect();
+    out
+}
+
+fn add_command(
+    set_id: u32,
+    cmd: &CommandRule,
+    ids: &mut IdAllocator,
+    programs: &mut BTreeMap<ProgramKey, ProgramValue>,
+    trie: &mut BTreeMap<TrieKey, TrieValue>,
+) {
+    // Keyed by hash, not name: two names the kernel cannot tell apart must
+    // share one entry, or the later insert would overwrite the earlier.
+    let key = ProgramKey {
+        set_id,
+        pad: 0,
+        name_hash: word_hash(cmd.program.as_bytes()),
+    };
+    let prog = programs.entry(key).or_insert_with(|| ProgramValue {
+        root_node: ids.node_id(),
+        block_all_rule: 0,
+    });
+    let Some((last, init)) = cmd.words.split_last() else {
+        if prog.block_all_rule == 0 {
+            prog.block_all_rule = cmd.rule_id;
+        }
+        return;
+    };
+    let mut node = prog.root_node;
+    for word in init {
+        let entry = trie
+            .entry(TrieKey {
+                node,
+                pad: 0,
+                word_hash: word_hash(word.as_bytes()),
+            })
+            .or_default();
+        if entry.next_node == 0 {
+            entry.next_node = ids.node_id();
+        }
+        node = entry.next_node;
+    }
+    let entry = trie
+        .entry(TrieKey {
+            node,
+            pad: 0,
+            word_hash: word_hash(last.as_bytes()),
+        })
+        .or_default();
+    if entry.rule_id == 0 {
+        entry.rule_id = cmd.rule_id;
+    }
+}
+

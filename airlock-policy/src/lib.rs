@@ -1,0 +1,37 @@
+//! Airlock policies: the model (policy and role documents, each field
+//! validated as it is parsed), loading with `FILE:LINE:COL: FIELD: MESSAGE`
+//! diagnostics, compilation into the kernel's tables as one typed value
+//! ([`PolicyTables`]), and the reference matchers that define what those
+//! tables must decide.
+//!
+//! Used by the agent (which installs the tables), and by every tool that
+//! must judge a policy the way the kernel does: `policy check`, the gateway's
+//! validation, and dry runs.
+//!
+//! Flow: [`load_dir`] or [`load_sources`] → [`LoadedPolicies`] →
+//! [`compile`] → [`CompiledPolicy`] (its [`PolicyTables`] go into the kernel)
+//! and [`matcher::TableMatcher`] (the kernel's walk, for tests and dry runs).
+
+mod compile;
+mod diag;
+mod egress;
+mod embedded;
+mod load;
+pub mod matcher;
+mod model;
+mod tables;
+
+pub use compile::{
+    compile, CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled, FileRuleCompiled, HostRuleCompiled, IdAllocator,
+    RuleKind, RuleRef, UnixRuleCompiled,
+};
+pub use diag::{Diagnostic, PolicyErrors};
+pub use egress::{host_entries, unix_key};
+pub use embedded::default_sources;
+pub use load::{load_dir, load_sources, Format, LoadedPolicies, PolicySource, SourceKind};
+pub use model::{
+    default_protected_files, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern, HostRule, Id,
+    Policy, ProgramName, ProtectedFile, Role, Status, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
+    MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
+};
+pub use tables::{PolicyTables, RawEntry, Table};

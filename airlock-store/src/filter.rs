@@ -1,0 +1,66 @@
+//! A [`DecisionFilter`] as SQL: the store's twin of
+//! [`airlock_api::decision::matches`], which the live stream uses. The tests
+//! check that both select the same decisions.
+
+use airlock_api::decision::{ALLOW, CONNECT_KINDS, DENY, EXEC};
+use airlock_api::v1::{DecisionFilter, DecisionKind, Verdict};
+use rusqlite::types::Value;
+
+/// SQL and arguments for a filter; every filter the API has, as bound parameters.
+pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
+    let mut sql = String::from("1");
+    let mut args = Vec::new();
+    fn eq(column: &str, value: &str, sql: &mut String, args: &mut Vec<Value>) {
+        if !value.is_empty() {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(Value::Text(value.to_string()));
+        }
+    }
+    eq("session_id", f.session_id.trim(), &mut sql, &mut args);
+    eq("role", f.role.trim(), &mut sql, &mut args);
+    match DecisionKind::try_from(f.kind).unwrap_or(DecisionKind::Unspecified) {
+        DecisionKind::Unspecified => {}
+        DecisionKind::Exec => eq("kind", EXEC, &mut sql, &mut args),
+        DecisionKind::Connect => sql.push_str(&format!(" AND kind IN ({})", quoted(&CONNECT_KINDS))),
+        DecisionKind::Other => sql.push_str(&format!(" AND kind NOT IN ('{EXEC}', {})", quoted(&CONNECT_KINDS))),
+    }
+    match Verdict::try_from(f.decision).unwrap_or(Verdict::Unspecified) {
+        Verdict::Unspecified => {}
+        Verdict::Allow => eq("decision", ALLOW, &mut sql, &mut args),
+        Verdict::Deny => eq("decision", DENY, &mut sql, &mut args),
+    }
+    let user = f.user.trim();
+    if !user.is_empty() {
+        match user.parse::<u32>() {
+            Ok(uid) => {
+                sql.push_str(" AND (user = ? OR uid = ?)");
+                args.push(Value::Text(user.to_string()));
+                args.push(Value::Integer(uid.into()));
+            }
+            Err(_) => {
+                sql.push_str(" AND user = ?");
+                args.push(Value::Text(user.to_string()));
+            }
+        }
+    }
+    if f.since_unix_nanos > 0 {
+        sql.push_str(" AND time_ns >= ?");
+        args.push(Value::Integer(f.since_unix_nanos));
+    }
+    if f.until_unix_nanos > 0 {
+        sql.push_str(" AND time_ns < ?");
+        args.push(Value::Integer(f.until_unix_nanos));
+    }
+    let text = f.text.trim();
+    if !text.is_empty() {
+        // The subject is stored lowercased: a plain substring test, no pattern characters.
+        sql.push_str(" AND instr(subject, ?) > 0");
+        args.push(Value::Text(text.to_ascii_lowercase()));
+    }
+    (sql, args)
+}
+
+/// Constant kind names as an SQL list (they are ours, never user input).
+fn quoted(kinds: &[&str]) -> String {
+    kinds.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+}

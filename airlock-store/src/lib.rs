@@ -1,0 +1,382 @@
+//! The decision store: an embedded SQLite database, `<dir>/decisions.db`,
+//! that the API queries. The agent writes every decision here as one of its
+//! sinks (the audit trail is another); the gateway reuses it for a fleet.
+//!
+//! Writing: one writer thread owns the write connection and takes whole
+//! batches (everything one ring-buffer drain produced) as one transaction, so
+//! the event thread never waits on the disk. If the writer falls far behind,
+//! batches are dropped and counted (`dropped`), never queued without bound:
+//! enforcement and the audit trail do not depend on the store.
+//!
+//! Reading: WAL mode, so queries run on their own connection while the writer
+//! commits. See [`schema`] for the tables.
+
+mod filter;
+mod legacy;
+mod retention;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use airlock_api::decision::subject_of;
+use airlock_api::v1::{Decision, DecisionFilter};
+use anyhow::{Context, Result};
+use prost::Message;
+use rusqlite::{params_from_iter, Connection};
+
+pub use filter::where_clause;
+pub use retention::{apply_retention, used_bytes};
+pub use writer::insert;
+use writer::{Backlog, Batch};
+
+/// Retention: decisions older than `max_age` go, and the oldest go first
+/// while the data exceeds `max_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_age: Duration::from_secs(30 * 24 * 3600), max_bytes: 2 << 30 }
+    }
+}
+
+/// Decisions waiting for the writer, at most (a few MB);
+/// beyond that, batches are dropped and counted. Bounds the daemon's memory.
+pub const MAX_PENDING: usize = 4_096;
+/// The event thread hands a batch over at the latest when it holds this many.
+pub const MAX_BATCH: usize = 1_024;
+const QUEUE_BATCHES: usize = 1024;
+/// Page size of QueryDecisions when the caller names none, and the most it may ask.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// The store's file in a directory.
+pub const FILE_NAME: &str = "decisions.db";
+
+/// A decision as the writer stores it: the filter columns and the encoded
+/// body. Made in the event thread; a fraction of the memory of a
+/// [`Decision`] in far fewer allocations, so a queue of them stays small.
+pub struct Row {
+    id: i64,
+    time_ns: i64,
+    uid: u32,
+    session_id: String,
+    user: String,
+    role: String,
+    kind: String,
+    decision: String,
+    subject: String,
+    body: Vec<u8>,
+}
+
+impl Row {
+    /// A row for `d` whose protobuf encoding the caller already made.
+    pub fn new(d: &Decision, body: Vec<u8>) -> Row {
+        Row {
+            id: d.id as i64,
+            time_ns: d.time_unix_nanos,
+            uid: d.uid,
+            session_id: d.session_id.clone(),
+            user: d.user.clone(),
+            role: d.role.clone(),
+            kind: d.kind.clone(),
+            decision: d.decision.clone(),
+            subject: subject_of(d),
+            body,
+        }
+    }
+
+    /// A row for `d`, encoding it.
+    pub fn of(d: &Decision) -> Row {
+        Row::new(d, d.encode_to_vec())
+    }
+}
+
+/// The store: a writer thread fed through a bounded queue, and a read connection.
+pub struct Store {
+    path: PathBuf,
+    retention: Retention,
+    queue: SyncSender<Batch>,
+    reader: Mutex<Connection>,
+    dropped: Arc<AtomicU64>,
+    /// Batches submitted and not yet written, and the decisions in them.
+    pending: Arc<AtomicUsize>,
+    pending_rows: Arc<AtomicUsize>,
+    /// The second of the last "store behind" warning.
+    last_warning: AtomicU64,
+    next_id: AtomicU64,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (creating) `<dir>/decisions.db` and starts its writer thread.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Store> {
+        let path = dir.join(FILE_NAME);
+        let writer = schema::open_for_writing(&path)?;
+        let last: i64 = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM decisions", [], |r| r.get(0))?;
+        let reader = schema::open_for_reading(&path)?;
+
+        let (queue, batches) = mpsc::sync_channel(QUEUE_BATCHES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let pending_rows = Arc::new(AtomicUsize::new(0));
+        let handle = std::thread::Builder::new()
+            .name("airlock-store".into())
+            .spawn({
+                let dropped = dropped.clone();
+                let pending = pending.clone();
+                let pending_rows = pending_rows.clone();
+                move || {
+                    writer::yield_to_the_audit_trail();
+                    let backlog = Backlog { dropped: &dropped, pending: &pending, pending_rows: &pending_rows };
+                    writer::writer_loop(writer, batches, retention, backlog)
+                }
+            })
+            .context("start the store writer thread")?;
+        Ok(Store {
+            path,
+            retention,
+            queue,
+            reader: Mutex::new(reader),
+            dropped,
+            pending,
+            pending_rows,
+            last_warning: AtomicU64::new(0),
+            next_id: AtomicU64::new(last as u64 + 1),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// The id the next decision gets: ids only grow, across restarts too.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Batches, and decisions, waiting for the writer.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.pending.load(Ordering::Relaxed), self.pending_rows.load(Ordering::Relaxed))
+    }
+
+    /// Hands one batch to the writer; never blocks.
+    pub fn submit(&self, batch: Vec<Row>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        let full = self.pending_rows.load(Ordering::Relaxed) + n > MAX_PENDING;
+        // Counted before the send: the writer may finish the batch before try_send returns.
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.pending_rows.fetch_add(n, Ordering::Relaxed);
+        let sent = !full && self.queue.try_send(Batch::Decisions(batch)).is_ok();
+        if !sent {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.pending_rows.fetch_sub(n, Ordering::Relaxed);
+            let total = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            // At most one warning a second: a store that cannot keep up must not flood the log too.
+            let now = now_ns() / 1_000_000_000;
+            if self.last_warning.swap(now as u64, Ordering::Relaxed) != now as u64 {
+                tracing::warn!(dropped = n, total, "decision store behind: decisions dropped from the store (the audit trail has them)");
+            }
+        }
+    }
+
+    /// Writes what is queued and stops the writer.
+    pub fn close(&self) {
+        let _ = self.queue.send(Batch::Stop);
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Decisions matching `filter`, newest first, older than the cursor `before`
+    /// (0: from the newest). Returns the page and the cursor of the next one.
+    pub fn query(&self, filter: &DecisionFilter, before: u64, page: usize) -> Result<(Vec<Decision>, Option<u64>)> {
+        let page = page.clamp(1, MAX_PAGE);
+        let (mut sql, mut args) = where_clause(filter);
+        if before > 0 {
+            sql.push_str(" AND d.id < ?");
+            args.push(rusqlite::types::Value::Integer(before as i64));
+        }
+        let sql = format!(
+            "SELECT d.id, b.body FROM decisions AS d JOIN bodies AS b ON b.id = d.id WHERE {sql} ORDER BY d.id DESC LIMIT {}",
+            page + 1
+        );
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&sql).context("prepare the decision query")?;
+        let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        let mut out = Vec::with_capacity(page);
+        let mut more = false;
+        while let Some(row) = rows.next()? {
+            if out.len() == page {
+                more = true;
+                break;
+            }
+            let id: i64 = row.get(0)?;
+            let body: Vec<u8> = row.get(1)?;
+            let mut d = Decision::decode(body.as_slice()).with_context(|| format!("decision {id} in the store is not readable"))?;
+            legacy::upgrade(&mut d, &body);
+            d.id = id as u64;
+            out.push(d);
+        }
+        let next = if more { out.last().map(|d| d.id) } else { None };
+        Ok((out, next))
+    }
+
+    /// Decisions stored, and the bytes the database uses.
+    pub fn stats(&self) -> Result<(u64, u64)> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))?;
+        Ok((count as u64, used_bytes(&conn)?))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_api::decision::matches;
+    use airlock_api::v1::decision::Detail;
+    use airlock_api::v1::{DecisionKind, Destination, Verdict};
+    use schema::SCHEMA;
+
+    fn decision(id: u64, t: i64, session: &str, kind: &str, verdict: &str, argv: &[&str]) -> Decision {
+        Decision {
+            id,
+            time_unix_nanos: t,
+            kind: kind.into(),
+            decision: verdict.into(),
+            session_id: session.into(),
+            role: "agent".into(),
+            user: "alice".into(),
+            uid: 1000,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            detail: (kind == "connect").then(|| Detail::Destination(Destination { address: "127.0.0.1".into(), port: 443, protocol: "tcp".into() })),
+            ..Default::default()
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("airlock-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn wait_for(store: &Store, n: u64) {
+        for _ in 0..200 {
+            if store.stats().map(|s| s.0).unwrap_or(0) >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the writer did not store {n} decisions");
+    }
+
+    #[test]
+    fn filters_pages_and_ids_survive_a_reopen() {
+        let dir = temp_dir("filters");
+        {
+            let store = Store::open(&dir, Retention::default()).unwrap();
+            let mut batch = Vec::new();
+            for i in 0..25u64 {
+                let (kind, verdict, argv): (&str, &str, &[&str]) = match i % 3 {
+                    0 => ("exec", "deny", &["terraform", "apply", "-auto-approve"]),
+                    1 => ("exec", "allow", &["ls", "-l"]),
+                    _ => ("connect", "allow", &[]),
+                };
+                batch.push(decision(store.next_id(), 1_000 + i as i64, if i < 10 { "s1" } else { "s2" }, kind, verdict, argv));
+            }
+            store.submit(batch.iter().map(Row::of).collect());
+            wait_for(&store, 25);
+
+            let all = DecisionFilter::default();
+            let (page1, next) = store.query(&all, 0, 10).unwrap();
+            assert_eq!(page1.iter().map(|d| d.id).collect::<Vec<_>>(), (16..=25).rev().collect::<Vec<_>>());
+            let (page3, end) = store.query(&all, 6, 10).unwrap();
+            assert_eq!(next, Some(16));
+            assert_eq!(page3.len(), 5);
+            assert_eq!(end, None);
+
+            let denies = DecisionFilter { decision: Verdict::Deny as i32, session_id: "s1".into(), ..Default::default() };
+            let (d, _) = store.query(&denies, 0, 100).unwrap();
+            assert_eq!(d.len(), 4, "ids 1,4,7,10");
+            assert!(d.iter().all(|x| x.decision == "deny" && x.session_id == "s1" && matches(&denies, x)));
+
+            let text = DecisionFilter { text: "TERRAFORM APPLY".into(), ..Default::default() };
+            assert_eq!(store.query(&text, 0, 100).unwrap().0.len(), 9);
+            let addr = DecisionFilter { text: "127.0.0.1:443".into(), kind: DecisionKind::Connect as i32, ..Default::default() };
+            assert_eq!(store.query(&addr, 0, 100).unwrap().0.len(), 8);
+            let wildcard = DecisionFilter { text: "%".into(), ..Default::default() };
+            assert!(store.query(&wildcard, 0, 100).unwrap().0.is_empty(), "% is a character, not a wildcard");
+            let original = store.query(&text, 0, 1).unwrap().0;
+            assert_eq!(original[0].argv, vec!["terraform", "apply", "-auto-approve"], "the record keeps its own case");
+            let range = DecisionFilter { since_unix_nanos: 1_010, until_unix_nanos: 1_015, ..Default::default() };
+            assert_eq!(store.query(&range, 0, 100).unwrap().0.len(), 5);
+            let by_uid = DecisionFilter { user: "1000".into(), ..Default::default() };
+            assert_eq!(store.query(&by_uid, 0, 100).unwrap().0.len(), 25);
+            let nobody = DecisionFilter { user: "bob".into(), ..Default::default() };
+            assert!(store.query(&nobody, 0, 100).unwrap().0.is_empty());
+            store.close();
+        }
+        let store = Store::open(&dir, Retention::default()).unwrap();
+        assert_eq!(store.next_id(), 26, "ids keep growing across restarts");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn retention_drops_old_and_oversized_data() {
+        let dir = temp_dir("retention");
+        let path = dir.join("decisions.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let long = "x".repeat(400);
+        let batch: Vec<Row> = (1..=5_000u64).map(|i| Row::of(&decision(i, i as i64 * 1_000, "s", "exec", "allow", &["echo", &long]))).collect();
+        insert(&mut conn, &batch).unwrap();
+
+        // Age: everything before t=1_000_000 (ids below 1000) goes.
+        let age = Retention { max_age: Duration::from_nanos(4_000_000), max_bytes: u64::MAX };
+        assert_eq!(apply_retention(&mut conn, age, 5_000_000).unwrap(), 999);
+        let oldest: i64 = conn.query_row("SELECT MIN(id) FROM decisions", [], |r| r.get(0)).unwrap();
+        assert_eq!(oldest, 1000);
+
+        // Size: the oldest go until the data fits.
+        let before = used_bytes(&conn).unwrap();
+        let size = Retention { max_age: Duration::from_secs(3600), max_bytes: before / 2 };
+        let removed = apply_retention(&mut conn, size, 5_000_000).unwrap();
+        assert!(removed > 0);
+        assert!(used_bytes(&conn).unwrap() <= before / 2);
+        let newest: i64 = conn.query_row("SELECT MAX(id) FROM decisions", [], |r| r.get(0)).unwrap();
+        assert_eq!(newest, 5000, "the newest decisions are kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,97 @@
+//! The writer thread: owns the write connection, takes whole batches (one
+//! ring-buffer drain each) as one transaction, and applies retention.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+
+use crate::retention::apply_retention;
+use crate::{now_ns, Retention, Row};
+
+/// How often the writer applies the retention limit.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+pub enum Batch {
+    Decisions(Vec<Row>),
+    Stop,
+}
+
+/// Batches in the queue and the decisions in them, shared with the submitters.
+pub struct Backlog<'a> {
+    pub dropped: &'a AtomicU64,
+    pub pending: &'a AtomicUsize,
+    pub pending_rows: &'a AtomicUsize,
+}
+
+impl Backlog<'_> {
+    fn done(&self, batch: &[Row]) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        self.pending_rows.fetch_sub(batch.len(), Ordering::Relaxed);
+    }
+}
+
+/// The writer runs at a lower priority (nice 10) than the rest of the daemon:
+/// when a flood of decisions leaves too little CPU for both, the events thread
+/// that drains the kernel's ring buffer into the audit trail goes first, and
+/// the store (best effort, its drops counted) takes what is left.
+pub fn yield_to_the_audit_trail() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id.
+    let tid = unsafe { libc::gettid() };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) } != 0 {
+        tracing::warn!("could not lower the store writer's priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+pub fn writer_loop(mut conn: Connection, batches: Receiver<Batch>, retention: Retention, backlog: Backlog<'_>) {
+    let mut last_retention = Instant::now() - RETENTION_EVERY;
+    loop {
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            if let Err(e) = apply_retention(&mut conn, retention, now_ns()) {
+                tracing::error!("decision store retention: {e:#}");
+            }
+            last_retention = Instant::now();
+        }
+        match batches.recv_timeout(Duration::from_secs(5)) {
+            Ok(Batch::Decisions(batch)) => {
+                let n = batch.len() as u64;
+                if let Err(e) = insert(&mut conn, &batch) {
+                    backlog.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(decisions = n, "decision store write failed (the audit trail has them): {e:#}");
+                }
+                backlog.done(&batch);
+            }
+            Ok(Batch::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    // Everything submitted before the stop is written.
+    while let Ok(Batch::Decisions(batch)) = batches.try_recv() {
+        if insert(&mut conn, &batch).is_err() {
+            backlog.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        backlog.done(&batch);
+    }
+}
+
+/// One transaction per batch. `OR IGNORE`, not `OR REPLACE`: ids only grow,
+/// and a REPLACE may delete rows mid-statement, which makes SQLite keep a
+/// statement journal: a temporary file written for every page the insert
+/// touched, which was most of the writer's time.
+pub fn insert(conn: &mut Connection, batch: &[Row]) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO decisions (id, time_ns, session_id, user, uid, role, kind, decision, subject)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut bodies = tx.prepare_cached("INSERT OR IGNORE INTO bodies (id, body) VALUES (?1, ?2)")?;
+        for r in batch {
+            stmt.execute(rusqlite::params![r.id, r.time_ns, r.session_id, r.user, r.uid, r.role, r.kind, r.decision, r.subject])?;
+            bodies.execute(rusqlite::params![r.id, r.body])?;
+        }
+    }
+    tx.commit().context("commit a batch of decisions")
+}
