@@ -63,8 +63,8 @@ import json, sys
 for line in sys.stdin:
     d = json.loads(line)
     print("  {time}  {decision:5}  {rule:<20}  {policy:<22}  argv={argv}".format(
-        time=d["time"][:23], decision=d["decision"], rule=d["rule"] or d["reason"],
-        policy=d["policy"] or "-", argv=" ".join(d["argv"])))'
+        time=d["time"][:23], decision=d["decision"], rule=d.get("rule") or d["reason"],
+        policy=d.get("policy") or "-", argv=" ".join(d["argv"])))'
 
 if [ "$keep" = 1 ]; then
     echo

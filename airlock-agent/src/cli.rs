@@ -11,7 +11,8 @@ use airlock_api::v1 as pb;
 use crate::daemon::{self, DaemonOptions};
 use crate::kernel::{BackendChoice, MapSizes};
 use crate::launch;
-use crate::operator::{self, api_socket, DecisionsArgs};
+use crate::operator::{self, api_socket, ApiTarget, DecisionsArgs};
+use airlock_api::client::TlsClientFiles;
 use crate::policy::dns::DnsClient;
 use crate::policy::origin::{default_origin, PolicyOrigin};
 use crate::protocol::{call, Request, Response};
@@ -150,20 +151,37 @@ enum PolicyCommand {
     },
 }
 
-/// How an operator command reaches the API.
+/// How an operator command reaches the API: the local socket, or a daemon's
+/// TCP listener with mutual TLS.
 #[derive(Args, Clone)]
 struct ApiConn {
     /// The daemon's control socket; the API socket is `api.sock` beside it.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// The API socket, when it is not beside the control socket.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "api_url")]
     api_socket: Option<PathBuf>,
+    /// A daemon's API over TCP (`--api-listen`): https://HOST:PORT, with mutual TLS.
+    #[arg(long, value_name = "URL", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    api_url: Option<String>,
+    /// The CA that signed the daemon's certificate (with --api-url).
+    #[arg(long, requires = "api_url")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate and key, from a CA the daemon trusts (with --api-url).
+    #[arg(long, requires = "api_url")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "api_url")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ApiConn {
-    fn path(&self) -> PathBuf {
-        api_socket(&self.socket, self.api_socket.clone())
+    fn target(&self) -> ApiTarget {
+        match (&self.api_url, &self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(url), Some(ca), Some(cert), Some(key)) => {
+                ApiTarget::Tls { url: url.clone(), files: TlsClientFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() } }
+            }
+            _ => ApiTarget::Unix(api_socket(&self.socket, self.api_socket.clone())),
+        }
     }
 }
 
@@ -417,16 +435,16 @@ fn dispatch(command: Command) -> Result<i32> {
         Command::Install(args) => crate::install::install(&args),
         Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Launch { .. } => unreachable!("handled before dispatch"),
-        Command::Status { conn, json } => operator::status(&conn.path(), json),
+        Command::Status { conn, json } => operator::status(&conn.target(), json),
         Command::Sessions { command, list } => match command {
-            None => operator::sessions_list(&list.conn.path(), list.state, list.json),
-            Some(SessionsCommand::List(l)) => operator::sessions_list(&l.conn.path(), l.state, l.json),
-            Some(SessionsCommand::Show { id, json, conn }) => operator::sessions_show(&conn.path(), id, json),
-            Some(SessionsCommand::Revoke { id, reason, json, conn }) => operator::sessions_revoke(&conn.path(), id, reason, json),
+            None => operator::sessions_list(&list.conn.target(), list.state, list.json),
+            Some(SessionsCommand::List(l)) => operator::sessions_list(&l.conn.target(), l.state, l.json),
+            Some(SessionsCommand::Show { id, json, conn }) => operator::sessions_show(&conn.target(), id, json),
+            Some(SessionsCommand::Revoke { id, reason, json, conn }) => operator::sessions_revoke(&conn.target(), id, reason, json),
         },
         Command::Decisions(d) => {
             let filter = d.filter()?;
-            operator::decisions(&d.conn.path(), DecisionsArgs { filter, limit: d.limit.max(1), follow: d.follow, json: d.json })
+            operator::decisions(&d.conn.target(), DecisionsArgs { filter, limit: d.limit.max(1), follow: d.follow, json: d.json })
         }
         Command::Use { role, socket } => {
             let Response::DefaultRole { role } = call(&socket, &Request::SetDefaultRole { role })? else { bail!("unexpected answer") };
@@ -439,8 +457,8 @@ fn dispatch(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),
-        Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.path()),
-        Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.path(), role, json),
+        Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.target()),
+        Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.target(), role, json),
     }
 }
 

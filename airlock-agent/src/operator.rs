@@ -4,25 +4,37 @@
 
 use std::path::{Path, PathBuf};
 
-use airlock_api::client::{connect_unix, status_error, Client};
+use airlock_api::client::{connect_tls, connect_unix, status_error, Client, TlsClientFiles};
 use airlock_api::v1 as pb;
 use airlock_api::v1::decision::Detail;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+/// Where an operator command reaches the API.
+#[derive(Debug, Clone)]
+pub enum ApiTarget {
+    /// The daemon's API socket (root and the `airlock` group).
+    Unix(PathBuf),
+    /// `https://HOST:PORT` with a client certificate (mutual TLS).
+    Tls { url: String, files: TlsClientFiles },
+}
+
 /// Runs one API conversation on a small runtime of its own.
-pub fn with_client<T>(socket: &Path, f: impl AsyncFnOnce(Client) -> Result<T>) -> Result<T> {
+pub fn with_client<T>(target: &ApiTarget, f: impl AsyncFnOnce(Client) -> Result<T>) -> Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the client runtime")?;
     rt.block_on(async {
-        let client = connect_unix(socket).await?;
+        let client = match target {
+            ApiTarget::Unix(socket) => connect_unix(socket).await?,
+            ApiTarget::Tls { url, files } => connect_tls(url, files).await?,
+        };
         f(client).await
     })
 }
 
 // ---- status ------------------------------------------------------------------
 
-pub fn status(socket: &Path, json: bool) -> Result<i32> {
-    let r = with_client(socket, async |mut c| Ok(c.status(pb::StatusRequest {}).await.map_err(status_error)?.into_inner()))?;
+pub fn status(api: &ApiTarget, json: bool) -> Result<i32> {
+    let r = with_client(api, async |mut c| Ok(c.status(pb::StatusRequest {}).await.map_err(status_error)?.into_inner()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status_json(&r)?)?);
     } else {
@@ -132,7 +144,7 @@ fn print_status(r: &pb::StatusResponse) {
 
 // ---- sessions ----------------------------------------------------------------
 
-pub fn sessions_list(socket: &Path, state: Option<String>, json: bool) -> Result<i32> {
+pub fn sessions_list(api: &ApiTarget, state: Option<String>, json: bool) -> Result<i32> {
     let state = match state.as_deref() {
         None => pb::SessionState::Unspecified,
         Some("ready") => pb::SessionState::Ready,
@@ -141,7 +153,7 @@ pub fn sessions_list(socket: &Path, state: Option<String>, json: bool) -> Result
         Some("revoked") => pb::SessionState::Revoked,
         Some(other) => bail!("unknown state {other:?}: ready, running, exited or revoked"),
     };
-    let list = with_client(socket, async |mut c| {
+    let list = with_client(api, async |mut c| {
         Ok(c.list_sessions(pb::ListSessionsRequest { state: state as i32 }).await.map_err(status_error)?.into_inner().sessions)
     })?;
     if json {
@@ -168,8 +180,8 @@ pub fn sessions_list(socket: &Path, state: Option<String>, json: bool) -> Result
     Ok(0)
 }
 
-pub fn sessions_show(socket: &Path, id: String, json: bool) -> Result<i32> {
-    let s = with_client(socket, async |mut c| Ok(c.get_session(pb::GetSessionRequest { id }).await.map_err(status_error)?.into_inner()))?;
+pub fn sessions_show(api: &ApiTarget, id: String, json: bool) -> Result<i32> {
+    let s = with_client(api, async |mut c| Ok(c.get_session(pb::GetSessionRequest { id }).await.map_err(status_error)?.into_inner()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&session_json(&s)?)?);
         return Ok(0);
@@ -194,8 +206,8 @@ pub fn sessions_show(socket: &Path, id: String, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub fn sessions_revoke(socket: &Path, id: String, reason: Option<String>, json: bool) -> Result<i32> {
-    let r = with_client(socket, async |mut c| {
+pub fn sessions_revoke(api: &ApiTarget, id: String, reason: Option<String>, json: bool) -> Result<i32> {
+    let r = with_client(api, async |mut c| {
         Ok(c.revoke_session(pb::RevokeSessionRequest { id, reason: reason.unwrap_or_default() }).await.map_err(status_error)?.into_inner())
     })?;
     if json {
@@ -240,8 +252,8 @@ pub struct DecisionsArgs {
     pub json: bool,
 }
 
-pub fn decisions(socket: &Path, args: DecisionsArgs) -> Result<i32> {
-    with_client(socket, async |mut c| {
+pub fn decisions(api: &ApiTarget, args: DecisionsArgs) -> Result<i32> {
+    with_client(api, async |mut c| {
         // The newest `limit`, fetched page by page.
         let mut found = Vec::new();
         let mut token = String::new();
@@ -351,8 +363,8 @@ fn print_decisions(list: &[pb::Decision], json: bool, columns: &Columns, header:
 
 // ---- policy show / reload ----------------------------------------------------
 
-pub fn policy_show(socket: &Path, role: Option<String>, json: bool) -> Result<i32> {
-    let p = with_client(socket, async |mut c| {
+pub fn policy_show(api: &ApiTarget, role: Option<String>, json: bool) -> Result<i32> {
+    let p = with_client(api, async |mut c| {
         Ok(c.get_effective_policy(pb::GetEffectivePolicyRequest { role: role.unwrap_or_default() }).await.map_err(status_error)?.into_inner())
     })?;
     if json {
@@ -365,16 +377,49 @@ pub fn policy_show(socket: &Path, role: Option<String>, json: bool) -> Result<i3
     for r in &p.blocked_commands {
         println!("  {:<40} [{}]", r.command.join(" "), r.policy);
     }
-    println!("denied egress ({}):", p.denied_egress.len());
+    let ports = |ports: &[u32]| if ports.is_empty() { "any port".to_string() } else { ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
+    println!("egress default: {}", if p.egress_default == "deny" { "deny (only the allowed destinations below are reachable)" } else { "allow" });
+    println!("denied egress ({}):", p.denied_egress.len() + p.hostname_rules.iter().filter(|h| !h.allow).count());
     for r in &p.denied_egress {
-        let ports = if r.ports.is_empty() { "any port".to_string() } else { r.ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
-        println!("  {:<40} {:<12} [{}]", r.destination, ports, r.policy);
+        println!("  {:<40} {:<12} [{}]", r.destination, ports(&r.ports), r.policy);
     }
+    let hosts = |allow: bool| p.hostname_rules.iter().filter(move |h| h.allow == allow);
+    for h in hosts(false) {
+        println!("  {:<40} {:<12} [{}] now {}", h.host, ports(&h.ports), h.policy, addresses(&h.addresses));
+    }
+    if !p.allowed_egress.is_empty() || hosts(true).next().is_some() {
+        println!("allowed egress ({}):", p.allowed_egress.len() + hosts(true).count());
+        for r in &p.allowed_egress {
+            println!("  {:<40} {:<12} [{}]", r.destination, ports(&r.ports), r.policy);
+        }
+        for h in hosts(true) {
+            println!("  {:<40} {:<12} [{}] now {}", h.host, ports(&h.ports), h.policy, addresses(&h.addresses));
+        }
+    }
+    println!("Unix sockets refused ({}):", p.unix_socket_rules.len());
+    for u in &p.unix_socket_rules {
+        println!("  {:<40} [{}]", if u.prefix { format!("{}*", u.path) } else { u.path.clone() }, u.policy);
+    }
+    println!("protected files ({}):", p.protected_files.len());
+    for f in &p.protected_files {
+        let allowed = if f.allowed_programs.is_empty() { "no program".to_string() } else { f.allowed_programs.join(", ") };
+        println!("  {:<40} opened only by {allowed} [{}]", f.path, f.policy);
+    }
+    println!("fileless exec: {}", if p.fileless_exec_allowed { "allowed" } else { "denied" });
+    println!("dynamic loader run directly: {}", if p.direct_loader_allowed { "allowed" } else { "denied" });
     Ok(0)
 }
 
-pub fn policy_reload(socket: &Path) -> Result<i32> {
-    let r = with_client(socket, async |mut c| Ok(c.reload_policy(pb::ReloadPolicyRequest {}).await.map_err(status_error)?.into_inner()))?;
+fn addresses(list: &[String]) -> String {
+    if list.is_empty() {
+        "(no address yet)".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+pub fn policy_reload(api: &ApiTarget) -> Result<i32> {
+    let r = with_client(api, async |mut c| Ok(c.reload_policy(pb::ReloadPolicyRequest {}).await.map_err(status_error)?.into_inner()))?;
     println!("policy {} in force (generation {})", r.version, r.generation);
     Ok(0)
 }

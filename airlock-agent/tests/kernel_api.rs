@@ -340,6 +340,16 @@ except OSError as e: print("unix errno%d" % e.errno)
     let revoked = rt.block_on(c.revoke_session(pb::RevokeSessionRequest { id: s.session_id.clone(), reason: "round trip".into() }));
     revoked.expect("RevokeSession");
 
+    // What the session was held to: every kind of rule, through the API and the CLI.
+    let effective = rt.block_on(c.get_effective_policy(pb::GetEffectivePolicyRequest { role: "agent".into() })).expect("GetEffectivePolicy").into_inner();
+    assert!(effective.unix_socket_rules.iter().any(|u| u.path == broker.display().to_string() && !u.prefix), "{effective:#?}");
+    assert!(effective.protected_files.iter().any(|f| f.path == "~/.aws/credentials" && f.allowed_programs == ["aws"]), "{effective:#?}");
+    assert_eq!(effective.egress_default, "allow");
+    let shown = String::from_utf8_lossy(&d.cli(&["policy", "show", "--role", "agent"]).stdout).into_owned();
+    for expected in ["terraform apply", "127.0.0.2/32", &broker.display().to_string(), "~/.aws/credentials", "opened only by aws"] {
+        assert!(shown.contains(expected), "policy show lacks {expected:?}:\n{shown}");
+    }
+
     let mut wanted = vec!["exec", "connect", "sendmsg", "file_open", "tamper", "revoke"];
     if !unix_gap {
         wanted.push("unix_connect");
@@ -477,7 +487,17 @@ fn revoke_kills_a_growing_process_tree_through_the_api() {
             .expect("RevokeSession")
             .into_inner();
         assert!(r.killed as usize >= orphans.len(), "killed {} but the tree had {} long-lived orphans", r.killed, orphans.len());
-        let survivors: Vec<u32> = orphans.iter().copied().filter(|&pid| process_runs(pid)).collect();
+        // The call returns once no process carries the session's tag; the exit hook
+        // drops a tag at the start of the exit, so a killed orphan may still show as
+        // running for a moment (long under TCG). It must be gone soon after.
+        let deadline = Instant::now() + seconds(10);
+        let survivors = loop {
+            let survivors: Vec<u32> = orphans.iter().copied().filter(|&pid| process_runs(pid)).collect();
+            if survivors.is_empty() || Instant::now() > deadline {
+                break survivors;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(survivors.is_empty(), "orphans alive after the revocation: {survivors:?}");
         assert!(r.rounds >= 1);
         let after = r.session.expect("the session");
@@ -642,6 +662,26 @@ fn tcp_requires_a_client_certificate_from_the_configured_ca() {
         };
         assert!(tokio::time::timeout(seconds(10), plain).await.ok().flatten().is_none(), "plain TCP was served on the TLS port");
     });
+    // The operator CLI speaks mutual TLS too; a wrong client certificate is refused there as well.
+    let url = format!("https://127.0.0.1:{port}");
+    let cli = |cert: &str, key: &str| {
+        let (ca, cert, key) = (pki.path("ca.pem"), pki.path(cert), pki.path(key));
+        Command::new(AGENT)
+            .args(["status", "--json", "--api-url", &url, "--tls-ca"])
+            .arg(ca)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+            .expect("run airlock-agent status")
+    };
+    let ok = cli("client.pem", "client.key");
+    assert!(ok.status.success(), "status over mutual TLS: {}", String::from_utf8_lossy(&ok.stderr));
+    let status: Value = serde_json::from_slice(&ok.stdout).expect("status --json");
+    assert_eq!(status["backend"], d.backend().as_str());
+    let rogue = cli("rogue.pem", "rogue.key");
+    assert!(!rogue.status.success(), "the CLI was served with another CA's certificate: {}", String::from_utf8_lossy(&rogue.stdout));
 }
 
 fn plain_tcp_needs_the_explicit_insecure_flag() {

@@ -1,5 +1,5 @@
 //! Kernel tests for the exec bypasses a program's name cannot decide
-//! (BYPASSES.md items 3, 7, 8 and the rechecks of 2, 9, 10): hard links and
+//! (docs/bypasses.md items 3, 7, 8 and the rechecks of 2, 9, 10): hard links and
 //! copies, the dynamic loader run directly, fileless execution, interpreters
 //! given the program as an operand. A real daemon on this kernel, real
 //! governed sessions. Each test asserts what docs/security.md says for the
@@ -111,7 +111,7 @@ os.unlink(sys.argv[2])
 os.execve(fd, sys.argv[3:], dict(os.environ))
 "#;
 
-/// BYPASSES.md item 3: a hard link or a copy of the protected binary, under
+/// docs/bypasses.md item 3: a hard link or a copy of the protected binary, under
 /// another name, in the project or in /tmp, is the program it copies.
 fn bypass_item3_hard_links_and_copies_are_the_program() {
     let d = daemon("exec-copies", POLICY, &[]);
@@ -153,7 +153,7 @@ fn bypass_item3_hard_links_and_copies_are_the_program() {
     });
 }
 
-/// BYPASSES.md item 7: ld.so run directly is denied by default, whatever it loads.
+/// docs/bypasses.md item 7: ld.so run directly is denied by default, whatever it loads.
 fn bypass_item7_direct_loader_is_denied() {
     let d = daemon("exec-loader", POLICY, &[]);
     let ld = loader();
@@ -167,7 +167,7 @@ fn bypass_item7_direct_loader_is_denied() {
     assert_runs(&d, "an ordinary dynamic program", "terraform plan");
 }
 
-/// BYPASSES.md item 7 where a policy allows the loader: the program it loads
+/// docs/bypasses.md item 7 where a policy allows the loader: the program it loads
 /// is judged by name with its arguments.
 fn bypass_item7_loader_allowed_by_policy_judges_the_loaded_program() {
     let d = daemon("exec-loader-allowed", POLICY_PERMISSIVE, &[]);
@@ -179,7 +179,7 @@ fn bypass_item7_loader_allowed_by_policy_judges_the_loaded_program() {
     assert_runs(&d, "7 ld.so tool plan", &format!("{ld} $BIN/terraform plan"));
 }
 
-/// BYPASSES.md item 8: memfd + execveat(AT_EMPTY_PATH), a deleted file, a
+/// docs/bypasses.md item 8: memfd + execveat(AT_EMPTY_PATH), a deleted file, a
 /// memfd #! script: denied by default. /proc/self/fd/N of a real file is that file.
 fn bypass_item8_fileless_execution_is_denied() {
     let d = daemon("exec-fileless", POLICY, &[]);
@@ -209,7 +209,7 @@ fn bypass_item8_fileless_execution_is_denied() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(RAN), "an untagged memfd exec was stopped");
 }
 
-/// BYPASSES.md item 8 where a policy allows fileless execution: the content
+/// docs/bypasses.md item 8 where a policy allows fileless execution: the content
 /// still identifies a protected program.
 fn bypass_item8_fileless_allowed_by_policy_still_matches_by_identity() {
     let d = daemon("exec-fileless-allowed", POLICY_PERMISSIVE, &[]);
@@ -222,7 +222,7 @@ fn bypass_item8_fileless_allowed_by_policy_still_matches_by_identity() {
     assert_runs(&d, "8 memfd copy of terraform plan", "cp $BIN/terraform payload && python3 memfd_exec.py payload x plan");
 }
 
-/// BYPASSES.md issue item 4: an interpreter given the program as its operand
+/// docs/bypasses.md issue item 4: an interpreter given the program as its operand
 /// (`python3 /x/aws iam create-role`, `sh script`) runs that program.
 fn bypass_interpreter_operand_is_the_program() {
     let tools = script_tools();
@@ -264,7 +264,7 @@ fn bypass_interpreter_operand_is_the_program() {
     assert_denied(&d, "4 script handed the tool's path", &format!("sh other.sh {t}/terraform apply"), interp("terraform apply"));
 }
 
-/// Rechecks of BYPASSES.md items 2, 3 and 9 for #! scripts and multi-call
+/// Rechecks of docs/bypasses.md items 2, 3 and 9 for #! scripts and multi-call
 /// binaries. A #! script under another name (symlink or copy) is blocked on
 /// LSM, where the kernel shows the script file itself; on compat the kernel
 /// only shows its interpreter, and this is the documented gap.

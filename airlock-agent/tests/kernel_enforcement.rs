@@ -1,5 +1,5 @@
 //! Kernel tests: a real daemon on this kernel, real governed sessions, real
-//! processes. Each BYPASSES.md item a matcher cannot decide alone is tried
+//! processes. Each docs/bypasses.md item a matcher cannot decide alone is tried
 //! from inside a session. Run as root (scripts/test.sh).
 
 // A test missing from the kernel_tests! list at the bottom would never run.
@@ -412,7 +412,7 @@ fn a_blocked_exec_fails_as_its_backend_documents() {
     }
 }
 
-/// BYPASSES.md item 11: a second thread rewrites argv while execve runs. The
+/// docs/bypasses.md item 11: a second thread rewrites argv while execve runs. The
 /// decision is made from the new image's own copy, so whatever the early check
 /// saw, the program that runs never runs with the blocked arguments.
 fn argv_rewrite_race_never_runs_the_blocked_command() {

@@ -1,4 +1,4 @@
-//! Kernel tests of the guard hooks (issue 5 items 7-9; BYPASSES.md 18 and 19;
+//! Kernel tests of the guard hooks (issue 5 items 7-9; docs/bypasses.md 18 and 19;
 //! protected credential files). A real daemon, real governed sessions run as
 //! root, real attempts on the daemon and its kernel objects. Each test asserts
 //! the outcome docs/security.md documents for the backend the daemon chose:
@@ -137,7 +137,7 @@ fn labelled(tool: &Path, label: &str, op: &str, args: &str) -> String {
     format!("TAMPER_LABEL={label} {} {op} {args}; echo \"rc{label}=$?\"\n", tool.display())
 }
 
-/// BYPASSES.md 18: bpf(), signals, ptrace, memory and fd grabs aimed at the
+/// docs/bypasses.md 18: bpf(), signals, ptrace, memory and fd grabs aimed at the
 /// daemon, module loading, as root inside a session. The daemon survives all
 /// of it on both backends and keeps enforcing.
 fn guard_tamper_with_the_daemon_is_refused_or_killed() {
@@ -203,7 +203,7 @@ fn guard_tamper_with_the_daemon_is_refused_or_killed() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bpf=ok"), "{out:?}");
 }
 
-/// BYPASSES.md 18, the kernel's control file systems: bpffs (pins, and the
+/// docs/bypasses.md 18, the kernel's control file systems: bpffs (pins, and the
 /// programs and maps behind them) and cgroupfs (cgroup.kill, freeze, moving
 /// the daemon), and the daemon's /proc files opened for writing.
 fn guard_control_filesystems_and_daemon_proc_files() {
@@ -286,7 +286,7 @@ fn mount_of(fstype: &str) -> Option<PathBuf> {
     })
 }
 
-/// BYPASSES.md 19 (issue 5 item 9): an exec and connect storm while the
+/// docs/bypasses.md 19 (issue 5 item 9): an exec and connect storm while the
 /// daemon cannot read (stopped by the test, by pid) overflows the ring buffer
 /// on purpose. Every blocked exec is still stopped and every denied connect
 /// still gets EPERM; every lost event is counted by the kernel, and the audit
@@ -524,7 +524,7 @@ fn chown_tree(path: &Path, uid: u32) {
     }
 }
 
-/// BYPASSES.md 18, Airlock's own files: a governed root must not relax the
+/// docs/bypasses.md 18, Airlock's own files: a governed root must not relax the
 /// policy by editing or replacing its files (the daemon reloads on change),
 /// nor rewrite the audit trail. LSM refuses writes, creates, truncates,
 /// renames and removals there; compat kills a process that opens them for

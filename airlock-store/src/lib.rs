@@ -379,4 +379,60 @@ mod tests {
         assert_eq!(newest, 5000, "the newest decisions are kept");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// The store's SQL and the live stream's `matches` must select the same
+    /// decisions, for every filter: random decisions, random filters.
+    #[test]
+    fn the_sql_filter_and_the_stream_filter_agree() {
+        use airlock_api::v1::{GuardDetail, UnixSocket};
+        let dir = temp_dir("agree");
+        let store = Store::open(&dir, Retention::default()).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let kinds = ["exec", "connect", "sendmsg", "unix_connect", "tamper", "file_open", "revoke", "events_lost"];
+        let mut all = Vec::new();
+        for i in 1..=400u64 {
+            let kind = kinds[next(kinds.len() as u64) as usize];
+            let mut d = decision(i, 1_000 + next(100) as i64, ["s1", "s2", "s3"][next(3) as usize], kind, ["allow", "deny", ""][next(3) as usize], &[]);
+            d.user = ["alice", "bob"][next(2) as usize].into();
+            d.uid = if d.user == "alice" { 1000 } else { 1001 };
+            d.role = ["agent", "ci"][next(2) as usize].into();
+            d.argv = if next(4) == 0 { Vec::new() } else { vec!["Terraform".into(), ["apply", "plan"][next(2) as usize].into()] };
+            d.executable = "/usr/bin/terraform".into();
+            d.detail = match kind {
+                "connect" | "sendmsg" => Some(Detail::Destination(Destination { address: format!("10.0.0.{}", next(3)), port: 443, protocol: "tcp".into() })),
+                "unix_connect" => Some(Detail::UnixSocket(UnixSocket { path: "/run/Docker.sock".into(), ..Default::default() })),
+                "tamper" | "file_open" => Some(Detail::Guard(GuardDetail { file: (next(2) == 0).then(|| "/home/a/.aws/credentials".to_string()), ..Default::default() })),
+                _ => None,
+            };
+            all.push(d);
+        }
+        store.submit(all.iter().map(Row::of).collect());
+        wait_for(&store, all.len() as u64);
+        let texts = ["", "terraform apply", "10.0.0.1", "docker.sock", ".aws", "TERRAFORM", "nothing"];
+        for _ in 0..300 {
+            let f = DecisionFilter {
+                session_id: ["", "s1", "s2"][next(3) as usize].into(),
+                user: ["", "alice", "1001", "carol"][next(4) as usize].into(),
+                role: ["", "agent"][next(2) as usize].into(),
+                kind: next(4) as i32,
+                decision: next(3) as i32,
+                since_unix_nanos: [0, 1_030][next(2) as usize],
+                until_unix_nanos: [0, 1_070][next(2) as usize],
+                text: texts[next(texts.len() as u64) as usize].into(),
+            };
+            let (sql, _) = store.query(&f, 0, MAX_PAGE).unwrap();
+            let mut sql: Vec<u64> = sql.iter().map(|d| d.id).collect();
+            sql.sort_unstable();
+            let stream: Vec<u64> = all.iter().filter(|d| matches(&f, d)).map(|d| d.id).collect();
+            assert_eq!(sql, stream, "the store and the stream disagree on {f:?}");
+        }
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -15,7 +15,7 @@ commands:
   test          build everything, run every test (kernel tests need root), check the kernel is left clean
   clean-check   only check that no Airlock programs or pins are left in the kernel
   vm-test       run the kernel tests inside Debian kernels under qemu, both backends
-                (vm-tests/matrix.toml) [--kernel K|all] [--backend B|both] [--filter NAME]
+                (vm-tests/matrix.toml) [--kernel K|all] [--backend B|both] [--suite S]... [--filter NAME]
                 [--all-suites] [--jobs N]
   bench         measure what Airlock costs against no agent, side by side [--quick]
   modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]";

@@ -22,7 +22,7 @@ pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
     let args = Arguments::from_args();
     let root = nix::unistd::geteuid().is_root();
     if !root {
-        eprintln!("kernel suite skipped: its {} tests load eBPF programs and need root (sudo ./scripts/test.sh)", tests.len());
+        eprintln!("suite skipped: its {} tests need root (they load eBPF programs or install system files); run sudo ./scripts/test.sh", tests.len());
     }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -37,7 +37,11 @@ pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
                 if !root {
                     return Ok(Completion::ignored_with("needs root"));
                 }
-                match catch_unwind(AssertUnwindSafe(test)) {
+                let started = std::time::Instant::now();
+                let outcome = catch_unwind(AssertUnwindSafe(test));
+                // Where the suites' time goes (the vm-tests under TCG are CI's longest phase).
+                eprintln!("test-time: {name} {:.1} s", started.elapsed().as_secs_f64());
+                match outcome {
                     Ok(()) => Ok(Completion::Completed),
                     Err(payload) => match payload.downcast::<Skipped>() {
                         Ok(skipped) => Ok(Completion::ignored_with(skipped.0)),

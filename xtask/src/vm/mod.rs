@@ -63,6 +63,8 @@ struct Options {
     all_suites: bool,
     /// Guests booted at once.
     jobs: usize,
+    /// Only these suites (`--suite`, repeatable), whatever the matrix says.
+    suites: Vec<String>,
 }
 
 fn parse(args: &[String], matrix: &Matrix) -> Result<Options> {
@@ -75,9 +77,10 @@ fn parse(args: &[String], matrix: &Matrix) -> Result<Options> {
         filter: None,
         all_suites: std::env::var("AIRLOCK_VM_ALL_SUITES").is_ok_and(|v| v == "1"),
         jobs: std::env::var("AIRLOCK_VM_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(cores).max(1),
+        suites: Vec::new(),
     };
     let usage = format!(
-        "usage: cargo xtask vm-test [--kernel {}|all] [--backend {}|both] [--filter NAME] [--all-suites] [--jobs N]",
+        "usage: cargo xtask vm-test [--kernel {}|all] [--backend {}|both] [--suite SUITE]... [--filter NAME] [--all-suites] [--jobs N]",
         all_kernels.join("|"),
         all_backends.join("|")
     );
@@ -99,6 +102,7 @@ fn parse(args: &[String], matrix: &Matrix) -> Result<Options> {
                 }
             }
             "--all-suites" => o.all_suites = true,
+            "--suite" => o.suites.push(it.next().with_context(|| usage.clone())?.clone()),
             "--filter" => o.filter = Some(it.next().with_context(|| usage.clone())?.clone()),
             "--jobs" => o.jobs = it.next().with_context(|| usage.clone())?.parse::<usize>().context("--jobs N")?.max(1),
             other => bail!("unknown argument {other:?}\n{usage}"),
@@ -122,6 +126,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let prepare = Instant::now();
     let suites = build_test_suites()?;
+    if let Some(unknown) = opts.suites.iter().find(|want| !suites.iter().any(|(name, _)| name == *want)) {
+        bail!("no kernel suite named {unknown:?}; the suites: {}", suites.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
+    }
     let busybox = kernel::find_busybox()?;
     for (name, exe) in &suites {
         eprintln!("==> guest test suite {name}: {}", exe.display());
@@ -133,8 +140,10 @@ pub fn run(args: &[String]) -> Result<()> {
         for (backend, b) in matrix.backend.iter().filter(|(name, _)| opts.backends.contains(name)) {
             let chosen: Vec<(String, PathBuf)> = suites
                 .iter()
+                .filter(|(name, _)| opts.suites.is_empty() || opts.suites.contains(name))
                 .filter(|(name, _)| {
-                    opts.all_suites
+                    !opts.suites.is_empty()
+                        || opts.all_suites
                         || opts.filter.is_some()
                         || match &b.suites {
                             Suites::All(all) => all == "all",
