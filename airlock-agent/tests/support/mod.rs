@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod harness;
+pub mod pki;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
