@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use airlock_api::decision::subject_of;
 use airlock_api::v1::{Decision, DecisionFilter};
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use prost::Message;
 use rusqlite::{params_from_iter, Connection};
 
@@ -74,12 +75,13 @@ pub struct Row {
     kind: String,
     decision: String,
     subject: String,
-    body: Vec<u8>,
+    /// Shared with the other sinks that hold the same encoding.
+    body: Bytes,
 }
 
 impl Row {
     /// A row for `d` whose protobuf encoding the caller already made.
-    pub fn new(d: &Decision, body: Vec<u8>) -> Row {
+    pub fn new(d: &Decision, body: Bytes) -> Row {
         Row {
             id: d.id as i64,
             time_ns: d.time_unix_nanos,
@@ -96,7 +98,7 @@ impl Row {
 
     /// A row for `d`, encoding it.
     pub fn of(d: &Decision) -> Row {
-        Row::new(d, d.encode_to_vec())
+        Row::new(d, Bytes::from(d.encode_to_vec()))
     }
 }
 

@@ -90,7 +90,7 @@ pub fn insert(conn: &mut Connection, batch: &[Row]) -> Result<()> {
         let mut bodies = tx.prepare_cached("INSERT OR IGNORE INTO bodies (id, body) VALUES (?1, ?2)")?;
         for r in batch {
             stmt.execute(rusqlite::params![r.id, r.time_ns, r.session_id, r.user, r.uid, r.role, r.kind, r.decision, r.subject])?;
-            bodies.execute(rusqlite::params![r.id, r.body])?;
+            bodies.execute(rusqlite::params![r.id, r.body.as_ref()])?;
         }
     }
     tx.commit().context("commit a batch of decisions")

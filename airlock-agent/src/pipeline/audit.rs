@@ -21,12 +21,18 @@ pub struct AuditStats {
 pub struct AuditSink {
     out: BufWriter<File>,
     stats: Arc<AuditStats>,
+    /// One line's encoding, reused from line to line.
+    line: Vec<u8>,
 }
 
 impl AuditSink {
     pub fn open(path: &Path) -> Result<AuditSink> {
         let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("open the audit trail {}", path.display()))?;
-        Ok(AuditSink { out: BufWriter::new(file), stats: Arc::new(AuditStats { path: path.to_path_buf(), lines: AtomicU64::new(0) }) })
+        Ok(AuditSink {
+            out: BufWriter::new(file),
+            stats: Arc::new(AuditStats { path: path.to_path_buf(), lines: AtomicU64::new(0) }),
+            line: Vec::with_capacity(1024),
+        })
     }
 
     pub fn stats(&self) -> Arc<AuditStats> {
@@ -42,9 +48,10 @@ impl Sink for AuditSink {
     /// The line is encoded whole first, so the buffer never splits a record
     /// across two writes: a reader tailing the file sees whole lines.
     fn accept(&mut self, record: &Arc<Record>) -> Result<()> {
-        let mut line = serde_json::to_vec(&record.decision).context("encode an audit record")?;
-        line.push(b'\n');
-        self.out.write_all(&line).context("write the audit trail")?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &record.decision).context("encode an audit record")?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line).context("write the audit trail")?;
         self.stats.lines.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

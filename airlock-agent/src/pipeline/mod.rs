@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use airlock_api::v1::Decision;
 use anyhow::Result;
+use bytes::Bytes;
 use prost::Message;
 
 /// One decision, as every sink receives it: the record and its protobuf
@@ -19,12 +20,13 @@ use prost::Message;
 #[derive(Debug)]
 pub struct Record {
     pub decision: Decision,
-    pub encoded: Vec<u8>,
+    /// Shared, not copied, by the sinks that keep it past the call (the store's queue).
+    pub encoded: Bytes,
 }
 
 impl Record {
     pub fn new(decision: Decision) -> Record {
-        let encoded = decision.encode_to_vec();
+        let encoded = Bytes::from(decision.encode_to_vec());
         Record { decision, encoded }
     }
 }
@@ -104,6 +106,6 @@ mod tests {
         let a = a.lock().unwrap();
         let b = b.lock().unwrap();
         assert!(Arc::ptr_eq(&a[0], &b[0]), "one record, shared, not a copy per sink");
-        assert_eq!(Decision::decode(a[0].encoded.as_slice()).unwrap(), a[0].decision);
+        assert_eq!(Decision::decode(a[0].encoded.as_ref()).unwrap(), a[0].decision);
     }
 }
