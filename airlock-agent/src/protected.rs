@@ -1,4 +1,4 @@
-//! guard: protected (credential) files. The policy names them relative to a
+//! Protected (credential) files. The policy names them relative to a
 //! home directory (`~/.aws/credentials`, `~/.ssh/id_*`); the kernel matches
 //! opens by file identity. This module resolves each pattern in the homes of
 //! the session users to (device, inode) and keeps the kernel's

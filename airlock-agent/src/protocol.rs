@@ -51,7 +51,7 @@ pub struct StatusReport {
     pub events_received: u64,
     pub audit_lines: u64,
     pub audit_path: String,
-    /// guard: files protected now (resolved in the session users' homes).
+    /// Files protected now (resolved in the session users' homes).
     #[serde(default)]
     pub protected_files: usize,
     /// Restart and pinning: how this daemon came by its enforcement.
@@ -79,10 +79,10 @@ pub struct PolicyStatus {
     pub rules: usize,
     pub loaded_at: String,
     pub last_reload_error: Option<String>,
-    /// net: hostname rules' current answers.
+    /// Hostname rules' current answers.
     #[serde(default)]
     pub hostnames: Vec<crate::policy::hostnames::HostStatus>,
-    /// exec identity: fingerprints of protected programs found on this host.
+    /// Fingerprints of protected programs found on this host.
     #[serde(default)]
     pub protected_contents: usize,
 }

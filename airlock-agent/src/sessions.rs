@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 pub enum SessionState {
     Running,
     Exited,
-    /// api (issue 4): launch registered the session but has not exec'd yet.
+    /// Launch registered the session but has not exec'd yet.
     Ready,
-    /// api (issue 4): revoked through the API.
+    /// Revoked through the API.
     Revoked,
 }
 
@@ -32,7 +32,7 @@ impl SessionState {
     }
 }
 
-/// api (issue 4): who revoked a session, when and why.
+/// Who revoked a session, when and why.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Revocation {
     pub at: String,
@@ -54,7 +54,7 @@ pub struct SessionInfo {
     pub tty: Option<String>,
     pub started_at: String,
     pub state: SessionState,
-    /// api (issue 4): when the root process exited or the session was revoked.
+    /// When the root process exited or the session was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,4 +1,4 @@
-//! Kernel tests of the gRPC API (issue 4): a real daemon, real governed
+//! Kernel tests of the gRPC API: a real daemon, real governed
 //! sessions, and clients that are not our CLI: a Rust client generated from
 //! the same .proto (tonic), and Python grpcio generated from it at test time.
 //! Revocation is checked in two halves: the kernel's denial of a revoked

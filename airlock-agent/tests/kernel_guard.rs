@@ -1,4 +1,4 @@
-//! Kernel tests of the guard hooks (issue 5 items 7-9; docs/bypasses.md 18 and 19;
+//! Kernel tests of the guard hooks (docs/bypasses.md 18 and 19;
 //! protected credential files). A real daemon, real governed sessions run as
 //! root, real attempts on the daemon and its kernel objects. Each test asserts
 //! the outcome docs/security.md documents for the backend the daemon chose:
@@ -286,7 +286,7 @@ fn mount_of(fstype: &str) -> Option<PathBuf> {
     })
 }
 
-/// docs/bypasses.md 19 (issue 5 item 9): an exec and connect storm while the
+/// docs/bypasses.md 19: an exec and connect storm while the
 /// daemon cannot read (stopped by the test, by pid) overflows the ring buffer
 /// on purpose. Every blocked exec is still stopped and every denied connect
 /// still gets EPERM; every lost event is counted by the kernel, and the audit

@@ -27,7 +27,7 @@ pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_CONNECT: u32 = 2;
 pub const EVENT_SENDMSG: u32 = 3;
 pub const EVENT_TAG_FAILURE: u32 = 4;
-// guard: tamper resistance and protected files (30-39)
+// Tamper resistance and protected files (30-39)
 pub const EVENT_TAMPER: u32 = 30;
 pub const EVENT_FILE_OPEN: u32 = 31;
 
@@ -40,7 +40,7 @@ pub const REASON_ARGV_TOO_LONG: u32 = 2;
 pub const REASON_MATCH_OVERFLOW: u32 = 3;
 pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
-/// api (issue 4): the session was revoked through the API.
+/// The session was revoked through the API.
 pub const REASON_REVOKED: u32 = 40;
 // guard (30-39)
 pub const REASON_TAMPER_BPF: u32 = 30;
@@ -49,7 +49,6 @@ pub const REASON_TAMPER_PTRACE: u32 = 32;
 pub const REASON_TAMPER_KERNEL_CODE: u32 = 33;
 pub const REASON_TAMPER_CONTROL_FS: u32 = 34;
 pub const REASON_PROTECTED_FILE: u32 = 35;
-// exec identity
 pub const REASON_FILELESS: u32 = 10;
 pub const REASON_LOADER: u32 = 11;
 pub const REASON_TAMPER_AIRLOCK_FILES: u32 = 36;
@@ -60,7 +59,6 @@ pub const BACKEND_LSM: u32 = 2;
 pub const VIA_EXECUTABLE: u32 = 1;
 pub const VIA_ARGV0: u32 = 2;
 pub const VIA_SCRIPT: u32 = 3;
-// exec identity
 pub const VIA_IDENTITY: u32 = 4;
 // guard (12-15): compat, the call ran and the offender was killed on its way back.
 pub const FLAG_KILLED_AFTER: u32 = 1 << 12;
@@ -71,14 +69,12 @@ pub const FLAG_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const FLAG_PATH_TRUNCATED: u32 = 1 << 1;
 pub const FLAG_SCRIPT: u32 = 1 << 2;
 pub const FLAG_EARLY_CHECK: u32 = 1 << 3;
-// exec identity
 pub const FLAG_FILELESS: u32 = 1 << 4;
 pub const FLAG_LOADER: u32 = 1 << 5;
 pub const FLAG_INTERPRETER: u32 = 1 << 6;
 pub const FLAG_IDENTITY: u32 = 1 << 7;
 
 pub const ROLE_DENY_ALL: u32 = 1 << 0;
-// exec identity
 pub const ROLE_ALLOW_FILELESS: u32 = 1 << 1;
 pub const ROLE_ALLOW_LOADER: u32 = 1 << 2;
 
@@ -164,7 +160,6 @@ pub struct Counters {
     pub denies: u64,
     pub ringbuf_drops: u64,
     pub tag_failures: u64,
-    // guard
     pub tamper: u64,
 }
 
@@ -175,7 +170,6 @@ pub struct Config {
     pub policy_generation: u32,
     pub daemon_tgid: u32,
     pub pad: u32,
-    // guard
     pub daemon_pgid: u32,
     pub guard_pad: u32,
 }
@@ -228,7 +222,7 @@ pub struct NetEvent {
     pub addr: [u8; 16],
 }
 
-// exec identity: what an executable is, beyond its name.
+// What an executable is, beyond its name.
 pub const HEAD_LEN: usize = 256;
 pub const IDENTITY_NAMES: usize = 4;
 pub const OPERAND_WORDS: usize = 8;
@@ -257,14 +251,14 @@ pub struct IdentityValue {
     pub names: [u64; IDENTITY_NAMES],
 }
 
-// net: Unix socket rules (broker escapes).
+// Unix socket rules (broker escapes).
 pub const EVENT_UNIX_CONNECT: u32 = 20;
 pub const EVENT_UNIX_SENDMSG: u32 = 21;
 pub const REASON_UNIX_PATH_UNCLEAR: u32 = 20;
 pub const FLAG_UNIX_RESOLVED: u32 = 1 << 8;
 pub const FLAG_UNIX_ABSTRACT: u32 = 1 << 9;
 pub const ROLE_UNIX_RULES: u32 = 1 << 4;
-// net: per-role egress default.
+// Per-role egress default.
 pub const ROLE_EGRESS_DEFAULT_DENY: u32 = 1 << 5;
 pub const REASON_EGRESS_DEFAULT: u32 = 21;
 pub const UNIX_PATH_MAX: usize = 128;
@@ -288,7 +282,7 @@ pub struct UnixEvent {
     pub path: [u8; UNIX_PATH_MAX],
 }
 
-// guard: what a governed process tried (GuardEvent::op).
+// What a governed process tried (GuardEvent::op).
 pub const OP_BPF: u32 = 1;
 pub const OP_KILL: u32 = 2;
 pub const OP_TKILL: u32 = 3;
@@ -313,10 +307,10 @@ pub const OP_UMOUNT: u32 = 21;
 pub const OP_CREATE: u32 = 22;
 pub const OP_LINK: u32 = 23;
 pub const OP_TRUNCATE: u32 = 24;
-/// guard: the protected_inodes class of Airlock's own files and directories.
+/// The protected_inodes class of Airlock's own files and directories.
 pub const CLASS_SELF: u64 = 1;
 
-/// guard: a protected file's identity (kernel device encoding).
+/// A protected file's identity (kernel device encoding).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InodeKey {

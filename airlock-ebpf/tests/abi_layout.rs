@@ -61,7 +61,6 @@ fn abi_matches_compiled_object_btf() {
         [hdr, match_via, argc, argv_len, filename_len, exe_len, cwd_len, filename, exe, cwd, argv]
     );
     layout!(btf, "airlock_net_event", NetEvent, [hdr, family, port, protocol, addr]);
-    // guard
     layout!(btf, "airlock_inode_key", InodeKey, [dev, pad, ino]);
     layout!(btf, "airlock_inode_value", InodeValue, [class_hash]);
     layout!(btf, "airlock_file_rule_key", FileRuleKey, [set_id, pad, class_hash]);
@@ -73,10 +72,9 @@ fn abi_matches_compiled_object_btf() {
         GuardEvent,
         [hdr, op, target, arg, dev, path_len, ino, exe_uid, name_len, name, path]
     );
-    // exec identity
     layout!(btf, "airlock_identity_key", IdentityKey, [kind, pad, hash]);
     layout!(btf, "airlock_identity_value", IdentityValue, [flags, nnames, names]);
-    // net: Unix socket rules.
+    // Unix socket rules.
     layout!(btf, "airlock_unix_key", UnixKey, [prefixlen, set_id, path]);
     layout!(btf, "airlock_unix_event", UnixEvent, [hdr, path_len, sock_type, path]);
 }

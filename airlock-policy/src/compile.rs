@@ -121,7 +121,7 @@ pub struct UnixRuleCompiled {
     pub text: String,
 }
 
-/// guard: a protected file as enforced for one role.
+/// A protected file as enforced for one role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRuleCompiled {
     pub rule_id: u32,
@@ -141,15 +141,15 @@ pub struct CompiledRole {
     pub policies: Vec<String>,
     pub commands: Vec<CommandRule>,
     pub egress: Vec<EgressRuleCompiled>,
-    /// net: Unix socket rules (broker escapes).
+    /// Unix socket rules (broker escapes).
     pub unix: Vec<UnixRuleCompiled>,
-    /// net: hostname rules (deny and allow), resolved by the daemon.
+    /// Hostname rules (deny and allow), resolved by the daemon.
     pub hosts: Vec<HostRuleCompiled>,
-    /// net: `egress.allow` address rules (in force when `egress_default_deny`).
+    /// `egress.allow` address rules (in force when `egress_default_deny`).
     pub allow: Vec<EgressRuleCompiled>,
-    /// net: the role's `egress_default` is `deny`.
+    /// The role's `egress_default` is `deny`.
     pub egress_default_deny: bool,
-    /// guard: protected files.
+    /// Protected files.
     pub files: Vec<FileRuleCompiled>,
 }
 
@@ -157,9 +157,9 @@ pub struct CompiledRole {
 pub enum RuleKind {
     Command { text: String },
     Egress { text: String },
-    /// net: an `egress.unix_deny` pattern.
+    /// An `egress.unix_deny` pattern.
     Unix { text: String },
-    /// guard: a protected file pattern.
+    /// A protected file pattern.
     File { text: String },
 }
 
@@ -190,7 +190,7 @@ pub struct CompiledPolicy {
     /// The kernel table entries of every role's rule set.
     pub tables: PolicyTables,
     pub role_sets: Vec<(String, RoleSet)>,
-    /// guard: every protected pattern of any role, by class: what the daemon resolves in homes.
+    /// Every protected pattern of any role, by class: what the daemon resolves in homes.
     pub protected: BTreeMap<u64, HomePattern>,
 }
 
@@ -313,7 +313,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     text: rule.text.clone(),
                 });
             }
-            // guard: each policy protecting a file must allow a program for the role to allow it.
+            // Each policy protecting a file must allow a program for the role to allow it.
             for file in &policy.protected_files {
                 let allow: Vec<String> = file.allow.iter().map(|a| a.0.clone()).collect();
                 if let Some(existing) = compiled.files.iter_mut().find(|f| f.pattern.text == file.path.text) {

@@ -290,7 +290,7 @@ fn an_allocator_started_after_live_ids_never_reuses_them() {
     assert!(!c.tables.trie.is_empty() && !c.tables.egress4.is_empty() && !c.tables.egress6.is_empty());
 }
 
-/// exec identity: the fileless and direct-loader switches default to deny, and
+/// The fileless and direct-loader switches default to deny, and
 /// a role allows one only when every active policy of it turns it off.
 #[test]
 fn exec_switches_become_role_flags() {

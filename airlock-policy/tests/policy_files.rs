@@ -1,4 +1,4 @@
-//! guard: `protected_files` in policies: defaults, validation with located
+//! `protected_files` in policies: defaults, validation with located
 //! errors, and the kernel entries (per-role rule, allowed program names).
 
 use airlock_common::abi::{word_hash, FileAllowKey, FileRuleKey};

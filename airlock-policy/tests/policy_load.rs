@@ -387,7 +387,7 @@ fn shipped_policies_load_and_compile() {
     assert_eq!(embedded.version(), loaded.version());
 }
 
-/// exec identity: the `exec` switches are booleans with located errors.
+/// The `exec` switches are booleans with located errors.
 #[test]
 fn exec_switches_are_validated() {
     let s = Scratch::new(&[

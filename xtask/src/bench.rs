@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick]`: what Airlock costs, measured side by side
-//! with no agent loaded (issue 6). Exec and connect storms, audit throughput,
+//! with no agent loaded. Exec and connect storms, audit throughput,
 //! daemon memory and CPU, and an agent-like workload; prints tables and writes
 //! docs/benchmarks.md.
 //!

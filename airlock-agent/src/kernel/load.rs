@@ -72,12 +72,11 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         p.airlock_connect6.set_autoload(!lsm);
         p.airlock_sendmsg4.set_autoload(!lsm);
         p.airlock_sendmsg6.set_autoload(!lsm);
-        // net: Unix socket rules. Compat needs cgroup/connect_unix (kernels >= 6.7).
+        // Unix socket rules. Compat needs cgroup/connect_unix (kernels >= 6.7).
         p.airlock_unix_stream_connect.set_autoload(lsm);
         p.airlock_unix_may_send.set_autoload(lsm);
         p.airlock_connect_unix.set_autoload(!lsm && compat_unix);
         p.airlock_sendmsg_unix.set_autoload(!lsm && compat_unix);
-        // guard
         for prog in guard_lsm_programs(p) {
             prog.set_autoload(lsm);
         }
@@ -127,7 +126,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         attached("airlock_socket_sendmsg", "lsm/socket_sendmsg", p.airlock_socket_sendmsg.attach_lsm())?;
         attached("airlock_unix_stream_connect", "lsm/unix_stream_connect", p.airlock_unix_stream_connect.attach_lsm())?;
         attached("airlock_unix_may_send", "lsm/unix_may_send", p.airlock_unix_may_send.attach_lsm())?;
-        // guard: tamper resistance and protected files
+        // Tamper resistance and protected files
         for (name, hook, prog) in [
             ("airlock_guard_bpf", "lsm/bpf", &p.airlock_guard_bpf),
             ("airlock_guard_task_kill", "lsm/task_kill", &p.airlock_guard_task_kill),
@@ -162,7 +161,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             attached("airlock_connect_unix", &at("cgroup/connect_unix"), p.airlock_connect_unix.attach_cgroup(fd))?;
             attached("airlock_sendmsg_unix", &at("cgroup/sendmsg_unix"), p.airlock_sendmsg_unix.attach_cgroup(fd))?;
         }
-        // guard: detection of what compat cannot refuse. A syscall this kernel
+        // Detection of what compat cannot refuse. A syscall this kernel
         // does not have (open on aarch64) has no tracepoint: skipped, and absent
         // from the hooks `status` lists.
         for (name, syscall, prog) in [
@@ -261,7 +260,7 @@ fn copy_tags(old_sets: &[PinSet], maps: &Maps) -> (usize, u32) {
     (copied.len(), quarantined.len() as u32)
 }
 
-/// guard: the LSM programs of the tamper and protected-file hooks.
+/// The LSM programs of the tamper and protected-file hooks.
 fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 17] {
     [
         &mut p.airlock_guard_bpf,
@@ -284,7 +283,7 @@ fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs
     ]
 }
 
-/// guard: the compat backend's syscall tracepoints.
+/// The compat backend's syscall tracepoints.
 fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 19] {
     [
         &mut p.airlock_compat_bpf,

@@ -565,7 +565,7 @@ pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
     bin
 }
 
-// ---- api (issue 4) -------------------------------------------------------------
+// ---- api -------------------------------------------------------------
 
 impl Daemon {
     /// The gRPC API's socket: `api.sock` beside the control socket.

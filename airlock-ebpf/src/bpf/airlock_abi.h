@@ -36,12 +36,12 @@ enum airlock_event_kind {
 	AIRLOCK_EVENT_SENDMSG = 3,
 	/* A tagged process forked but its child could not be tagged. */
 	AIRLOCK_EVENT_TAG_FAILURE = 4,
-	/* guard: tamper resistance and protected files (30-39) */
+	/* Tamper resistance and protected files (30-39) */
 	/* A governed process reached for Airlock itself or the kernel's code. */
 	AIRLOCK_EVENT_TAMPER = 30,
 	/* A governed process opened a protected (credential) file. */
 	AIRLOCK_EVENT_FILE_OPEN = 31,
-	/* net: connects and datagrams to Unix sockets (broker escapes). */
+	/* Connects and datagrams to Unix sockets (broker escapes). */
 	AIRLOCK_EVENT_UNIX_CONNECT = 20,
 	AIRLOCK_EVENT_UNIX_SENDMSG = 21,
 };
@@ -70,16 +70,16 @@ enum airlock_reason {
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */
 	AIRLOCK_REASON_ROLE_GONE = 5,
-	/* api (issue 4): the session was revoked through the API: deny everything. */
+	/* The session was revoked through the API: deny everything. */
 	AIRLOCK_REASON_REVOKED = 40,
-	/* exec identity: the executed file has no name on disk (memfd, deleted, O_TMPFILE). */
+	/* The executed file has no name on disk (memfd, deleted, O_TMPFILE). */
 	AIRLOCK_REASON_FILELESS = 10,
-	/* exec identity: the dynamic loader was run directly. */
+	/* The dynamic loader was run directly. */
 	AIRLOCK_REASON_LOADER = 11,
-	/* net: a Unix socket path the kernel cannot put in canonical form (a ".."
+	/* A Unix socket path the kernel cannot put in canonical form (a ".."
 	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
-	/* net: the role's egress default is deny and no egress.allow entry covers the destination. */
+	/* The role's egress default is deny and no egress.allow entry covers the destination. */
 	AIRLOCK_REASON_EGRESS_DEFAULT = 21,
 	AIRLOCK_REASON_TAMPER_AIRLOCK_FILES = 36, /* a write to Airlock's policy, state or executable */
 };
@@ -116,18 +116,18 @@ enum airlock_match_via {
 
 /* Role flags. */
 #define AIRLOCK_ROLE_DENY_ALL (1U << 0)
-/* exec identity: every policy of the role lets fileless executables / the loader run. */
+/* Every policy of the role lets fileless executables / the loader run. */
 #define AIRLOCK_ROLE_ALLOW_FILELESS (1U << 1)
 #define AIRLOCK_ROLE_ALLOW_LOADER (1U << 2)
 
-/* net: Unix socket rules. */
+/* Unix socket rules. */
 /* Event flag: the path is the listening socket's own (LSM, symlinks resolved). */
 #define AIRLOCK_FLAG_UNIX_RESOLVED (1U << 8)
 /* Event flag: an abstract socket; the path is "@" and the name. */
 #define AIRLOCK_FLAG_UNIX_ABSTRACT (1U << 9)
 /* Role flag: the role's rule set has Unix socket rules (the hooks judge only then). */
 #define AIRLOCK_ROLE_UNIX_RULES (1U << 4)
-/* net: role flag: egress is denied unless an egress.allow entry covers it. */
+/* Role flag: egress is denied unless an egress.allow entry covers it. */
 #define AIRLOCK_ROLE_EGRESS_DEFAULT_DENY (1U << 5)
 /* Bytes of a Unix socket path the kernel matches and reports. */
 #define AIRLOCK_UNIX_PATH_MAX 128
@@ -202,7 +202,7 @@ struct airlock_counters {
 	__u64 denies;
 	__u64 ringbuf_drops;
 	__u64 tag_failures;
-	/* guard: tamper attempts seen (refused on LSM, killed on compat) */
+	/* Tamper attempts seen (refused on LSM, killed on compat) */
 	__u64 tamper;
 };
 
@@ -212,7 +212,7 @@ struct airlock_config {
 	__u32 policy_generation;
 	__u32 daemon_tgid;
 	__u32 pad;
-	/* guard: the daemon's process group, for kill(0) and kill(-pgrp) on compat */
+	/* The daemon's process group, for kill(0) and kill(-pgrp) on compat */
 	__u32 daemon_pgid;
 	__u32 guard_pad;
 };
@@ -266,7 +266,7 @@ struct airlock_net_event {
 };
 
 /*
- * exec identity: what an executable is, not what it is called.
+ * What an executable is, not what it is called.
  *
  * The kernel fingerprints the first AIRLOCK_HEAD_LEN bytes of every file it
  * executes (the kernel's own bprm->buf, zero-padded) together with the file's
@@ -305,7 +305,7 @@ struct airlock_identity_value {
 	__u64 names[AIRLOCK_IDENTITY_NAMES];
 };
 
-/* net: Unix socket rules. */
+/* Unix socket rules. */
 
 /*
  * unix_rules LPM key: the set id is matched in full, the path by prefix. An
@@ -325,7 +325,7 @@ struct airlock_unix_event {
 	char path[AIRLOCK_UNIX_PATH_MAX];
 };
 
-/* guard: what a governed process tried (airlock_guard_event.op). */
+/* What a governed process tried (airlock_guard_event.op). */
 enum airlock_guard_op {
 	AIRLOCK_OP_BPF = 1,
 	AIRLOCK_OP_KILL = 2,
@@ -354,7 +354,7 @@ enum airlock_guard_op {
 };
 
 /*
- * guard: protected files. The daemon resolves each protected pattern in the
+ * Protected files. The daemon resolves each protected pattern in the
  * homes of the session users to (device, inode); the kernel matches opens by
  * that identity, so hard links, renames, bind mounts and path aliases do not
  * hide a file.

@@ -87,7 +87,7 @@ static __always_inline __u32 rule_set_of(const struct airlock_proc_tag *tag, __u
 	*set_id = 0;
 	if (tag->flags & TAG_QUARANTINED)
 		return AIRLOCK_REASON_QUARANTINE;
-	/* api (issue 4): a revoked session is refused everything. */
+	/* A revoked session is refused everything. */
 	__u64 session = tag->session_id;
 	if (bpf_map_lookup_elem(&revoked_sessions, &session))
 		return AIRLOCK_REASON_REVOKED;

@@ -225,7 +225,7 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 }
 
 /*
- * exec identity: the operands of an interpreter or loader. The first word
+ * The operands of an interpreter or loader. The first word
  * after argv[0] that is not an option is the program it runs (its basename
  * names it; the words after it are its arguments), unless it is the code of a
  * -c option. Later words among the first AIRLOCK_OPERAND_WORDS are tried too

@@ -91,7 +91,7 @@ struct exec_words {
 	__u32 too_long;
 	__u32 rule_id;
 	__u32 pad;
-	/* exec identity: basename hash and argv offset of each word. */
+	/* Basename hash and argv offset of each word. */
 	__u64 base_hash[AIRLOCK_MAX_WORDS];
 	__u16 off[AIRLOCK_MAX_WORDS];
 };
@@ -111,7 +111,7 @@ struct exec_scratch {
 	struct airlock_exec_event evt;
 	struct exec_words words;
 	__u64 argv0_base_hash;
-	/* exec identity: the executed file's first bytes (bprm->buf) and fingerprint. */
+	/* The executed file's first bytes (bprm->buf) and fingerprint. */
 	__u8 head[AIRLOCK_HEAD_LEN];
 	__u64 content_hash;
 };
@@ -144,7 +144,7 @@ struct {
 	__type(value, struct early_argv);
 } early_argv SEC(".maps");
 
-/* net: egress.allow entries, for roles whose egress default is deny (same keys as egress4/6). */
+/* Egress.allow entries, for roles whose egress default is deny (same keys as egress4/6). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 131072); /* runtime */
@@ -161,7 +161,7 @@ struct {
 	__type(value, struct airlock_egress_value);
 } egress_allow6 SEC(".maps");
 
-/* exec identity: names and contents of protected programs, interpreters and loaders. */
+/* Names and contents of protected programs, interpreters and loaders. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -169,7 +169,7 @@ struct {
 	__type(key, struct airlock_identity_key);
 	__type(value, struct airlock_identity_value);
 } exec_identity SEC(".maps");
-/* net: Unix socket rules, per rule set (see struct airlock_unix_key). */
+/* Unix socket rules, per rule set (see struct airlock_unix_key). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 16384); /* runtime */
@@ -178,7 +178,7 @@ struct {
 	__type(value, struct airlock_egress_value);
 } unix_rules SEC(".maps");
 
-/* net: per-CPU working memory of the Unix socket hooks (too large for the stack). */
+/* Per-CPU working memory of the Unix socket hooks (too large for the stack). */
 struct unix_scratch {
 	struct path_buf walk;          /* a dentry walk, components leaf first */
 	char raw[2 * AIRLOCK_UNIX_PATH_MAX]; /* the path before canonical form */
@@ -197,7 +197,7 @@ struct {
 volatile __u32 quarantined_count;
 
 /*
- * api (issue 4): sessions revoked through the API -> 1. Every hook that judges
+ * Sessions revoked through the API -> 1. Every hook that judges
  * a governed process denies a revoked session's processes outright, so a
  * process the daemon has not killed yet can neither exec nor connect.
  */
@@ -209,7 +209,7 @@ struct {
 	__type(value, __u32);
 } revoked_sessions SEC(".maps");
 
-/* guard: tamper resistance and protected files */
+/* Tamper resistance and protected files */
 
 /* The daemon's thread ids (compat: signals and ptrace name a thread, not a process). */
 struct {

@@ -53,7 +53,7 @@ static __always_inline __u32 egress_lookup6(__u32 set_id, const __u32 *addr_be, 
 }
 
 /*
- * net: for a role whose egress default is deny, the allow rule covering the
+ * For a role whose egress default is deny, the allow rule covering the
  * destination (0: none, so the destination is refused). Only reached when no
  * deny rule matched: deny rules always win.
  */

@@ -45,7 +45,7 @@ int BPF_PROG(airlock_fork, struct task_struct *parent, struct task_struct *child
 	struct airlock_proc_tag tag;
 	if (!tag_of(parent_tgid, &tag))
 		return 0;
-	/* api (issue 4): a revoked session's process that still forks dies; its
+	/* A revoked session's process that still forks dies; its
 	 * child stays tagged, so the daemon's kill rounds find it. */
 	__u64 session_id = tag.session_id;
 	if (bpf_map_lookup_elem(&revoked_sessions, &session_id))

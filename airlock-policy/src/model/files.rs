@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::limits::*;
 
-/// guard: a file under the session user's home, written `~/dir/name`. The
+/// A file under the session user's home, written `~/dir/name`. The
 /// last component may end in `*` (a name prefix, as in `~/.ssh/id_*`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HomePattern {
@@ -73,7 +73,7 @@ impl<'de> Deserialize<'de> for HomePattern {
     }
 }
 
-/// guard: a program allowed to open a protected file, by the name of its
+/// A program allowed to open a protected file, by the name of its
 /// executable file (symlinks resolved).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ProgramName(pub String);
@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for ProgramName {
     }
 }
 
-/// guard: one `protected_files` entry.
+/// One `protected_files` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedFile {
     pub path: HomePattern,
@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for ProtectedFile {
     }
 }
 
-/// guard: what a policy protects when it says nothing about `protected_files`.
+/// What a policy protects when it says nothing about `protected_files`.
 pub fn default_protected_files() -> Vec<ProtectedFile> {
     let entry = |path: &str, allow: &[&str]| ProtectedFile {
         path: path.parse().expect("the default protected files are valid patterns"),

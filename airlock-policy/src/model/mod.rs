@@ -206,7 +206,7 @@ pub struct Policy {
     /// Exec switches (exec identity); absent means both on.
     #[serde(default)]
     pub exec: ExecOptions,
-    /// guard: credential files only the listed programs may open (defaults when absent; `[]` for none).
+    /// Credential files only the listed programs may open (defaults when absent; `[]` for none).
     #[serde(default = "default_protected_files")]
     pub protected_files: Vec<ProtectedFile>,
     /// Where the policy came from (display name), for diagnostics and audit.

@@ -32,7 +32,7 @@ pub struct Counters {
     pub decisions: u64,
     pub ringbuf_drops: u64,
     pub audit_lines: u64,
-    /// api (issue 4): decisions in the decision store, and those it dropped.
+    /// Decisions in the decision store, and those it dropped.
     pub store_decisions: u64,
     pub store_dropped: u64,
 }

@@ -38,7 +38,7 @@ pub struct Level {
     pub drain_lag_s: f64,
     pub daemon_cpu_ms: f64,
     pub peak: Memory,
-    /// api (issue 4): the level's decisions written to the decision store, and dropped by it.
+    /// The level's decisions written to the decision store, and dropped by it.
     pub stored_in_db: u64,
     pub store_dropped: u64,
 }
