@@ -1,0 +1,1 @@
+//! A durable, size-bounded, acknowledged on-disk queue.
