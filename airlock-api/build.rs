@@ -4,7 +4,7 @@
 //! Every message also derives serde: its JSON form is the audit trail's line
 //! and the CLI's `--json`, so a decision has one shape in every output.
 
-const PROTOS: &[&str] = &["proto/airlock/v1/airlock.proto"];
+const PROTOS: &[&str] = &["proto/airlock/v1/airlock.proto", "proto/airlock/gateway/v1/gateway.proto"];
 
 /// Optional fields that the JSON form leaves out when they are unset.
 const OMIT_WHEN_UNSET: &[&str] = &[
@@ -15,6 +15,7 @@ const OMIT_WHEN_UNSET: &[&str] = &[
     ".airlock.v1.GuardDetail.target_pid",
     ".airlock.v1.GuardDetail.file",
     ".airlock.v1.GuardDetail.enforcement",
+    ".airlock.v1.StatusResponse.gateway",
 ];
 
 fn main() {
@@ -30,6 +31,8 @@ fn main() {
         .build_client(true)
         .type_attribute(".airlock.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
         .message_attribute(".airlock.v1", "#[serde(default)]")
+        .type_attribute(".airlock.gateway.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .message_attribute(".airlock.gateway.v1", "#[serde(default)]")
         // A decision's detail appears under its kind's own key ("exec", "destination", ...).
         .enum_attribute(".airlock.v1.Decision.detail", "#[serde(rename_all = \"snake_case\")]")
         // Written without the leading dot, the path matches the oneof field only, not its variants.

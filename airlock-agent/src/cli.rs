@@ -41,6 +41,8 @@ enum Command {
         /// Use the policies compiled into the binary, whatever is on disk.
         #[arg(long, conflicts_with = "policy_dir")]
         embedded_policy: bool,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -149,6 +151,48 @@ enum PolicyCommand {
         #[command(flatten)]
         conn: ApiConn,
     },
+}
+
+/// `run` with a gateway: policy comes from it, every decision goes to it.
+#[derive(Args)]
+struct GatewayArgs {
+    /// The gateway, https://HOST:PORT: enroll with it (once), enforce the policy it sends, ship every decision to it.
+    #[arg(long, value_name = "URL")]
+    gateway: Option<String>,
+    /// A join token from `airlock-gateway token create --join` (first start only).
+    #[arg(long, requires = "gateway", env = "AIRLOCK_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// The gateway's CA (its DATA_DIR/ca.pem), to enroll.
+    #[arg(long, requires = "gateway")]
+    gateway_ca: Option<PathBuf>,
+    /// This host's name at the gateway (default: the machine's host name).
+    #[arg(long, requires = "gateway")]
+    host_id: Option<String>,
+    /// The spool of decisions not yet acked by the gateway is kept under this size (MB);
+    /// past it decisions are counted as lost to the gateway (never silently).
+    #[arg(long, default_value_t = 256, requires = "gateway")]
+    spool_max_mb: u64,
+}
+
+impl GatewayArgs {
+    /// The gateway options; a policy directory beside a gateway is refused:
+    /// the policy would have two sources.
+    fn options(self, policy_dir: &Option<PathBuf>, embedded_policy: bool) -> Result<Option<crate::gateway::GatewayOptions>> {
+        let Some(url) = self.gateway else { return Ok(None) };
+        if let Some(dir) = policy_dir {
+            bail!("--gateway and --policy-dir {} both say where the policy comes from: with a gateway, the policy is the version it sends (push {} to it with `airlock-gateway policy push`)", dir.display(), dir.display());
+        }
+        if embedded_policy {
+            bail!("--gateway and --embedded-policy both say where the policy comes from: with a gateway, the policy is the version it sends (the embedded default until the first one arrives)");
+        }
+        Ok(Some(crate::gateway::GatewayOptions {
+            url,
+            join_token: self.join_token,
+            ca: self.gateway_ca,
+            host_id: self.host_id,
+            spool_max_bytes: self.spool_max_mb.saturating_mul(1_000_000),
+        }))
+    }
 }
 
 /// How an operator command reaches the API: the local socket, or a daemon's
@@ -382,7 +426,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api } => {
+        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api } => {
             let dns = match dns_server {
                 None => DnsClient::system(),
                 Some(s) => DnsClient::with_server(
@@ -391,7 +435,12 @@ fn dispatch(command: Command) -> Result<i32> {
                         .map_err(|_| anyhow::anyhow!("--dns-server {s:?}: expected IP or IP:PORT, e.g. 127.0.0.53 or 127.0.0.1:5353"))?,
                 ),
             };
-            let policy = if embedded_policy { PolicyOrigin::Embedded } else { default_origin(policy_dir.as_deref())? };
+            let gateway = gateway.options(&policy_dir, embedded_policy)?;
+            let policy = match (&gateway, embedded_policy) {
+                (Some(_), _) => PolicyOrigin::Gateway(crate::gateway::bundle_path(&state_dir)),
+                (None, true) => PolicyOrigin::Embedded,
+                (None, false) => default_origin(policy_dir.as_deref())?,
+            };
             let tls = match (api.tls_cert, api.tls_key, api.tls_client_ca) {
                 (Some(cert), Some(key), Some(client_ca)) => Some(crate::api::TlsFiles { cert, key, client_ca }),
                 _ => None,
@@ -420,6 +469,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 dns: dns.with_timeout(std::time::Duration::from_secs(dns_timeout)),
                 pin_dir,
                 release_on_exit,
+                gateway,
             })?;
             Ok(0)
         }

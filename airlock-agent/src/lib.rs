@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod events;
+pub mod gateway;
 pub mod install;
 pub mod kernel;
 pub mod launch;

@@ -140,6 +140,19 @@ fn print_status(r: &pb::StatusResponse) {
             s.dropped
         );
     }
+    if let Some(g) = &r.gateway {
+        let link = if g.connected { "connected".to_string() } else { format!("DISCONNECTED ({})", g.last_error.as_deref().unwrap_or("connecting")) };
+        println!("gateway:        {} as {} (org {}): {link}", g.url, g.host_id, g.org);
+        let bundle = if g.policy_version == 0 { "none yet (the embedded default is in force)".to_string() } else { format!("version {}", g.policy_version) };
+        println!("  policy:       {bundle}");
+        if let Some(e) = &g.last_bundle_error {
+            println!("  REFUSED:      the last bundle: {}", e.lines().next().unwrap_or(""));
+        }
+        println!("  spool:        {} written, {} acked, {} waiting ({:.1} MB)", g.spooled, g.acked, g.pending, g.spool_bytes as f64 / 1e6);
+        if g.lost > 0 {
+            println!("  LOST:         {} decision(s) not shipped: the spool was full (each recorded as shipping_lost)", g.lost);
+        }
+    }
 }
 
 // ---- sessions ----------------------------------------------------------------

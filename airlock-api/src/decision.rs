@@ -15,6 +15,8 @@ pub const FILE_OPEN: &str = "file_open";
 pub const TAG_FAILURE: &str = "tag_failure";
 pub const REVOKE: &str = "revoke";
 pub const EVENTS_LOST: &str = "events_lost";
+/// The agent's spool to the gateway was full: decisions were counted, not shipped.
+pub const SHIPPING_LOST: &str = "shipping_lost";
 
 pub const ALLOW: &str = "allow";
 pub const DENY: &str = "deny";

@@ -1,1 +1,29 @@
-//! The gateway store.
+//! The gateway's store: orgs, tokens, enrolled hosts, policy versions, the
+//! fleet's decisions and sessions, and commands for agents. SQLite (one
+//! replica) or PostgreSQL (any number of replicas): one schema, applied by
+//! versioned migrations, and every query written once for both.
+
+mod commands;
+mod db;
+mod decisions;
+mod error;
+mod filter;
+mod hosts;
+mod migrations;
+mod orgs;
+mod policies;
+mod sessions;
+mod store;
+mod tokens;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use commands::{Command, COMMAND_DONE, COMMAND_FAILED, COMMAND_PENDING, COMMAND_SENT};
+pub use decisions::{FleetQuery, IncomingDecision, StoredDecision};
+pub use error::StoreError;
+pub use hosts::{Host, HostContact};
+pub use orgs::Org;
+pub use policies::{NewPolicyVersion, PolicyFile, PolicyVersion};
+pub use store::GatewayStore;
+pub use tokens::{ApiToken, JoinOutcome, NewToken, TokenInfo, TOKEN_API, TOKEN_JOIN};

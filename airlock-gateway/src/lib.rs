@@ -1,1 +1,32 @@
-//! The gateway.
+//! Airlock's gateway: the fleet control plane. Agents enroll with a join
+//! token, load versioned policy bundles from it over one stream, and ship
+//! every decision to it; platform teams query the fleet through its API.
+//!
+//! Map: [`server`] starts everything; [`enroll`], [`link`] and [`fleet`] are
+//! the three gRPC services; [`hub`] is what one replica shares between
+//! connections; [`pki`] and [`tokens`] are the credentials; [`auth`] scopes a
+//! caller to its org; the store is the `airlock-gateway-store` crate.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod enroll;
+pub mod fleet;
+pub mod hub;
+pub mod link;
+pub mod pki;
+pub mod server;
+pub mod tokens;
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// An instant as RFC 3339 text (UTC).
+pub fn rfc3339(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

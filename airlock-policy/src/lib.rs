@@ -12,6 +12,7 @@
 //! [`compile`] → [`CompiledPolicy`] (its [`PolicyTables`] go into the kernel)
 //! and [`matcher::TableMatcher`] (the kernel's walk, for tests and dry runs).
 
+mod bundle;
 mod compile;
 mod diag;
 mod egress;
@@ -21,6 +22,7 @@ pub mod matcher;
 mod model;
 mod tables;
 
+pub use bundle::{bundle_from_dir, bundle_path, sources_from_bundle};
 pub use compile::{
     compile, CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled, FileRuleCompiled, HostRuleCompiled, IdAllocator,
     RuleKind, RuleRef, UnixRuleCompiled,
@@ -28,7 +30,7 @@ pub use compile::{
 pub use diag::{Diagnostic, PolicyErrors};
 pub use egress::{host_entries, unix_key};
 pub use embedded::default_sources;
-pub use load::{load_dir, load_sources, Format, LoadedPolicies, PolicySource, SourceKind};
+pub use load::{load_dir, load_sources, read_dir_sources, Format, LoadedPolicies, PolicySource, SourceKind};
 pub use model::{
     default_protected_files, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern, HostRule, Id,
     Policy, ProgramName, ProtectedFile, Role, Status, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,

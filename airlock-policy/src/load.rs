@@ -166,6 +166,13 @@ impl LoadedPolicies {
 /// Loads `DIR/policies/*` and `DIR/roles/*`, reporting every problem found in
 /// every file rather than stopping at the first.
 pub fn load_dir(dir: &Path) -> Result<LoadedPolicies, PolicyErrors> {
+    let (sources, warnings) = read_dir_sources(dir)?;
+    load_all(sources, Vec::new(), warnings)
+}
+
+/// The documents of `DIR/policies/*` and `DIR/roles/*`, read but not parsed,
+/// and warnings about files that are not policy documents.
+pub fn read_dir_sources(dir: &Path) -> Result<(Vec<PolicySource>, Vec<Diagnostic>), PolicyErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     match fs::metadata(dir) {
@@ -252,7 +259,10 @@ pub fn load_dir(dir: &Path) -> Result<LoadedPolicies, PolicyErrors> {
             }
         }
     }
-    load_all(sources, errors, warnings)
+    if !errors.is_empty() {
+        return Err(PolicyErrors { errors, warnings });
+    }
+    Ok((sources, warnings))
 }
 
 /// Loads documents handed over in memory, e.g. a default set compiled into

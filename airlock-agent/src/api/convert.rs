@@ -75,6 +75,7 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
         store: Some(store),
         protected_files: r.protected_files as u64,
         lifecycle: r.lifecycle.map(lifecycle),
+        gateway: None,
     }
 }
 

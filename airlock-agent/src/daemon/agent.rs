@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use airlock_store::Store;
 use tokio::sync::broadcast;
 
+use crate::gateway::LinkState;
 use crate::kernel::Kernel;
 use crate::pipeline::audit::AuditStats;
 use crate::pipeline::{Pipeline, Record};
@@ -52,6 +53,14 @@ pub struct Agent {
     /// Decisions read from the ring buffer at start (made while no daemon ran).
     pub backlog_audited: AtomicU64,
     pub release_on_exit: bool,
+    /// The gateway link's state and spool, when the daemon has a gateway.
+    pub gateway: Option<GatewayHandle>,
+}
+
+/// What `status` shows of the gateway link.
+pub struct GatewayHandle {
+    pub state: Arc<LinkState>,
+    pub spool: airlock_spool::Spool,
 }
 
 /// Who is asking, as the kernel says (SO_PEERCRED), not as the client claims.

@@ -10,6 +10,7 @@ pub mod agent;
 mod api_ops;
 mod control;
 mod events;
+mod gateway_ops;
 mod reload;
 mod revoke;
 mod status;
@@ -30,6 +31,10 @@ use signal_hook::iterator::SignalsInfo;
 
 use crate::api::{self, ApiOptions};
 use crate::events::enrich::Enricher;
+use crate::gateway::enrollment;
+use crate::gateway::link::Link;
+use crate::gateway::spool_sink::SpoolSink;
+use crate::gateway::{GatewayOptions, LinkState, SPOOL_DIR};
 use crate::kernel::{BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
 use crate::pipeline::audit::AuditSink;
 use crate::pipeline::live::LiveSink;
@@ -40,7 +45,8 @@ use crate::policy::origin::PolicyOrigin;
 use crate::policy::PolicyStore;
 use crate::protected::ProtectedFiles;
 use crate::sessions::Sessions;
-use agent::{lock, Agent, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SESSIONS_FILE};
+use agent::{lock, Agent, GatewayHandle, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SESSIONS_FILE};
+use airlock_spool::{Spool, SpoolOptions};
 
 pub struct DaemonOptions {
     pub policy: PolicyOrigin,
@@ -61,6 +67,8 @@ pub struct DaemonOptions {
     pub pin_dir: PathBuf,
     /// On stop, detach and unpin (by default the enforcement stays pinned).
     pub release_on_exit: bool,
+    /// Enroll with this gateway, take policy from it and ship every decision to it.
+    pub gateway: Option<GatewayOptions>,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -69,6 +77,19 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let audit = AuditSink::open(&opts.state_dir.join(AUDIT_FILE))?;
     opts.api.validate()?;
     let store = Arc::new(Store::open(&opts.state_dir, opts.retention)?);
+    // Enrolled (or enrolling, once) before the kernel is touched: a host that
+    // cannot enroll refuses to start rather than run unmanaged.
+    let gateway = match &opts.gateway {
+        Some(g) => {
+            let enrolled = enrollment::ensure(g, &opts.state_dir)?;
+            let spool_dir = opts.state_dir.join(SPOOL_DIR);
+            let spool = Spool::open(&spool_dir, SpoolOptions { max_bytes: g.spool_max_bytes, ..SpoolOptions::default() })
+                .with_context(|| format!("open the gateway spool {}", spool_dir.display()))?;
+            let state = LinkState::new(&enrolled.url, &enrolled.host_id, &enrolled.org);
+            Some((enrolled, GatewayHandle { state, spool }))
+        }
+        None => None,
+    };
 
     // Refuse a broken policy before touching the kernel.
     if let Err(errors) = opts.policy.load() {
@@ -100,7 +121,14 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let live = LiveSink::new();
     let live_sender = live.sender();
     let audit_stats = audit.stats();
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(audit), Box::new(StoreSink::new(store.clone())), Box::new(live)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(audit), Box::new(StoreSink::new(store.clone())), Box::new(live)];
+    if let Some((_, handle)) = &gateway {
+        sinks.push(Box::new(SpoolSink::new(handle.spool.clone())));
+    }
+    let (enrolled, gateway) = match gateway {
+        Some((enrolled, handle)) => (Some(enrolled), Some(handle)),
+        None => (None, None),
+    };
     let agent = Arc::new(Agent {
         kernel,
         policy: Mutex::new(policy),
@@ -119,6 +147,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         protected: Mutex::new(ProtectedFiles::default()),
         backlog_audited: AtomicU64::new(0),
         release_on_exit: opts.release_on_exit,
+        gateway,
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they
@@ -161,6 +190,22 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         spawn("airlock-dns", &agent, |a| a.dns_loop())?,
         spawn("airlock-reload", &agent, |a| a.reload_loop())?,
     ];
+    let link_stop = Arc::new(AtomicBool::new(false));
+    let link = match (enrolled, &agent.gateway) {
+        (Some(enrolled), Some(handle)) => Some(
+            Link {
+                enrolled,
+                spool: handle.spool.clone(),
+                state: handle.state.clone(),
+                ops: agent.clone(),
+                bundle_file: crate::gateway::bundle_path(&agent.state_dir),
+                backend: agent.kernel.backend().to_string(),
+                shutdown: link_stop.clone(),
+            }
+            .spawn()?,
+        ),
+        _ => None,
+    };
     // Airlock's own files (policy, state, executable) are guarded from now on.
     lock(&agent.protected).set_own(agent.own_paths());
     if let Err(e) = agent.refresh_protected() {
@@ -201,7 +246,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     // Under its lock: a reload thread between its shutdown check and its wait still gets the wakeup.
     drop(lock(&agent.reload_request));
     agent.reload_wakeup.notify_all();
-    for handle in workers {
+    link_stop.store(true, Ordering::SeqCst);
+    for handle in workers.into_iter().chain(link) {
         if handle.join().is_err() {
             tracing::error!("a daemon thread panicked");
         }

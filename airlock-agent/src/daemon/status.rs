@@ -74,7 +74,12 @@ impl Agent {
             max_age_seconds: retention.max_age.as_secs(),
             max_bytes: retention.max_bytes,
         };
-        Ok(crate::api::convert::status_of(report, sessions, store))
+        let mut status = crate::api::convert::status_of(report, sessions, store);
+        status.gateway = self.gateway.as_ref().map(|g| {
+            let bundle = crate::policy::bundle_file::BundleFile::read(&crate::gateway::bundle_path(&self.state_dir)).ok().flatten();
+            g.state.status(&g.spool.stats(), bundle.map(|b| b.version).unwrap_or(0))
+        });
+        Ok(status)
     }
 
     /// Every session, newest first.

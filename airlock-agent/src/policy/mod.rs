@@ -6,6 +6,7 @@
 //! old entries. An invalid policy never reaches the kernel: the last good set
 //! stays in force and the error is kept for `status`.
 
+pub mod bundle_file;
 pub mod dns;
 pub mod effective;
 pub mod hostnames;

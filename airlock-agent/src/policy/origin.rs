@@ -1,16 +1,21 @@
-//! Where the daemon's policies come from: a directory, or the copy of the
-//! shipped `policies/` compiled into the binary.
+//! Where the daemon's policies come from: a directory, the copy of the
+//! shipped `policies/` compiled into the binary, or the last good bundle the
+//! gateway sent (the embedded default until the first one arrives).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use airlock_policy::{LoadedPolicies, PolicyErrors};
+use airlock_policy::{Diagnostic, LoadedPolicies, PolicyErrors};
+
+use super::bundle_file::BundleFile;
 use anyhow::{bail, Result};
 
 #[derive(Debug, Clone)]
 pub enum PolicyOrigin {
     Dir(PathBuf),
     Embedded,
+    /// The bundle file in the state directory.
+    Gateway(PathBuf),
 }
 
 /// Names, sizes and modification times of the policy files: it changes when they do.
@@ -21,6 +26,11 @@ impl PolicyOrigin {
         match self {
             PolicyOrigin::Dir(dir) => dir.display().to_string(),
             PolicyOrigin::Embedded => "embedded default (policies/ shipped with the agent)".into(),
+            PolicyOrigin::Gateway(file) => match BundleFile::read(file) {
+                Ok(Some(b)) => format!("gateway bundle, org {} version {} ({})", b.org, b.version, file.display()),
+                Ok(None) => "embedded default (no bundle from the gateway yet)".into(),
+                Err(e) => format!("gateway bundle {}: {e:#}", file.display()),
+            },
         }
     }
 
@@ -28,6 +38,11 @@ impl PolicyOrigin {
         match self {
             PolicyOrigin::Dir(dir) => airlock_policy::load_dir(dir),
             PolicyOrigin::Embedded => airlock_policy::load_sources(airlock_policy::default_sources()),
+            PolicyOrigin::Gateway(file) => match BundleFile::read(file) {
+                Ok(Some(bundle)) => bundle.load(),
+                Ok(None) => airlock_policy::load_sources(airlock_policy::default_sources()),
+                Err(e) => Err(PolicyErrors { errors: vec![Diagnostic::new(file, "", format!("{e:#}"))], warnings: Vec::new() }),
+            },
         }
     }
 
@@ -50,7 +65,8 @@ impl PolicyOrigin {
     pub fn own_dirs(&self) -> Vec<PathBuf> {
         match self {
             PolicyOrigin::Dir(dir) => vec![dir.clone(), dir.join("policies"), dir.join("roles")],
-            PolicyOrigin::Embedded => Vec::new(),
+            // The bundle lives in the state directory, which is guarded whole.
+            PolicyOrigin::Embedded | PolicyOrigin::Gateway(_) => Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod gateway;
 pub mod harness;
 pub mod pki;
 
@@ -121,24 +122,35 @@ pub fn unique_pin_dir(tag: &str) -> PathBuf {
 impl Daemon {
     /// Starts a daemon on `policy_dir` (inside a fresh temp dir) and waits until it answers.
     pub fn start(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
-        Self::start_inner::<&str>(tag, policies, roles, &[], false)
+        Self::start_inner::<&str>(tag, Some((policies, roles)), &[], false)
+    }
+
+    /// A daemon with no policy directory (its policy comes from a gateway:
+    /// `extra` says which), with `--program-path <bin dir>`.
+    pub fn start_without_policy_dir<S: AsRef<std::ffi::OsStr>>(tag: &str, extra: &[S]) -> Daemon {
+        Self::start_inner(tag, None, extra, true)
     }
 
     /// The same, with extra arguments to `airlock-agent run` (e.g. `--ringbuf-kib 16`).
     pub fn start_with_args<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S]) -> Daemon {
-        Self::start_inner(tag, policies, roles, extra, false)
+        Self::start_inner(tag, Some((policies, roles)), extra, false)
     }
 
     /// Like [`Daemon::start`], with `--program-path <bin dir>` (so the fake tools
     /// are fingerprinted as the protected programs, exec identity) and `extra` arguments.
     pub fn start_with(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
-        Self::start_inner(tag, policies, roles, extra, true)
+        Self::start_inner(tag, Some((policies, roles)), extra, true)
     }
 
-    fn start_inner<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S], program_path: bool) -> Daemon {
+    #[allow(clippy::type_complexity)]
+    fn start_inner<S: AsRef<std::ffi::OsStr>>(
+        tag: &str,
+        policy: Option<(&[(&str, &str)], &[(&str, &str)])>,
+        extra: &[S],
+        program_path: bool,
+    ) -> Daemon {
         require_root();
         let root = TempDir::new(tag);
-        let policy_dir = write_policy_dir(&root.0, policies, roles);
         let state_dir = root.0.join("state");
         let socket = root.0.join("agent.sock");
         let bin_dir = root.0.join("bin");
@@ -153,10 +165,12 @@ impl Daemon {
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod fake tool");
         }
         let pin_dir = unique_pin_dir(tag);
-        let run_args: Vec<std::ffi::OsString> = vec![
-            "run".into(),
-            "--policy-dir".into(),
-            policy_dir.into(),
+        let mut run_args: Vec<std::ffi::OsString> = vec!["run".into()];
+        if let Some((policies, roles)) = policy {
+            run_args.push("--policy-dir".into());
+            run_args.push(write_policy_dir(&root.0, policies, roles).into());
+        }
+        run_args.extend::<[std::ffi::OsString; 7]>([
             "--state-dir".into(),
             state_dir.clone().into(),
             "--socket".into(),
@@ -164,8 +178,7 @@ impl Daemon {
             "--pin-dir".into(),
             pin_dir.clone().into(),
             "--release-on-exit".into(),
-        ];
-        let mut run_args = run_args;
+        ]);
         if program_path {
             run_args.push("--program-path".into());
             run_args.push(bin_dir.clone().into());
@@ -188,6 +201,15 @@ impl Daemon {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the daemon");
         let status = self.child.wait().expect("wait for the killed daemon");
         assert_eq!(status.signal(), Some(9), "the daemon did not die of SIGKILL: {status}");
+    }
+
+    /// SIGTERM, by pid, and wait: a clean stop (with --release-on-exit the
+    /// enforcement is detached, so the next start loads it afresh).
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM the daemon");
+        let status = self.child.wait().expect("wait for the daemon");
+        assert!(status.success(), "the daemon did not stop cleanly ({status}); its log:\n{}", self.log());
     }
 
     /// Starts a new daemon process on the same state, socket, policy and pin

@@ -1,0 +1,327 @@
+//! The fleet, end to end on this kernel: a real gateway (SQLite, and
+//! PostgreSQL with two replicas), real agents each with its own daemon,
+//! pin directory, socket and state, enrolling with join tokens, enforcing
+//! the policy versions the gateway sends and shipping every decision to it.
+
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::gateway::Gateway;
+use support::*;
+
+const ROLE: &str = r#"{ "id": "agent", "name": "Agent", "policies": ["infra"] }"#;
+const V1: &str = r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": ["terraform apply"] }"#;
+const V2: &str = r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": ["terraform apply", "kubectl delete"] }"#;
+
+/// A policy directory to push, in a fresh temp dir.
+fn policy_dir(tag: &str, policy: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    write_policy_dir(&dir.0, &[("infra.json", policy)], &[("agent.json", ROLE)]);
+    dir
+}
+
+fn push(gw: &Gateway, dir: &TempDir, comment: &str) -> Value {
+    let path = dir.0.join("policy");
+    gw.json(&["policy", "push", path.to_str().expect("utf-8 path"), "--comment", comment])
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits for `pred` to hold, or fails with `what`.
+fn wait_for(what: &str, limit: u64, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + seconds(limit);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `airlock-agent run` that must fail before it loads anything (enrollment).
+fn failed_enrollment(gw: &Gateway, token: &str, host: &str) -> String {
+    let dir = TempDir::new("enroll-fail");
+    let out = Command::new(AGENT)
+        .arg("run")
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .arg("--socket")
+        .arg(dir.0.join("agent.sock"))
+        .arg("--pin-dir")
+        .arg(unique_pin_dir("enroll-fail"))
+        .args(gw.agent_args(token, host))
+        .output()
+        .expect("run airlock-agent");
+    assert!(!out.status.success(), "enrollment with {token:?} succeeded");
+    stderr(&out)
+}
+
+fn two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback() {
+    let gw = Gateway::start("fleet");
+    let join = gw.token(&["--join", "--uses", "2"]);
+    let a = Daemon::start_without_policy_dir("fleet-a", &gw.agent_args(&join, "host-a"));
+    let b = Daemon::start_without_policy_dir("fleet-b", &gw.agent_args(&join, "host-b"));
+    let err = failed_enrollment(&gw, &join, "host-c");
+    assert!(err.contains("used up"), "a third enrollment with a two-use token: {err}");
+
+    let v1 = policy_dir("v1", V1);
+    assert_eq!(push(&gw, &v1, "block terraform apply")["version"], 1);
+    for host in ["host-a", "host-b"] {
+        let h = gw.wait_enforced(host, 1);
+        assert_eq!(h["connected"], true, "{h}");
+        assert!(!h["backend"].as_str().unwrap_or("").is_empty() && !h["kernel"].as_str().unwrap_or("").is_empty(), "{h}");
+    }
+    let denied = a.governed(Some("agent"), "terraform apply");
+    assert!(!denied.tool_ran(), "v1 did not block terraform apply on host-a: {}", denied.all_output());
+    let allowed = b.governed(Some("agent"), "kubectl delete pod x");
+    assert!(allowed.tool_ran(), "v1 blocked kubectl delete on host-b: {}", allowed.all_output());
+    wait_for("host-a's deny at the gateway", 30, || {
+        gw.decisions(Some("host-a"), &["--decision", "deny", "--kind", "exec"])
+            .iter()
+            .any(|d| d["decision"]["session_id"] == denied.session_id.as_str() && d["host"] == "host-a")
+    });
+
+    let v2 = policy_dir("v2", V2);
+    let pushed = push(&gw, &v2, "and kubectl delete");
+    assert_eq!(pushed["version"], 2);
+    assert!(pushed["diff"].as_str().unwrap_or("").contains("+"), "no diff: {pushed}");
+    gw.wait_enforced("host-a", 2);
+    gw.wait_enforced("host-b", 2);
+    let blocked = b.governed(Some("agent"), "kubectl delete pod x");
+    assert!(!blocked.tool_ran(), "v2 did not block kubectl delete on host-b: {}", blocked.all_output());
+
+    let back = gw.json(&["policy", "rollback", "1"]);
+    assert_eq!((back["version"].as_u64(), back["rollback_of"].as_u64()), (Some(3), Some(1)), "{back}");
+    gw.wait_enforced("host-a", 3);
+    gw.wait_enforced("host-b", 3);
+    let again = b.governed(Some("agent"), "kubectl delete pod x");
+    assert!(again.tool_ran(), "after the rollback kubectl delete is still blocked: {}", again.all_output());
+    let history = gw.json(&["policy", "history"]);
+    let versions: Vec<u64> = history["versions"].as_array().expect("versions").iter().filter_map(|v| v["version"].as_u64()).collect();
+    assert_eq!(versions, vec![3, 2, 1], "{history}");
+    // The agents' own status says which bundle they enforce.
+    let status = a.status_json();
+    assert_eq!(status["gateway"]["policy_version"], 3, "{status}");
+    assert_eq!(status["gateway"]["connected"], true, "{status}");
+}
+
+fn a_gateway_killed_in_a_flood_of_decisions_loses_and_duplicates_nothing() {
+    let mut gw = Gateway::start("flood");
+    let join = gw.token(&["--join"]);
+    let a = Daemon::start_without_policy_dir("flood-a", &gw.agent_args(&join, "flood-a"));
+    push(&gw, &policy_dir("flood-policy", V1), "flood");
+    gw.wait_enforced("flood-a", 1);
+
+    let socket = a.socket.clone();
+    let path = a.path_env();
+    let work = a.work_dir.clone();
+    let flood = std::thread::spawn(move || {
+        Command::new(AGENT)
+            .args(["launch", "--socket"])
+            .arg(&socket)
+            .args(["--role", "agent", "--", "bash", "-c", "for i in $(seq 3000); do terraform plan >/dev/null; done"])
+            .current_dir(work)
+            .env("PATH", path)
+            .output()
+            .expect("run the flood")
+    });
+    wait_for("the flood to reach the gateway", 60, || gw.decisions(Some("flood-a"), &[]).len() > 200);
+    gw.kill_hard();
+    std::thread::sleep(seconds(2));
+    gw.restart();
+    let out = flood.join().expect("the flood thread");
+    assert!(out.status.success(), "the flood failed: {}", stderr(&out));
+
+    // The host's own record: every decision its store holds, once its writer caught up.
+    let local_ids = || -> BTreeSet<u64> {
+        let local = a.cli(&["decisions", "--limit", "1000000", "--json"]);
+        assert!(local.status.success(), "local decisions: {}", stderr(&local));
+        String::from_utf8_lossy(&local.stdout).lines().map(|l| serde_json::from_str::<Value>(l).expect("JSON")["id"].as_u64().expect("an id")).collect()
+    };
+    let mut local = BTreeSet::new();
+    wait_for("the host's store to hold the whole flood", 60, || {
+        let now = local_ids();
+        let settled = now.len() > 3000 && now == local;
+        local = now;
+        settled
+    });
+    let local_ids = local;
+    assert_eq!(a.status_json()["store"]["dropped"], 0, "the host's own store dropped decisions: the comparison would be unfair");
+    let mut shipped = Vec::new();
+    wait_for("the gateway to hold every decision of the host", 120, || {
+        shipped = gw.decisions(Some("flood-a"), &[]);
+        shipped.len() >= local_ids.len()
+    });
+    let mut seqs = BTreeMap::new();
+    for d in &shipped {
+        *seqs.entry(d["seq"].as_u64().expect("seq")).or_insert(0) += 1;
+    }
+    let duplicated: Vec<_> = seqs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "seqs stored twice: {duplicated:?}");
+    let gateway_ids: BTreeSet<u64> = shipped.iter().filter_map(|d| d["decision"]["id"].as_u64()).collect();
+    assert_eq!(shipped.len(), gateway_ids.len(), "the same decision stored under two seqs");
+    let missing: Vec<_> = local_ids.difference(&gateway_ids).take(10).collect();
+    assert!(missing.is_empty(), "decisions the gateway never got (first 10): {missing:?}");
+    assert_eq!(gateway_ids, local_ids, "the gateway's decisions of the host differ from the host's own");
+    let host = gw.host("flood-a").expect("the host");
+    assert_eq!(host["lost"].as_u64().unwrap_or(0), 0, "{host}");
+}
+
+fn an_agent_restarted_while_the_gateway_is_down_enforces_the_last_good_bundle() {
+    let mut gw = Gateway::start("down");
+    let join = gw.token(&["--join"]);
+    let mut a = Daemon::start_without_policy_dir("down-a", &gw.agent_args(&join, "down-a"));
+    push(&gw, &policy_dir("down-policy", V1), "v1");
+    gw.wait_enforced("down-a", 1);
+    gw.stop();
+    a.stop();
+    a.restart();
+    let status = a.wait_status("the gateway bundle in force while the gateway is down", |s| s["gateway"]["policy_version"] == 1);
+    assert_eq!(status["gateway"]["connected"], false, "{status}");
+    let denied = a.governed(Some("agent"), "terraform apply");
+    assert!(!denied.tool_ran(), "the last good bundle is not enforced after a restart without the gateway: {}", denied.all_output());
+    // The decisions made meanwhile reach the gateway once it is back.
+    gw.restart();
+    wait_for("the deny made while the gateway was down", 60, || {
+        gw.decisions(Some("down-a"), &["--decision", "deny"]).iter().any(|d| d["decision"]["session_id"] == denied.session_id.as_str())
+    });
+    a.wait_status("the link back up", |s| s["gateway"]["connected"] == true);
+}
+
+fn orgs_are_isolated_and_bad_input_gets_a_clear_error() {
+    let gw = Gateway::start("orgs");
+    let ok = |args: &[&str]| {
+        let out = gw.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    ok(&["org", "create", "payments"]);
+    let again = gw.cli(&["org", "create", "payments"]);
+    assert!(!again.status.success() && stderr(&again).contains("payments"), "a second org payments: {}", stderr(&again));
+    let pay_admin = gw.token(&["--org", "payments", "--role", "admin"]);
+    let viewer = gw.token(&["--role", "viewer"]);
+
+    // Another org is "not found", never shown.
+    let out = gw.cli_as(&pay_admin, &["hosts", "--org", "default"]);
+    assert!(!out.status.success() && stderr(&out).contains("org \"default\" not found"), "{}", stderr(&out));
+    let pushed = gw.cli_as(&pay_admin, &["policy", "push", policy_dir("pay", V1).0.join("policy").to_str().unwrap(), "--json"]);
+    assert!(pushed.status.success(), "payments' admin pushes its own policy: {}", stderr(&pushed));
+    let default_policy = gw.cli(&["policy", "show"]);
+    assert!(!default_policy.status.success() && stderr(&default_policy).contains("no policy yet"), "the default org sees payments' policy: {}", stderr(&default_policy));
+
+    // Roles.
+    let out = gw.cli_as(&viewer, &["policy", "push", policy_dir("viewer", V1).0.join("policy").to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("needs the admin role"), "a viewer pushed: {}", stderr(&out));
+    let out = gw.cli_as("alk_api_0000", &["hosts"]);
+    assert!(!out.status.success() && stderr(&out).contains("unknown or revoked API token"), "{}", stderr(&out));
+
+    // An invalid policy is refused with its file and field; the version in force stays.
+    let bad = policy_dir("bad", r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": "terraform apply" }"#);
+    let out = gw.cli(&["policy", "push", bad.0.join("policy").to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("infra.json") && err.contains("blocked_commands"), "an invalid push: {err}");
+    let out = gw.cli(&["policy", "show"]);
+    assert!(!out.status.success(), "the default org got a version from an invalid push");
+
+    // Join tokens: unknown, expired, and an API token in its place.
+    assert!(failed_enrollment(&gw, "alk_join_00", "h1").contains("unknown join token"));
+    let short = gw.token(&["--join", "--ttl", "1s"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(failed_enrollment(&gw, &short, "h2").contains("expired"));
+    assert!(failed_enrollment(&gw, &viewer, "h3").contains("not a join token"));
+    assert!(failed_enrollment(&gw, &gw.token(&["--join"]), "bad/host").contains("host id"));
+
+    // A message over the limit is refused, and the gateway stays up.
+    let huge = TempDir::new("huge");
+    let dir = write_policy_dir(&huge.0, &[("infra.json", &format!("{{ \"id\": \"infra\", \"name\": \"{}\" }}", "x".repeat(9 << 20)))], &[("agent.json", ROLE)]);
+    let out = gw.cli(&["policy", "push", dir.to_str().unwrap()]);
+    assert!(!out.status.success(), "a 9 MB push was taken");
+    ok(&["hosts"]);
+}
+
+fn sessions_are_listed_and_revoked_through_the_gateway_and_a_revoked_host_is_refused() {
+    let gw = Gateway::start("revoke");
+    let join = gw.token(&["--join"]);
+    let a = Daemon::start_without_policy_dir("revoke-a", &gw.agent_args(&join, "revoke-a"));
+    push(&gw, &policy_dir("revoke-policy", V1), "v1");
+    gw.wait_enforced("revoke-a", 1);
+    let mut live = a.live_session("agent");
+    let sid = live.session_id.clone();
+    wait_for("the session at the gateway", 30, || {
+        gw.json(&["sessions", "--host", "revoke-a"])["sessions"].as_array().is_some_and(|l| l.iter().any(|s| s["session"]["id"] == sid.as_str()))
+    });
+    let out = gw.cli(&["sessions", "revoke", "revoke-a", &sid, "--reason", "incident 7"]);
+    assert!(out.status.success(), "revoke through the gateway: {}\ngateway log:\n{}", stderr(&out), gw.log());
+    wait_for("the revoked session to end", 30, || matches!(live.child.try_wait(), Ok(Some(_))));
+    wait_for("the revocation in the host's audit trail", 30, || {
+        a.audit().iter().any(|l| l["kind"] == "revoke" && l["session_id"] == sid.as_str() && l["reason"].is_string())
+    });
+    wait_for("the revoked state at the gateway", 30, || {
+        gw.json(&["sessions", "--host", "revoke-a", "--state", "revoked"])["sessions"].as_array().is_some_and(|l| l.iter().any(|s| s["session"]["id"] == sid.as_str()))
+    });
+    let out = gw.cli(&["sessions", "revoke", "revoke-a", "0123456789abcdef"]);
+    assert!(!out.status.success() && stderr(&out).contains("no session"), "{}", stderr(&out));
+
+    let out = gw.cli(&["hosts", "revoke", "revoke-a"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The agent's stream is refused from its next connection on.
+    let refused = |s: &Value| s["gateway"]["connected"] == false && s["gateway"]["last_error"].as_str().is_some_and(|e| e.contains("certificate refused"));
+    let deadline = Instant::now() + seconds(30);
+    while !refused(&a.status_json()) {
+        assert!(Instant::now() < deadline, "the agent's link was not refused after the host's revocation: {}\ngateway log:\n{}", a.status_json()["gateway"], gw.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn two_replicas_on_postgresql_share_the_fleet() {
+    use airlock_gateway_store::testing::{postgres_required, PgCluster};
+    let pg = match PgCluster::launch() {
+        Ok(pg) => pg,
+        Err(reason) if postgres_required() => panic!("PostgreSQL is required here (AIRLOCK_REQUIRE_POSTGRES=1): {reason}"),
+        Err(reason) => harness::skip(format!("no PostgreSQL server: {reason}")),
+    };
+    let url = pg.fresh_database().expect("a fresh PostgreSQL database");
+    let gw1 = Gateway::start_on("pg1", Some(&url));
+    let gw2 = gw1.replica("pg2");
+    let join = gw1.token(&["--join", "--uses", "2"]);
+    let _a = Daemon::start_without_policy_dir("pg-a", &gw1.agent_args(&join, "pg-a"));
+    let b = Daemon::start_without_policy_dir("pg-b", &gw2.agent_args(&join, "pg-b"));
+
+    // Pushed through one replica, enforced by the agent connected to the other.
+    push(&gw1, &policy_dir("pg-v1", V1), "v1");
+    gw2.wait_enforced("pg-a", 1);
+    gw1.wait_enforced("pg-b", 1);
+    let denied = b.governed(Some("agent"), "terraform apply");
+    assert!(!denied.tool_ran(), "pg-b does not enforce v1: {}", denied.all_output());
+    wait_for("pg-b's deny through replica 1", 30, || {
+        gw1.decisions(Some("pg-b"), &["--decision", "deny"]).iter().any(|d| d["decision"]["session_id"] == denied.session_id.as_str())
+    });
+    // A rollback through the second replica reaches both.
+    push(&gw2, &policy_dir("pg-v2", V2), "v2");
+    gw1.wait_enforced("pg-a", 2);
+    gw1.wait_enforced("pg-b", 2);
+    // A revocation asked of replica 1 for a session on the host connected to replica 2.
+    let mut live = b.live_session("agent");
+    let sid = live.session_id.clone();
+    wait_for("pg-b's session at the gateway", 30, || {
+        gw1.json(&["sessions", "--host", "pg-b"])["sessions"].as_array().is_some_and(|l| l.iter().any(|s| s["session"]["id"] == sid.as_str()))
+    });
+    let out = gw1.cli(&["sessions", "revoke", "pg-b", &sid]);
+    assert!(out.status.success(), "revoke across replicas: {}\nreplica 1:\n{}\nreplica 2:\n{}", stderr(&out), gw1.log(), gw2.log());
+    wait_for("the revoked session to end", 30, || matches!(live.child.try_wait(), Ok(Some(_))));
+}
+
+kernel_tests!(
+    two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback,
+    a_gateway_killed_in_a_flood_of_decisions_loses_and_duplicates_nothing,
+    an_agent_restarted_while_the_gateway_is_down_enforces_the_last_good_bundle,
+    orgs_are_isolated_and_bad_input_gets_a_clear_error,
+    sessions_are_listed_and_revoked_through_the_gateway_and_a_revoked_host_is_refused,
+    two_replicas_on_postgresql_share_the_fleet,
+);

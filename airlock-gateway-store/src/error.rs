@@ -1,0 +1,20 @@
+//! What a store call can fail with: the gateway answers each differently
+//! (unavailable: retry later; conflict and not-found: the caller's mistake).
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl StoreError {
+    pub(crate) fn other(message: impl std::fmt::Display) -> StoreError {
+        StoreError::Other(anyhow::anyhow!("{message}"))
+    }
+}

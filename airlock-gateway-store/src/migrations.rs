@@ -1,0 +1,256 @@
+//! The schema, as numbered migrations applied in order at open, each in its
+//! own transaction and recorded in `schema_migrations`. A database that has a
+//! migration this binary does not know (written by a newer gateway) is
+//! refused rather than used with a schema we cannot read correctly.
+//!
+//! A migration is written once, with `{PK}` (an auto-increment 64-bit key)
+//! and `{BLOB}` (bytes) standing for what the two dialects spell differently.
+
+use std::collections::BTreeSet;
+
+use crate::db::{now_ns, pg_error, Db, Dialect};
+use crate::error::StoreError;
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first; append only, never edit one that shipped.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial schema", sql: INITIAL }];
+
+/// Any fixed number, the same on every replica: the key of the lock that
+/// keeps two replicas starting together from migrating at once.
+const PG_MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b31;
+
+const SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at_unix_nanos BIGINT NOT NULL
+)";
+
+// The decision's body stays in its row: a fleet gateway's load is the write
+// path, and one row per decision is one heap tuple and no second round trip
+// for ids. PostgreSQL moves large bodies out of line (TOAST) by itself.
+// Every index leads with org_id (every query is an org's) and ends with the
+// cursor (newest-first pages walk the index in order).
+const INITIAL: &str = "
+CREATE TABLE orgs (
+    id {PK},
+    name TEXT NOT NULL UNIQUE,
+    created_ns BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    id {PK},
+    org_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    role TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    uses_left BIGINT NOT NULL,
+    expires_ns BIGINT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    revoked BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX tokens_org ON tokens(org_id, id);
+CREATE TABLE hosts (
+    org_id BIGINT NOT NULL,
+    host_id TEXT NOT NULL,
+    cert_serial TEXT NOT NULL,
+    enrolled_ns BIGINT NOT NULL,
+    revoked BIGINT NOT NULL DEFAULT 0,
+    last_contact_ns BIGINT NOT NULL DEFAULT 0,
+    connected_replica TEXT NOT NULL DEFAULT '',
+    backend TEXT NOT NULL DEFAULT '',
+    kernel TEXT NOT NULL DEFAULT '',
+    agent_version TEXT NOT NULL DEFAULT '',
+    enforced_version BIGINT NOT NULL DEFAULT 0,
+    enforced_hash TEXT NOT NULL DEFAULT '',
+    policy_error TEXT NOT NULL DEFAULT '',
+    shipped_seq BIGINT NOT NULL DEFAULT 0,
+    lost_total BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, host_id)
+);
+CREATE TABLE policy_versions (
+    org_id BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    author TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    content_hash TEXT NOT NULL,
+    files TEXT NOT NULL,
+    diff TEXT NOT NULL,
+    rollback_of BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, version)
+);
+CREATE TABLE decisions (
+    cursor {PK},
+    org_id BIGINT NOT NULL,
+    host_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    time_ns BIGINT NOT NULL,
+    session_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    uid BIGINT NOT NULL,
+    role TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body {BLOB} NOT NULL,
+    UNIQUE (org_id, host_id, seq)
+);
+CREATE INDEX decisions_time ON decisions(org_id, time_ns, cursor);
+CREATE INDEX decisions_session ON decisions(org_id, session_id, cursor);
+CREATE INDEX decisions_user ON decisions(org_id, user_name, cursor);
+CREATE INDEX decisions_role ON decisions(org_id, role, cursor);
+CREATE INDEX decisions_verdict ON decisions(org_id, decision, cursor);
+CREATE INDEX decisions_kind ON decisions(org_id, kind, decision, cursor);
+CREATE INDEX decisions_host ON decisions(org_id, host_id, cursor);
+CREATE TABLE sessions (
+    org_id BIGINT NOT NULL,
+    host_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_ns BIGINT NOT NULL,
+    updated_ns BIGINT NOT NULL,
+    body {BLOB} NOT NULL,
+    PRIMARY KEY (org_id, host_id, session_id)
+);
+CREATE TABLE commands (
+    id {PK},
+    org_id BIGINT NOT NULL,
+    host_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload {BLOB} NOT NULL,
+    state TEXT NOT NULL,
+    result {BLOB} NOT NULL,
+    error TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    updated_ns BIGINT NOT NULL
+);
+CREATE INDEX commands_host ON commands(org_id, host_id, state, id);
+CREATE INDEX commands_waiting ON commands(state, org_id, host_id);
+";
+
+pub(crate) fn render(sql: &str, dialect: Dialect) -> String {
+    let (pk, blob) = match dialect {
+        // AUTOINCREMENT: an id (a decision's cursor) is never handed out twice.
+        Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+        Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+    };
+    sql.replace("{PK}", pk).replace("{BLOB}", blob)
+}
+
+/// The migrations to apply to a database that has `applied`, or why it cannot be used.
+fn pending(applied: &BTreeSet<i64>, known: &[Migration]) -> Result<Vec<usize>, String> {
+    let newest_known = known.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(unknown) = applied.iter().find(|v| !known.iter().any(|m| m.version == **v)) {
+        return Err(format!(
+            "the database has schema migration {unknown}, which this gateway does not know (it knows up to {newest_known}): it was written by a newer gateway; upgrade this one"
+        ));
+    }
+    Ok((0..known.len()).filter(|i| !applied.contains(&known[*i].version)).collect())
+}
+
+/// Brings the schema up to date; returns the versions applied now.
+pub(crate) async fn migrate(db: &Db, known: &'static [Migration]) -> Result<Vec<i64>, StoreError> {
+    let now = now_ns();
+    let describe = db.describe();
+    match db {
+        Db::Sqlite(s) => {
+            let outcome = s
+                .call(move |conn| {
+                    conn.execute_batch(SCHEMA_MIGRATIONS)?;
+                    let applied = {
+                        let mut stmt = conn.prepare("SELECT version FROM schema_migrations")?;
+                        let versions = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<BTreeSet<i64>>>()?;
+                        versions
+                    };
+                    let todo = match pending(&applied, known) {
+                        Ok(todo) => todo,
+                        Err(refusal) => return Ok(Err(refusal)),
+                    };
+                    let mut done = Vec::new();
+                    for i in todo {
+                        let m = &known[i];
+                        // Immediate: another process opening the file at the same time waits, then finds it applied.
+                        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        let applied: i64 = tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [m.version], |r| r.get(0))?;
+                        if applied > 0 {
+                            continue;
+                        }
+                        tx.execute_batch(&render(m.sql, Dialect::Sqlite))?;
+                        tx.execute("INSERT INTO schema_migrations(version, name, applied_at_unix_nanos) VALUES (?1, ?2, ?3)", rusqlite::params![m.version, m.name, now])?;
+                        tx.commit()?;
+                        tracing::info!(version = m.version, name = m.name, "{describe}: applied schema migration {} ({})", m.version, m.name);
+                        done.push(m.version);
+                    }
+                    Ok(Ok(done))
+                })
+                .await?;
+            outcome.map_err(StoreError::other)
+        }
+        Db::Postgres(p) => {
+            let mut client = p.client().await?;
+            let err = |e| pg_error(&p.name, e);
+            // The lock is the session's: taken and released on this one connection.
+            p.bounded(async { client.execute("SELECT pg_advisory_lock($1)", &[&PG_MIGRATION_LOCK]).await.map_err(err) }).await?;
+            let result = async {
+                client.batch_execute(SCHEMA_MIGRATIONS).await.map_err(err)?;
+                let applied: BTreeSet<i64> = client
+                    .query("SELECT version FROM schema_migrations", &[])
+                    .await
+                    .map_err(err)?
+                    .iter()
+                    .map(|r| r.try_get::<_, i64>(0))
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                let todo = pending(&applied, known).map_err(StoreError::other)?;
+                let mut done = Vec::new();
+                for i in todo {
+                    let m = &known[i];
+                    let tx = client.transaction().await.map_err(err)?;
+                    tx.batch_execute(&render(m.sql, Dialect::Postgres)).await.map_err(err)?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations(version, name, applied_at_unix_nanos) VALUES ($1, $2, $3)",
+                        &[&m.version, &m.name, &now],
+                    )
+                    .await
+                    .map_err(err)?;
+                    tx.commit().await.map_err(err)?;
+                    tracing::info!(version = m.version, name = m.name, "{describe}: applied schema migration {} ({})", m.version, m.name);
+                    done.push(m.version);
+                }
+                Ok::<_, StoreError>(done)
+            }
+            .await;
+            let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PG_MIGRATION_LOCK]).await;
+            if unlocked.is_err() {
+                // A connection that may still hold the lock must not go back to the pool.
+                let _ = deadpool_postgres::Object::take(client);
+            }
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_applied_migration_is_refused_and_known_ones_are_skipped() {
+        let applied: BTreeSet<i64> = [1].into_iter().collect();
+        assert_eq!(pending(&applied, MIGRATIONS), Ok(Vec::new()));
+        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0]));
+        let newer: BTreeSet<i64> = [1, 99].into_iter().collect();
+        let refusal = pending(&newer, MIGRATIONS).unwrap_err();
+        assert!(refusal.contains("99") && refusal.contains("newer"), "{refusal}");
+    }
+
+    #[test]
+    fn versions_increase() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+    }
+}

@@ -1,0 +1,120 @@
+//! `airlock-gateway run`'s settings: flags, or the same keys in
+//! `/etc/airlock/gateway.toml` (flags win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/airlock/gateway.toml";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/airlock-gateway";
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+
+/// The file's keys; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra names (and addresses) for the server certificate the gateway makes.
+    pub server_names: Option<Vec<String>>,
+    /// This replica's name in host records (default: the machine's name and pid).
+    pub replica: Option<String>,
+}
+
+/// What `run` was given on its command line.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub server_names: Vec<String>,
+    pub replica: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_url: Option<String>,
+    /// Both or neither: the gateway makes its own certificate when neither is given.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub server_names: Vec<String>,
+    pub replica: String,
+}
+
+impl RunConfig {
+    pub fn resolve(flags: Flags) -> Result<RunConfig> {
+        let (file, path) = read_file(flags.config.as_deref())?;
+        let from = |what: &str| match &path {
+            Some(p) => format!("{what} (from {})", p.display()),
+            None => what.to_string(),
+        };
+        let listen_text = flags.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_text.parse().with_context(|| format!("{}: {listen_text:?} is not an address like 127.0.0.1:7443", from("listen")))?;
+        let tls = match (flags.tls_cert.or(file.tls_cert), flags.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("{}: give both --tls-cert and --tls-key, or neither (the gateway then makes its own)", from("tls")),
+        };
+        let database_url = flags.database_url.or(file.database_url).filter(|u| !u.trim().is_empty());
+        let mut server_names = flags.server_names;
+        server_names.extend(file.server_names.unwrap_or_default());
+        let replica = flags.replica.or(file.replica).unwrap_or_else(|| {
+            let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "gateway".into());
+            format!("{host}:{}", std::process::id())
+        });
+        Ok(RunConfig {
+            data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            database_url,
+            tls,
+            server_names,
+            replica,
+        })
+    }
+}
+
+/// The config file: the one named (which must exist), else the default path if present.
+fn read_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => return Ok((FileConfig::default(), None)),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read the gateway config {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((file, Some(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_a_bad_key_is_named() {
+        let dir = std::env::temp_dir().join(format!("airlock-gwcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, "data_dir = \"/srv/gw\"\nlisten = \"127.0.0.1:9000\"\ndatabase_url = \"postgresql://x@127.0.0.1/airlock\"\n").unwrap();
+        let flags = Flags { config: Some(file.clone()), listen: Some("127.0.0.1:9100".into()), ..Default::default() };
+        let config = RunConfig::resolve(flags).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/gw"));
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.database_url.as_deref(), Some("postgresql://x@127.0.0.1/airlock"));
+        std::fs::write(&file, "data_dir = \"/srv/gw\"\nlisten_on = \"x\"\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("gateway.toml") && err.contains("listen_on"), "{err}");
+        std::fs::write(&file, "listen = \"nowhere\"\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file), ..Default::default() }).unwrap_err());
+        assert!(err.contains("listen (from") && err.contains("nowhere"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

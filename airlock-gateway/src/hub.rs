@@ -1,0 +1,170 @@
+//! What one gateway replica shares between its connections: the store, the
+//! CA, the org's latest policy versions (polled from the store, so a push
+//! made through another replica reaches this one's agents within a second or
+//! two), the agents connected here (to hand them commands), and a signal
+//! that decisions were stored (for live tails).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_api::gateway::v1::{gateway_message, Command, GatewayMessage};
+use airlock_gateway_store::GatewayStore;
+use prost::Message;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::pki::Authority;
+
+/// How often a replica looks for what other replicas changed.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub type HostKey = (i64, String);
+
+pub struct Hub {
+    pub store: GatewayStore,
+    pub authority: Authority,
+    /// This replica's name, recorded with the hosts connected to it.
+    pub replica: String,
+    /// org id -> its latest policy version.
+    latest: watch::Sender<HashMap<i64, i64>>,
+    connected: Mutex<HashMap<HostKey, Connection>>,
+    next_connection: std::sync::atomic::AtomicU64,
+    /// Decisions were stored through this replica.
+    pub stored: Notify,
+    /// A command was queued through this replica.
+    commands_queued: Notify,
+}
+
+struct Connection {
+    id: u64,
+    sender: mpsc::Sender<Result<GatewayMessage, tonic::Status>>,
+    /// Ends the connection now (its host was revoked through this replica).
+    kick: Arc<Notify>,
+}
+
+impl Hub {
+    pub fn new(store: GatewayStore, authority: Authority, replica: String) -> Arc<Hub> {
+        Arc::new(Hub {
+            store,
+            authority,
+            replica,
+            latest: watch::channel(HashMap::new()).0,
+            connected: Mutex::new(HashMap::new()),
+            next_connection: Default::default(),
+            stored: Notify::new(),
+            commands_queued: Notify::new(),
+        })
+    }
+
+    pub fn policy_versions(&self) -> watch::Receiver<HashMap<i64, i64>> {
+        self.latest.subscribe()
+    }
+
+    /// Called right after this replica wrote a version, so its own agents
+    /// do not wait for the next poll.
+    pub fn policy_written(&self, org_id: i64, version: i64) {
+        self.latest.send_if_modified(|map| {
+            let entry = map.entry(org_id).or_default();
+            let newer = *entry < version;
+            if newer {
+                *entry = version;
+            }
+            newer
+        });
+    }
+
+    /// Registers an agent's stream; an older stream of the same host is
+    /// forgotten (it ends when its agent notices).
+    pub fn connect(&self, key: HostKey, sender: mpsc::Sender<Result<GatewayMessage, tonic::Status>>) -> (u64, Arc<Notify>) {
+        let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kick = Arc::new(Notify::new());
+        lock(&self.connected).insert(key, Connection { id, sender, kick: kick.clone() });
+        self.commands_queued.notify_one();
+        (id, kick)
+    }
+
+    /// Ends the host's stream if it is connected here. Streams on other
+    /// replicas notice at their next check of the host's record.
+    pub fn kick(&self, key: &HostKey) {
+        if let Some(c) = lock(&self.connected).get(key) {
+            c.kick.notify_one();
+        }
+    }
+
+    pub fn disconnect(&self, key: &HostKey, id: u64) {
+        let mut connected = lock(&self.connected);
+        if connected.get(key).is_some_and(|c| c.id == id) {
+            connected.remove(key);
+        }
+    }
+
+    pub fn connected_count(&self) -> usize {
+        lock(&self.connected).len()
+    }
+
+    pub fn queued_command(&self) {
+        self.commands_queued.notify_one();
+    }
+
+    /// Polls the store for the latest policy versions, forever.
+    pub async fn watch_policies(self: Arc<Hub>) {
+        loop {
+            match self.store.latest_policy_versions().await {
+                Ok(rows) => {
+                    let fresh: HashMap<i64, i64> = rows.into_iter().collect();
+                    self.latest.send_if_modified(|map| {
+                        let changed = *map != fresh;
+                        if changed {
+                            *map = fresh;
+                        }
+                        changed
+                    });
+                }
+                Err(e) => tracing::warn!("poll the policy versions: {e}"),
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Hands queued commands to the agents connected here, forever. A command
+    /// is taken from the queue by one replica only (the store marks it sent).
+    pub async fn deliver_commands(self: Arc<Hub>) {
+        loop {
+            if let Err(e) = self.deliver_once().await {
+                tracing::warn!("deliver queued commands: {e}");
+            }
+            let _ = tokio::time::timeout(POLL_INTERVAL, self.commands_queued.notified()).await;
+        }
+    }
+
+    async fn deliver_once(&self) -> Result<(), airlock_gateway_store::StoreError> {
+        let waiting = self.store.pending_command_hosts().await?;
+        for key in waiting {
+            let Some(sender) = lock(&self.connected).get(&key).map(|c| c.sender.clone()) else { continue };
+            let now = crate::now_ns();
+            for command in self.store.take_pending_commands(key.0, &key.1, now).await? {
+                let message = match command.kind.as_str() {
+                    crate::fleet::REVOKE_SESSION => airlock_api::v1::RevokeSessionRequest::decode(command.payload.as_slice())
+                        .map(|r| Command { id: command.id, body: Some(airlock_api::gateway::v1::command::Body::RevokeSession(r)) }),
+                    other => {
+                        let _ = self.store.finish_command(command.id, &[], &format!("unknown command kind {other:?}"), now).await;
+                        continue;
+                    }
+                };
+                let Ok(command_message) = message else {
+                    let _ = self.store.finish_command(command.id, &[], "the queued command could not be decoded", now).await;
+                    continue;
+                };
+                let sent = sender.send(Ok(GatewayMessage { body: Some(gateway_message::Body::Command(command_message)) })).await;
+                if sent.is_err() {
+                    let _ = self.store.finish_command(command.id, &[], "the host disconnected before the command was sent", now).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
