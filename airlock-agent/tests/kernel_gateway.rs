@@ -317,6 +317,74 @@ fn two_replicas_on_postgresql_share_the_fleet() {
     wait_for("the revoked session to end", 30, || matches!(live.child.try_wait(), Ok(Some(_))));
 }
 
+fn a_full_spool_counts_what_it_drops_and_nothing_else_is_lost() {
+    let mut gw = Gateway::start("spool");
+    let join = gw.token(&["--join"]);
+    let mut args = gw.agent_args(&join, "spool-a");
+    args.extend(["--spool-max-mb".to_string(), "1".to_string()]);
+    let a = Daemon::start_without_policy_dir("spool-a", &args);
+    push(&gw, &policy_dir("spool-policy", V1), "v1");
+    gw.wait_enforced("spool-a", 1);
+    gw.stop();
+    // About 3 MB of decisions into a 1 MB spool while the gateway is down.
+    let flood = a.governed(Some("agent"), "for i in $(seq 8000); do terraform plan >/dev/null; done");
+    assert!(flood.output.status.success(), "the flood failed: {}", flood.all_output());
+    let status = a.wait_status("the spool's losses in status", |s| s["gateway"]["lost"].as_u64().unwrap_or(0) > 0);
+    let lost = status["gateway"]["lost"].as_u64().unwrap_or(0);
+    a.wait_audit("a shipping_lost record in the audit trail", |l| l["kind"] == "shipping_lost");
+
+    gw.restart();
+    let local_count = || -> usize {
+        let out = a.cli(&["decisions", "--limit", "1000000", "--json"]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // Every decision the host made is either at the gateway or counted in a
+    // loss marker there (markers the gateway stores carry no agent id).
+    let mut account = (0u64, 0u64, 0usize);
+    wait_for("the gateway to account for every decision of the host", 90, || {
+        let shipped = gw.decisions(Some("spool-a"), &[]);
+        let records = shipped.iter().filter(|d| d["decision"]["id"].as_u64().unwrap_or(0) > 0).count() as u64;
+        let dropped: u64 = shipped
+            .iter()
+            .filter(|d| d["decision"]["id"].as_u64().unwrap_or(0) == 0 && d["decision"]["kind"] == "shipping_lost")
+            .map(|d| d["decision"]["events_lost"]["count"].as_u64().unwrap_or(0))
+            .sum();
+        account = (records, dropped, local_count());
+        account.0 + account.1 == account.2 as u64 && account.1 > 0
+    });
+    let (records, dropped, local) = account;
+    assert!(dropped >= lost, "the gateway counts {dropped} dropped, the agent said {lost}");
+    assert!(records > 1000, "only {records} decisions were shipped of {local}");
+    let host = gw.host("spool-a").expect("the host");
+    assert_eq!(host["lost"].as_u64(), Some(dropped), "{host}");
+    assert_eq!(a.status_json()["store"]["dropped"], 0, "the host's own store dropped decisions: the accounting would be unfair");
+}
+
+fn a_policy_dry_run_shows_what_would_newly_be_denied_or_allowed() {
+    let gw = Gateway::start("simulate");
+    let join = gw.token(&["--join"]);
+    let a = Daemon::start_without_policy_dir("simulate-a", &gw.agent_args(&join, "simulate-a"));
+    push(&gw, &policy_dir("simulate-v1", V1), "v1");
+    gw.wait_enforced("simulate-a", 1);
+    let s = a.governed(Some("agent"), "terraform apply; for i in 1 2 3; do kubectl delete pod x; done");
+    assert_eq!(s.all_output().matches(RAN).count(), 3, "v1: kubectl delete runs, terraform apply does not: {}", s.all_output());
+    wait_for("the session's execs at the gateway", 30, || {
+        gw.decisions(Some("simulate-a"), &["--session", &s.session_id, "--kind", "exec"]).len() >= 5
+    });
+    // A candidate that blocks kubectl delete and no longer blocks terraform apply.
+    let candidate = policy_dir("simulate-v2", r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": ["kubectl delete"] }"#);
+    let r = gw.json(&["policy", "simulate", candidate.0.join("policy").to_str().unwrap(), "--since", "1h"]);
+    assert_eq!(r["newly_denied"], 3, "{r:#}");
+    assert_eq!(r["newly_allowed"], 1, "{r:#}");
+    let changes = r["changes"].as_array().expect("changes");
+    let denied = changes.iter().find(|c| c["change"] == "newly_denied").expect("a newly_denied group");
+    assert_eq!((denied["rule"].as_str(), denied["host"].as_str(), denied["count"].as_u64()), (Some("kubectl delete"), Some("simulate-a"), Some(3)), "{r:#}");
+    let allowed = changes.iter().find(|c| c["change"] == "newly_allowed").expect("a newly_allowed group");
+    assert_eq!(allowed["rule"], "terraform apply", "{r:#}");
+    // The policy in force did not change.
+    assert_eq!(gw.json(&["policy", "show"])["version"], 1);
+}
+
 kernel_tests!(
     two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback,
     a_gateway_killed_in_a_flood_of_decisions_loses_and_duplicates_nothing,
@@ -324,4 +392,6 @@ kernel_tests!(
     orgs_are_isolated_and_bad_input_gets_a_clear_error,
     sessions_are_listed_and_revoked_through_the_gateway_and_a_revoked_host_is_refused,
     two_replicas_on_postgresql_share_the_fleet,
+    a_full_spool_counts_what_it_drops_and_nothing_else_is_lost,
+    a_policy_dry_run_shows_what_would_newly_be_denied_or_allowed,
 );

@@ -33,6 +33,8 @@ pub struct Hub {
     pub stored: Notify,
     /// A command was queued through this replica.
     commands_queued: Notify,
+    /// The replica is stopping: connections end UNAVAILABLE and agents reconnect elsewhere or later.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 struct Connection {
@@ -53,6 +55,7 @@ impl Hub {
             next_connection: Default::default(),
             stored: Notify::new(),
             commands_queued: Notify::new(),
+            stopping: Default::default(),
         })
     }
 
@@ -95,6 +98,14 @@ impl Hub {
         let mut connected = lock(&self.connected);
         if connected.get(key).is_some_and(|c| c.id == id) {
             connected.remove(key);
+        }
+    }
+
+    /// Ends every agent stream of this replica: it is stopping.
+    pub fn stop_all(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in lock(&self.connected).values() {
+            c.kick.notify_one();
         }
     }
 

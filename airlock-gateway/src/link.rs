@@ -63,7 +63,11 @@ impl AgentLink for LinkService {
             let key = peer.key.clone();
             let result = tokio::select! {
                 result = serve(&hub, &peer, inbound, &outbox) => result,
-                _ = kick.notified() => Err(Status::permission_denied(format!("host {:?}: certificate refused (the host was revoked)", key.1))),
+                _ = kick.notified() => Err(if hub.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    Status::unavailable("the gateway is stopping")
+                } else {
+                    Status::permission_denied(format!("host {:?}: certificate refused (the host was revoked)", key.1))
+                }),
             };
             hub.disconnect(&key, connection);
             if let Err(e) = hub.store.record_disconnect(key.0, &key.1, &hub.replica, crate::now_ns()).await {

@@ -70,7 +70,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
         .add_service(enroll)
         .add_service(link)
         .add_service(fleet)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_signal())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stop_signal().await;
+            // Agent streams never end by themselves: end them, so the
+            // graceful stop does not wait for them.
+            hub.stop_all();
+        })
         .await
         .context("serve")?;
     tracing::info!("stopped");

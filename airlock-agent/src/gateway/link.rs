@@ -65,7 +65,11 @@ impl Link {
         let mut lost_reported = self.spool.stats().lost_total;
         while !self.shutdown.load(Ordering::SeqCst) {
             let started = Instant::now();
-            let result = self.session(&mut lost_reported).await;
+            // A stop never waits for a connect or a stream to time out.
+            let result = tokio::select! {
+                result = self.session(&mut lost_reported) => result,
+                _ = self.stopped() => return,
+            };
             self.state.set_connected(false, result.as_ref().err().map(|e| format!("{e:#}")));
             match result {
                 Ok(()) => tracing::info!("the gateway closed the stream; reconnecting"),
@@ -80,6 +84,12 @@ impl Link {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn stopped(&self) {
+        while !self.shutdown.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -71,6 +71,10 @@ pub async fn tail(hub: Arc<Hub>, caller: &Caller, ask: StreamDecisionsRequest) -
             if tx.is_closed() {
                 return;
             }
+            if hub.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = tx.send(Err(Status::unavailable("the gateway is stopping"))).await;
+                return;
+            }
             let _ = tokio::time::timeout(POLL_INTERVAL.min(Duration::from_millis(500)), hub.stored.notified()).await;
         }
     });
