@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Sets up what is missing, builds Airlock, starts the daemon with the shipped
-# policies/ (compiled in as the embedded default) and runs a governed demo
-# session. With --keep the daemon stays running afterwards.
+# Sets up what is missing, builds Airlock, and shows a one-machine fleet: a
+# gateway on SQLite, the local agent enrolled with a join token, the shipped
+# policies/ pushed as the fleet's first policy version, and a governed demo
+# session whose denies are then queried from the gateway. With --keep the
+# gateway and the daemon stay running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./scripts/setup.sh
@@ -9,12 +11,14 @@ cd "$(dirname "$0")/.."
 keep=0
 [ "${1:-}" = "--keep" ] && keep=1
 
-echo "demo: building airlock-agent (release)"
-cargo build --release --locked -p airlock-agent
+echo "demo: building airlock-agent and airlock-gateway (release)"
+cargo build --release --locked -p airlock-agent -p airlock-gateway
 agent="$PWD/target/release/airlock-agent"
+gateway="$PWD/target/release/airlock-gateway"
 
 demo=$(mktemp -d /tmp/airlock-demo.XXXXXX)
 socket="$demo/agent.sock"
+gwdir="$demo/gateway"
 mkdir -p "$demo/bin" "$demo/state"
 # Stand-ins for the real tools, so the demo needs no cloud credentials.
 for tool in terraform kubectl; do
@@ -22,52 +26,89 @@ for tool in terraform kubectl; do
     sed -i "s/\$(basename \"\$0\")/$tool/" "$demo/bin/$tool"
     chmod +x "$demo/bin/$tool"
 done
+gw() { "$gateway" "$@" --data-dir "$gwdir"; }
 
-echo "demo: starting the daemon (log: $demo/daemon.log)"
-# Its own pin directory, released on stop: the demo leaves no enforcement behind.
-"$agent" run --embedded-policy --state-dir "$demo/state" --socket "$socket" \
-    --pin-dir "/sys/fs/bpf/airlock-demo-$$" --release-on-exit 2>"$demo/daemon.log" &
-daemon=$!
+daemon=""
+gateway_pid=""
 stop() {
-    if [ "$keep" = 0 ] && kill -0 "$daemon" 2>/dev/null; then
-        kill -TERM "$daemon"
-        wait "$daemon" || true
-        echo "demo: daemon stopped; enforcement detached. Files kept in $demo"
+    if [ "$keep" = 0 ]; then
+        if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+            kill -TERM "$daemon"; wait "$daemon" || true
+            echo "demo: daemon stopped; enforcement detached."
+        fi
+        if [ -n "$gateway_pid" ] && kill -0 "$gateway_pid" 2>/dev/null; then
+            kill -TERM "$gateway_pid"; wait "$gateway_pid" || true
+            echo "demo: gateway stopped. Files kept in $demo"
+        fi
     fi
 }
 trap stop EXIT
+
+# A free loopback port for the gateway.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+echo "demo: starting the gateway on https://127.0.0.1:$port, SQLite in $gwdir (log: $demo/gateway.log)"
+"$gateway" run --data-dir "$gwdir" --listen "127.0.0.1:$port" 2>"$demo/gateway.log" &
+gateway_pid=$!
+for _ in $(seq 1 100); do
+    [ -f "$gwdir/url" ] && gw hosts >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+echo "demo: a join token for this host (one use, 1 hour)"
+join=$(gw token create --join --uses 1 --ttl 1h 2>/dev/null)
+
+echo "demo: starting the daemon, enrolled with the gateway as host 'demo' (log: $demo/daemon.log)"
+# Its own pin directory, released on stop: the demo leaves no enforcement behind.
+"$agent" run --gateway "https://127.0.0.1:$port" --join-token "$join" --gateway-ca "$gwdir/ca.pem" --host-id demo \
+    --state-dir "$demo/state" --socket "$socket" --pin-dir "/sys/fs/bpf/airlock-demo-$$" --release-on-exit 2>"$demo/daemon.log" &
+daemon=$!
 for _ in $(seq 1 100); do
     "$agent" status --socket "$socket" >/dev/null 2>&1 && break
     sleep 0.1
 done
 
 echo
+echo "demo: pushing the shipped policies/ as the fleet's policy"
+gw policy push policies --comment "the shipped policies"
+for _ in $(seq 1 100); do
+    gw hosts --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["hosts"]; sys.exit(0 if h and h[0]["enforced_version"] >= 1 else 1)' && break
+    sleep 0.2
+done
+echo
+echo "$ airlock-gateway hosts     (the rollout: which version each host enforces)"
+gw hosts
+
+echo
 echo "demo: a governed session with role terraform-restricted-agent"
+session_file="$demo/session-id"
 PATH="$demo/bin:$PATH" "$agent" launch --socket "$socket" --role terraform-restricted-agent -- bash -c '
     set +e
+    echo "$AIRLOCK_SESSION_ID" > '"$session_file"'
     echo "$ terraform plan";                 terraform plan;                 echo "  exit $?"
     echo "$ terraform -chdir=infra apply";   terraform -chdir=infra apply;   echo "  exit $? (killed by Airlock before it ran)"
     echo "$ env terraform destroy";          env terraform destroy;          echo "  exit $?"
     echo "$ kubectl --context prod delete pod x"; kubectl --context prod delete pod x; echo "  exit $?"
     echo "$ kubectl get pods";               kubectl get pods;               echo "  exit $?"
-    echo
-    echo "$ airlock-agent status   (from inside the session)"
-    '"$agent"' status --socket '"$socket"'
 ' 2>&1 | grep -v "Killed"
+session=$(cat "$session_file")
 
 echo
-echo "demo: the audit trail ($demo/state/audit.jsonl), denies:"
-sleep 0.5
-grep '"decision":"deny"' "$demo/state/audit.jsonl" | python3 -c '
-import json, sys
-for line in sys.stdin:
-    d = json.loads(line)
-    print("  {time}  {decision:5}  {rule:<20}  {policy:<22}  argv={argv}".format(
-        time=d["time"][:23], decision=d["decision"], rule=d.get("rule") or d["reason"],
-        policy=d.get("policy") or "-", argv=" ".join(d["argv"])))'
+echo "$ airlock-gateway decisions --session $session --decision deny     (queried from the gateway)"
+for _ in $(seq 1 50); do
+    [ "$(gw decisions --session "$session" --decision deny --json | wc -l)" -ge 3 ] && break
+    sleep 0.2
+done
+gw decisions --session "$session" --decision deny
+
+echo
+echo "$ airlock-agent status     (the agent's link to the gateway)"
+"$agent" status --socket "$socket" | sed -n '/^gateway:/,$p'
+echo
+echo "demo: the web Control Room is not built yet; the fleet is queried with airlock-gateway (--json for tools)."
 
 if [ "$keep" = 1 ]; then
     echo
-    echo "demo: the daemon keeps running (pid $daemon, socket $socket)."
-    echo "      try: PATH=$demo/bin:\$PATH $agent launch --socket $socket -- bash"
+    echo "demo: the gateway (pid $gateway_pid) and the daemon (pid $daemon) keep running."
+    echo "      try: $gateway hosts --data-dir $gwdir"
+    echo "           PATH=$demo/bin:\$PATH $agent launch --socket $socket -- bash"
 fi

@@ -15,7 +15,7 @@ use libbpf_rs::MapCore;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -642,20 +642,6 @@ fn plain_tcp_needs_the_explicit_insecure_flag() {
 }
 
 // ---- A platform team's client: Python grpcio generated from our .proto -----------
-
-/// The Python with grpcio and grpcio-tools that scripts/setup.sh makes, or why there is none.
-fn python() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("AIRLOCK_TEST_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python");
-    let out = Command::new(&venv).args(["-c", "import grpc, grpc_tools"]).output().map_err(|e| format!("{}: {e}", venv.display()))?;
-    if out.status.success() {
-        Ok(venv)
-    } else {
-        Err(format!("{}: {}", venv.display(), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
 
 fn a_python_grpcio_client_uses_the_api() {
     let python = python().unwrap_or_else(|why| {

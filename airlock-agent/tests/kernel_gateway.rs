@@ -315,6 +315,19 @@ fn two_replicas_on_postgresql_share_the_fleet() {
     let out = gw1.cli(&["sessions", "revoke", "pg-b", &sid]);
     assert!(out.status.success(), "revoke across replicas: {}\nreplica 1:\n{}\nreplica 2:\n{}", stderr(&out), gw1.log(), gw2.log());
     wait_for("the revoked session to end", 30, || matches!(live.child.try_wait(), Ok(Some(_))));
+
+    // The database goes away: every request that needs it says so, the
+    // agents keep enforcing and spooling, and nothing is lost once it is back.
+    pg.stop().expect("stop PostgreSQL");
+    let out = gw1.cli(&["hosts"]);
+    assert!(!out.status.success() && stderr(&out).contains("database is unavailable"), "hosts with the database down: {}", stderr(&out));
+    let meanwhile = b.governed(Some("agent"), "terraform apply");
+    assert!(!meanwhile.tool_ran(), "pg-b stopped enforcing while the database was down: {}", meanwhile.all_output());
+    pg.start().expect("start PostgreSQL again");
+    wait_for("the deny made while the database was down", 90, || {
+        let out = gw2.cli(&["decisions", "--host", "pg-b", "--session", &meanwhile.session_id, "--json"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"deny\"")
+    });
 }
 
 fn a_full_spool_counts_what_it_drops_and_nothing_else_is_lost() {
@@ -385,6 +398,46 @@ fn a_policy_dry_run_shows_what_would_newly_be_denied_or_allowed() {
     assert_eq!(gw.json(&["policy", "show"])["version"], 1);
 }
 
+fn a_python_grpcio_client_queries_the_fleet_and_malformed_calls_are_refused() {
+    let python = python().unwrap_or_else(|why| {
+        panic!("no Python with grpcio ({why}): run scripts/setup.sh (it makes target/pyvenv with grpcio and grpcio-tools from PyPI)")
+    });
+    let gw = Gateway::start("python");
+    let join = gw.token(&["--join"]);
+    let a = Daemon::start_without_policy_dir("python-a", &gw.agent_args(&join, "python-a"));
+    push(&gw, &policy_dir("python-policy", V1), "v1");
+    gw.wait_enforced("python-a", 1);
+    let s = a.governed(Some("agent"), "terraform apply");
+    wait_for("the deny at the gateway", 30, || !gw.decisions(Some("python-a"), &["--session", &s.session_id, "--decision", "deny"]).is_empty());
+
+    // Stubs generated from the .protos by grpcio-tools, as a platform team would.
+    let stubs = TempDir::new("py-gw-stubs");
+    let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../airlock-api/proto");
+    let gen = Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto_root)
+        .arg(format!("--python_out={}", stubs.0.display()))
+        .arg(format!("--grpc_python_out={}", stubs.0.display()))
+        .args(["airlock/v1/airlock.proto", "airlock/gateway/v1/gateway.proto"])
+        .output()
+        .expect("run grpc_tools.protoc");
+    assert!(gen.status.success(), "protoc: {}", stderr(&gen));
+    let token = std::fs::read_to_string(gw.data_dir.join("admin.token")).expect("the admin token");
+    let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fleet_client.py");
+    let out = Command::new(&python)
+        .arg(&client)
+        .args(["--stubs", stubs.0.to_str().unwrap(), "--server", &format!("localhost:{}", gw.port), "--ca", gw.ca().to_str().unwrap()])
+        .args(["--token", token.trim(), "--host", "python-a", "--session", &s.session_id, "--timeout", &seconds(20).as_secs().to_string()])
+        .output()
+        .expect("run the Python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\ngateway log:\n{}", stderr(&out), gw.log());
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the client's JSON report");
+    for check in ["whoami", "no_token_refused", "wrong_token_refused", "hosts", "query_deny", "malformed_refused", "agent_stream_needs_a_certificate", "bad_enrollment_refused", "still_answering"] {
+        assert_eq!(report["checks"][check], true, "check {check} failed: {report:#}");
+    }
+}
+
 kernel_tests!(
     two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback,
     a_gateway_killed_in_a_flood_of_decisions_loses_and_duplicates_nothing,
@@ -394,4 +447,5 @@ kernel_tests!(
     two_replicas_on_postgresql_share_the_fleet,
     a_full_spool_counts_what_it_drops_and_nothing_else_is_lost,
     a_policy_dry_run_shows_what_would_newly_be_denied_or_allowed,
+    a_python_grpcio_client_queries_the_fleet_and_malformed_calls_are_refused,
 );

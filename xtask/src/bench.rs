@@ -4,8 +4,10 @@
 //! docs/benchmarks.md.
 //!
 //! `xtask bench worker ...` is the load generator the bench starts (see worker.rs).
+//! `xtask bench gateway [--quick]` measures the fleet gateway instead (see gateway/).
 
 mod daemon;
+mod gateway;
 mod policy;
 mod report;
 mod stats;
@@ -68,13 +70,16 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("worker") {
         return worker::run(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("gateway") {
+        return gateway::run(&args[1..]);
+    }
     let plan = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => Plan::full(),
         ["--quick"] => Plan::quick(),
         ["store"] => return store_only(1_000_000),
         ["throughput"] => return throughput_only(),
         ["store", "--rows", n] => return store_only(n.parse().context("--rows N")?),
-        other => bail!("usage: cargo xtask bench [--quick] | cargo xtask bench store [--rows N] (got {other:?})"),
+        other => bail!("usage: cargo xtask bench [--quick] | cargo xtask bench store [--rows N] | {} (got {other:?})", gateway::USAGE),
     };
     if !is_root() {
         bail!("the bench loads eBPF programs and starts Airlock daemons: run it as root");
@@ -118,7 +123,10 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     println!("{}", report.text());
     let doc = root.join("docs/benchmarks.md");
-    std::fs::write(&doc, report.markdown()).with_context(|| format!("write {}", doc.display()))?;
+    // The gateway's section (written by `bench gateway`) is kept as it is.
+    let old = std::fs::read_to_string(&doc).unwrap_or_default();
+    let markdown = report::keep_gateway_section(report.markdown(), &old);
+    std::fs::write(&doc, markdown).with_context(|| format!("write {}", doc.display()))?;
     eprintln!("==> wrote {} ({:.0} s in all)", doc.display(), started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -18,6 +18,7 @@ commands:
                 (vm-tests/matrix.toml) [--kernel K|all] [--backend B|both] [--suite S]... [--filter NAME]
                 [--all-suites] [--jobs N]
   bench         measure what Airlock costs against no agent, side by side [--quick]
+  bench gateway the fleet gateway under 1,000 simulated agents, on SQLite and PostgreSQL [--quick]
   modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]";
 
 fn main() -> ExitCode {

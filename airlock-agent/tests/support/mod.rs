@@ -605,3 +605,17 @@ impl Daemon {
         Command::new(AGENT).args(args).arg("--socket").arg(&self.socket).output().expect("run airlock-agent")
     }
 }
+
+/// The Python with grpcio and grpcio-tools that scripts/setup.sh makes, or why there is none.
+pub fn python() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("AIRLOCK_TEST_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python");
+    let out = Command::new(&venv).args(["-c", "import grpc, grpc_tools"]).output().map_err(|e| format!("{}: {e}", venv.display()))?;
+    if out.status.success() {
+        Ok(venv)
+    } else {
+        Err(format!("{}: {}", venv.display(), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}

@@ -73,9 +73,8 @@ pub async fn policy_push(conn: &Conn, dir: &Path, comment: String) -> Result<()>
     let v = connect(conn).await?.push_policy(PushPolicyRequest { org: org(conn), files, comment }).await.map_err(status)?.into_inner();
     print::json_or(conn.json, &v, || {
         println!("org {}: policy version {} ({}) pushed; agents take it within seconds (see `airlock-gateway hosts`)", v.org, v.version, v.content_hash);
-        if !v.diff.is_empty() {
-            print!("{}", v.diff);
-        }
+        let changed = v.diff.lines().filter(|l| l.starts_with("+++ ")).count();
+        println!("{changed} file(s) changed; the diff: airlock-gateway policy show --version {}", v.version);
     })
 }
 

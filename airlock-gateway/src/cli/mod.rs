@@ -253,6 +253,11 @@ enum SessionsAction {
 }
 
 pub fn main() -> i32 {
+    // Output piped into `head` ends the command quietly, as for any Unix tool.
+    // SAFETY: restoring the default disposition of a signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info")))

@@ -17,6 +17,21 @@ pub const GOVERNED_CONNECT_10000_MAX: f64 = 1.05;
 pub const ZERO_DROP_RATE: f64 = 50_000.0;
 pub const RSS_MAX_MB: f64 = 30.0;
 
+/// `cargo xtask bench gateway` owns what is between these markers in
+/// docs/benchmarks.md; the main bench carries it over when it rewrites the file.
+pub const GATEWAY_BEGIN: &str = "<!-- gateway-bench:begin -->";
+pub const GATEWAY_END: &str = "<!-- gateway-bench:end -->";
+
+/// `fresh` (the main bench's report) with the gateway section of `old` (the
+/// file it replaces) appended, markers included, if `old` has one.
+pub fn keep_gateway_section(fresh: String, old: &str) -> String {
+    let (Some(begin), Some(end)) = (old.find(GATEWAY_BEGIN), old.find(GATEWAY_END)) else { return fresh };
+    if end < begin {
+        return fresh;
+    }
+    format!("{}\n{}\n", fresh.trim_end(), &old[begin..end + GATEWAY_END.len()])
+}
+
 pub struct Report<'a> {
     pub machine: &'a Machine,
     pub backend: &'a str,
@@ -34,22 +49,22 @@ pub struct Report<'a> {
 }
 
 /// A simple table that renders as aligned text or as Markdown.
-struct Table {
+pub(super) struct Table {
     title: String,
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(title: &str, header: &[&str]) -> Table {
+    pub(super) fn new(title: &str, header: &[&str]) -> Table {
         Table { title: title.to_string(), header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (i, c) in row.iter().enumerate() {
@@ -70,7 +85,7 @@ impl Table {
         out
     }
 
-    fn markdown(&self) -> String {
+    pub(super) fn markdown(&self) -> String {
         let mut out = format!("### {}\n\n| {} |\n|{}\n", self.title, self.header.join(" | "), "---|".repeat(self.header.len()));
         for row in &self.rows {
             let _ = writeln!(out, "| {} |", row.join(" | "));

@@ -30,6 +30,9 @@ use guest::{GuestPlan, Outcome, RunResult};
 struct Matrix {
     kernel: Vec<KernelSpec>,
     backend: std::collections::BTreeMap<String, BackendSpec>,
+    /// Suites no guest runs unless named with --suite.
+    #[serde(default)]
+    host_only: Vec<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -141,6 +144,7 @@ pub fn run(args: &[String]) -> Result<()> {
             let chosen: Vec<(String, PathBuf)> = suites
                 .iter()
                 .filter(|(name, _)| opts.suites.is_empty() || opts.suites.contains(name))
+                .filter(|(name, _)| opts.suites.contains(name) || !matrix.host_only.contains(name))
                 .filter(|(name, _)| {
                     !opts.suites.is_empty()
                         || opts.all_suites
