@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::pki::Authority;
 
+/// The command kind a session revocation is queued as.
+pub const REVOKE_SESSION: &str = "revoke_session";
+
 /// How often a replica looks for what other replicas changed.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -155,7 +158,7 @@ impl Hub {
             let now = crate::now_ns();
             for command in self.store.take_pending_commands(key.0, &key.1, now).await? {
                 let message = match command.kind.as_str() {
-                    crate::fleet::REVOKE_SESSION => airlock_api::v1::RevokeSessionRequest::decode(command.payload.as_slice())
+                    REVOKE_SESSION => airlock_api::v1::RevokeSessionRequest::decode(command.payload.as_slice())
                         .map(|r| Command { id: command.id, body: Some(airlock_api::gateway::v1::command::Body::RevokeSession(r)) }),
                     other => {
                         let _ = self.store.finish_command(command.id, &[], &format!("unknown command kind {other:?}"), now).await;

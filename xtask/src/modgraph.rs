@@ -32,7 +32,7 @@ pub fn workspace_crates(root: &Path) -> Vec<(String, PathBuf)> {
     crates
 }
 
-/// Reads one crate. Each root file (`lib.rs`, `main.rs`, `bin/*.rs`) is a crate of its own.
+/// Reads one crate. Each root file (`lib.rs`, `main.rs`, `bin/*.rs`, `bin/*/main.rs`) is a crate of its own.
 pub fn read_crate(name: &str, src: &Path) -> Result<Vec<CrateGraph>> {
     let mut roots = Vec::new();
     for root in ["lib.rs", "main.rs"] {
@@ -41,7 +41,12 @@ pub fn read_crate(name: &str, src: &Path) -> Result<Vec<CrateGraph>> {
         }
     }
     for entry in std::fs::read_dir(src.join("bin")).into_iter().flatten().flatten() {
-        roots.push((format!("{name} (bin/{})", entry.file_name().to_string_lossy()), entry.path()));
+        // A binary is `bin/NAME.rs`, or `bin/NAME/main.rs` with its modules beside it.
+        let path = entry.path();
+        let root = if path.is_dir() { path.join("main.rs") } else { path };
+        if root.is_file() {
+            roots.push((format!("{name} (bin/{})", entry.file_name().to_string_lossy()), root));
+        }
     }
     let mut graphs = Vec::new();
     for (label, root) in roots {

@@ -18,11 +18,9 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{store_status, Caller};
-use crate::hub::Hub;
+use crate::hub::{Hub, REVOKE_SESSION};
 use crate::tokens::{self, Role, TokenKind};
 
-/// The command kind a session revocation is queued as.
-pub const REVOKE_SESSION: &str = "revoke_session";
 /// How long RevokeSession waits for the host's agent to answer.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
 /// A host whose last contact is older than this is shown as disconnected.
