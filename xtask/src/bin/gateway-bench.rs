@@ -2,7 +2,7 @@
 //! gateway` builds it in release and runs it against a gateway it started):
 //! the client side of the gateway benchmark. Prints `mark NAME` lines while
 //! it runs (xtask samples the gateway then) and one JSON object last, on a
-//! line starting `result `.
+//! line starting `result `, then holds its connections until stdin closes.
 
 #[path = "gateway-bench/agents.rs"]
 mod agents;
@@ -46,7 +46,9 @@ fn run() -> Result<()> {
         }
     })?;
     println!("result {result}");
-    // The agents' tasks and the tail may still hold connections: leave without waiting for them.
+    // Our connections stay open until xtask, having stopped the gateway,
+    // closes our stdin: a client going away is not what is measured here.
+    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
     runtime.shutdown_background();
     Ok(())
 }

@@ -59,6 +59,8 @@ pub struct BackendResult {
     pub marks: HashMap<String, Sample>,
     pub fill: Value,
     pub query: Value,
+    /// How the gateway ended, if not as asked.
+    pub notes: Vec<String>,
 }
 
 struct Tools {
@@ -110,7 +112,7 @@ fn one_store(tools: &Tools, work: &Path, plan: &Plan, store: &'static str, pg: O
     eprintln!("==> {store}: {} agents, {} decisions/s for {} s", plan.agents, plan.rate, plan.seconds);
     let dir = work.join(format!("{tag}-fleet"));
     let url = database("fleet run")?;
-    let gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), &work.join(format!("{tag}-fleet.log")))?;
+    let mut gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), &work.join(format!("{tag}-fleet.log")))?;
     let mut args = client_args("fleet", &gateway)?;
     args.extend(
         [
@@ -124,9 +126,11 @@ fn one_store(tools: &Tools, work: &Path, plan: &Plan, store: &'static str, pg: O
         .into_iter()
         .flat_map(|(k, v)| [format!("--{k}"), v]),
     );
-    let outcome = process::run_bench(&tools.bench, &args, Some(gateway.pid), pg_port);
-    gateway.stop()?;
-    let (fleet, marks) = outcome?;
+    let outcome = process::run_bench(&tools.bench, &args, Some(&mut gateway), pg_port);
+    let stopped = gateway.stop()?;
+    let run = outcome?;
+    let mut notes: Vec<String> = [run.gateway_exit.clone(), stopped].into_iter().flatten().map(|n| format!("{store}, fleet run: {n}")).collect();
+    let (fleet, marks) = (run.result, run.marks);
     let _ = std::fs::remove_dir_all(&dir);
 
     eprintln!("==> {store}: {} decisions into a fresh store, then QueryDecisions", plan.rows);
@@ -136,16 +140,17 @@ fn one_store(tools: &Tools, work: &Path, plan: &Plan, store: &'static str, pg: O
     if let Some(url) = &url {
         fill_args.extend(["--database-url".to_string(), url.clone()]);
     }
-    let (fill, _) = process::run_bench(&tools.bench, &fill_args, None, None)?;
-    let gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), &work.join(format!("{tag}-query.log")))?;
+    let fill = process::run_bench(&tools.bench, &fill_args, None, None)?.result;
+    let mut gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), &work.join(format!("{tag}-query.log")))?;
     let mut args = client_args("query", &gateway)?;
     let number = |key: &str| fill[key].as_i64().map(|v| v.to_string()).with_context(|| format!("the fill's report has no {key}"));
     args.extend(["--runs".to_string(), plan.runs.to_string(), "--t0-ns".into(), number("t0_ns")?, "--end-ns".into(), number("end_ns")?]);
-    let outcome = process::run_bench(&tools.bench, &args, None, None);
-    gateway.stop()?;
-    let (query, _) = outcome?;
+    let outcome = process::run_bench(&tools.bench, &args, Some(&mut gateway), None);
+    let stopped = gateway.stop()?;
+    let run = outcome?;
+    notes.extend([run.gateway_exit, stopped].into_iter().flatten().map(|n| format!("{store}, query run: {n}")));
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(BackendResult { store, fleet, marks, fill, query })
+    Ok(BackendResult { store, fleet, marks, fill, query: run.result, notes })
 }
 
 /// The flags every client run needs: the gateway's URL, CA and admin token.

@@ -19,6 +19,7 @@ pub struct Gateway {
     pub pid: u32,
     pub dir: PathBuf,
     log: PathBuf,
+    stopped: bool,
 }
 
 impl Gateway {
@@ -31,8 +32,28 @@ impl Gateway {
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
         }
+        // `airlock-gateway` restores SIGPIPE's default action at start (for
+        // its CLI's pipes), which also applies to `run`: a write to a socket
+        // whose client has just gone then kills the server. The bench blocks
+        // the signal (a mask survives exec; the write fails with EPIPE
+        // instead), so that a thousand clients closing does not end the
+        // measurement; the report says so.
+        // SAFETY: only sigemptyset/sigaddset/sigprocmask, which are
+        // async-signal-safe, run between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGPIPE);
+                if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file).spawn().with_context(|| format!("start {}", bin.display()))?;
-        let mut gateway = Gateway { pid: child.id(), child, dir: dir.to_path_buf(), log: log.to_path_buf() };
+        let mut gateway = Gateway { pid: child.id(), child, dir: dir.to_path_buf(), log: log.to_path_buf(), stopped: false };
         let until = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = gateway.child.try_wait().context("wait for the gateway")? {
@@ -54,21 +75,27 @@ impl Gateway {
         Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_string())
     }
 
-    /// SIGTERM, then SIGKILL if it has not stopped within 30 s.
-    pub fn stop(mut self) -> Result<()> {
+    /// SIGTERM, then SIGKILL if it has not stopped within 30 s. Says so if
+    /// the gateway had already exited on its own.
+    pub fn stop(&mut self) -> Result<Option<String>> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(None);
+        }
+        if let Some(status) = self.child.try_wait().context("wait for the gateway")? {
+            return Ok(Some(format!("the gateway had exited on its own before it was stopped ({status}); log: {}", self.log_tail())));
+        }
         // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet reaped.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
             if self.child.try_wait().context("wait for the gateway")?.is_some() {
-                return Ok(());
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("xtask bench gateway: the gateway ignored SIGTERM for 30 s; killing it");
         self.child.kill().context("kill the gateway")?;
         self.child.wait().context("reap the gateway")?;
-        Ok(())
+        Ok(Some("the gateway ignored SIGTERM for 30 s and was killed".into()))
     }
 
     fn log_tail(&self) -> String {
@@ -148,34 +175,51 @@ fn postgres_cpu_ns(port: u16) -> Option<u64> {
     Some(total)
 }
 
-/// Runs gateway-bench; samples the gateway at each `mark NAME` line it prints; its `result` JSON.
-pub fn run_bench(bench: &Path, args: &[String], gateway_pid: Option<u32>, pg_port: Option<u16>) -> Result<(Value, HashMap<String, Sample>)> {
+/// What a run of gateway-bench gave: its result, the gateway sampled at
+/// each mark, and anything odd about how the gateway ended.
+pub struct BenchRun {
+    pub result: Value,
+    pub marks: HashMap<String, Sample>,
+    pub gateway_exit: Option<String>,
+}
+
+/// Runs gateway-bench; samples the gateway at each `mark NAME` line it
+/// prints; once its `result` line is in, stops the gateway (while the
+/// client still holds its connections), then lets the client go.
+pub fn run_bench(bench: &Path, args: &[String], mut gateway: Option<&mut Gateway>, pg_port: Option<u16>) -> Result<BenchRun> {
     eprintln!("==> gateway-bench {}", args.join(" "));
     let mut child = Command::new(bench)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("start {}", bench.display()))?;
     let stdout = child.stdout.take().context("gateway-bench's stdout")?;
+    let mut stdin = child.stdin.take();
     let mut marks = HashMap::new();
     let mut result = None;
+    let mut gateway_exit = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("read gateway-bench's output")?;
         if let Some(name) = line.strip_prefix("mark ") {
-            if let Some(pid) = gateway_pid {
-                marks.insert(name.to_string(), Sample::take(pid, pg_port).with_context(|| format!("sample the gateway at {name}"))?);
+            if let Some(g) = gateway.as_deref() {
+                marks.insert(name.to_string(), Sample::take(g.pid, pg_port).with_context(|| format!("sample the gateway at {name}"))?);
             }
         } else if let Some(json) = line.strip_prefix("result ") {
             result = Some(serde_json::from_str::<Value>(json).context("gateway-bench's result is not JSON")?);
+            if let Some(g) = gateway.as_deref_mut() {
+                gateway_exit = g.stop()?;
+            }
+            stdin = None;
         } else {
             eprintln!("gateway-bench: {line}");
         }
     }
+    drop(stdin);
     let status = child.wait().context("wait for gateway-bench")?;
     if !status.success() {
         bail!("gateway-bench {} failed ({status})", args.first().map(String::as_str).unwrap_or(""));
     }
-    Ok((result.context("gateway-bench printed no result")?, marks))
+    Ok(BenchRun { result: result.context("gateway-bench printed no result")?, marks, gateway_exit })
 }

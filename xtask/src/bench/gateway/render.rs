@@ -65,7 +65,7 @@ impl Report<'_> {
                 p.seconds,
                 p.batch_ms
             ),
-            &["store", "offered", "stored (acked in the window)", "target ≥ offered", "acked in all", "read back", "zero loss", "latency p50", "p99", "max"],
+            &["store", "offered", "stored (acked in the window)", "target ≥ offered", "acked in all", "read back", "zero loss", "live tail saw", "latency p50", "p99", "max"],
         );
         let mut push = Table::new(
             &format!("Policy push to {} connected agents (from the PushPolicy call returning)", count(&p.agents.into())),
@@ -98,6 +98,7 @@ impl Report<'_> {
                 count(&f["acked"]),
                 count(&s["total"]),
                 loss_text,
+                count(&f["tail_seen"]),
                 ms(&f["latency_ms"]["p50"]),
                 ms(&f["latency_ms"]["p99"]),
                 ms(&f["latency_ms"]["max"]),
@@ -174,6 +175,7 @@ impl Report<'_> {
             if f["drained"].as_bool() != Some(true) || f["tail_caught_up"].as_bool() != Some(true) {
                 notes.push(format!("{}: the run ended with acks or the live tail still behind after 120 s of draining.", r.store));
             }
+            notes.extend(r.notes.iter().cloned());
             if let Some(examples) = f["agent_errors"]["examples"].as_array().filter(|e| !e.is_empty()) {
                 notes.push(format!("{}: agent errors, for example: {}", r.store, examples.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")));
             }
@@ -198,7 +200,9 @@ impl Report<'_> {
         `/proc/PID/status`. The client shares the machine's cores with the gateway (and PostgreSQL). Queries: a \
         second, fresh store is filled directly through the store crate's `insert_decisions` (100 hosts, sessions of \
         an hour, 300 users in five roles, exec and connect, about 5% denies, times over 7 days), the gateway started \
-        on it, and each query timed over gRPC (one untimed run first).";
+        on it, and each query timed over gRPC (one untimed run first). The gateway runs with SIGPIPE blocked: \
+        `airlock-gateway` restores SIGPIPE's default action at start, and without the block a client closing its \
+        connection at the wrong moment kills `run`.";
 
     pub fn text(&self) -> String {
         let m = self.machine;

@@ -67,7 +67,6 @@ pub enum Phase {
     Idle,
     /// Decisions are made from `start` (its wall clock `start_ns`) to `end`.
     Load { start: Instant, start_ns: i64, end: Instant },
-    Stop,
 }
 
 /// One agent's counters, read by the run.
@@ -95,7 +94,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects, says Hello, and runs until the phase is Stop or the gateway ends the stream.
+    /// Connects, says Hello, and runs until the gateway ends the stream or the run drops its phase sender.
     pub async fn run(self, channel: Channel, mut phase: watch::Receiver<Phase>, connected: mpsc::Sender<()>) -> Result<()> {
         let mut client = AgentLinkClient::new(channel).max_decoding_message_size(64 << 20);
         let (tx, rx) = mpsc::channel::<AgentMessage>(16);
@@ -139,7 +138,6 @@ impl Agent {
                 _ = tick.tick() => {
                     let current = *phase.borrow();
                     match current {
-                        Phase::Stop => return Ok(()),
                         Phase::Idle => {}
                         Phase::Load { start, start_ns, end } => {
                             let now = Instant::now().min(end);
@@ -166,7 +164,7 @@ impl Agent {
                     }
                 }
                 changed = phase.changed() => {
-                    if changed.is_err() || matches!(*phase.borrow(), Phase::Stop) {
+                    if changed.is_err() {
                         return Ok(());
                     }
                 }
