@@ -78,8 +78,37 @@ fn two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback() {
         assert_eq!(h["connected"], true, "{h}");
         assert!(!h["backend"].as_str().unwrap_or("").is_empty() && !h["kernel"].as_str().unwrap_or("").is_empty(), "{h}");
     }
+    // A live tail across hosts, started before the session.
+    let mut follow = Command::new(support::gateway::gateway_binary())
+        .args(["decisions", "--follow", "--json", "--limit", "0", "--decision", "deny", "--data-dir"])
+        .arg(&gw.data_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start decisions --follow");
+    let tail = follow.stdout.take().expect("the tail's stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(tail).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
     let denied = a.governed(Some("agent"), "terraform apply");
     assert!(!denied.tool_ran(), "v1 did not block terraform apply on host-a: {}", denied.all_output());
+    let followed = loop {
+        let line = lines.recv_timeout(seconds(30)).expect("the live tail showed no deny");
+        let d: Value = serde_json::from_str(&line).expect("a JSON decision");
+        if d["decision"]["session_id"] == denied.session_id.as_str() {
+            break d;
+        }
+    };
+    assert_eq!((followed["host"].as_str(), followed["decision"]["rule"].as_str()), (Some("host-a"), Some("terraform apply")), "{followed}");
+    let _ = follow.kill();
+    let _ = follow.wait();
     let allowed = b.governed(Some("agent"), "kubectl delete pod x");
     assert!(allowed.tool_ran(), "v1 blocked kubectl delete on host-b: {}", allowed.all_output());
     wait_for("host-a's deny at the gateway", 30, || {
@@ -236,6 +265,10 @@ fn orgs_are_isolated_and_bad_input_gets_a_clear_error() {
     assert!(failed_enrollment(&gw, &short, "h2").contains("expired"));
     assert!(failed_enrollment(&gw, &viewer, "h3").contains("not a join token"));
     assert!(failed_enrollment(&gw, &gw.token(&["--join"]), "bad/host").contains("host id"));
+
+    // An agent told both where to get its policy refuses to start.
+    let both = Command::new(AGENT).args(["run", "--policy-dir", "/etc", "--gateway", &gw.url()]).output().expect("run airlock-agent");
+    assert!(!both.status.success() && stderr(&both).contains("--gateway and --policy-dir"), "{}", stderr(&both));
 
     // A message over the limit is refused, and the gateway stays up.
     let huge = TempDir::new("huge");

@@ -6,13 +6,15 @@ use airlock_api::decision::subject_of;
 use airlock_api::v1::{Decision, DecisionFilter};
 use prost::Message;
 
-use crate::db::{Stmt, Value};
+use crate::db::{Dialect, Stmt, Value};
 use crate::error::StoreError;
 use crate::filter::{push_filter, Query};
 use crate::store::GatewayStore;
 
 /// Rows per INSERT statement: few round trips, statements of a bounded size.
 const ROWS_PER_INSERT: usize = 100;
+/// The advisory lock ingest transactions take on PostgreSQL (any fixed number, the same on every replica).
+const PG_INGEST_LOCK: i64 = 0x6169_726c_6f63_6b32;
 const COLUMNS_PER_ROW: usize = 12;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +24,16 @@ pub struct IncomingDecision {
     pub decision: Decision,
     /// `decision`'s protobuf encoding, as received.
     pub body: Vec<u8>,
+}
+
+/// One host's entries in a group commit.
+#[derive(Debug, Clone, Copy)]
+pub struct HostBatch<'a> {
+    pub org_id: i64,
+    pub host_id: &'a str,
+    pub rows: &'a [IncomingDecision],
+    /// Decisions the host's spool dropped, counted by this batch's loss markers.
+    pub lost: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -81,39 +93,68 @@ impl GatewayStore {
     /// were new. The host's `shipped_seq` becomes the batch's highest seq if
     /// that is higher.
     pub async fn insert_decisions(&self, org_id: i64, host_id: &str, batch: &[IncomingDecision]) -> Result<u64, StoreError> {
-        if batch.is_empty() {
-            return Ok(0);
+        let counts = self.insert_decision_batches(&[HostBatch { org_id, host_id, rows: batch, lost: 0 }]).await?;
+        Ok(counts.first().copied().unwrap_or(0))
+    }
+
+    /// Stores several hosts' batches in one transaction (a group commit):
+    /// per batch, how many decisions were new. A batch's `lost` is added to
+    /// its host's loss count in the same transaction.
+    ///
+    /// On PostgreSQL the transaction first takes an advisory lock, so ingest
+    /// transactions (of every replica) commit one at a time: a decision's
+    /// cursor then never becomes visible after a higher one, and a live tail
+    /// that reads `cursor > last seen` misses nothing.
+    pub async fn insert_decision_batches(&self, batches: &[HostBatch<'_>]) -> Result<Vec<u64>, StoreError> {
+        let mut stmts = Vec::new();
+        if self.db.dialect() == Dialect::Postgres {
+            stmts.push(Stmt::new("SELECT 1 FROM pg_advisory_xact_lock($1)", vec![Value::Int(PG_INGEST_LOCK)]));
         }
-        let mut stmts = Vec::with_capacity(batch.len().div_ceil(ROWS_PER_INSERT) + 1);
-        for chunk in batch.chunks(ROWS_PER_INSERT) {
-            let mut params = Vec::with_capacity(chunk.len() * COLUMNS_PER_ROW);
-            for d in chunk {
-                let dec = &d.decision;
-                params.extend([
-                    Value::Int(org_id),
-                    Value::Text(host_id.to_string()),
-                    Value::Int(d.seq),
-                    Value::Int(dec.time_unix_nanos),
-                    Value::Text(dec.session_id.clone()),
-                    Value::Text(dec.user.clone()),
-                    Value::Int(dec.uid.into()),
-                    Value::Text(dec.role.clone()),
-                    Value::Text(dec.kind.clone()),
-                    Value::Text(dec.decision.clone()),
-                    // subject_of lowercases already; the filter relies on it.
-                    Value::Text(subject_of(dec)),
-                    Value::Bytes(d.body.clone()),
-                ]);
+        // Per batch, the range of its INSERT statements in `stmts`.
+        let mut inserts = Vec::with_capacity(batches.len());
+        for b in batches {
+            let first = stmts.len();
+            for chunk in b.rows.chunks(ROWS_PER_INSERT) {
+                let mut params = Vec::with_capacity(chunk.len() * COLUMNS_PER_ROW);
+                for d in chunk {
+                    let dec = &d.decision;
+                    params.extend([
+                        Value::Int(b.org_id),
+                        Value::Text(b.host_id.to_string()),
+                        Value::Int(d.seq),
+                        Value::Int(dec.time_unix_nanos),
+                        Value::Text(dec.session_id.clone()),
+                        Value::Text(dec.user.clone()),
+                        Value::Int(dec.uid.into()),
+                        Value::Text(dec.role.clone()),
+                        Value::Text(dec.kind.clone()),
+                        Value::Text(dec.decision.clone()),
+                        // subject_of lowercases already; the filter relies on it.
+                        Value::Text(subject_of(dec)),
+                        Value::Bytes(d.body.clone()),
+                    ]);
+                }
+                stmts.push(Stmt::new(insert_sql(chunk.len()), params));
             }
-            stmts.push(Stmt::new(insert_sql(chunk.len()), params));
+            inserts.push(first..stmts.len());
+            if let Some(max_seq) = b.rows.iter().map(|d| d.seq).max() {
+                stmts.push(Stmt::new(
+                    "UPDATE hosts SET shipped_seq = CASE WHEN shipped_seq < $3 THEN $3 ELSE shipped_seq END WHERE org_id = $1 AND host_id = $2",
+                    vec![b.org_id.into(), b.host_id.into(), max_seq.into()],
+                ));
+            }
+            if b.lost > 0 {
+                stmts.push(Stmt::new(
+                    "UPDATE hosts SET lost_total = lost_total + $3 WHERE org_id = $1 AND host_id = $2",
+                    vec![b.org_id.into(), b.host_id.into(), b.lost.into()],
+                ));
+            }
         }
-        let max_seq = batch.iter().map(|d| d.seq).max().unwrap_or(0);
-        stmts.push(Stmt::new(
-            "UPDATE hosts SET shipped_seq = CASE WHEN shipped_seq < $3 THEN $3 ELSE shipped_seq END WHERE org_id = $1 AND host_id = $2",
-            vec![org_id.into(), host_id.into(), max_seq.into()],
-        ));
+        if inserts.iter().all(|r| r.is_empty()) && batches.iter().all(|b| b.lost == 0) {
+            return Ok(vec![0; batches.len()]);
+        }
         let outcomes = self.db.transaction(stmts).await?;
-        Ok(outcomes[..outcomes.len() - 1].iter().map(|o| o.affected).sum())
+        Ok(inserts.into_iter().map(|r| outcomes[r].iter().map(|o| o.affected).sum()).collect())
     }
 
     /// An org's decisions that pass the query's filter, a page at a time.

@@ -20,7 +20,7 @@ mod tokens;
 pub mod testing;
 
 pub use commands::{Command, COMMAND_DONE, COMMAND_FAILED, COMMAND_PENDING, COMMAND_SENT};
-pub use decisions::{FleetQuery, IncomingDecision, StoredDecision};
+pub use decisions::{FleetQuery, HostBatch, IncomingDecision, StoredDecision};
 pub use error::StoreError;
 pub use hosts::{Host, HostContact};
 pub use orgs::Org;

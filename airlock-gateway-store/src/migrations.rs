@@ -100,6 +100,7 @@ CREATE TABLE decisions (
     body {BLOB} NOT NULL,
     UNIQUE (org_id, host_id, seq)
 );
+CREATE INDEX decisions_org ON decisions(org_id, cursor);
 CREATE INDEX decisions_time ON decisions(org_id, time_ns, cursor);
 CREATE INDEX decisions_session ON decisions(org_id, session_id, cursor);
 CREATE INDEX decisions_user ON decisions(org_id, user_name, cursor);

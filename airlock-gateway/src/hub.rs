@@ -11,7 +11,8 @@ use std::time::Duration;
 use airlock_api::gateway::v1::{gateway_message, Command, GatewayMessage};
 use airlock_gateway_store::GatewayStore;
 use prost::Message;
-use tokio::sync::{mpsc, watch, Notify};
+use airlock_gateway_store::{HostBatch, IncomingDecision};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::pki::Authority;
 
@@ -22,6 +23,18 @@ pub const REVOKE_SESSION: &str = "revoke_session";
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 pub type HostKey = (i64, String);
+
+/// Entries a group commit takes at most (batches of many hosts together).
+const MAX_GROUP_ROWS: usize = 10_000;
+
+/// A host's batch on its way to the group commit, and where its answer goes.
+pub struct IngestRequest {
+    pub org_id: i64,
+    pub host_id: String,
+    pub rows: Vec<IncomingDecision>,
+    pub lost: i64,
+    pub done: oneshot::Sender<Result<(), tonic::Status>>,
+}
 
 pub struct Hub {
     pub store: GatewayStore,
@@ -38,6 +51,8 @@ pub struct Hub {
     commands_queued: Notify,
     /// The replica is stopping: connections end UNAVAILABLE and agents reconnect elsewhere or later.
     pub stopping: std::sync::atomic::AtomicBool,
+    ingest: mpsc::Sender<IngestRequest>,
+    ingest_queue: Mutex<Option<mpsc::Receiver<IngestRequest>>>,
 }
 
 struct Connection {
@@ -49,7 +64,10 @@ struct Connection {
 
 impl Hub {
     pub fn new(store: GatewayStore, authority: Authority, replica: String) -> Arc<Hub> {
+        let (ingest, queue) = mpsc::channel(4096);
         Arc::new(Hub {
+            ingest,
+            ingest_queue: Mutex::new(Some(queue)),
             store,
             authority,
             replica,
@@ -118,6 +136,41 @@ impl Hub {
 
     pub fn queued_command(&self) {
         self.commands_queued.notify_one();
+    }
+
+    /// Stores a host's batch through the group commit; returns once it is
+    /// committed (then, and only then, the batch may be acked).
+    pub async fn ingest(&self, org_id: i64, host_id: &str, rows: Vec<IncomingDecision>, lost: i64) -> Result<(), tonic::Status> {
+        let (done, answer) = oneshot::channel();
+        let request = IngestRequest { org_id, host_id: host_id.to_string(), rows, lost, done };
+        self.ingest.send(request).await.map_err(|_| tonic::Status::unavailable("the gateway is stopping"))?;
+        answer.await.map_err(|_| tonic::Status::unavailable("the gateway is stopping"))?
+    }
+
+    /// The group commit, forever: whatever batches are waiting when the
+    /// previous commit ends go into the next transaction together, so the
+    /// store sees one transaction per turn, not one per host batch.
+    pub async fn write_batches(self: Arc<Hub>) {
+        let Some(mut queue) = lock(&self.ingest_queue).take() else { return };
+        while let Some(first) = queue.recv().await {
+            let mut group = vec![first];
+            let mut rows = group[0].rows.len();
+            while rows < MAX_GROUP_ROWS {
+                let Ok(next) = queue.try_recv() else { break };
+                rows += next.rows.len();
+                group.push(next);
+            }
+            let batches: Vec<HostBatch<'_>> =
+                group.iter().map(|r| HostBatch { org_id: r.org_id, host_id: &r.host_id, rows: &r.rows, lost: r.lost }).collect();
+            let outcome = self.store.insert_decision_batches(&batches).await.map(|_| ()).map_err(crate::auth::store_status);
+            drop(batches);
+            for request in group {
+                let _ = request.done.send(outcome.clone());
+            }
+            if outcome.is_ok() {
+                self.stored.notify_waiters();
+            }
+        }
     }
 
     /// Polls the store for the latest policy versions, forever.

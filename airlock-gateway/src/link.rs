@@ -259,12 +259,10 @@ async fn store_batch(hub: &Hub, peer: &Peer, batch: DecisionBatch) -> Result<u64
     if rows.is_empty() {
         return Ok(0);
     }
-    hub.store.insert_decisions(org_id, host_id, &rows).await.map_err(store_status)?;
     if lost > 0 {
         tracing::warn!(org = %peer.org, host = host_id, lost, "the host's spool was full: decisions were dropped (recorded)");
-        hub.store.record_loss(org_id, host_id, lost).await.map_err(store_status)?;
     }
-    hub.stored.notify_waiters();
+    hub.ingest(org_id, host_id, rows, lost).await?;
     Ok(highest)
 }
 

@@ -11,6 +11,7 @@ use airlock_api::gateway::v1::fleet_server::FleetServer;
 use airlock_gateway_store::{GatewayStore, NewToken};
 use anyhow::{Context, Result};
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::DEFAULT_ORG;
@@ -57,6 +58,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let hub = Hub::new(store, authority, config.replica.clone());
     tokio::spawn(hub.clone().watch_policies());
     tokio::spawn(hub.clone().deliver_commands());
+    tokio::spawn(hub.clone().write_batches());
 
     let enroll = EnrollmentServer::new(EnrollService { hub: hub.clone() }).max_decoding_message_size(64 * 1024);
     let link = AgentLinkServer::new(LinkService { hub: hub.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -70,7 +72,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         .add_service(enroll)
         .add_service(link)
         .add_service(fleet)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener).map(no_delay), async move {
             stop_signal().await;
             // Agent streams never end by themselves: end them, so the
             // graceful stop does not wait for them.
@@ -105,6 +107,16 @@ async fn bootstrap(store: &GatewayStore, data_dir: &Path) -> Result<()> {
     pki::write_private(&path, &format!("{secret}\n"))?;
     tracing::info!(token = %path.display(), "wrote the first admin token");
     Ok(())
+}
+
+/// Replies (an ack, a page) go out at once, not after the peer's delayed ACK.
+fn no_delay(accepted: std::io::Result<tokio::net::TcpStream>) -> std::io::Result<tokio::net::TcpStream> {
+    if let Ok(stream) = &accepted {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    }
+    accepted
 }
 
 fn server_names(config: &RunConfig) -> Vec<String> {

@@ -126,6 +126,8 @@ impl Link {
         let mut last_sessions = Vec::new();
         let mut last_send = Instant::now();
         let mut tick = tokio::time::interval(TICK);
+        // One blocking wait for new spool entries at a time, kept across turns of the loop.
+        let mut waiter: Option<tokio::task::JoinHandle<bool>> = None;
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 return Ok(());
@@ -138,8 +140,19 @@ impl Link {
                 last_send = Instant::now();
             }
             let window_open = sent.saturating_sub(self.spool.acked()) < WINDOW;
-            let spool = self.spool.clone();
-            let more = tokio::task::spawn_blocking(move || spool.wait(sent, Duration::from_millis(500)));
+            if waiter.is_none() && window_open {
+                let spool = self.spool.clone();
+                waiter = Some(tokio::task::spawn_blocking(move || spool.wait(sent, Duration::from_millis(500))));
+            }
+            let more = async {
+                match waiter.as_mut() {
+                    Some(handle) => {
+                        let _ = handle.await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let mut woke = false;
             tokio::select! {
                 message = inbound.message() => {
                     let message = message.map_err(|s| anyhow::anyhow!("the gateway ended the stream: {} ({:?})", s.message(), s.code()))?;
@@ -160,7 +173,10 @@ impl Link {
                         last_send = Instant::now();
                     }
                 }
-                _ = more, if window_open => {}
+                _ = more => woke = true,
+            }
+            if woke {
+                waiter = None;
             }
         }
     }

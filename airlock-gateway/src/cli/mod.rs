@@ -253,12 +253,15 @@ enum SessionsAction {
 }
 
 pub fn main() -> i32 {
-    // Output piped into `head` ends the command quietly, as for any Unix tool.
-    // SAFETY: restoring the default disposition of a signal, before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // A client command's output piped into `head` ends it quietly, as for any
+    // Unix tool. Never the server: a peer closing its connection would kill it.
+    if !matches!(cli.command, Command::Run(_)) {
+        // SAFETY: restoring the default disposition of a signal, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

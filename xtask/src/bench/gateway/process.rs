@@ -32,26 +32,6 @@ impl Gateway {
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
         }
-        // `airlock-gateway` restores SIGPIPE's default action at start (for
-        // its CLI's pipes), which also applies to `run`: a write to a socket
-        // whose client has just gone then kills the server. The bench blocks
-        // the signal (a mask survives exec; the write fails with EPIPE
-        // instead), so that a thousand clients closing does not end the
-        // measurement; the report says so.
-        // SAFETY: only sigemptyset/sigaddset/sigprocmask, which are
-        // async-signal-safe, run between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGPIPE);
-                if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file).spawn().with_context(|| format!("start {}", bin.display()))?;
         let mut gateway = Gateway { pid: child.id(), child, dir: dir.to_path_buf(), log: log.to_path_buf(), stopped: false };
         let until = Instant::now() + Duration::from_secs(120);

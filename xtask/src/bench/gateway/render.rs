@@ -200,9 +200,7 @@ impl Report<'_> {
         `/proc/PID/status`. The client shares the machine's cores with the gateway (and PostgreSQL). Queries: a \
         second, fresh store is filled directly through the store crate's `insert_decisions` (100 hosts, sessions of \
         an hour, 300 users in five roles, exec and connect, about 5% denies, times over 7 days), the gateway started \
-        on it, and each query timed over gRPC (one untimed run first). The gateway runs with SIGPIPE blocked: \
-        `airlock-gateway` restores SIGPIPE's default action at start, and without the block a client closing its \
-        connection at the wrong moment kills `run`.";
+        on it, and each query timed over gRPC (one untimed run first).";
 
     pub fn text(&self) -> String {
         let m = self.machine;

@@ -1,0 +1,165 @@
+//! The gateway binary and its CLI, as an operator uses them, with no agent
+//! and no root: start on SQLite, orgs, tokens, policy versions, bad input,
+//! and a clean stop. (The fleet with real agents is airlock-agent's
+//! `kernel_gateway` suite.)
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_airlock-gateway");
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("airlock-gwcli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Gateway {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Gateway {
+    fn start(root: &Path) -> Gateway {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let data = root.join("data");
+        let log = std::fs::File::create(root.join("gateway.log")).expect("log");
+        let child = Command::new(GATEWAY)
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the gateway");
+        let mut gw = Gateway { child, data };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(gw.data.join("url").exists() && gw.cli(&["hosts"]).status.success()) {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("the gateway exited ({status}): {}", std::fs::read_to_string(root.join("gateway.log")).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "the gateway never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gw
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(GATEWAY).args(args).arg("--data-dir").arg(&self.data).output().expect("run the CLI")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+#[test]
+fn an_operator_manages_orgs_tokens_and_policy_versions() {
+    let scratch = Scratch::new("versions");
+    let mut gw = Gateway::start(&scratch.0);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(gw.data.join("admin.token")).expect("admin.token").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin token is readable by others");
+
+    gw.ok(&["org", "create", "acme"]);
+    assert!(gw.err(&["org", "create", "acme"]).contains("acme"));
+    assert!(gw.err(&["org", "create", "Not An Org"]).contains("lowercase"));
+    let orgs: serde_json::Value = serde_json::from_str(&gw.ok(&["org", "list", "--json"])).expect("JSON");
+    let names: Vec<&str> = orgs["orgs"].as_array().expect("orgs").iter().filter_map(|o| o["name"].as_str()).collect();
+    assert_eq!(names, ["acme", "default"]);
+    assert!(gw.ok(&["token", "create", "--role", "approver", "--org", "acme"]).trim().starts_with("alk_api_"));
+    assert!(gw.err(&["token", "create", "--role", "root"]).contains("unknown role"));
+    assert!(gw.err(&["token", "create", "--join", "--ttl", "soon"]).contains("--ttl"));
+    assert!(gw.err(&["hosts", "--org", "nowhere"]).contains("org \"nowhere\" not found"));
+
+    let policies = policies_dir();
+    let first: serde_json::Value = serde_json::from_str(&gw.ok(&["policy", "push", policies.to_str().unwrap(), "--comment", "shipped", "--json"])).expect("JSON");
+    assert_eq!(first["version"], 1);
+    // The content hash is the version string `airlock-agent policy check` prints for the same directory.
+    let loaded = airlock_policy_version(&policies);
+    assert_eq!(first["content_hash"].as_str(), Some(loaded.as_str()));
+
+    // An invalid set: refused with the file and field, and the history does not move.
+    let bad = scratch.0.join("bad");
+    std::fs::create_dir_all(bad.join("policies")).unwrap();
+    std::fs::create_dir_all(bad.join("roles")).unwrap();
+    std::fs::write(bad.join("policies/p.json"), "{ \"id\": \"p\", \"name\": \"P\", \"egress\": { \"deny\": [\"10.0.0.0/33\"] } }").unwrap();
+    std::fs::write(bad.join("roles/r.json"), "{ \"id\": \"r\", \"name\": \"R\", \"policies\": [\"p\"] }").unwrap();
+    let err = gw.err(&["policy", "push", bad.to_str().unwrap()]);
+    assert!(err.contains("p.json") && err.contains("egress.deny"), "{err}");
+    let rollback: serde_json::Value = serde_json::from_str(&gw.ok(&["policy", "rollback", "1", "--json"])).expect("JSON");
+    assert_eq!((rollback["version"].as_u64(), rollback["rollback_of"].as_u64()), (Some(2), Some(1)));
+    assert!(gw.err(&["policy", "rollback", "9"]).contains("no policy version 9"));
+    let history = gw.ok(&["policy", "history"]);
+    assert!(history.lines().count() == 3 && history.contains("shipped"), "{history}");
+
+    // A clean stop, promptly.
+    nix_term(&gw.child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(status)) = gw.child.try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn bad_settings_are_refused_by_name() {
+    let scratch = Scratch::new("settings");
+    let config = scratch.0.join("gateway.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\ndatabse_url = \"postgresql://x\"\n").unwrap();
+    let out = Command::new(GATEWAY).args(["run", "--config"]).arg(&config).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("gateway.toml") && err.contains("databse_url"), "{err}");
+    let out = Command::new(GATEWAY).args(["run", "--data-dir"]).arg(scratch.0.join("d")).args(["--database-url", "mysql://x/y", "--listen", "127.0.0.1:0"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("mysql"), "{err}");
+    let out = Command::new(GATEWAY).args(["hosts", "--server", "http://127.0.0.1:1", "--token", "alk_api_x"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("TLS only"), "{err}");
+}
+
+fn airlock_policy_version(dir: &Path) -> String {
+    airlock_policy::load_dir(dir).expect("the shipped policies load").version()
+}
+
+fn nix_term(child: &Child) {
+    // SAFETY: a signal to the child this test started, by its pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
