@@ -158,8 +158,12 @@ impl GatewayStore {
     }
 
     /// An org's decisions that pass the query's filter, a page at a time.
+    ///
+    /// The page's cursors are chosen first, by a query an index can answer
+    /// alone (a time range then sorts cursors, not whole rows), and only
+    /// those rows are read.
     pub async fn query_decisions(&self, org_id: i64, q: &FleetQuery) -> Result<Vec<StoredDecision>, StoreError> {
-        let mut sql = Query::new("SELECT cursor, host_id, seq, body FROM decisions WHERE ");
+        let mut sql = Query::new("SELECT cursor FROM decisions WHERE ");
         let org = sql.param(org_id);
         sql.push(&format!("org_id = {org}"));
         if !q.host.is_empty() {
@@ -176,9 +180,11 @@ impl GatewayStore {
         push_filter(&mut sql, &q.filter, self.db.dialect());
         let limit = if q.limit == 0 { 100 } else { i64::from(q.limit) };
         let p = sql.param(limit);
-        sql.push(&format!(" ORDER BY cursor {} LIMIT {p}", if q.oldest_first { "ASC" } else { "DESC" }));
+        let order = if q.oldest_first { "ASC" } else { "DESC" };
+        sql.push(&format!(" ORDER BY cursor {order} LIMIT {p}"));
+        let page = format!("SELECT cursor, host_id, seq, body FROM decisions WHERE cursor IN ({}) ORDER BY cursor {order}", sql.sql);
         self.db
-            .query(&sql.sql, sql.params)
+            .query(&page, sql.params)
             .await?
             .into_iter()
             .map(|mut r| Ok(StoredDecision { cursor: r.int(0)?, host_id: r.text(1)?, seq: r.int(2)?, body: r.bytes(3)? }))
