@@ -326,6 +326,7 @@ fn decision_row(d: &pb::Decision) -> [String; 8] {
             None => format!("{} target={} ({})", g.operation, g.target_pid.unwrap_or(0), command()),
         },
         Some(Detail::EventsLost(l)) => format!("{} events lost ({} in all); the kernel enforced them", l.count, l.total),
+        Some(Detail::Approval(a)) => format!("{} {} ({})", a.event, a.request_id, command()),
         Some(Detail::Exec(_)) | Some(Detail::Revocation(_)) | None => command(),
     };
     let rule = d.rule.clone().unwrap_or_else(|| if d.decision == "deny" { d.reason.clone() } else { "-".into() });

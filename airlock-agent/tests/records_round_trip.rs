@@ -61,6 +61,7 @@ fn every_kind() -> Vec<Decision> {
                 stage: "early".into(),
                 file_identity: vec!["protected_content".into(), "fileless".into()],
                 detected_program: Some(DetectedProgram { program: "aws".into(), by: "content".into() }),
+                approval_request: Some("apr-00112233aabbccdd".into()),
             })),
         ),
         with(kind::CONNECT, 2, Some(Detail::Destination(Destination { address: "10.1.2.3".into(), port: 443, protocol: "tcp".into() }))),

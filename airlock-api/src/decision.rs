@@ -17,6 +17,8 @@ pub const REVOKE: &str = "revoke";
 pub const EVENTS_LOST: &str = "events_lost";
 /// The agent's spool to the gateway was full: decisions were counted, not shipped.
 pub const SHIPPING_LOST: &str = "shipping_lost";
+/// A step of an approval request (opened, decided, expired, cancelled, refused).
+pub const APPROVAL: &str = "approval";
 
 pub const ALLOW: &str = "allow";
 pub const DENY: &str = "deny";

@@ -160,4 +160,17 @@ impl Airlock for ApiService {
             self.blocking(|a| a.reload().map_err(|e| Status::failed_precondition(format!("{e:#}")))).await?;
         Ok(Response::new(pb::ReloadPolicyResponse { version, generation }))
     }
+
+    async fn list_approvals(&self, _r: Request<pb::ListApprovalsRequest>) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+    async fn get_approval(&self, _r: Request<pb::GetApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+    async fn decide_approval(&self, _r: Request<pb::DecideApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+    async fn wait_approval(&self, _r: Request<pb::WaitApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
 }

@@ -85,6 +85,7 @@ impl Enricher {
                     stage: if hdr.flags & abi::FLAG_EARLY_CHECK != 0 { "early" } else { "new_image" }.to_string(),
                     file_identity: file_identity(hdr.flags).into_iter().map(str::to_string).collect(),
                     detected_program: None,
+                    approval_request: None,
                 };
                 if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_EARLY_CHECK == 0 {
                     // What the kernel could not see: the #! script (compat), the file an interpreter runs.

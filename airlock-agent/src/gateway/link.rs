@@ -191,6 +191,7 @@ impl Link {
             Some(gateway_message::Body::Command(c)) => {
                 let result = match c.body {
                     Some(command::Body::RevokeSession(r)) => self.revoke(c.id, r).await,
+                    Some(command::Body::DecideApproval(a)) => self.decide_approval(c.id, a).await,
                     None => CommandResult { id: c.id, error: "this agent does not know the command".into(), ..Default::default() },
                 };
                 send(tx, agent_message::Body::CommandResult(result)).await
@@ -222,6 +223,10 @@ impl Link {
         }
     }
 
+    async fn decide_approval(&self, id: i64, _command: airlock_api::gateway::v1::ApprovalCommand) -> CommandResult {
+        CommandResult { id, error: "WIP".into(), ..Default::default() }
+    }
+
     async fn revoke(&self, id: i64, request: pb::RevokeSessionRequest) -> CommandResult {
         let ops = self.ops.clone();
         let session = request.id.clone();
@@ -235,6 +240,7 @@ impl Link {
                     killed: o.killed,
                     rounds: o.rounds,
                 }),
+                approval: None,
             },
             Ok(Err(RevokeError::NotFound)) => CommandResult { id, error: format!("no session {session:?} on this host"), ..Default::default() },
             Ok(Err(RevokeError::Failed(e))) => CommandResult { id, error: format!("{e:#}"), ..Default::default() },

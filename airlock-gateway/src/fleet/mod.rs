@@ -207,6 +207,19 @@ impl Fleet for FleetService {
             }
         }
     }
+
+    async fn list_approvals(&self, _r: Request<ListFleetApprovalsRequest>) -> Result<Response<ListFleetApprovalsResponse>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+    async fn get_approval(&self, _r: Request<GetFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+    async fn decide_approval(&self, _r: Request<DecideFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+    async fn wait_approval(&self, _r: Request<WaitFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
 }
 
 fn host_message(org: &str, h: airlock_gateway_store::Host, latest: i64, now: i64) -> Host {
