@@ -12,6 +12,7 @@ const OMIT_WHEN_UNSET: &[&str] = &[
     ".airlock.v1.Decision.rule",
     ".airlock.v1.ExecDetail.matched_by",
     ".airlock.v1.ExecDetail.detected_program",
+    ".airlock.v1.ExecDetail.approval_request",
     ".airlock.v1.GuardDetail.target_pid",
     ".airlock.v1.GuardDetail.file",
     ".airlock.v1.GuardDetail.enforcement",

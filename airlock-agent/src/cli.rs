@@ -10,6 +10,7 @@ use airlock_api::v1 as pb;
 
 use crate::daemon::{self, DaemonOptions};
 use crate::kernel::{BackendChoice, MapSizes};
+use crate::approvals_client::{self, DecideArgs};
 use crate::launch;
 use crate::operator::{self, api_socket, ApiTarget, DecisionsArgs};
 use airlock_api::client::TlsClientFiles;
@@ -130,6 +131,68 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Commands an approval rule holds: list, show, approve, reject, wait (API).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Requests, newest first.
+    List {
+        /// pending, approved, rejected, expired or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    /// Let the command run: once (the exact command, one run), or with --for, every
+    /// command of its rule in that session for a while.
+    Approve {
+        id: String,
+        /// e.g. 30m, 2h.
+        #[arg(long = "for", value_name = "DURATION", value_parser = airlock_api::duration::parse_duration)]
+        grant_for: Option<std::time::Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    /// Wait for the decision: exit 0 approved, 1 rejected, expired or cancelled, 2 still pending at --timeout.
+    Wait {
+        id: String,
+        /// e.g. 90s, 10m (default: until decided or expired).
+        #[arg(long, value_parser = airlock_api::duration::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +301,12 @@ struct ApiServeArgs {
     /// Serve the API on TCP too, at ADDR (e.g. 127.0.0.1:7443): mutual TLS unless --api-insecure.
     #[arg(long, value_name = "ADDR")]
     api_listen: Option<std::net::SocketAddr>,
+    /// A pending approval request expires (a rejection) after this long (e.g. 30m, 1h).
+    #[arg(long, default_value = "1h", value_parser = airlock_api::duration::parse_duration)]
+    approval_ttl: std::time::Duration,
+    /// Pending approval requests a session may have at once; more are refused and audited.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    approval_max_pending: u64,
     /// The server's certificate (PEM) for --api-listen.
     #[arg(long, requires_all = ["tls_key", "tls_client_ca"])]
     tls_cert: Option<PathBuf>,
@@ -258,17 +327,11 @@ struct ApiServeArgs {
 }
 
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = n.parse().map_err(|_| format!("{text:?}: a number and a unit (s, m, h, d)"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" | "" => n * 86_400,
-        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    // A bare number is days, as the store's retention has always read it.
+    match text.trim().parse::<u64>() {
+        Ok(days) => Ok(std::time::Duration::from_secs(days.saturating_mul(86_400))),
+        Err(_) => airlock_api::duration::parse_duration(text),
+    }
 }
 
 #[derive(Subcommand)]
@@ -470,6 +533,11 @@ fn dispatch(command: Command) -> Result<i32> {
                 pin_dir,
                 release_on_exit,
                 gateway,
+                approvals: crate::approvals::ApprovalSettings {
+                    ttl: api.approval_ttl,
+                    max_pending_per_session: api.approval_max_pending as usize,
+                    once_grant_ttl: api.approval_ttl,
+                },
             })?;
             Ok(0)
         }
@@ -506,6 +574,17 @@ fn dispatch(command: Command) -> Result<i32> {
             println!("{role}");
             Ok(0)
         }
+        Command::Approvals { command } => match command {
+            ApprovalsCommand::List { state, session, json, conn } => approvals_client::list(&conn.target(), state, session, json),
+            ApprovalsCommand::Show { id, json, conn } => approvals_client::show(&conn.target(), id, json),
+            ApprovalsCommand::Approve { id, grant_for, reason, json, conn } => {
+                approvals_client::decide(&conn.target(), DecideArgs { id, approve: true, grant_for, reason, json })
+            }
+            ApprovalsCommand::Reject { id, reason, json, conn } => {
+                approvals_client::decide(&conn.target(), DecideArgs { id, approve: false, grant_for: None, reason, json })
+            }
+            ApprovalsCommand::Wait { id, timeout, json, conn } => approvals_client::wait(&conn.target(), id, timeout, json),
+        },
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),
         Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.target()),
         Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.target(), role, json),

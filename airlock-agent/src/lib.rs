@@ -8,6 +8,8 @@
 //! BPF maps.
 
 pub mod api;
+pub mod approvals;
+pub mod approvals_client;
 pub mod cli;
 pub mod clock;
 pub mod daemon;

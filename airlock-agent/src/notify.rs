@@ -9,6 +9,8 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use airlock_api::v1::Decision;
 
+use crate::approvals::Opened;
+
 const INSTRUCTION: &str =
     "Stop. Do not retry this command, call the real binary, change PATH, use sudo, or try to bypass Airlock.";
 
@@ -23,6 +25,32 @@ pub fn block_message(record: &Decision) -> String {
          airlock: result=blocked; the real executable was not run.\n\
          airlock: ai_instruction={INSTRUCTION}\n"
     )
+}
+
+/// The message for an exec an approval rule held.
+pub fn approval_message(record: &Decision, opened: &Opened) -> String {
+    let command = record.argv.join(" ");
+    let rule = record.rule.clone().unwrap_or_default();
+    match opened {
+        Opened::New(request) | Opened::Reused(request) => {
+            let id = &request.id;
+            format!(
+                "airlock: APPROVAL REQUIRED\n\
+                 airlock: approval_request={id}\n\
+                 airlock: command={command}\n\
+                 airlock: rule={rule}\n\
+                 airlock: result=held; the command did not run. A person must approve it (airlock-agent approvals approve {id}).\n\
+                 airlock: ai_instruction=Do not run this command another way and do not change it. Tell the user that approval request {id} is waiting, wait for the decision (airlock-agent approvals wait {id} reports it), and once it is approved run exactly the same command again, unchanged. If it is rejected or expires, do not run it.\n"
+            )
+        }
+        Opened::Flood { pending } => format!(
+            "airlock: APPROVAL REQUIRED\n\
+             airlock: command={command}\n\
+             airlock: rule={rule}\n\
+             airlock: result=refused; this session already has {pending} approval requests waiting, so no new request was opened.\n\
+             airlock: ai_instruction=Stop. Do not retry. Wait until the pending approval requests are decided.\n"
+        ),
+    }
 }
 
 /// Writes `message` to the stderr of the first of `pids` that is alive and in

@@ -391,6 +391,12 @@ pub fn policy_show(api: &ApiTarget, role: Option<String>, json: bool) -> Result<
     for r in &p.blocked_commands {
         println!("  {:<40} [{}]", r.command.join(" "), r.policy);
     }
+    if !p.approval_commands.is_empty() {
+        println!("commands that need approval ({}):", p.approval_commands.len());
+        for r in &p.approval_commands {
+            println!("  {:<40} [{}]", r.command.join(" "), r.policy);
+        }
+    }
     let ports = |ports: &[u32]| if ports.is_empty() { "any port".to_string() } else { ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
     println!("egress default: {}", if p.egress_default == "deny" { "deny (only the allowed destinations below are reachable)" } else { "allow" });
     println!("denied egress ({}):", p.denied_egress.len() + p.hostname_rules.iter().filter(|h| !h.allow).count());
@@ -441,7 +447,7 @@ pub fn policy_reload(api: &ApiTarget) -> Result<i32> {
 // ---- helpers -----------------------------------------------------------------
 
 /// RFC 3339 to the millisecond: "2026-11-22T01:02:03.123Z".
-fn short_time(t: &str) -> String {
+pub fn short_time(t: &str) -> String {
     match (t.find('.'), t.ends_with('Z')) {
         (Some(dot), true) => format!("{}Z", &t[..(dot + 4).min(t.len() - 1)]),
         _ => t.to_string(),
@@ -449,7 +455,7 @@ fn short_time(t: &str) -> String {
 }
 
 /// Columns padded to their widest cell; `right` columns right-aligned; the last one free.
-fn print_table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) {
+pub fn print_table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -51,6 +51,8 @@ pub const REASON_TAMPER_CONTROL_FS: u32 = 34;
 pub const REASON_PROTECTED_FILE: u32 = 35;
 pub const REASON_FILELESS: u32 = 10;
 pub const REASON_LOADER: u32 = 11;
+/// An approval rule names the exec and the session holds no grant for it.
+pub const REASON_APPROVAL_REQUIRED: u32 = 12;
 pub const REASON_TAMPER_AIRLOCK_FILES: u32 = 36;
 
 pub const BACKEND_COMPAT: u32 = 1;
@@ -73,6 +75,8 @@ pub const FLAG_FILELESS: u32 = 1 << 4;
 pub const FLAG_LOADER: u32 = 1 << 5;
 pub const FLAG_INTERPRETER: u32 = 1 << 6;
 pub const FLAG_IDENTITY: u32 = 1 << 7;
+/// An approval rule named the exec and a grant let it run.
+pub const FLAG_GRANTED: u32 = 1 << 10;
 
 pub const ROLE_DENY_ALL: u32 = 1 << 0;
 pub const ROLE_ALLOW_FILELESS: u32 = 1 << 1;
@@ -94,6 +98,9 @@ pub struct ProcTag {
 pub struct RoleSet {
     pub set_id: u32,
     pub flags: u32,
+    /// The rule set of the role's `approval_commands`; 0: none.
+    pub approval_set_id: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]
@@ -206,6 +213,9 @@ pub struct ExecEvent {
     pub filename_len: u32,
     pub exe_len: u32,
     pub cwd_len: u32,
+    pub argv_hash: u64,
+    pub exe_identity: u64,
+    pub grant_request: u64,
     pub filename: [u8; FILENAME_MAX],
     pub exe: [u8; PATH_MAX],
     pub cwd: [u8; PATH_MAX],
@@ -436,4 +446,41 @@ mod tests {
         assert_eq!(word_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(word_hash(b"foobar"), 0x8594_4171_f739_67e8);
     }
+}
+
+// Approval grants (see struct airlock_grant_key).
+pub const GRANT_ONCE: u32 = 1;
+pub const GRANT_RULE: u32 = 2;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    pub session_id: u64,
+    pub kind: u32,
+    pub rule_id: u32,
+    pub argv_hash: u64,
+    pub exe_identity: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantValue {
+    /// CLOCK_BOOTTIME nanoseconds.
+    pub expires_ns: u64,
+    pub request: u64,
+}
+
+unsafe impl Pod for GrantKey {}
+unsafe impl Pod for GrantValue {}
+
+/// FNV-1a of an argv block as the kernel hashes it for a ONCE grant: every
+/// argument followed by its NUL.
+pub fn argv_hash<A: AsRef<[u8]>>(argv: &[A]) -> u64 {
+    let mut h = FNV_OFFSET;
+    for a in argv {
+        for &b in a.as_ref().iter().chain(std::iter::once(&0u8)) {
+            h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
+    }
+    h
 }

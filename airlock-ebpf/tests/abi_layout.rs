@@ -38,7 +38,9 @@ fn abi_matches_compiled_object_btf() {
         .expect("the BPF object carries BTF");
     let btf = &btf;
     layout!(btf, "airlock_proc_tag", ProcTag, [session_id, role_slot, flags]);
-    layout!(btf, "airlock_role_set", RoleSet, [set_id, flags]);
+    layout!(btf, "airlock_role_set", RoleSet, [set_id, flags, approval_set_id, pad]);
+    layout!(btf, "airlock_grant_key", GrantKey, [session_id, kind, rule_id, argv_hash, exe_identity]);
+    layout!(btf, "airlock_grant_value", GrantValue, [expires_ns, request]);
     layout!(btf, "airlock_program_key", ProgramKey, [set_id, pad, name_hash]);
     layout!(btf, "airlock_program_value", ProgramValue, [root_node, block_all_rule]);
     layout!(btf, "airlock_trie_key", TrieKey, [node, pad, word_hash]);
@@ -58,7 +60,7 @@ fn abi_matches_compiled_object_btf() {
         btf,
         "airlock_exec_event",
         ExecEvent,
-        [hdr, match_via, argc, argv_len, filename_len, exe_len, cwd_len, filename, exe, cwd, argv]
+        [hdr, match_via, argc, argv_len, filename_len, exe_len, cwd_len, argv_hash, exe_identity, grant_request, filename, exe, cwd, argv]
     );
     layout!(btf, "airlock_net_event", NetEvent, [hdr, family, port, protocol, addr]);
     layout!(btf, "airlock_inode_key", InodeKey, [dev, pad, ino]);
@@ -118,6 +120,10 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         ("AIRLOCK_REASON_REVOKED", REASON_REVOKED as u64),
         ("AIRLOCK_REASON_FILELESS", REASON_FILELESS as u64),
         ("AIRLOCK_REASON_LOADER", REASON_LOADER as u64),
+        ("AIRLOCK_REASON_APPROVAL_REQUIRED", REASON_APPROVAL_REQUIRED as u64),
+        ("AIRLOCK_FLAG_GRANTED", FLAG_GRANTED as u64),
+        ("AIRLOCK_GRANT_ONCE", GRANT_ONCE as u64),
+        ("AIRLOCK_GRANT_RULE", GRANT_RULE as u64),
         ("AIRLOCK_REASON_UNIX_PATH_UNCLEAR", REASON_UNIX_PATH_UNCLEAR as u64),
         ("AIRLOCK_REASON_EGRESS_DEFAULT", REASON_EGRESS_DEFAULT as u64),
         ("AIRLOCK_REASON_TAMPER_AIRLOCK_FILES", REASON_TAMPER_AIRLOCK_FILES as u64),

@@ -137,9 +137,13 @@ pub struct FileRuleCompiled {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRole {
     pub set_id: u32,
+    /// The rule set of the role's approval rules (0: it has none).
+    pub approval_set_id: u32,
     /// The active policies the role enforces, in the role's order.
     pub policies: Vec<String>,
     pub commands: Vec<CommandRule>,
+    /// `approval_commands`: held until a person approves them.
+    pub approvals: Vec<CommandRule>,
     pub egress: Vec<EgressRuleCompiled>,
     /// Unix socket rules (broker escapes).
     pub unix: Vec<UnixRuleCompiled>,
@@ -156,6 +160,8 @@ pub struct CompiledRole {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleKind {
     Command { text: String },
+    /// An `approval_commands` entry.
+    Approval { text: String },
     Egress { text: String },
     /// An `egress.unix_deny` pattern.
     Unix { text: String },
@@ -167,7 +173,7 @@ impl RuleKind {
     /// The rule as the policy wrote it.
     pub fn text(&self) -> &str {
         match self {
-            RuleKind::Command { text } | RuleKind::Egress { text } | RuleKind::Unix { text } | RuleKind::File { text } => text,
+            RuleKind::Command { text } | RuleKind::Approval { text } | RuleKind::Egress { text } | RuleKind::Unix { text } | RuleKind::File { text } => text,
         }
     }
 }
@@ -234,8 +240,10 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         let set_id = ids.set_id();
         let mut compiled = CompiledRole {
             set_id,
+            approval_set_id: 0,
             policies: Vec::new(),
             commands: Vec::new(),
+            approvals: Vec::new(),
             egress: Vec::new(),
             unix: Vec::new(),
             hosts: Vec::new(),
@@ -261,6 +269,16 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             for cmd in &policy.blocked_commands {
                 let rule_id = new_rule(RuleKind::Command { text: cmd.text.clone() });
                 compiled.commands.push(CommandRule {
+                    rule_id,
+                    policy_id: pid.to_string(),
+                    program: cmd.program.clone(),
+                    words: cmd.words.clone(),
+                    text: cmd.text.clone(),
+                });
+            }
+            for cmd in &policy.approval_commands {
+                let rule_id = new_rule(RuleKind::Approval { text: cmd.text.clone() });
+                compiled.approvals.push(CommandRule {
                     rule_id,
                     policy_id: pid.to_string(),
                     program: cmd.program.clone(),
@@ -352,6 +370,14 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         for cmd in &compiled.commands {
             add_command(set_id, cmd, ids, &mut programs, &mut trie);
         }
+        // Approval rules are a rule set of their own, judged after the block
+        // rules: a command both name is blocked.
+        if !compiled.approvals.is_empty() {
+            compiled.approval_set_id = ids.set_id();
+            for cmd in &compiled.approvals {
+                add_command(compiled.approval_set_id, cmd, ids, &mut programs, &mut trie);
+            }
+        }
         for rule in &compiled.egress {
             let mut sink = EgressSink {
                 set_id,
@@ -409,7 +435,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             flags |= ROLE_EGRESS_DEFAULT_DENY;
         }
         out.role_sets
-            .push((role_id.clone(), RoleSet { set_id, flags }));
+            .push((role_id.clone(), RoleSet { set_id, flags, approval_set_id: compiled.approval_set_id, pad: 0 }));
         out.roles.insert(role_id, compiled);
     }
 

@@ -106,6 +106,10 @@ impl LoadedPolicies {
                 field("cmd");
                 field(&c.text);
             }
+            for c in &p.approval_commands {
+                field("approve");
+                field(&c.text);
+            }
             for e in &p.egress.deny {
                 field("egress");
                 field(&e.net.to_string());

@@ -8,6 +8,7 @@ use airlock_api::v1 as pb;
 use anyhow::Result;
 use tokio::sync::broadcast;
 
+use crate::approvals::{ApprovalError, Decider, Verdict};
 use crate::pipeline::Record;
 use crate::sessions::SessionInfo;
 
@@ -40,4 +41,8 @@ pub trait AgentOps: Send + Sync + 'static {
     fn effective_policy(&self, role: &str) -> Result<pb::EffectivePolicy>;
     /// Reloads the policy now: the version and generation in force.
     fn reload(&self) -> Result<(String, u32)>;
+    /// Approval requests, newest first.
+    fn approvals(&self, state: &str, session: &str, limit: usize) -> Vec<pb::ApprovalRequest>;
+    fn approval(&self, id: &str) -> Option<pb::ApprovalRequest>;
+    fn decide_approval(&self, id: &str, verdict: Verdict, decider: Decider) -> Result<pb::ApprovalRequest, ApprovalError>;
 }

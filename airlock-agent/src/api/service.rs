@@ -13,6 +13,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::approvals::{self, ApprovalError, DecideError, Decider, Verdict};
 use super::ops::{AgentOps, RevokeError};
 
 #[derive(Clone)]
@@ -161,16 +162,73 @@ impl Airlock for ApiService {
         Ok(Response::new(pb::ReloadPolicyResponse { version, generation }))
     }
 
-    async fn list_approvals(&self, _r: Request<pb::ListApprovalsRequest>) -> Result<Response<pb::ListApprovalsResponse>, Status> {
-        Err(Status::unimplemented("WIP"))
+    async fn list_approvals(&self, req: Request<pb::ListApprovalsRequest>) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        let ask = req.into_inner();
+        let state = ask.state.trim().to_string();
+        if !state.is_empty() && !approvals::STATES.contains(&state.as_str()) {
+            return Err(Status::invalid_argument(format!("state {state:?}: one of {}", approvals::STATES.join(", "))));
+        }
+        let limit = if ask.limit == 0 { 100 } else { ask.limit.min(1000) } as usize;
+        let requests = self.blocking(move |a| Ok(a.approvals(&state, ask.session_id.trim(), limit))).await?;
+        Ok(Response::new(pb::ListApprovalsResponse { requests }))
     }
-    async fn get_approval(&self, _r: Request<pb::GetApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
-        Err(Status::unimplemented("WIP"))
+
+    async fn get_approval(&self, req: Request<pb::GetApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
+        let id = request_id(&req.into_inner().id)?;
+        Ok(Response::new(self.blocking(move |a| a.approval(&id).ok_or_else(|| not_found(&id))).await?))
     }
-    async fn decide_approval(&self, _r: Request<pb::DecideApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
-        Err(Status::unimplemented("WIP"))
+
+    async fn decide_approval(&self, req: Request<pb::DecideApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
+        let decider = match req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred).and_then(|c| c.pid()) {
+            Some(pid) => Decider::Process { pid: pid as u32, label: caller(&req) },
+            None => Decider::Remote { label: caller(&req) },
+        };
+        let ask = req.into_inner();
+        let id = request_id(&ask.id)?;
+        if !ask.approve && ask.grant_seconds > 0 {
+            return Err(Status::invalid_argument("grant_seconds: only an approval grants anything"));
+        }
+        let verdict = Verdict {
+            approve: ask.approve,
+            grant_for: (ask.grant_seconds > 0).then(|| std::time::Duration::from_secs(ask.grant_seconds)),
+            reason: ask.reason,
+            decided_by: String::new(),
+        };
+        let request = self.blocking(move |a| a.decide_approval(&id, verdict, decider).map_err(approval_status)).await?;
+        Ok(Response::new(request))
     }
-    async fn wait_approval(&self, _r: Request<pb::WaitApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
-        Err(Status::unimplemented("WIP"))
+
+    async fn wait_approval(&self, req: Request<pb::WaitApprovalRequest>) -> Result<Response<pb::ApprovalRequest>, Status> {
+        let ask = req.into_inner();
+        let id = request_id(&ask.id)?;
+        let deadline = (ask.timeout_seconds > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_secs(ask.timeout_seconds));
+        loop {
+            let key = id.clone();
+            let request = self.blocking(move |a| a.approval(&key).ok_or_else(|| not_found(&key))).await?;
+            if request.state != approvals::PENDING || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(Response::new(request));
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+}
+
+/// How often a wait looks at the request (the daemon's tick expires requests every 0.5 s).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn request_id(id: &str) -> Result<String, Status> {
+    approvals::parse_request_id(id).map(approvals::format_request_id).map_err(|e| Status::invalid_argument(format!("id: {e}")))
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!("no approval request {id} on this host"))
+}
+
+fn approval_status(e: ApprovalError) -> Status {
+    match e {
+        ApprovalError::Refused(why) => Status::permission_denied(why),
+        ApprovalError::Decide(DecideError::NotFound(id)) => not_found(&id),
+        ApprovalError::Decide(e @ DecideError::Kernel { .. }) => Status::internal(e.to_string()),
+        ApprovalError::Decide(e) => Status::failed_precondition(e.to_string()),
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use airlock_store::Store;
 use tokio::sync::broadcast;
 
+use crate::approvals::Approvals;
 use crate::gateway::LinkState;
 use crate::kernel::Kernel;
 use crate::pipeline::audit::AuditStats;
@@ -25,6 +26,7 @@ use crate::sessions::{SessionInfo, Sessions};
 pub const RESTART_DIR: &str = "restart";
 pub const SESSIONS_FILE: &str = "restart/sessions.json";
 pub const POLICY_STATE_FILE: &str = "restart/policy-state.json";
+pub const APPROVALS_FILE: &str = "restart/approvals.json";
 pub const AUDIT_FILE: &str = "audit.jsonl";
 const DEFAULT_ROLE_FILE: &str = "default-role";
 const FALLBACK_ROLE: &str = "default";
@@ -55,6 +57,8 @@ pub struct Agent {
     pub release_on_exit: bool,
     /// The gateway link's state and spool, when the daemon has a gateway.
     pub gateway: Option<GatewayHandle>,
+    /// Approval requests and the grants their verdicts wrote.
+    pub approvals: Mutex<Approvals>,
 }
 
 /// What `status` shows of the gateway link.

@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 
 use super::agent::{lock, Agent};
 use crate::api::ops::{AgentOps, RevokeError, RevokeOutcome};
+use crate::approvals::{ApprovalError, Decider, Verdict};
 use crate::pipeline::Record;
 use crate::policy::effective::effective_policy;
 
@@ -41,5 +42,17 @@ impl AgentOps for Agent {
 
     fn reload(&self) -> Result<(String, u32)> {
         self.reload_now()
+    }
+
+    fn approvals(&self, state: &str, session: &str, limit: usize) -> Vec<pb::ApprovalRequest> {
+        self.approvals_list(state, session, limit)
+    }
+
+    fn approval(&self, id: &str) -> Option<pb::ApprovalRequest> {
+        Agent::approval(self, id)
+    }
+
+    fn decide_approval(&self, id: &str, verdict: Verdict, decider: Decider) -> Result<pb::ApprovalRequest, ApprovalError> {
+        Agent::decide_approval(self, id, verdict, decider)
     }
 }

@@ -77,7 +77,7 @@ impl Agent {
             return;
         };
         let session = event.header().session_id;
-        let decision = {
+        let mut decision = {
             let mut sessions = lock(&self.sessions);
             let policy = lock(&self.policy);
             let decision = enricher.enrich(&event, &sessions, &policy);
@@ -89,14 +89,21 @@ impl Agent {
             }
             decision
         };
+        let held = self.approval_step(&event, &mut decision);
         if live && decision.kind == EXEC && decision.decision == DENY {
             // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
-            let message = crate::notify::block_message(&decision);
+            let message = match &held {
+                Some(opened) => crate::notify::approval_message(&decision, opened),
+                None => crate::notify::block_message(&decision),
+            };
             let maps = self.kernel.maps();
             let told = crate::notify::tell(&[decision.pid, decision.ppid], |pid| maps.tag_of(pid).map(|t| t.session_id), session, &message);
             tracing::debug!(pid = decision.pid, told = ?told, "block message");
         }
-        lock(&self.pipeline).emit(decision);
+        let record = lock(&self.pipeline).emit(decision);
+        if let Some(opened) = &held {
+            self.approval_opened(opened, &record.decision);
+        }
     }
 
     /// A decision the daemon itself makes (a revocation): to every sink now.

@@ -8,6 +8,7 @@
 
 pub mod agent;
 mod api_ops;
+pub mod approval_ops;
 mod control;
 mod events;
 mod gateway_ops;
@@ -30,6 +31,7 @@ use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
 
 use crate::api::{self, ApiOptions};
+use crate::approvals::{ApprovalSettings, Approvals};
 use crate::events::enrich::Enricher;
 use crate::gateway::enrollment;
 use crate::gateway::link::Link;
@@ -45,7 +47,7 @@ use crate::policy::origin::PolicyOrigin;
 use crate::policy::PolicyStore;
 use crate::protected::ProtectedFiles;
 use crate::sessions::Sessions;
-use agent::{lock, Agent, GatewayHandle, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SESSIONS_FILE};
+use agent::{lock, Agent, GatewayHandle, APPROVALS_FILE, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SESSIONS_FILE};
 use airlock_spool::{Spool, SpoolOptions};
 
 pub struct DaemonOptions {
@@ -69,6 +71,8 @@ pub struct DaemonOptions {
     pub release_on_exit: bool,
     /// Enroll with this gateway, take policy from it and ship every decision to it.
     pub gateway: Option<GatewayOptions>,
+    /// How long approval requests wait, and how many a session may have.
+    pub approvals: ApprovalSettings,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -129,6 +133,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         Some((enrolled, handle)) => (Some(enrolled), Some(handle)),
         None => (None, None),
     };
+    let approvals_file = opts.state_dir.join(APPROVALS_FILE);
     let agent = Arc::new(Agent {
         kernel,
         policy: Mutex::new(policy),
@@ -148,6 +153,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         backlog_audited: AtomicU64::new(0),
         release_on_exit: opts.release_on_exit,
         gateway,
+        approvals: Mutex::new(Approvals::persistent(opts.approvals, approvals_file)),
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they

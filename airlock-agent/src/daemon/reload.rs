@@ -26,9 +26,13 @@ impl Agent {
         let _one_reload_at_a_time = lock(&self.reloading);
         let pending = lock(&self.policy).begin_reload()?;
         let answers = pending.client.resolve_all(&pending.unresolved);
-        let mut store = lock(&self.policy);
-        let version = store.finish_reload(&self.kernel, pending, answers)?;
-        Ok((version, store.generation()))
+        let (version, generation) = {
+            let mut store = lock(&self.policy);
+            let version = store.finish_reload(&self.kernel, pending, answers)?;
+            (version, store.generation())
+        };
+        self.approvals_follow_policy();
+        Ok((version, generation))
     }
 
     /// Resolves the policy's protected files in every known home and brings

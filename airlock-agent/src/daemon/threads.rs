@@ -36,6 +36,7 @@ impl Agent {
             for id in lock(&self.sessions).reap() {
                 tracing::info!(session = %id, "session root exited");
             }
+            self.approvals_tick();
             // Files created (or replaced) since the last tick become protected.
             if let Err(e) = self.refresh_protected() {
                 tracing::warn!("{e:#}");

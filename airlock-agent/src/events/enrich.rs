@@ -101,6 +101,11 @@ impl Enricher {
                 if hdr.decision == abi::ALLOW {
                     self.procs.remember(hdr.tgid, ProcImage { executable: d.executable.clone(), argv: d.argv.clone(), cwd: d.cwd.clone(), ppid: hdr.ppid });
                 }
+                if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_GRANTED != 0 {
+                    // An approval rule named it; a person's grant let it run.
+                    d.reason = "approval_granted".to_string();
+                    exec.matched_by = (e.match_via != 0).then(|| via_name(e.match_via).to_string());
+                }
                 d.detail = Some(Detail::Exec(exec));
             }
             KernelEvent::Guard(g) => {

@@ -5,6 +5,7 @@
 //! applies the policy bundles it receives, answers commands, and reports the
 //! host's sessions when they change.
 
+use crate::approvals::{Decider, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -223,8 +224,25 @@ impl Link {
         }
     }
 
-    async fn decide_approval(&self, id: i64, _command: airlock_api::gateway::v1::ApprovalCommand) -> CommandResult {
-        CommandResult { id, error: "WIP".into(), ..Default::default() }
+    /// An approver's verdict given at the gateway.
+    async fn decide_approval(&self, id: i64, command: airlock_api::gateway::v1::ApprovalCommand) -> CommandResult {
+        let Some(ask) = command.decide else {
+            return CommandResult { id, error: "the approval command carries no verdict".into(), ..Default::default() };
+        };
+        let verdict = Verdict {
+            approve: ask.approve,
+            grant_for: (ask.approve && ask.grant_seconds > 0).then(|| std::time::Duration::from_secs(ask.grant_seconds)),
+            reason: ask.reason,
+            decided_by: String::new(),
+        };
+        let label = if command.decided_by.trim().is_empty() { "the gateway".to_string() } else { command.decided_by };
+        let ops = self.ops.clone();
+        let outcome = tokio::task::spawn_blocking(move || ops.decide_approval(&ask.id, verdict, Decider::Remote { label }).map_err(|e| e.to_string())).await;
+        match outcome {
+            Ok(Ok(request)) => CommandResult { id, approval: Some(request), ..Default::default() },
+            Ok(Err(error)) => CommandResult { id, error, ..Default::default() },
+            Err(e) => CommandResult { id, error: format!("the approval panicked: {e}"), ..Default::default() },
+        }
     }
 
     async fn revoke(&self, id: i64, request: pb::RevokeSessionRequest) -> CommandResult {

@@ -85,6 +85,7 @@ pub struct Maps {
     guarded_tids: MapHandle,
     tamper_senders: MapHandle,
     protected_inodes: MapHandle,
+    approval_grants: MapHandle,
     policy: PolicyMaps,
 }
 
@@ -103,6 +104,7 @@ impl Maps {
             guarded_tids: by_name("guarded_tids")?,
             tamper_senders: by_name("tamper_senders")?,
             protected_inodes: by_name("protected_inodes")?,
+            approval_grants: by_name("approval_grants")?,
             policy: PolicyMaps::open(&by_name)?,
         })
     }
@@ -143,6 +145,22 @@ impl Maps {
         self.revoked_sessions
             .update(as_bytes(&session_id), as_bytes(&1u32), MapFlags::ANY)
             .context("record the revocation in the kernel")
+    }
+
+    // ---- approvals --------------------------------------------------------------
+
+    /// Writes an approval grant the exec hooks honour.
+    pub fn put_grant(&self, key: &abi::GrantKey, value: &abi::GrantValue) -> Result<()> {
+        self.approval_grants.update(as_bytes(key), as_bytes(value), MapFlags::ANY).context("write the approval grant to the kernel")
+    }
+
+    /// Removes a grant; false when it was not there (the kernel consumed it).
+    pub fn delete_grant(&self, key: &abi::GrantKey) -> Result<bool> {
+        match self.approval_grants.delete(as_bytes(key)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).context("remove an approval grant from the kernel"),
+        }
     }
 
     /// Every process the kernel counts as a member of the session: tagged, or
@@ -280,4 +298,14 @@ fn update_all<K: Pod, V: Pod>(map: &MapHandle, entries: &[(K, V)], what: &str) -
             .with_context(|| format!("insert into the {what} map ({} entries in this batch)", entries.len()))?;
     }
     Ok(())
+}
+
+impl crate::approvals::GrantTable for Maps {
+    fn put(&self, key: &abi::GrantKey, value: &abi::GrantValue) -> Result<()> {
+        self.put_grant(key, value)
+    }
+
+    fn delete(&self, key: &abi::GrantKey) -> Result<bool> {
+        self.delete_grant(key)
+    }
 }

@@ -27,11 +27,8 @@ pub fn effective_policy(compiled: &CompiledPolicy, generation: u32, role: &str, 
         policy_version: compiled.version.clone(),
         generation,
         policies: r.policies.clone(),
-        blocked_commands: r
-            .commands
-            .iter()
-            .map(|c| pb::ExecRule { policy: c.policy_id.clone(), rule: c.text.clone(), command: std::iter::once(c.program.clone()).chain(c.words.iter().cloned()).collect() })
-            .collect(),
+        blocked_commands: exec_rules(&r.commands),
+        approval_commands: exec_rules(&r.approvals),
         denied_egress: egress(&r.egress),
         allowed_egress: egress(&r.allow),
         hostname_rules: r
@@ -67,6 +64,13 @@ pub fn effective_policy(compiled: &CompiledPolicy, generation: u32, role: &str, 
     })
 }
 
+fn exec_rules(rules: &[airlock_policy::CommandRule]) -> Vec<pb::ExecRule> {
+    rules
+        .iter()
+        .map(|c| pb::ExecRule { policy: c.policy_id.clone(), rule: c.text.clone(), command: std::iter::once(c.program.clone()).chain(c.words.iter().cloned()).collect() })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,7 +79,7 @@ mod tests {
     #[test]
     fn every_kind_of_rule_is_reported() {
         let policy = r#"{ "id": "p", "name": "P",
-            "blocked_commands": ["terraform apply"],
+            "blocked_commands": ["terraform apply"], "approval_commands": ["kubectl delete"],
             "egress": { "deny": ["10.0.0.0/8", "meta.test"], "allow": [{ "cidr": "192.0.2.0/24", "ports": [443] }], "unix_deny": ["/run/docker.sock", "/tmp/tmux-*"] },
             "protected_files": [{ "path": "~/.aws/credentials", "allow": ["aws"] }] }"#;
         let role = r#"{ "id": "r", "name": "R", "policies": ["p"], "egress_default": "deny" }"#;
@@ -85,6 +89,7 @@ mod tests {
         let e = effective_policy(&compiled, 3, "r", &hosts).expect("role r");
         assert_eq!(e.generation, 3);
         assert_eq!(e.blocked_commands[0].command, vec!["terraform", "apply"]);
+        assert_eq!(e.approval_commands[0].command, vec!["kubectl", "delete"]);
         assert_eq!(e.denied_egress[0].destination, "10.0.0.0/8");
         assert_eq!((e.allowed_egress[0].destination.as_str(), e.allowed_egress[0].ports.as_slice()), ("192.0.2.0/24", &[443][..]));
         assert_eq!(e.hostname_rules[0].addresses, vec!["192.0.2.9"]);

@@ -314,11 +314,11 @@ impl PolicyStore {
         for (role, slot) in &self.slots.by_name {
             if !next.roles.contains_key(role) {
                 // Sessions of a role that is gone are refused everything, never let loose.
-                switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
+                switches.push((*slot, RoleSet { flags: abi::ROLE_DENY_ALL, ..RoleSet::default() }));
             }
         }
         for slot in &self.slots.orphans {
-            switches.push((*slot, RoleSet { set_id: 0, flags: abi::ROLE_DENY_ALL }));
+            switches.push((*slot, RoleSet { flags: abi::ROLE_DENY_ALL, ..RoleSet::default() }));
         }
         // Saved before the switch: a daemon killed after it still finds every
         // slot it may meet in a tag, and the rules of every event in the ring.

@@ -94,8 +94,8 @@ impl LiveIds {
         }
         for slot in 1..abi::MAX_ROLES {
             if let Some(set) = maps.role_set(slot) {
-                if set.set_id != 0 || set.flags != 0 {
-                    ids.max_set = ids.max_set.max(set.set_id);
+                if set.set_id != 0 || set.flags != 0 || set.approval_set_id != 0 {
+                    ids.max_set = ids.max_set.max(set.set_id).max(set.approval_set_id);
                     ids.slots.insert(slot);
                 }
             }

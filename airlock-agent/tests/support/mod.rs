@@ -449,7 +449,7 @@ impl Daemon {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
         // Opened read-write: the loop never sees EOF between commands.
         let script = format!(
-            "exec 3<>'{fifo}'\necho \"session=$AIRLOCK_SESSION_ID\" >> '{out}'\nwhile IFS= read -r line <&3; do\n  [ \"$line\" = quit ] && exit 0\n  eval \"$line\" >> '{out}' 2>&1\ndone\n",
+            "exec 3<>'{fifo}' 2>>'{out}'\necho \"session=$AIRLOCK_SESSION_ID\" >> '{out}'\nwhile IFS= read -r line <&3; do\n  [ \"$line\" = quit ] && exit 0\n  eval \"$line\" >> '{out}' 2>&1\ndone\n",
             fifo = fifo.display(),
             out = out.display()
         );
@@ -514,6 +514,23 @@ impl LiveSession {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the live session exited ({status}) during {command:?}: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until the session's whole output so far satisfies
+    /// `pred` (block messages reach the shell's stderr a moment after the
+    /// refused command returns); returns that output.
+    pub fn wait_output(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + seconds(15);
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            if pred(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("the live session's output never showed {what}:\n{text}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -76,6 +76,9 @@ enum airlock_reason {
 	AIRLOCK_REASON_FILELESS = 10,
 	/* The dynamic loader was run directly. */
 	AIRLOCK_REASON_LOADER = 11,
+	/* An approval rule (approval_commands) names the command and the session
+	 * holds no grant for it; rule_id names the rule. */
+	AIRLOCK_REASON_APPROVAL_REQUIRED = 12,
 	/* A Unix socket path the kernel cannot put in canonical form (a ".."
 	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
@@ -113,6 +116,8 @@ enum airlock_match_via {
 #define AIRLOCK_FLAG_LOADER (1U << 5)      /* the executed file is the dynamic loader */
 #define AIRLOCK_FLAG_INTERPRETER (1U << 6) /* the executed file is an interpreter */
 #define AIRLOCK_FLAG_IDENTITY (1U << 7)    /* the content is a protected program's */
+/* An approval rule named the exec and a grant let it run (grant_request names it). */
+#define AIRLOCK_FLAG_GRANTED (1U << 10)
 
 /* Role flags. */
 #define AIRLOCK_ROLE_DENY_ALL (1U << 0)
@@ -143,6 +148,9 @@ struct airlock_proc_tag {
 struct airlock_role_set {
 	__u32 set_id; /* 0: the role has no rules */
 	__u32 flags;
+	/* The rule set of the role's approval_commands (same tables, own ids); 0: none. */
+	__u32 approval_set_id;
+	__u32 pad;
 };
 
 /* programs: (rule set, hash of a program name) -> root of its rule trie. */
@@ -250,6 +258,12 @@ struct airlock_exec_event {
 	__u32 filename_len;
 	__u32 exe_len;
 	__u32 cwd_len;
+	/* What a one-shot approval grant is bound to: FNV-1a of the argv bytes
+	 * (NULs included) and the identity of the file the caller asked to run. */
+	__u64 argv_hash;
+	__u64 exe_identity;
+	/* AIRLOCK_FLAG_GRANTED: the grant's request number. */
+	__u64 grant_request;
 	char filename[AIRLOCK_FILENAME_MAX];
 	char exe[AIRLOCK_PATH_MAX];
 	char cwd[AIRLOCK_PATH_MAX];
@@ -411,6 +425,35 @@ struct airlock_guard_event {
 	char name[AIRLOCK_FILENAME_MAX];
 	/* File events: the file's path, components leaf first. */
 	char path[AIRLOCK_PATH_MAX];
+};
+
+/*
+ * Approval grants. A person approved a command an approval rule held; the
+ * daemon writes the grant, the exec hooks honour it.
+ * - ONCE: the exact argv (argv_hash) of the same file (exe_identity) in the
+ *   session, one exec: sched_process_exec deletes it, and of two execs racing
+ *   for it only the one whose delete succeeds runs.
+ * - RULE: every command the approval rule (rule_id) matches in the session,
+ *   until expires_ns.
+ * The file's identity is FNV-1a over its device, inode number and size (the
+ * file execve was asked to run: a #! script, not its interpreter).
+ */
+enum airlock_grant_kind {
+	AIRLOCK_GRANT_ONCE = 1,
+	AIRLOCK_GRANT_RULE = 2,
+};
+
+struct airlock_grant_key {
+	__u64 session_id;
+	__u32 kind;
+	__u32 rule_id;      /* RULE; 0 for ONCE */
+	__u64 argv_hash;    /* ONCE; 0 for RULE */
+	__u64 exe_identity; /* ONCE; 0 for RULE */
+};
+
+struct airlock_grant_value {
+	__u64 expires_ns; /* CLOCK_BOOTTIME (bpf_ktime_get_boot_ns) */
+	__u64 request;    /* the approval request's number, echoed in the event */
 };
 
 #endif /* AIRLOCK_ABI_H */

@@ -82,9 +82,11 @@ static __always_inline bool tag_of(__u32 tgid, struct airlock_proc_tag *out)
  * process must be refused everything (quarantine, or a role that is gone), else
  * AIRLOCK_REASON_NONE with *set_id filled (0: the role has no rules).
  */
-static __always_inline __u32 rule_set_of(const struct airlock_proc_tag *tag, __u32 *set_id)
+static __always_inline __u32 role_set_of(const struct airlock_proc_tag *tag, struct airlock_role_set *out)
 {
-	*set_id = 0;
+	out->set_id = 0;
+	out->flags = 0;
+	out->approval_set_id = 0;
 	if (tag->flags & TAG_QUARANTINED)
 		return AIRLOCK_REASON_QUARANTINE;
 	/* A revoked session is refused everything. */
@@ -95,8 +97,18 @@ static __always_inline __u32 rule_set_of(const struct airlock_proc_tag *tag, __u
 	struct airlock_role_set *rs = bpf_map_lookup_elem(&role_sets, &slot);
 	if (!rs || (rs->flags & AIRLOCK_ROLE_DENY_ALL))
 		return AIRLOCK_REASON_ROLE_GONE;
-	*set_id = rs->set_id;
+	out->set_id = rs->set_id;
+	out->flags = rs->flags;
+	out->approval_set_id = rs->approval_set_id;
 	return AIRLOCK_REASON_NONE;
+}
+
+static __always_inline __u32 rule_set_of(const struct airlock_proc_tag *tag, __u32 *set_id)
+{
+	struct airlock_role_set rs;
+	__u32 reason = role_set_of(tag, &rs);
+	*set_id = rs.set_id;
+	return reason;
 }
 
 static __always_inline void header_fill(struct airlock_event_header *hdr, __u32 kind,

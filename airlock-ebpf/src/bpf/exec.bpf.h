@@ -20,26 +20,16 @@
 #include "exec_identity.h"
 
 /*
- * Decides an exec from the hashed argv in s->words and the names the program
- * goes by. Returns the deny reason (AIRLOCK_REASON_NONE: allowed); the rule
- * that decided is left in s->words.rule_id.
+ * Judges the names the program goes by against one rule set. Returns the
+ * deny reason (AIRLOCK_REASON_NONE: no rule of the set names it); the rule
+ * that matched is left in s->words.rule_id.
  */
-static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s, __u64 exe_hash,
-					bool script, const struct name_hashes *script_name,
-					const struct exec_identity_facts *id, bool operands, __u32 *via)
+static __always_inline __u32 judge_names(__u32 set_id, __u32 role_flags, struct exec_scratch *s, __u64 exe_hash,
+					 bool script, const struct name_hashes *script_name,
+					 const struct exec_identity_facts *id, bool operands, __u32 *via)
 {
-	__u32 set_id;
-	__u32 reason = rule_set_of(tag, &set_id);
-	if (reason != AIRLOCK_REASON_NONE || set_id == 0)
-		return reason;
-	__u32 role_flags = exec_role_flags(tag);
-
-	/* A file with no name on disk cannot be told apart by name: refused unless the role allows it. */
-	if (id->fileless && !(role_flags & AIRLOCK_ROLE_ALLOW_FILELESS))
-		return AIRLOCK_REASON_FILELESS;
-
 	struct exec_words *words = &s->words;
-	reason = judge_program(set_id, exe_hash, 1, words);
+	__u32 reason = judge_program(set_id, exe_hash, 1, words);
 	if (reason) {
 		*via = AIRLOCK_VIA_EXECUTABLE;
 		return reason;
@@ -97,6 +87,104 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 	return AIRLOCK_REASON_NONE;
 }
 
+/*
+ * Decides an exec from the hashed argv in s->words and the names the program
+ * goes by. Block rules first: a command a block rule names is blocked whatever
+ * approval rule also names it. Returns the deny reason (AIRLOCK_REASON_NONE:
+ * allowed; AIRLOCK_REASON_APPROVAL_REQUIRED: an approval rule names it and the
+ * caller still has to look for a grant); the rule is left in s->words.rule_id.
+ */
+static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s, __u64 exe_hash,
+					bool script, const struct name_hashes *script_name,
+					const struct exec_identity_facts *id, bool operands, __u32 *via)
+{
+	struct airlock_role_set rs;
+	__u32 reason = role_set_of(tag, &rs);
+	if (reason != AIRLOCK_REASON_NONE || (rs.set_id == 0 && rs.approval_set_id == 0))
+		return reason;
+
+	/* A file with no name on disk cannot be told apart by name: refused unless the role allows it. */
+	if (id->fileless && !(rs.flags & AIRLOCK_ROLE_ALLOW_FILELESS))
+		return AIRLOCK_REASON_FILELESS;
+
+	if (rs.set_id) {
+		reason = judge_names(rs.set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
+		if (reason)
+			return reason;
+	}
+	if (rs.approval_set_id) {
+		reason = judge_names(rs.approval_set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
+		/* An argv too long to inspect under an approval rule stays refused: no grant can name it. */
+		if (reason == AIRLOCK_REASON_RULE)
+			return AIRLOCK_REASON_APPROVAL_REQUIRED;
+		return reason;
+	}
+	return AIRLOCK_REASON_NONE;
+}
+
+/*
+ * The file execve was asked to run (a #! script, not its interpreter: the
+ * kernel keeps it in bprm->executable once an interpreter took over), as
+ * FNV-1a of its device, inode number and size. Every exec hook, on every pass,
+ * sees the same file, so a grant written from one hook's event serves the others.
+ */
+static __always_inline __u64 exe_identity_of(struct linux_binprm *bprm)
+{
+	struct file *file = BPF_CORE_READ(bprm, executable);
+	if (!file)
+		file = BPF_CORE_READ(bprm, file);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	__u64 dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	__u64 ino = BPF_CORE_READ(inode, i_ino);
+	__u64 size = BPF_CORE_READ(inode, i_size);
+	__u64 h = AIRLOCK_FNV_OFFSET;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		h = fnv_step(h, (dev >> (8 * i)) & 0xff);
+		h = fnv_step(h, (ino >> (8 * i)) & 0xff);
+		h = fnv_step(h, (size >> (8 * i)) & 0xff);
+	}
+	return h;
+}
+
+/*
+ * An exec an approval rule holds: is there a grant? A ONCE grant (this argv,
+ * this file, this session) is consumed when `consume` (sched_process_exec):
+ * the hash map's delete is atomic, so of two execs racing for one grant only
+ * the one whose delete succeeds runs. The early LSM check only looks: the
+ * exec it lets through is judged again, and consumes, at sched_process_exec.
+ * Returns AIRLOCK_REASON_NONE when a grant allows the exec.
+ */
+static __always_inline __u32 approval_grant(struct exec_scratch *s, const struct airlock_proc_tag *tag, bool consume)
+{
+	struct airlock_exec_event *e = &s->evt;
+	struct airlock_grant_key *key = &s->grant_key;
+	__u64 now = bpf_ktime_get_boot_ns();
+	key->session_id = tag->session_id;
+	key->kind = AIRLOCK_GRANT_ONCE;
+	key->rule_id = 0;
+	key->argv_hash = e->argv_hash;
+	key->exe_identity = e->exe_identity;
+	struct airlock_grant_value *g = bpf_map_lookup_elem(&approval_grants, key);
+	if (g && g->expires_ns > now) {
+		__u64 request = g->request;
+		if (!consume || bpf_map_delete_elem(&approval_grants, key) == 0) {
+			e->grant_request = request;
+			return AIRLOCK_REASON_NONE;
+		}
+	}
+	key->kind = AIRLOCK_GRANT_RULE;
+	key->rule_id = s->words.rule_id;
+	key->argv_hash = 0;
+	key->exe_identity = 0;
+	g = bpf_map_lookup_elem(&approval_grants, key);
+	if (g && g->expires_ns > now) {
+		e->grant_request = g->request;
+		return AIRLOCK_REASON_NONE;
+	}
+	return AIRLOCK_REASON_APPROVAL_REQUIRED;
+}
+
 /* Event flags for what the identity lookup found. */
 static __always_inline __u32 identity_event_flags(const struct exec_identity_facts *id)
 {
@@ -131,7 +219,8 @@ static __always_inline void exec_finish(struct exec_scratch *s, __u32 reason, __
 	__u32 decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
 	e->hdr.decision = decision;
 	e->hdr.reason = reason;
-	e->hdr.rule_id = reason ? s->words.rule_id : 0;
+	e->hdr.rule_id = (reason || (e->hdr.flags & AIRLOCK_FLAG_GRANTED)) ? s->words.rule_id : 0;
+	e->argv_hash = s->argv_hash;
 	e->match_via = via;
 
 	__u64 size = offsetof(struct airlock_exec_event, argv) + (e->argv_len & (AIRLOCK_ARGV_MAX - 1));
@@ -161,6 +250,8 @@ static __always_inline __u32 exec_describe(struct exec_scratch *s, const struct 
 	s->words.nwords = 0;
 	s->words.too_long = 0;
 	s->words.rule_id = 0;
+	e->exe_identity = exe_identity_of(bprm);
+	e->grant_request = 0;
 	return flags;
 }
 
@@ -216,6 +307,12 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 
 	__u32 via = 0;
 	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &id, true, &via);
+	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
+		e->argv_hash = s->argv_hash;
+		reason = approval_grant(s, &tag, true);
+		if (!reason)
+			flags |= AIRLOCK_FLAG_GRANTED;
+	}
 	if (reason)
 		bpf_send_signal(SIGKILL);
 	e->hdr.flags = flags;
@@ -345,6 +442,10 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	bool direct = BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename);
 	__u32 via = 0;
 	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &id, direct, &via);
+	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
+		e->argv_hash = s->argv_hash;
+		reason = approval_grant(s, &tag, false);
+	}
 	if (!reason)
 		return 0;
 	e->hdr.flags = flags;

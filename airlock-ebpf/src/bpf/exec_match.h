@@ -36,6 +36,7 @@ struct tokenize_ctx {
 	__u64 hash;
 	__u64 base_hash;
 	__u64 argv0_base_hash;
+	__u64 all_hash; /* every byte, NULs included */
 };
 
 static long tokenize_step(__u64 i, struct tokenize_ctx *c)
@@ -43,6 +44,7 @@ static long tokenize_step(__u64 i, struct tokenize_ctx *c)
 	if (i >= c->len)
 		return 1;
 	__u8 ch = c->argv[i & ARGV_MASK];
+	c->all_hash = fnv_step(c->all_hash, ch);
 	if (ch == 0) {
 		__u32 n = c->nwords;
 		if (n < AIRLOCK_MAX_WORDS) {
@@ -79,9 +81,11 @@ AIRLOCK_GLOBAL int tokenize(struct exec_scratch *s)
 		.hash = AIRLOCK_FNV_OFFSET,
 		.base_hash = AIRLOCK_FNV_OFFSET,
 		.argv0_base_hash = AIRLOCK_FNV_OFFSET,
+		.all_hash = AIRLOCK_FNV_OFFSET,
 	};
 	bpf_loop(AIRLOCK_ARGV_MAX, tokenize_step, &c, 0);
 	s->argv0_base_hash = c.argv0_base_hash;
+	s->argv_hash = c.all_hash;
 	s->words.nwords = c.nwords;
 	if (c.nwords > AIRLOCK_MAX_WORDS)
 		s->words.too_long = 1;

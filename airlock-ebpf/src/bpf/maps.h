@@ -84,6 +84,15 @@ struct {
 	__uint(max_entries, 4 << 20); /* runtime */
 } events SEC(".maps");
 
+/* Approval grants (struct airlock_grant_key); the daemon bounds them per session. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_grant_key);
+	__type(value, struct airlock_grant_value);
+} approval_grants SEC(".maps");
+
 /* Hashed argument words of one exec, and the matcher's result. */
 struct exec_words {
 	__u64 word_hash[AIRLOCK_MAX_WORDS];
@@ -114,6 +123,9 @@ struct exec_scratch {
 	/* The executed file's first bytes (bprm->buf) and fingerprint. */
 	__u8 head[AIRLOCK_HEAD_LEN];
 	__u64 content_hash;
+	/* FNV-1a of every argv byte (the ONCE grant's argv_hash). */
+	__u64 argv_hash;
+	struct airlock_grant_key grant_key;
 };
 
 struct {

@@ -198,6 +198,10 @@ pub struct Policy {
     pub description: Option<String>,
     #[serde(default)]
     pub blocked_commands: Vec<CommandPattern>,
+    /// Commands that run only once a person approves them (same grammar and
+    /// matcher as `blocked_commands`; a block rule wins over an approval rule).
+    #[serde(default)]
+    pub approval_commands: Vec<CommandPattern>,
     #[serde(default)]
     pub egress: Egress,
     /// The upstream control plane's rule language; carried but not enforced here.
