@@ -331,3 +331,27 @@ fn exec_switches_become_role_flags() {
     assert_eq!(flags("d"), ROLE_ALLOW_LOADER, "loader.json keeps deny_fileless on");
     assert_eq!(flags("e"), 0, "a role without policies keeps the defaults");
 }
+
+#[test]
+fn approval_rules_are_a_rule_set_of_their_own() {
+    use airlock_policy::matcher::{ExecInput, TableMatcher};
+    let p = r#"{"id": "p", "name": "P", "blocked_commands": ["terraform destroy"], "approval_commands": ["terraform apply", "terraform destroy"]}"#;
+    let loaded = load(&[("p.json", p)], &[("r.json", r#"{"id": "r", "name": "R", "policies": ["p"]}"#)]);
+    let c = compile(&loaded, &mut IdAllocator::new());
+    let role = c.role("r").expect("role r");
+    assert_ne!(role.approval_set_id, 0);
+    assert_ne!(role.approval_set_id, role.set_id);
+    assert_eq!(role.approvals.len(), 2);
+    let (_, set) = c.role_sets.iter().find(|(r, _)| r == "r").expect("role set");
+    assert_eq!(set.approval_set_id, role.approval_set_id);
+    let m = TableMatcher::new(&c);
+    let apply = ExecInput::new("terraform", &["terraform", "apply", "-auto-approve"]);
+    assert!(!m.match_exec(role.set_id, &apply).is_deny(), "an approval rule is not a block rule");
+    assert!(m.match_exec(role.approval_set_id, &apply).is_deny(), "the approval set names terraform apply");
+    let destroy = ExecInput::new("terraform", &["terraform", "destroy"]);
+    assert!(m.match_exec(role.set_id, &destroy).is_deny(), "the block rule still blocks");
+    let rule = role.approvals.iter().find(|a| a.text == "terraform apply").expect("rule");
+    assert!(matches!(c.rule(rule.rule_id).map(|r| &r.kind), Some(RuleKind::Approval { text }) if text == "terraform apply"));
+    let changed = load(&[("p.json", &p.replace("\"terraform apply\", ", ""))], &[("r.json", r#"{"id": "r", "name": "R", "policies": ["p"]}"#)]);
+    assert_ne!(loaded.version(), changed.version(), "approval rules are part of the policy's version");
+}

@@ -419,3 +419,13 @@ fn exec_switches_are_validated() {
     assert!(loaded.policies[0].exec.deny_fileless, "deny_fileless defaults to on");
     assert!(!loaded.policies[0].exec.deny_direct_loader);
 }
+
+#[test]
+fn approval_commands_share_the_grammar_and_its_errors() {
+    let p = "{\n  \"id\": \"p\",\n  \"name\": \"P\",\n  \"approval_commands\": [\"terraform apply\", \"kubectl -n prod delete\"]\n}";
+    let s = Scratch::new(&[("policies/p.json", p), ("roles/r.json", r#"{"id":"r","name":"R","policies":["p"]}"#)]);
+    let errs = errors_of(s.path());
+    let d = find(&errs, "policies/p.json", "approval_commands[1]");
+    assert_eq!(d.line, Some(4));
+    assert!(d.message.contains("-n"), "{d}");
+}
