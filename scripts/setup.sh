@@ -12,7 +12,7 @@ need_root
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
           busybox-static sudo python3 python3-venv perl iproute2 procps findutils coreutils
-          qemu-system-x86 xz-utils file tmux openssh-client postgresql)
+          qemu-system-x86 xz-utils file tmux openssh-client postgresql python3-aiosmtpd)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 
 missing=()

@@ -30,6 +30,9 @@ printf 'setup: install what is missing\t%s\n' "$(( $(date +%s) - t ))" >> "$AIRL
 # The gateway's PostgreSQL tests start a temporary cluster of Debian's server
 # (installed above); here they must run, never skip.
 export AIRLOCK_REQUIRE_POSTGRES=1
+# The notification email tests run a real SMTP server, Debian's
+# python3-aiosmtpd (installed above); the same rule.
+export AIRLOCK_REQUIRE_SMTP=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"
