@@ -307,6 +307,10 @@ struct ApiServeArgs {
     /// Pending approval requests a session may have at once; more are refused and audited.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     approval_max_pending: u64,
+    /// Webhooks and email to tell approvers of new requests and decisions (TOML:
+    /// `[[webhooks]]`, `[email]`; see docs/notifications.md).
+    #[arg(long, value_name = "FILE")]
+    notify_config: Option<PathBuf>,
     /// The server's certificate (PEM) for --api-listen.
     #[arg(long, requires_all = ["tls_key", "tls_client_ca"])]
     tls_cert: Option<PathBuf>,
@@ -533,6 +537,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 pin_dir,
                 release_on_exit,
                 gateway,
+                notify: api.notify_config.as_deref().map(crate::approvals::notify::load_config).transpose()?,
                 approvals: crate::approvals::ApprovalSettings {
                     ttl: api.approval_ttl,
                     max_pending_per_session: api.approval_max_pending as usize,

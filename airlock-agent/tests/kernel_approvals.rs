@@ -297,3 +297,68 @@ fn requests_survive_a_daemon_restart() {
     let (ran, out) = run(&mut live, "terraform apply");
     assert!(ran, "the request approved after a restart did not let the command run:\n{out}");
 }
+
+/// A webhook receiver on loopback: records each POST's headers and body, answers 200.
+fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the webhook receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("receiver address"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn approvers_are_notified_by_a_signed_webhook() {
+    let (url, posts) = webhook_receiver();
+    let dir = TempDir::new("apr-notify-config");
+    let config = dir.0.join("notify.toml");
+    std::fs::write(&config, format!("[[webhooks]]\nurl = \"{url}\"\nsecret = \"s3cret\"\ninitial_backoff_ms = 50\n")).expect("write notify.toml");
+    let config = config.display().to_string();
+    let d = start("apr-notify", &["--notify-config", &config]);
+    let mut live = d.live_session("agent");
+    let id = request_id(&held(&mut live, "terraform apply"));
+    let next = |what: &str| posts.recv_timeout(seconds(20)).unwrap_or_else(|_| panic!("no webhook POST for {what}"));
+    let (head, body) = next("the new request");
+    let v: Value = serde_json::from_str(&body).expect("the webhook body is JSON");
+    assert_eq!(v["event"], "approval.requested");
+    assert_eq!(v["data"]["request"]["id"], id.as_str());
+    assert!(head.to_ascii_lowercase().contains("x-airlock-signature: t="), "unsigned webhook: {head}");
+    assert!(approvals(&d, &["reject", &id, "--reason", "no"]).status.success());
+    let (_, body) = next("the decision");
+    let v: Value = serde_json::from_str(&body).expect("the webhook body is JSON");
+    assert_eq!((v["event"].as_str(), v["data"]["request"]["state"].as_str()), (Some("approval.decided"), Some("rejected")));
+
+    // A malformed notification config is refused at start, naming the file and the field.
+    std::fs::write(dir.0.join("bad.toml"), "[[webhooks]]\nurl = \"ftp://x\"\nsecret = \"s\"\n").expect("write bad.toml");
+    let bad = std::process::Command::new(AGENT)
+        .args(["run", "--notify-config"])
+        .arg(dir.0.join("bad.toml"))
+        .args(["--state-dir"])
+        .arg(dir.0.join("state"))
+        .output()
+        .expect("run airlock-agent");
+    let err = stderr(&bad);
+    assert!(!bad.status.success() && err.contains("bad.toml") && err.contains("webhooks[0].url"), "{err}");
+}

@@ -40,6 +40,7 @@
 //! body's `sent_at` and the request's own state. See [`webhook`] for the
 //! request format and how to verify its signature.
 
+pub mod approval;
 mod config;
 mod email;
 mod retry;

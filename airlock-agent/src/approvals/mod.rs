@@ -13,6 +13,7 @@
 //! that ends cancels its pending requests and loses its grants.
 
 pub mod id;
+pub mod notify;
 mod persist;
 
 use std::collections::BTreeMap;

@@ -59,6 +59,8 @@ pub struct Agent {
     pub gateway: Option<GatewayHandle>,
     /// Approval requests and the grants their verdicts wrote.
     pub approvals: Mutex<Approvals>,
+    /// Webhooks and email for approvers (disabled when none is configured).
+    pub notifier: airlock_notify::Notifier,
 }
 
 /// What `status` shows of the gateway link.

@@ -42,7 +42,7 @@ impl Agent {
                 let request = lock(&self.approvals).link_decision(&request.id, decision.id).unwrap_or_else(|| request.clone());
                 tracing::info!(request = %request.id, session = %request.session_id, command = %request.argv.join(" "), "approval requested");
                 self.record_approval("requested", &request, "");
-                self.notify_approval("approval.requested", &request);
+                self.notify_approval(airlock_notify::approval::REQUESTED, &request);
             }
             Opened::Reused(_) => {}
             Opened::Flood { pending } => {
@@ -89,7 +89,7 @@ impl Agent {
         let event = if verdict.approve { "approved" } else { "rejected" };
         tracing::info!(request = %id, by = %verdict.decided_by, event, "approval decided");
         self.record_approval(event, &request, "");
-        self.notify_approval("approval.decided", &request);
+        self.notify_approval(airlock_notify::approval::DECIDED, &request);
         Ok(request)
     }
 
@@ -103,7 +103,7 @@ impl Agent {
         for (event, request) in changed {
             tracing::info!(request = %request.id, event, "approval request ended");
             self.record_approval(event, &request, "");
-            self.notify_approval("approval.decided", &request);
+            self.notify_approval(airlock_notify::approval::DECIDED, &request);
         }
     }
 
@@ -162,8 +162,11 @@ impl Agent {
         });
     }
 
+    /// Never waits: the notifier queues, delivers off this thread, and counts failures.
     fn notify_approval(&self, event: &str, request: &pb::ApprovalRequest) {
-        tracing::debug!(event, request = %request.id, "approval notification");
+        if self.notifier.is_enabled() {
+            self.notifier.send(airlock_notify::approval::approval_notification(event, request, ""));
+        }
     }
 }
 

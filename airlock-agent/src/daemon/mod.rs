@@ -73,6 +73,8 @@ pub struct DaemonOptions {
     pub gateway: Option<GatewayOptions>,
     /// How long approval requests wait, and how many a session may have.
     pub approvals: ApprovalSettings,
+    /// Who is told of approval requests and decisions (webhooks, email).
+    pub notify: Option<airlock_notify::NotifyConfig>,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -134,6 +136,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         None => (None, None),
     };
     let approvals_file = opts.state_dir.join(APPROVALS_FILE);
+    let notifier = match opts.notify {
+        Some(config) => airlock_notify::Notifier::start(config).context("start the approval notifications")?,
+        None => airlock_notify::Notifier::disabled(),
+    };
     let agent = Arc::new(Agent {
         kernel,
         policy: Mutex::new(policy),
@@ -154,6 +160,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         release_on_exit: opts.release_on_exit,
         gateway,
         approvals: Mutex::new(Approvals::persistent(opts.approvals, approvals_file)),
+        notifier,
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they
