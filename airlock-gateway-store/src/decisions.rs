@@ -2,10 +2,12 @@
 //! host's sequence number, so a batch sent twice is stored once), queried by
 //! org with every filter the agent's own store has.
 
-use airlock_api::decision::subject_of;
+use airlock_api::decision::{subject_of, APPROVAL};
+use airlock_api::v1::decision::Detail;
 use airlock_api::v1::{Decision, DecisionFilter};
 use prost::Message;
 
+use crate::approvals::{changes, merge_stmt, unmergeable, ApprovalChange};
 use crate::db::{Dialect, Stmt, Value};
 use crate::error::StoreError;
 use crate::filter::{push_filter, Query};
@@ -34,6 +36,16 @@ pub struct HostBatch<'a> {
     pub rows: &'a [IncomingDecision],
     /// Decisions the host's spool dropped, counted by this batch's loss markers.
     pub lost: i64,
+}
+
+/// What a group commit stored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ingested {
+    /// Per batch, how many decisions were new.
+    pub new: Vec<u64>,
+    /// The approval requests the batches' approval decisions changed, in
+    /// the order of the decisions (a redelivered record changes nothing).
+    pub approvals: Vec<ApprovalChange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -93,25 +105,28 @@ impl GatewayStore {
     /// were new. The host's `shipped_seq` becomes the batch's highest seq if
     /// that is higher.
     pub async fn insert_decisions(&self, org_id: i64, host_id: &str, batch: &[IncomingDecision]) -> Result<u64, StoreError> {
-        let counts = self.insert_decision_batches(&[HostBatch { org_id, host_id, rows: batch, lost: 0 }]).await?;
-        Ok(counts.first().copied().unwrap_or(0))
+        let ingested = self.insert_decision_batches(&[HostBatch { org_id, host_id, rows: batch, lost: 0 }]).await?;
+        Ok(ingested.new.first().copied().unwrap_or(0))
     }
 
     /// Stores several hosts' batches in one transaction (a group commit):
     /// per batch, how many decisions were new. A batch's `lost` is added to
-    /// its host's loss count in the same transaction.
+    /// its host's loss count in the same transaction, and its approval
+    /// decisions are merged into their requests' rows (see `approvals`).
     ///
     /// On PostgreSQL the transaction first takes an advisory lock, so ingest
     /// transactions (of every replica) commit one at a time: a decision's
     /// cursor then never becomes visible after a higher one, and a live tail
     /// that reads `cursor > last seen` misses nothing.
-    pub async fn insert_decision_batches(&self, batches: &[HostBatch<'_>]) -> Result<Vec<u64>, StoreError> {
+    pub async fn insert_decision_batches(&self, batches: &[HostBatch<'_>]) -> Result<Ingested, StoreError> {
         let mut stmts = Vec::new();
         if self.db.dialect() == Dialect::Postgres {
             stmts.push(Stmt::new("SELECT 1 FROM pg_advisory_xact_lock($1)", vec![Value::Int(PG_INGEST_LOCK)]));
         }
         // Per batch, the range of its INSERT statements in `stmts`.
         let mut inserts = Vec::with_capacity(batches.len());
+        // The approval merges: their index in `stmts`, and their event.
+        let mut merges = Vec::new();
         for b in batches {
             let first = stmts.len();
             for chunk in b.rows.chunks(ROWS_PER_INSERT) {
@@ -137,6 +152,16 @@ impl GatewayStore {
                 stmts.push(Stmt::new(insert_sql(chunk.len()), params));
             }
             inserts.push(first..stmts.len());
+            for d in b.rows.iter().filter(|d| d.decision.kind == APPROVAL) {
+                let Some(Detail::Approval(event)) = &d.decision.detail else { continue };
+                let Some(request) = &event.request else { continue };
+                if let Some(why) = unmergeable(request) {
+                    tracing::warn!(org_id = b.org_id, host = b.host_id, seq = d.seq, "an approval decision is stored but not merged into a request: {why}");
+                    continue;
+                }
+                merges.push((stmts.len(), event.event.clone()));
+                stmts.push(merge_stmt(self.db.dialect(), b.org_id, b.host_id, request, d.decision.time_unix_nanos));
+            }
             if let Some(max_seq) = b.rows.iter().map(|d| d.seq).max() {
                 stmts.push(Stmt::new(
                     "UPDATE hosts SET shipped_seq = CASE WHEN shipped_seq < $3 THEN $3 ELSE shipped_seq END WHERE org_id = $1 AND host_id = $2",
@@ -151,10 +176,15 @@ impl GatewayStore {
             }
         }
         if inserts.iter().all(|r| r.is_empty()) && batches.iter().all(|b| b.lost == 0) {
-            return Ok(vec![0; batches.len()]);
+            return Ok(Ingested { new: vec![0; batches.len()], approvals: Vec::new() });
         }
-        let outcomes = self.db.transaction(stmts).await?;
-        Ok(inserts.into_iter().map(|r| outcomes[r].iter().map(|o| o.affected).sum()).collect())
+        let mut outcomes = self.db.transaction(stmts).await?;
+        let new = inserts.into_iter().map(|r| outcomes[r].iter().map(|o| o.affected).sum()).collect();
+        let mut approvals = Vec::new();
+        for (index, event) in merges {
+            approvals.extend(changes(&event, std::mem::take(&mut outcomes[index].rows))?);
+        }
+        Ok(Ingested { new, approvals })
     }
 
     /// An org's decisions that pass the query's filter, a page at a time.

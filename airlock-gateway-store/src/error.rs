@@ -1,5 +1,6 @@
 //! What a store call can fail with: the gateway answers each differently
-//! (unavailable: retry later; conflict and not-found: the caller's mistake).
+//! (unavailable: retry later; conflict, not-found and refused: the caller's
+//! mistake, or another caller was first).
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -9,6 +10,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The object is not in a state that allows the change (a request already decided).
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

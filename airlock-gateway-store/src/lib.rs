@@ -1,8 +1,10 @@
 //! The gateway's store: orgs, tokens, enrolled hosts, policy versions, the
-//! fleet's decisions and sessions, and commands for agents. SQLite (one
-//! replica) or PostgreSQL (any number of replicas): one schema, applied by
-//! versioned migrations, and every query written once for both.
+//! fleet's decisions, sessions and approval requests, and commands for
+//! agents. SQLite (one replica) or PostgreSQL (any number of replicas): one
+//! schema, applied by versioned migrations, and every query written once for
+//! both.
 
+mod approvals;
 mod commands;
 mod db;
 mod decisions;
@@ -19,8 +21,12 @@ mod tokens;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use approvals::{
+    is_request_id, AnsweredApproval, Approval, ApprovalAttempt, ApprovalChange, ApprovalQuery, GatewayVerdict, VerdictCommand, APPROVAL_PENDING, APPROVAL_STATES,
+    DELIVERY_DELIVERED, DELIVERY_DELIVERING, DELIVERY_FAILED_PREFIX, MAX_APPROVALS_PAGE, VERDICT_APPROVE, VERDICT_REJECT,
+};
 pub use commands::{Command, COMMAND_DONE, COMMAND_FAILED, COMMAND_PENDING, COMMAND_SENT};
-pub use decisions::{FleetQuery, HostBatch, IncomingDecision, StoredDecision};
+pub use decisions::{FleetQuery, HostBatch, IncomingDecision, Ingested, StoredDecision};
 pub use error::StoreError;
 pub use hosts::{Host, HostContact};
 pub use orgs::Org;

@@ -18,7 +18,10 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first; append only, never edit one that shipped.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial schema", sql: INITIAL }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial schema", sql: INITIAL },
+    Migration { version: 2, name: "approval requests", sql: APPROVALS },
+];
 
 /// Any fixed number, the same on every replica: the key of the lock that
 /// keeps two replicas starting together from migrating at once.
@@ -134,6 +137,49 @@ CREATE INDEX commands_host ON commands(org_id, host_id, state, id);
 CREATE INDEX commands_waiting ON commands(state, org_id, host_id);
 ";
 
+// One row per request: the agent's latest record of it (merged from the
+// shipped approval decisions, a final state never undone), and the verdict
+// given here with how far it got to the host. Empty text and 0 mean "none",
+// so both dialects compare them the same way (no NULL logic).
+// `approval_attempts` keeps every DecideApproval call, refused ones too.
+const APPROVALS: &str = "
+CREATE TABLE approvals (
+    org_id BIGINT NOT NULL,
+    request_id TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body {BLOB} NOT NULL,
+    created_ns BIGINT NOT NULL,
+    updated_ns BIGINT NOT NULL,
+    expires_ns BIGINT NOT NULL,
+    gateway_verdict TEXT NOT NULL DEFAULT '',
+    gateway_reason TEXT NOT NULL DEFAULT '',
+    grant_seconds BIGINT NOT NULL DEFAULT 0,
+    decided_by TEXT NOT NULL DEFAULT '',
+    decided_ns BIGINT NOT NULL DEFAULT 0,
+    delivery TEXT NOT NULL DEFAULT '',
+    command_id BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, request_id)
+);
+CREATE INDEX approvals_newest ON approvals(org_id, created_ns, request_id);
+CREATE INDEX approvals_state ON approvals(org_id, state, created_ns, request_id);
+CREATE INDEX approvals_host ON approvals(org_id, host_id, session_id, created_ns);
+CREATE INDEX approvals_session ON approvals(org_id, session_id, created_ns);
+CREATE INDEX approvals_command ON approvals(org_id, host_id, command_id);
+CREATE TABLE approval_attempts (
+    id {PK},
+    org_id BIGINT NOT NULL,
+    request_id TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at_ns BIGINT NOT NULL
+);
+CREATE INDEX approval_attempts_request ON approval_attempts(org_id, request_id, id);
+";
+
 pub(crate) fn render(sql: &str, dialect: Dialect) -> String {
     let (pk, blob) = match dialect {
         // AUTOINCREMENT: an id (a decision's cursor) is never handed out twice.
@@ -242,12 +288,42 @@ mod tests {
 
     #[test]
     fn an_unknown_applied_migration_is_refused_and_known_ones_are_skipped() {
-        let applied: BTreeSet<i64> = [1].into_iter().collect();
-        assert_eq!(pending(&applied, MIGRATIONS), Ok(Vec::new()));
-        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0]));
+        let all: BTreeSet<i64> = [1, 2].into_iter().collect();
+        assert_eq!(pending(&all, MIGRATIONS), Ok(Vec::new()));
+        let first: BTreeSet<i64> = [1].into_iter().collect();
+        assert_eq!(pending(&first, MIGRATIONS), Ok(vec![1]), "a database of the first version gets the second");
+        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0, 1]));
         let newer: BTreeSet<i64> = [1, 99].into_iter().collect();
         let refusal = pending(&newer, MIGRATIONS).unwrap_err();
         assert!(refusal.contains("99") && refusal.contains("newer"), "{refusal}");
+    }
+
+    /// A database made by a gateway that knew only the first migration gets
+    /// the later ones at the next start, its data kept (SQLite and PostgreSQL).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_first_version_database_is_brought_up_to_date_with_its_data() {
+        let dir = std::env::temp_dir().join(format!("airlock-gw-migrate-{}-{}", std::process::id(), now_ns()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut databases = vec![Db::open_sqlite(&dir.join("gateway.db")).unwrap()];
+        if let Some(url) = crate::testing::postgres_database("migrations::a_first_version_database_is_brought_up_to_date_with_its_data") {
+            databases.push(Db::open_postgres(&url).unwrap());
+        }
+        let latest: Vec<i64> = MIGRATIONS[1..].iter().map(|m| m.version).collect();
+        for db in databases {
+            let what = db.describe();
+            assert_eq!(migrate(&db, &MIGRATIONS[..1]).await.unwrap(), [1], "{what}");
+            db.execute("INSERT INTO orgs(name, created_ns) VALUES ('kept', 1)", vec![]).await.unwrap();
+            assert!(db.query("SELECT COUNT(*) FROM approvals", vec![]).await.is_err(), "{what}: no approvals at version 1");
+            assert_eq!(migrate(&db, MIGRATIONS).await.unwrap(), latest, "{what}");
+            assert!(migrate(&db, MIGRATIONS).await.unwrap().is_empty(), "{what}: nothing applied twice");
+            let count = |sql: &'static str| {
+                let db = db.clone();
+                async move { db.query_opt(sql, vec![]).await.unwrap().unwrap().int(0).unwrap() }
+            };
+            assert_eq!(count("SELECT COUNT(*) FROM orgs WHERE name = 'kept'").await, 1, "{what}");
+            assert_eq!(count("SELECT COUNT(*) FROM approvals").await, 0, "{what}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

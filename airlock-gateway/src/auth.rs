@@ -86,6 +86,7 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::Unavailable(m) => Status::unavailable(format!("the database is unavailable: {m}")),
         StoreError::Conflict(m) => Status::already_exists(m),
         StoreError::NotFound(m) => Status::not_found(m),
+        StoreError::Refused(m) => Status::failed_precondition(m),
         StoreError::Other(e) => {
             tracing::error!("store: {e:#}");
             Status::internal(format!("{e:#}"))

@@ -8,16 +8,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_api::gateway::v1::{gateway_message, Command, GatewayMessage};
-use airlock_gateway_store::GatewayStore;
+use airlock_api::gateway::v1::command::Body as CommandBody;
+use airlock_api::gateway::v1::{gateway_message, ApprovalCommand, Command, GatewayMessage};
+use airlock_gateway_store::{Command as StoredCommand, GatewayStore, HostBatch, IncomingDecision};
 use prost::Message;
-use airlock_gateway_store::{HostBatch, IncomingDecision};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::pki::Authority;
 
 /// The command kind a session revocation is queued as.
 pub const REVOKE_SESSION: &str = "revoke_session";
+/// The command kind a verdict on an approval request is queued as.
+pub const DECIDE_APPROVAL: &str = "decide_approval";
 
 /// How often a replica looks for what other replicas changed.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -162,13 +164,20 @@ impl Hub {
             }
             let batches: Vec<HostBatch<'_>> =
                 group.iter().map(|r| HostBatch { org_id: r.org_id, host_id: &r.host_id, rows: &r.rows, lost: r.lost }).collect();
-            let outcome = self.store.insert_decision_batches(&batches).await.map(|_| ()).map_err(crate::auth::store_status);
+            let (outcome, approvals) = match self.store.insert_decision_batches(&batches).await {
+                Ok(ingested) => (Ok(()), ingested.approvals),
+                Err(e) => (Err(crate::auth::store_status(e)), Vec::new()),
+            };
             drop(batches);
             for request in group {
                 let _ = request.done.send(outcome.clone());
             }
             if outcome.is_ok() {
                 self.stored.notify_waiters();
+            }
+            if !approvals.is_empty() {
+                // Off the commit loop: the next turn does not wait for the news.
+                tokio::spawn(crate::approvals::ingested(self.store.clone(), approvals));
             }
         }
     }
@@ -212,23 +221,36 @@ impl Hub {
             for command in self.store.take_pending_commands(key.0, &key.1, now).await? {
                 let message = match command.kind.as_str() {
                     REVOKE_SESSION => airlock_api::v1::RevokeSessionRequest::decode(command.payload.as_slice())
-                        .map(|r| Command { id: command.id, body: Some(airlock_api::gateway::v1::command::Body::RevokeSession(r)) }),
+                        .map(|r| Command { id: command.id, body: Some(CommandBody::RevokeSession(r)) }),
+                    DECIDE_APPROVAL => ApprovalCommand::decode(command.payload.as_slice())
+                        .map(|a| Command { id: command.id, body: Some(CommandBody::DecideApproval(a)) }),
                     other => {
-                        let _ = self.store.finish_command(command.id, &[], &format!("unknown command kind {other:?}"), now).await;
+                        self.fail_command(&command, &format!("unknown command kind {other:?}"), now).await;
                         continue;
                     }
                 };
                 let Ok(command_message) = message else {
-                    let _ = self.store.finish_command(command.id, &[], "the queued command could not be decoded", now).await;
+                    self.fail_command(&command, "the queued command could not be decoded", now).await;
                     continue;
                 };
                 let sent = sender.send(Ok(GatewayMessage { body: Some(gateway_message::Body::Command(command_message)) })).await;
                 if sent.is_err() {
-                    let _ = self.store.finish_command(command.id, &[], "the host disconnected before the command was sent", now).await;
+                    self.fail_command(&command, "the host disconnected before the command was sent", now).await;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A command that will not reach its host: failed, and if it carried a
+    /// verdict, the request says so.
+    async fn fail_command(&self, command: &StoredCommand, error: &str, now: i64) {
+        if let Err(e) = self.store.finish_command(command.id, &[], error, now).await {
+            tracing::warn!(command = command.id, "record that a command failed ({error}): {e}");
+        }
+        if command.kind == DECIDE_APPROVAL {
+            crate::approvals::command_undelivered(&self.store, command, error, now).await;
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! Map: [`server`] starts everything; [`enroll`], [`link`] and [`fleet`] are
 //! the three gRPC services; [`hub`] is what one replica shares between
 //! connections; [`pki`] and [`tokens`] are the credentials; [`auth`] scopes a
-//! caller to its org; the store is the `airlock-gateway-store` crate.
+//! caller to its org; [`approvals`] follows approval requests between
+//! agents and approvers; the store is the `airlock-gateway-store` crate.
 
+pub mod approvals;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -222,8 +222,14 @@ async fn handle(hub: &Hub, peer: &Peer, message: AgentMessage, outbox: &Outbox) 
         }
         Some(agent_message::Body::Sessions(report)) => hub.store.upsert_sessions(org_id, host_id, &report.sessions, now).await.map_err(store_status),
         Some(agent_message::Body::CommandResult(result)) => {
-            let body = result.revoke_session.map(|r| r.encode_to_vec()).unwrap_or_default();
-            hub.store.finish_command(result.id, &body, &result.error, now).await.map_err(store_status)
+            let body = match (&result.revoke_session, &result.approval) {
+                (Some(r), _) => r.encode_to_vec(),
+                (None, Some(a)) => a.encode_to_vec(),
+                (None, None) => Vec::new(),
+            };
+            hub.store.finish_command(result.id, &body, &result.error, now).await.map_err(store_status)?;
+            crate::approvals::command_answered(&hub.store, (org_id, &peer.org), host_id, &result, now).await;
+            Ok(())
         }
     }
 }

@@ -3,82 +3,13 @@
 //! and a clean stop. (The fleet with real agents is airlock-agent's
 //! `kernel_gateway` suite.)
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_airlock-gateway");
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("airlock-gwcli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Gateway {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Gateway {
-    fn start(root: &Path) -> Gateway {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let data = root.join("data");
-        let log = std::fs::File::create(root.join("gateway.log")).expect("log");
-        let child = Command::new(GATEWAY)
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the gateway");
-        let mut gw = Gateway { child, data };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(gw.data.join("url").exists() && gw.cli(&["hosts"]).status.success()) {
-            if let Ok(Some(status)) = gw.child.try_wait() {
-                panic!("the gateway exited ({status}): {}", std::fs::read_to_string(root.join("gateway.log")).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "the gateway never answered");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        gw
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(GATEWAY).args(args).arg("--data-dir").arg(&self.data).output().expect("run the CLI")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn err(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Gateway, Scratch, GATEWAY};
 
 fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")

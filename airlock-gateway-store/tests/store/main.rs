@@ -19,6 +19,7 @@ macro_rules! both_backends {
 }
 
 mod accounts;
+mod approvals;
 mod common;
 mod decisions;
 mod outage;

@@ -12,7 +12,7 @@ use super::client::connect;
 use super::print;
 use super::Conn;
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())
 }
 

@@ -3,6 +3,7 @@
 //! `AIRLOCK_TOKEN`), or `--data-dir DIR` on the gateway's own machine, which
 //! reads DIR's URL, admin token and CA.
 
+mod approvals;
 mod client;
 mod commands;
 mod print;
@@ -40,6 +41,9 @@ enum Command {
     Decisions(DecisionsArgs),
     /// Sessions on every host; `sessions revoke HOST SESSION` ends one.
     Sessions(SessionsArgs),
+    /// Approval requests of every host: list, show, approve, reject, wait.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 #[derive(Args)]
@@ -274,7 +278,7 @@ pub fn main() -> i32 {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        let done = match cli.command {
             Command::Run(a) => {
                 let flags = Flags {
                     config: a.config,
@@ -305,10 +309,13 @@ pub fn main() -> i32 {
             Command::Sessions(SessionsArgs { action: Some(SessionsAction::Revoke { host, session, reason }), conn, .. }) => {
                 commands::session_revoke(&conn, &host, &session, reason).await
             }
-        }
+            // The one command whose exit code says more than success or failure.
+            Command::Approvals(command) => return approvals::run(command).await,
+        };
+        done.map(|()| 0)
     });
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             1

@@ -22,7 +22,7 @@ pub fn time(ns: i64) -> String {
     crate::rfc3339(ns)
 }
 
-fn ago(ns: i64) -> String {
+pub fn ago(ns: i64) -> String {
     if ns <= 0 {
         return "never".into();
     }

@@ -1,8 +1,9 @@
 //! The fleet API platform teams use (`airlock.gateway.v1.Fleet`): orgs and
 //! tokens, hosts and their rollout status, policy versions, the fleet's
-//! decisions and sessions, and revocation on any host. Every call is made
-//! by an API token in one org, and sees that org only.
+//! decisions and sessions, revocation on any host, and approval requests.
+//! Every call is made by an API token in one org, and sees that org only.
 
+pub mod approvals;
 mod decisions;
 pub mod policy;
 mod policy_calls;
@@ -208,17 +209,26 @@ impl Fleet for FleetService {
         }
     }
 
-    async fn list_approvals(&self, _r: Request<ListFleetApprovalsRequest>) -> Result<Response<ListFleetApprovalsResponse>, Status> {
-        Err(Status::unimplemented("WIP"))
+    async fn list_approvals(&self, request: Request<ListFleetApprovalsRequest>) -> Result<Response<ListFleetApprovalsResponse>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        approvals::list(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
-    async fn get_approval(&self, _r: Request<GetFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
-        Err(Status::unimplemented("WIP"))
+
+    async fn get_approval(&self, request: Request<GetFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        approvals::get(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
-    async fn decide_approval(&self, _r: Request<DecideFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
-        Err(Status::unimplemented("WIP"))
+
+    async fn decide_approval(&self, request: Request<DecideFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
+        // Viewer here: a refusal for want of the approver role is recorded
+        // in the request's audit trail, so the role is checked inside.
+        let caller = self.caller(&request, Role::Viewer).await?;
+        approvals::decide(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
-    async fn wait_approval(&self, _r: Request<WaitFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
-        Err(Status::unimplemented("WIP"))
+
+    async fn wait_approval(&self, request: Request<WaitFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        approvals::wait(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
 }
 
