@@ -298,37 +298,6 @@ fn requests_survive_a_daemon_restart() {
     assert!(ran, "the request approved after a restart did not let the command run:\n{out}");
 }
 
-/// A webhook receiver on loopback: records each POST's headers and body, answers 200.
-fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the webhook receiver");
-    let url = format!("http://{}/hook", listener.local_addr().expect("receiver address"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
-            let mut head = String::new();
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
-        }
-    });
-    (url, rx)
-}
-
 #[test]
 fn approvers_are_notified_by_a_signed_webhook() {
     let (url, posts) = webhook_receiver();

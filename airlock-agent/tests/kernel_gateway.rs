@@ -471,6 +471,64 @@ fn a_python_grpcio_client_queries_the_fleet_and_malformed_calls_are_refused() {
     }
 }
 
+const APPROVALS: &str = r#"{ "id": "infra", "name": "Infra", "status": "active", "approval_commands": ["terraform apply"] }"#;
+
+/// A command held on one host is approved by an approver at the gateway (not
+/// on the host), the verdict reaches the host as a command, and the retry runs once.
+fn an_approver_at_the_gateway_lets_a_held_command_run_once() {
+    let (hook, posts) = webhook_receiver();
+    let gw = Gateway::start_with_config("approvals", &format!("[[notify.default.webhooks]]\nurl = \"{hook}\"\nsecret = \"gw-secret\"\ninitial_backoff_ms = 50\n"));
+    let join = gw.token(&["--join"]);
+    let a = Daemon::start_without_policy_dir("fleet-apr", &gw.agent_args(&join, "host-a"));
+    let dir = policy_dir("approvals", APPROVALS);
+    push(&gw, &dir, "terraform apply needs a person");
+    gw.wait_enforced("host-a", 1);
+
+    let mut live = a.live_session("agent");
+    let (out, _) = live.run("terraform apply");
+    assert!(!out.contains(RAN), "a held command ran: {out}");
+    let mut id = String::new();
+    wait_for("the request at the gateway", 30, || {
+        let list = gw.json(&["approvals", "list", "--state", "pending"]);
+        let found = list["approvals"].as_array().into_iter().flatten().find(|a| a["request"]["session_id"] == live.session_id.as_str());
+        if let Some(a) = found {
+            id = a["request"]["id"].as_str().unwrap_or_default().to_string();
+        }
+        !id.is_empty()
+    });
+    let next = |what: &str| -> Value {
+        let (_, body) = posts.recv_timeout(seconds(20)).unwrap_or_else(|_| panic!("no webhook from the gateway for {what}; log:\n{}", gw.log()));
+        serde_json::from_str(&body).expect("a JSON webhook body")
+    };
+    let opened = next("the new request");
+    assert_eq!((opened["event"].as_str(), opened["data"]["org"].as_str(), opened["data"]["request"]["id"].as_str()), (Some("approval.requested"), Some("default"), Some(id.as_str())));
+
+    let viewer = gw.token(&["--role", "viewer"]);
+    let refused = gw.cli_as(&viewer, &["approvals", "approve", &id]);
+    assert!(!refused.status.success() && stderr(&refused).contains("approver"), "a viewer approved: {}", stderr(&refused));
+    let approver = gw.token(&["--role", "approver", "--label", "oncall"]);
+    let given = gw.cli_as(&approver, &["approvals", "approve", &id, "--reason", "change 42"]);
+    assert!(given.status.success(), "the approver's approve failed: {}\n{}", stderr(&given), gw.log());
+    let second = gw.cli_as(&approver, &["approvals", "reject", &id]);
+    assert!(!second.status.success() && stderr(&second).contains("already decided"), "a second verdict: {}", stderr(&second));
+    let waited = gw.cli(&["approvals", "wait", &id, "--timeout", "60s", "--json"]);
+    assert_eq!(waited.status.code(), Some(0), "gateway wait: {}{}", String::from_utf8_lossy(&waited.stdout), stderr(&waited));
+
+    // The host holds the same verdict, given by the gateway's approver.
+    let local: Value = serde_json::from_slice(&a.cli(&["approvals", "show", &id, "--json"]).stdout).expect("the host's record");
+    assert_eq!(local["state"], "approved");
+    assert!(local["verdict"]["decided_by"].as_str().unwrap_or("").contains("oncall"), "{local}");
+
+    let (out, _) = live.run("terraform apply");
+    assert!(out.contains(RAN), "the command approved at the gateway did not run: {out}\nagent log:\n{}", a.log());
+    let (out, _) = live.run("terraform apply");
+    assert!(!out.contains(RAN), "the one-shot grant served twice: {out}");
+    let closed = next("the decision");
+    assert_eq!((closed["event"].as_str(), closed["data"]["request"]["state"].as_str()), (Some("approval.decided"), Some("approved")));
+    // The fleet's trail holds every step.
+    wait_for("the grant's use at the gateway", 30, || gw.decisions(Some("host-a"), &[]).iter().any(|d| d["decision"]["approval"]["event"] == "grant_used"));
+}
+
 kernel_tests!(
     two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback,
     a_gateway_killed_in_a_flood_of_decisions_loses_and_duplicates_nothing,
@@ -481,4 +539,5 @@ kernel_tests!(
     a_full_spool_counts_what_it_drops_and_nothing_else_is_lost,
     a_policy_dry_run_shows_what_would_newly_be_denied_or_allowed,
     a_python_grpcio_client_queries_the_fleet_and_malformed_calls_are_refused,
+    an_approver_at_the_gateway_lets_a_held_command_run_once,
 );

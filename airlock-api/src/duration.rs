@@ -19,6 +19,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
+    if n == 0 {
+        return Err(format!("{text:?}: a duration must be longer than zero"));
+    }
     n.checked_mul(unit_secs).map(Duration::from_secs).ok_or_else(bad)
 }
 
@@ -44,6 +47,7 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration(" 2h "), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("0m").unwrap_err().contains("longer than zero"));
         for bad in ["", "3x", "m", "30", "-5m", "1.5h", "99999999999999999999d"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("is not a duration") && e.contains("30m"), "{bad}: {e}");

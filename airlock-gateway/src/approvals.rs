@@ -5,7 +5,12 @@
 //! recorded here. [`announce`] is the one place that learns that a request
 //! appeared, was decided, or that a verdict could not be delivered.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use airlock_notify::approval::{approval_notification, DECIDED, REQUESTED};
+use airlock_notify::{Notifier, NotifyConfig};
+use anyhow::Context;
 
 use airlock_api::gateway::v1::{ApprovalAttempt as AttemptMessage, ApprovalCommand, CommandResult, FleetApproval};
 use airlock_gateway_store::{Approval, ApprovalAttempt, ApprovalChange, GatewayStore, APPROVAL_PENDING, DELIVERY_FAILED_PREFIX};
@@ -24,9 +29,31 @@ pub enum ApprovalNews {
     DeliveryFailed,
 }
 
-/// Tells of a change to a request. Notifications (webhooks, mail) hook in
-/// here; until then it is a log line.
-pub fn announce(news: ApprovalNews, approval: &FleetApproval) {
+/// Each org's notifier (webhooks, email), from `[notify.ORG]` in gateway.toml.
+#[derive(Clone, Default)]
+pub struct Notifiers(Arc<HashMap<String, Notifier>>);
+
+impl Notifiers {
+    pub fn start(configs: &BTreeMap<String, NotifyConfig>) -> anyhow::Result<Notifiers> {
+        let mut map = HashMap::new();
+        for (org, config) in configs {
+            let notifier = Notifier::start(config.clone()).with_context(|| format!("start the approval notifications of org {org:?}"))?;
+            map.insert(org.clone(), notifier);
+        }
+        Ok(Notifiers(Arc::new(map)))
+    }
+
+    fn send(&self, org: &str, event: &str, request: &airlock_api::v1::ApprovalRequest) {
+        if let Some(notifier) = self.0.get(org) {
+            notifier.send(approval_notification(event, request, org));
+        }
+    }
+}
+
+/// Tells of a change to a request: a log line, and the org's approvers are
+/// notified of a request opened and of its end (a verdict given here is
+/// announced once its host confirms it).
+pub fn announce(notifiers: &Notifiers, news: ApprovalNews, approval: &FleetApproval) {
     let request = approval.request.clone().unwrap_or_default();
     let verdict = request.verdict.clone().unwrap_or_default();
     // Before the host confirms a verdict given here, only the audit trail names who gave it.
@@ -46,6 +73,11 @@ pub fn announce(news: ApprovalNews, approval: &FleetApproval) {
         command = %request.argv.join(" "),
         "approval request"
     );
+    match news {
+        ApprovalNews::Opened => notifiers.send(&approval.org, REQUESTED, &request),
+        ApprovalNews::Closed => notifiers.send(&approval.org, DECIDED, &request),
+        ApprovalNews::DecidedAtGateway | ApprovalNews::DeliveryFailed => {}
+    }
 }
 
 /// A stored request as the fleet API shows it, with its audit trail.
@@ -63,7 +95,7 @@ pub fn fleet_approval(org: &str, a: Approval, audit: Vec<ApprovalAttempt>) -> Fl
 
 /// The news in what a group commit merged: a request opened, or closed.
 /// (A pending request's newer record, say one more blocked attempt, is no news.)
-pub async fn ingested(store: GatewayStore, changes: Vec<ApprovalChange>) {
+pub async fn ingested(store: GatewayStore, notifiers: Notifiers, changes: Vec<ApprovalChange>) {
     let mut orgs: HashMap<i64, String> = HashMap::new();
     for change in changes {
         let news = match (change.approval.state.as_str(), change.event.as_str()) {
@@ -80,13 +112,13 @@ pub async fn ingested(store: GatewayStore, changes: Vec<ApprovalChange>) {
                 name
             }
         };
-        announce(news, &fleet_approval(&org, change.approval, Vec::new()));
+        announce(&notifiers, news, &fleet_approval(&org, change.approval, Vec::new()));
     }
 }
 
 /// A host's answer to a command: if the command carried a verdict, the
 /// request as the host now holds it, or why the host refused the verdict.
-pub async fn command_answered(store: &GatewayStore, org: (i64, &str), host_id: &str, result: &CommandResult, now: i64) {
+pub async fn command_answered(store: &GatewayStore, notifiers: &Notifiers, org: (i64, &str), host_id: &str, result: &CommandResult, now: i64) {
     if result.revoke_session.is_some() {
         return;
     }
@@ -102,9 +134,9 @@ pub async fn command_answered(store: &GatewayStore, org: (i64, &str), host_id: &
             let message = fleet_approval(org.1, answered.approval, Vec::new());
             if failed {
                 tracing::warn!(org = %org.1, host = %host_id, command = result.id, "the host refused the verdict: {}", message.delivery);
-                announce(ApprovalNews::DeliveryFailed, &message);
+                announce(notifiers, ApprovalNews::DeliveryFailed, &message);
             } else if closed {
-                announce(ApprovalNews::Closed, &message);
+                announce(notifiers, ApprovalNews::Closed, &message);
             }
         }
         Ok(None) => {}
@@ -113,13 +145,13 @@ pub async fn command_answered(store: &GatewayStore, org: (i64, &str), host_id: &
 }
 
 /// A verdict's command that could not be handed to its host.
-pub async fn command_undelivered(store: &GatewayStore, command: &airlock_gateway_store::Command, error: &str, now: i64) {
+pub async fn command_undelivered(store: &GatewayStore, notifiers: &Notifiers, command: &airlock_gateway_store::Command, error: &str, now: i64) {
     let request = ApprovalCommand::decode(command.payload.as_slice()).ok().and_then(|c| c.decide).map(|d| d.id).unwrap_or_default();
     tracing::warn!(org_id = command.org_id, host = %command.host_id, %request, "a verdict did not reach its host: {error}");
     match store.approval_command_answered(command.org_id, &command.host_id, command.id, Err(error), now).await {
         Ok(Some(answered)) => {
             let org = org_name(store, command.org_id).await;
-            announce(ApprovalNews::DeliveryFailed, &fleet_approval(&org, answered.approval, Vec::new()));
+            announce(notifiers, ApprovalNews::DeliveryFailed, &fleet_approval(&org, answered.approval, Vec::new()));
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(org_id = command.org_id, host = %command.host_id, %request, "record the failed delivery: {e}"),

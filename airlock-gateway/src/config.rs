@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use airlock_notify::NotifyConfig;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
@@ -24,6 +27,9 @@ pub struct FileConfig {
     pub server_names: Option<Vec<String>>,
     /// This replica's name in host records (default: the machine's name and pid).
     pub replica: Option<String>,
+    /// Who is told of approval requests and decisions, per org: `[notify.ORG]`
+    /// with `[[notify.ORG.webhooks]]` and `[notify.ORG.email]`.
+    pub notify: Option<BTreeMap<String, NotifyConfig>>,
 }
 
 /// What `run` was given on its command line.
@@ -48,6 +54,8 @@ pub struct RunConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub server_names: Vec<String>,
     pub replica: String,
+    /// Approval notifications, by org name (checked).
+    pub notify: BTreeMap<String, NotifyConfig>,
 }
 
 impl RunConfig {
@@ -71,7 +79,12 @@ impl RunConfig {
             let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "gateway".into());
             format!("{host}:{}", std::process::id())
         });
+        let notify = file.notify.unwrap_or_default();
+        for (org, config) in &notify {
+            config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("notify.{org}"))))?;
+        }
         Ok(RunConfig {
+            notify,
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             database_url,

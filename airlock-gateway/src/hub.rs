@@ -4,6 +4,7 @@
 //! two), the agents connected here (to hand them commands), and a signal
 //! that decisions were stored (for live tails).
 
+use crate::approvals::Notifiers;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +56,8 @@ pub struct Hub {
     pub stopping: std::sync::atomic::AtomicBool,
     ingest: mpsc::Sender<IngestRequest>,
     ingest_queue: Mutex<Option<mpsc::Receiver<IngestRequest>>>,
+    /// Who is told of approval requests and decisions, per org.
+    pub notifiers: Notifiers,
 }
 
 struct Connection {
@@ -65,9 +68,10 @@ struct Connection {
 }
 
 impl Hub {
-    pub fn new(store: GatewayStore, authority: Authority, replica: String) -> Arc<Hub> {
+    pub fn new(store: GatewayStore, authority: Authority, replica: String, notifiers: Notifiers) -> Arc<Hub> {
         let (ingest, queue) = mpsc::channel(4096);
         Arc::new(Hub {
+            notifiers,
             ingest,
             ingest_queue: Mutex::new(Some(queue)),
             store,
@@ -177,7 +181,7 @@ impl Hub {
             }
             if !approvals.is_empty() {
                 // Off the commit loop: the next turn does not wait for the news.
-                tokio::spawn(crate::approvals::ingested(self.store.clone(), approvals));
+                tokio::spawn(crate::approvals::ingested(self.store.clone(), self.notifiers.clone(), approvals));
             }
         }
     }
@@ -249,7 +253,7 @@ impl Hub {
             tracing::warn!(command = command.id, "record that a command failed ({error}): {e}");
         }
         if command.kind == DECIDE_APPROVAL {
-            crate::approvals::command_undelivered(&self.store, command, error, now).await;
+            crate::approvals::command_undelivered(&self.store, &self.notifiers, command, error, now).await;
         }
     }
 }

@@ -228,7 +228,7 @@ async fn handle(hub: &Hub, peer: &Peer, message: AgentMessage, outbox: &Outbox) 
                 (None, None) => Vec::new(),
             };
             hub.store.finish_command(result.id, &body, &result.error, now).await.map_err(store_status)?;
-            crate::approvals::command_answered(&hub.store, (org_id, &peer.org), host_id, &result, now).await;
+            crate::approvals::command_answered(&hub.store, &hub.notifiers, (org_id, &peer.org), host_id, &result, now).await;
             Ok(())
         }
     }

@@ -55,7 +55,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let url = format!("https://{}", display_addr(bound));
     std::fs::write(config.data_dir.join(URL_FILE), format!("{url}\n")).with_context(|| format!("write {}", config.data_dir.join(URL_FILE).display()))?;
 
-    let hub = Hub::new(store, authority, config.replica.clone());
+    let notifiers = crate::approvals::Notifiers::start(&config.notify)?;
+    let hub = Hub::new(store, authority, config.replica.clone(), notifiers);
     tokio::spawn(hub.clone().watch_policies());
     tokio::spawn(hub.clone().deliver_commands());
     tokio::spawn(hub.clone().write_batches());

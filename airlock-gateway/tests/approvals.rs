@@ -213,7 +213,7 @@ fn approvals_through_the_gateway(gw: &Gateway) {
 
     // Bad input is refused by name, before anything is asked of the gateway.
     let bad = gw.err(&["approvals", "approve", &id(4), "--for", "3x"]);
-    assert!(bad.contains("--for: \"3x\" is not a duration (use e.g. 30m, 2h)"), "{bad}");
+    assert!(bad.contains("--for: \"3x\" is not a duration"), "{bad}");
     let bad = gw.err(&["approvals", "wait", &id(4), "--timeout", "soon"]);
     assert!(bad.contains("--timeout: \"soon\" is not a duration"), "{bad}");
     let unknown = gw.err(&["approvals", "show", &id(4)]);

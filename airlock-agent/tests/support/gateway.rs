@@ -16,6 +16,9 @@ pub fn gateway_binary() -> PathBuf {
     bin
 }
 
+/// The `--config` file, when a test gave one, in the gateway's temp dir.
+const CONFIG_FILE: &str = "gateway.toml";
+
 pub struct Gateway {
     pub child: Child,
     pub data_dir: PathBuf,
@@ -31,9 +34,19 @@ impl Gateway {
         Self::start_on(tag, None)
     }
 
+    /// A gateway on SQLite whose `--config` file says `config` (TOML).
+    pub fn start_with_config(tag: &str, config: &str) -> Gateway {
+        let root = TempDir::new(&format!("gw-{tag}"));
+        std::fs::write(root.0.join(CONFIG_FILE), config).expect("write gateway.toml");
+        Self::start_in(root, None)
+    }
+
     /// A gateway on `database_url` (PostgreSQL), or SQLite when None.
     pub fn start_on(tag: &str, database_url: Option<&str>) -> Gateway {
-        let root = TempDir::new(&format!("gw-{tag}"));
+        Self::start_in(TempDir::new(&format!("gw-{tag}")), database_url)
+    }
+
+    fn start_in(root: TempDir, database_url: Option<&str>) -> Gateway {
         let data_dir = root.0.join("data");
         let port = super::pki::free_port();
         let mut gw = Gateway { child: spawn(&root.0, &data_dir, port, database_url, 1), data_dir, port, database_url: database_url.map(String::from), starts: 1, root };
@@ -209,6 +222,9 @@ fn spawn(root: &Path, data_dir: &Path, port: u16, database_url: Option<&str>, n:
     cmd.args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
+    }
+    if root.join(CONFIG_FILE).exists() {
+        cmd.arg("--config").arg(root.join(CONFIG_FILE));
     }
     cmd.env("AIRLOCK_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().expect("start the gateway")
 }

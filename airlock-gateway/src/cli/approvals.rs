@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use clap::Subcommand;
 
 use super::client::connect;
-use super::commands::{parse_age, status};
+use super::commands::status;
 use super::print::{ago, json_or, time};
 use super::Conn;
 
@@ -122,7 +122,7 @@ async fn decide(conn: &Conn, ask: DecideFleetApprovalRequest) -> Result<()> {
 
 /// A duration flag in seconds; the error names the flag.
 fn duration_flag(flag: &str, text: &str) -> Result<u64> {
-    parse_age(text).map(|s| s as u64).map_err(|_| anyhow!("{flag}: {text:?} is not a duration (use e.g. 30m, 2h)"))
+    airlock_api::duration::parse_duration(text).map(|d| d.as_secs()).map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 fn org(conn: &Conn) -> String {

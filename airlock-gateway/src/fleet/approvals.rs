@@ -123,7 +123,7 @@ pub async fn decide(hub: &Hub, caller: &Caller, ask: DecideFleetApprovalRequest)
             audit.record("decided").await;
             tracing::info!(org = %org.name, request = %id, host = %decided.host_id, caller = %caller.label, %action, "approval request decided at the gateway; the verdict is queued to its host");
             let shown = shown(hub, &org, id).await?;
-            announce(ApprovalNews::DecidedAtGateway, &shown);
+            announce(&hub.notifiers, ApprovalNews::DecidedAtGateway, &shown);
             Ok(shown)
         }
         Err(StoreError::Refused(why)) => {
