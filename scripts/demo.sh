@@ -101,6 +101,52 @@ done
 gw decisions --session "$session" --decision deny
 
 echo
+echo "demo: approvals. Version 2 adds a policy whose approval_commands hold 'terraform apply' in the kernel"
+echo "      until a person approves it, and a role that uses it."
+v2="$demo/policy-v2"
+cp -r policies "$v2"
+cat > "$v2/policies/infra-approvals.json" <<'JSON'
+{ "id": "infra-approvals", "name": "Infrastructure changes need a person", "approval_commands": ["terraform apply"] }
+JSON
+cat > "$v2/roles/terraform-approvals-agent.json" <<'JSON'
+{ "id": "terraform-approvals-agent", "name": "Terraform agent with approvals",
+  "policies": ["infra-approvals", "cloud-metadata-block", "broker-escape-block"] }
+JSON
+gw policy push "$v2" --comment "terraform apply needs a person's approval"
+for _ in $(seq 1 100); do
+    gw hosts --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["hosts"]; sys.exit(0 if h and h[0]["enforced_version"] >= 2 else 1)' && break
+    sleep 0.2
+done
+echo "demo: a governed session runs terraform apply, is held, and retries until a person decides"
+held_out="$demo/held-session.out"
+PATH="$demo/bin:$PATH" "$agent" launch --socket "$socket" --role terraform-approvals-agent -- bash -c '
+    set +e
+    echo "$ terraform apply";  terraform apply;  echo "  exit $? (held until a person approves)"; sleep 1
+    exec 2>/dev/null   # the retries are quiet: each one names the same pending request
+    for _ in $(seq 1 240); do sleep 0.5; terraform apply && { echo "  (the retry after the approval ran)"; break; }; done
+    echo "$ terraform apply     (again: a one-shot grant serves one run)"
+    terraform apply; echo "  exit $?"
+' > "$held_out" 2>&1 &
+held_session=$!
+request=""
+for _ in $(seq 1 100); do
+    request=$(gw approvals list --state pending --json | python3 -c 'import json,sys; a=json.load(sys.stdin).get("approvals", []); print(a[0]["request"]["id"] if a else "")')
+    [ -n "$request" ] && break
+    sleep 0.2
+done
+echo
+echo "$ airlock-gateway approvals list --state pending"
+gw approvals list --state pending
+echo "$ airlock-gateway approvals approve $request --reason \"change 42, reviewed\""
+gw approvals approve "$request" --reason "change 42, reviewed"
+echo "$ airlock-gateway approvals wait $request"
+gw approvals wait "$request" --timeout 60s | head -3
+wait "$held_session" || true
+echo
+echo "demo: the session's own output"
+grep -v "Killed" "$held_out"
+
+echo
 echo "$ airlock-agent status     (the agent's link to the gateway)"
 "$agent" status --socket "$socket" | sed -n '/^gateway:/,$p'
 echo

@@ -9,7 +9,76 @@ use airlock_api::duration::format_duration;
 use airlock_api::v1 as pb;
 use anyhow::Result;
 
-use crate::operator::{print_table, short_time, with_client, ApiTarget};
+use clap::Subcommand;
+
+use crate::operator::{print_table, short_time, with_client, ApiConn, ApiTarget};
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// Requests, newest first.
+    List {
+        /// pending, approved, rejected, expired or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    /// Let the command run: once (the exact command, one run), or with --for, every
+    /// command of its rule in that session for a while.
+    Approve {
+        id: String,
+        /// e.g. 30m, 2h.
+        #[arg(long = "for", value_name = "DURATION", value_parser = airlock_api::duration::parse_duration)]
+        grant_for: Option<std::time::Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+    /// Wait for the decision: exit 0 approved, 1 rejected, expired or cancelled, 2 still pending at --timeout.
+    Wait {
+        id: String,
+        /// e.g. 90s, 10m (default: until decided or expired).
+        #[arg(long, value_parser = airlock_api::duration::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ApiConn,
+    },
+}
+
+pub fn run(command: ApprovalsCommand) -> Result<i32> {
+    match command {
+        ApprovalsCommand::List { state, session, json, conn } => list(&conn.target(), state, session, json),
+        ApprovalsCommand::Show { id, json, conn } => show(&conn.target(), id, json),
+        ApprovalsCommand::Approve { id, grant_for, reason, json, conn } => decide(&conn.target(), DecideArgs { id, approve: true, grant_for, reason, json }),
+        ApprovalsCommand::Reject { id, reason, json, conn } => decide(&conn.target(), DecideArgs { id, approve: false, grant_for: None, reason, json }),
+        ApprovalsCommand::Wait { id, timeout, json, conn } => wait(&conn.target(), id, timeout, json),
+    }
+}
 
 /// `wait`'s exit status while the request is still pending at the timeout.
 pub const STILL_PENDING: i32 = 2;

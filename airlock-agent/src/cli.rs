@@ -10,15 +10,13 @@ use airlock_api::v1 as pb;
 
 use crate::daemon::{self, DaemonOptions};
 use crate::kernel::{BackendChoice, MapSizes};
-use crate::approvals_client::{self, DecideArgs};
+use crate::approvals_client;
 use crate::launch;
-use crate::operator::{self, api_socket, ApiTarget, DecisionsArgs};
-use airlock_api::client::TlsClientFiles;
+use crate::operator::{self, api_socket, ApiConn, DecisionsArgs, DEFAULT_SOCKET};
 use crate::policy::dns::DnsClient;
 use crate::policy::origin::{default_origin, PolicyOrigin};
 use crate::protocol::{call, Request, Response};
 
-const DEFAULT_SOCKET: &str = "/run/airlock/agent.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
 use crate::kernel::pins::DEFAULT_PIN_DIR;
 
@@ -134,66 +132,10 @@ enum Command {
     /// Commands an approval rule holds: list, show, approve, reject, wait (API).
     Approvals {
         #[command(subcommand)]
-        command: ApprovalsCommand,
+        command: approvals_client::ApprovalsCommand,
     },
 }
 
-#[derive(Subcommand)]
-enum ApprovalsCommand {
-    /// Requests, newest first.
-    List {
-        /// pending, approved, rejected, expired or cancelled.
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        session: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        conn: ApiConn,
-    },
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        conn: ApiConn,
-    },
-    /// Let the command run: once (the exact command, one run), or with --for, every
-    /// command of its rule in that session for a while.
-    Approve {
-        id: String,
-        /// e.g. 30m, 2h.
-        #[arg(long = "for", value_name = "DURATION", value_parser = airlock_api::duration::parse_duration)]
-        grant_for: Option<std::time::Duration>,
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        conn: ApiConn,
-    },
-    Reject {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        conn: ApiConn,
-    },
-    /// Wait for the decision: exit 0 approved, 1 rejected, expired or cancelled, 2 still pending at --timeout.
-    Wait {
-        id: String,
-        /// e.g. 90s, 10m (default: until decided or expired).
-        #[arg(long, value_parser = airlock_api::duration::parse_duration)]
-        timeout: Option<std::time::Duration>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        conn: ApiConn,
-    },
-}
 
 #[derive(Subcommand)]
 enum PolicyCommand {
@@ -255,40 +197,6 @@ impl GatewayArgs {
             host_id: self.host_id,
             spool_max_bytes: self.spool_max_mb.saturating_mul(1_000_000),
         }))
-    }
-}
-
-/// How an operator command reaches the API: the local socket, or a daemon's
-/// TCP listener with mutual TLS.
-#[derive(Args, Clone)]
-struct ApiConn {
-    /// The daemon's control socket; the API socket is `api.sock` beside it.
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// The API socket, when it is not beside the control socket.
-    #[arg(long, conflicts_with = "api_url")]
-    api_socket: Option<PathBuf>,
-    /// A daemon's API over TCP (`--api-listen`): https://HOST:PORT, with mutual TLS.
-    #[arg(long, value_name = "URL", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
-    api_url: Option<String>,
-    /// The CA that signed the daemon's certificate (with --api-url).
-    #[arg(long, requires = "api_url")]
-    tls_ca: Option<PathBuf>,
-    /// This client's certificate and key, from a CA the daemon trusts (with --api-url).
-    #[arg(long, requires = "api_url")]
-    tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "api_url")]
-    tls_key: Option<PathBuf>,
-}
-
-impl ApiConn {
-    fn target(&self) -> ApiTarget {
-        match (&self.api_url, &self.tls_ca, &self.tls_cert, &self.tls_key) {
-            (Some(url), Some(ca), Some(cert), Some(key)) => {
-                ApiTarget::Tls { url: url.clone(), files: TlsClientFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() } }
-            }
-            _ => ApiTarget::Unix(api_socket(&self.socket, self.api_socket.clone())),
-        }
     }
 }
 
@@ -579,17 +487,7 @@ fn dispatch(command: Command) -> Result<i32> {
             println!("{role}");
             Ok(0)
         }
-        Command::Approvals { command } => match command {
-            ApprovalsCommand::List { state, session, json, conn } => approvals_client::list(&conn.target(), state, session, json),
-            ApprovalsCommand::Show { id, json, conn } => approvals_client::show(&conn.target(), id, json),
-            ApprovalsCommand::Approve { id, grant_for, reason, json, conn } => {
-                approvals_client::decide(&conn.target(), DecideArgs { id, approve: true, grant_for, reason, json })
-            }
-            ApprovalsCommand::Reject { id, reason, json, conn } => {
-                approvals_client::decide(&conn.target(), DecideArgs { id, approve: false, grant_for: None, reason, json })
-            }
-            ApprovalsCommand::Wait { id, timeout, json, conn } => approvals_client::wait(&conn.target(), id, timeout, json),
-        },
+        Command::Approvals { command } => approvals_client::run(command),
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),
         Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.target()),
         Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.target(), role, json),

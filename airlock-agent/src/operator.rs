@@ -8,6 +8,7 @@ use airlock_api::client::{connect_tls, connect_unix, status_error, Client, TlsCl
 use airlock_api::v1 as pb;
 use airlock_api::v1::decision::Detail;
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use serde_json::Value;
 
 /// Where an operator command reaches the API.
@@ -17,6 +18,43 @@ pub enum ApiTarget {
     Unix(PathBuf),
     /// `https://HOST:PORT` with a client certificate (mutual TLS).
     Tls { url: String, files: TlsClientFiles },
+}
+
+/// The daemon's control socket; the API socket is `api.sock` beside it.
+pub const DEFAULT_SOCKET: &str = "/run/airlock/agent.sock";
+
+/// How an operator command reaches the API: the local socket, or a daemon's
+/// TCP listener with mutual TLS.
+#[derive(Args, Clone)]
+pub struct ApiConn {
+    /// The daemon's control socket; the API socket is `api.sock` beside it.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The API socket, when it is not beside the control socket.
+    #[arg(long, conflicts_with = "api_url")]
+    pub api_socket: Option<PathBuf>,
+    /// A daemon's API over TCP (`--api-listen`): https://HOST:PORT, with mutual TLS.
+    #[arg(long, value_name = "URL", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub api_url: Option<String>,
+    /// The CA that signed the daemon's certificate (with --api-url).
+    #[arg(long, requires = "api_url")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate and key, from a CA the daemon trusts (with --api-url).
+    #[arg(long, requires = "api_url")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "api_url")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ApiConn {
+    pub fn target(&self) -> ApiTarget {
+        match (&self.api_url, &self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(url), Some(ca), Some(cert), Some(key)) => {
+                ApiTarget::Tls { url: url.clone(), files: TlsClientFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() } }
+            }
+            _ => ApiTarget::Unix(api_socket(&self.socket, self.api_socket.clone())),
+        }
+    }
 }
 
 /// Runs one API conversation on a small runtime of its own.

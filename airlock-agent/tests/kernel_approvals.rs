@@ -14,7 +14,7 @@ use support::*;
 
 const POLICY: &str = r#"{ "id": "infra", "name": "Infra", "status": "active",
   "blocked_commands": ["terraform destroy"],
-  "approval_commands": ["terraform apply", "kubectl delete", "terraform destroy"] }"#;
+  "approval_commands": ["terraform apply", "kubectl delete", "terraform destroy", "deploy-tool upgrade"] }"#;
 const ROLE: &str = r#"{ "id": "agent", "name": "Agent", "policies": ["infra"] }"#;
 
 fn start(tag: &str, extra: &[&str]) -> Daemon {
@@ -25,9 +25,9 @@ fn start(tag: &str, extra: &[&str]) -> Daemon {
 fn request_id(output: &str) -> String {
     output
         .lines()
-        .filter_map(|l| l.strip_prefix("airlock: approval_request="))
+        .rev()
+        .find_map(|l| l.strip_prefix("airlock: approval_request="))
         .map(|id| id.trim().to_string())
-        .last()
         .unwrap_or_else(|| panic!("no approval_request line in:\n{output}"))
 }
 
@@ -136,6 +136,21 @@ fn approve_once_lets_exactly_that_command_run_once() {
     assert_eq!(granted[0]["decision"], "allow");
     let held = d.audit().into_iter().filter(|v| v["reason"] == "approval_required" && v["exec"]["approval_request"] == id.as_str()).count();
     assert!(held >= 2, "both held execs name the request in the audit trail");
+}
+
+/// A #! script: the kernel sees the caller's argv first (LSM) and the
+/// interpreter's at the new image; the grant serves both, once.
+#[test]
+fn an_approved_script_runs_once() {
+    let d = start("apr-script", &[]);
+    write_file(&d.work_dir.join("deploy-tool"), &format!("#!/bin/sh\necho {RAN} deploy-tool \"$@\"\n"), 0o755);
+    let mut live = d.live_session("agent");
+    let id = request_id(&held(&mut live, "$WORK/deploy-tool upgrade web"));
+    assert!(approvals(&d, &["approve", &id]).status.success());
+    held(&mut live, "$WORK/deploy-tool upgrade db");
+    let (ran, out) = run(&mut live, "$WORK/deploy-tool upgrade web");
+    assert!(ran, "the approved script did not run:\n{out}\ndaemon log:\n{}", d.log());
+    held(&mut live, "$WORK/deploy-tool upgrade web");
 }
 
 #[test]

@@ -472,15 +472,3 @@ pub struct GrantValue {
 
 unsafe impl Pod for GrantKey {}
 unsafe impl Pod for GrantValue {}
-
-/// FNV-1a of an argv block as the kernel hashes it for a ONCE grant: every
-/// argument followed by its NUL.
-pub fn argv_hash<A: AsRef<[u8]>>(argv: &[A]) -> u64 {
-    let mut h = FNV_OFFSET;
-    for a in argv {
-        for &b in a.as_ref().iter().chain(std::iter::once(&0u8)) {
-            h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-        }
-    }
-    h
-}

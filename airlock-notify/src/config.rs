@@ -17,7 +17,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::retry::RetryPolicy;
-use crate::webhook::Target;
+use crate::target::Target;
 
 /// Where approval notifications go. Nothing configured means no notifier
 /// thread and a [`Notifier::send`](crate::Notifier::send) that does nothing.

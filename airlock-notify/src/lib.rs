@@ -45,6 +45,7 @@ mod config;
 mod email;
 mod retry;
 mod stats;
+mod target;
 pub mod webhook;
 mod worker;
 

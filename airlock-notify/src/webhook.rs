@@ -57,7 +57,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -68,6 +68,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::ResolvedWebhook;
+use crate::target::Target;
 use crate::retry::{Attempt, RetryPolicy};
 use crate::Notification;
 
@@ -80,79 +81,6 @@ pub const DELIVERY_HEADER: &str = "x-airlock-delivery";
 
 /// How much of an error answer's body goes into the log line.
 const ERROR_BODY_LIMIT: usize = 256;
-
-/// A webhook URL taken apart into what the connection needs.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub https: bool,
-    /// For connecting and for the certificate check: an IPv6 literal without brackets.
-    pub host: String,
-    pub port: u16,
-    /// The Host header: host and port as written in the URL.
-    pub authority: String,
-    pub path_and_query: String,
-    /// The URL without its query string (which may carry a token), for logs.
-    pub display: String,
-}
-
-impl Target {
-    pub(crate) fn parse(url: &str) -> Result<Target, String> {
-        if !url.contains("://") {
-            return Err(format!(
-                "{url:?} is not an absolute http:// or https:// URL"
-            ));
-        }
-        let uri: Uri = url
-            .trim()
-            .parse()
-            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            Some(other) => {
-                return Err(format!(
-                    "unsupported scheme {other:?} in {url:?}: use http or https"
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "{url:?} is not an absolute http:// or https:// URL"
-                ))
-            }
-        };
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("{url:?} has no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(format!(
-                "{url:?}: credentials in the URL are not supported (the signature authenticates the request)"
-            ));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let display = format!(
-            "{}://{}{}",
-            if https { "https" } else { "http" },
-            authority,
-            uri.path()
-        );
-        Ok(Target {
-            https,
-            host: host.to_string(),
-            port,
-            authority: authority.as_str().to_string(),
-            path_and_query,
-            display,
-        })
-    }
-}
 
 /// The `X-Airlock-Signature` value for a body sent at unix time `t`.
 pub(crate) fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
@@ -418,22 +346,6 @@ fn is_loopback(host: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn target_takes_the_url_apart() {
-        let t = Target::parse("https://hooks.example.com:8443/a/b?token=x").unwrap();
-        assert!(t.https);
-        assert_eq!((t.host.as_str(), t.port), ("hooks.example.com", 8443));
-        assert_eq!(t.authority, "hooks.example.com:8443");
-        assert_eq!(t.path_and_query, "/a/b?token=x");
-        assert_eq!(t.display, "https://hooks.example.com:8443/a/b");
-
-        let t = Target::parse("http://[::1]/").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.authority.as_str()),
-            ("::1", 80, "[::1]")
-        );
-        assert_eq!(Target::parse("https://h").unwrap().path_and_query, "/");
-    }
 
     #[test]
     fn signature_is_hmac_sha256_of_t_dot_body() {

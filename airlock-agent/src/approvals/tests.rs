@@ -32,7 +32,7 @@ fn decision(argv: &[&str]) -> pb::Decision {
 
 fn hold(approvals: &mut Approvals, argv: &[&str], session: u64, now: i64) -> Opened {
     let d = decision(argv);
-    let held = HeldExec { decision: &d, session, rule_id: 3, argv_hash: airlock_common::abi::argv_hash(argv), exe_identity: 11 };
+    let held = HeldExec { decision: &d, session, rule_id: 3, argv_hash: airlock_common::abi::word_hash(argv.join(" ").as_bytes()), exe_identity: 11 };
     approvals.open(held, now)
 }
 
@@ -71,7 +71,7 @@ fn approving_once_writes_a_grant_for_that_argv_and_a_decision_is_final() {
     let id = new_id(hold(&mut a, &["terraform", "apply"], 1, T0.unix_ns));
     let r = a.decide(&id, &approve(None), true, T0, &map).expect("approve");
     assert_eq!((r.state.as_str(), r.verdict.as_ref().map(|v| v.grant.as_str())), (APPROVED, Some("once")));
-    let key = GrantKey { session_id: 1, kind: GRANT_ONCE, rule_id: 0, argv_hash: airlock_common::abi::argv_hash(&["terraform", "apply"]), exe_identity: 11 };
+    let key = GrantKey { session_id: 1, kind: GRANT_ONCE, rule_id: 0, argv_hash: airlock_common::abi::word_hash(b"terraform apply"), exe_identity: 11 };
     assert_eq!(map.0.borrow().get(&key).map(|v| v.request), Some(parse_request_id(&id).unwrap()));
     let again = a.decide(&id, &Verdict { approve: false, grant_for: None, reason: String::new(), decided_by: "bob".into() }, true, T0, &map);
     assert!(matches!(&again, Err(DecideError::NotPending { state, .. }) if state == APPROVED), "{again:?}");

@@ -258,8 +258,8 @@ struct airlock_exec_event {
 	__u32 filename_len;
 	__u32 exe_len;
 	__u32 cwd_len;
-	/* What a one-shot approval grant is bound to: FNV-1a of the argv bytes
-	 * (NULs included) and the identity of the file the caller asked to run. */
+	/* Approval rules only: what a one-shot grant is bound to (exec.bpf.h,
+	 * grant_binding); 0 on other execs. */
 	__u64 argv_hash;
 	__u64 exe_identity;
 	/* AIRLOCK_FLAG_GRANTED: the grant's request number. */
@@ -430,13 +430,15 @@ struct airlock_guard_event {
 /*
  * Approval grants. A person approved a command an approval rule held; the
  * daemon writes the grant, the exec hooks honour it.
- * - ONCE: the exact argv (argv_hash) of the same file (exe_identity) in the
- *   session, one exec: sched_process_exec deletes it, and of two execs racing
- *   for it only the one whose delete succeeds runs.
+ * - ONCE: the exact arguments (argv_hash) of the same program (exe_identity)
+ *   in the session, one exec: sched_process_exec deletes it, and of two execs
+ *   racing for it only the one whose delete succeeds runs.
  * - RULE: every command the approval rule (rule_id) matches in the session,
  *   until expires_ns.
- * The file's identity is FNV-1a over its device, inode number and size (the
- * file execve was asked to run: a #! script, not its interpreter).
+ * For a program run directly, argv_hash covers all of argv and exe_identity
+ * is FNV-1a over the file's device, inode number and size; for a #! script,
+ * argv_hash covers its arguments and exe_identity is the FNV-1a of the
+ * script's path as execve was given it (exec.bpf.h, grant_binding).
  */
 enum airlock_grant_kind {
 	AIRLOCK_GRANT_ONCE = 1,

@@ -123,17 +123,27 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 }
 
 /*
- * The file execve was asked to run (a #! script, not its interpreter: the
- * kernel keeps it in bprm->executable once an interpreter took over), as
- * FNV-1a of its device, inode number and size. Every exec hook, on every pass,
- * sees the same file, so a grant written from one hook's event serves the others.
+ * What a ONCE grant is bound to, computed alike by every exec hook on every
+ * pass, so that a grant written from one hook's event serves the others:
+ * - a program run directly: all of argv, and the executed file (FNV-1a of its
+ *   device, inode number and size);
+ * - a #! script: its arguments (after argv[0] as the caller wrote it; after
+ *   the script's path in the interpreter's argv the new image gets), and the
+ *   script's path as execve was given it. The kernel keeps no handle on the
+ *   script file once its interpreter took over, so its path names it.
+ * `script` is whether the exec is a script's; `start` the first argument word.
  */
-static __always_inline __u64 exe_identity_of(struct linux_binprm *bprm)
+static __always_inline void grant_binding(struct exec_scratch *s, struct linux_binprm *bprm, bool script,
+					  const struct name_hashes *filename, __u32 start)
 {
-	struct file *file = BPF_CORE_READ(bprm, executable);
-	if (!file)
-		file = BPF_CORE_READ(bprm, file);
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct airlock_exec_event *e = &s->evt;
+	args_hash(s, start);
+	e->argv_hash = s->argv_hash;
+	if (script) {
+		e->exe_identity = filename->hash;
+		return;
+	}
+	struct inode *inode = BPF_CORE_READ(bprm, file, f_inode);
 	__u64 dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	__u64 ino = BPF_CORE_READ(inode, i_ino);
 	__u64 size = BPF_CORE_READ(inode, i_size);
@@ -144,16 +154,17 @@ static __always_inline __u64 exe_identity_of(struct linux_binprm *bprm)
 		h = fnv_step(h, (ino >> (8 * i)) & 0xff);
 		h = fnv_step(h, (size >> (8 * i)) & 0xff);
 	}
-	return h;
+	e->exe_identity = h;
 }
 
 /*
- * An exec an approval rule holds: is there a grant? A ONCE grant (this argv,
- * this file, this session) is consumed when `consume` (sched_process_exec):
- * the hash map's delete is atomic, so of two execs racing for one grant only
- * the one whose delete succeeds runs. The early LSM check only looks: the
- * exec it lets through is judged again, and consumes, at sched_process_exec.
- * Returns AIRLOCK_REASON_NONE when a grant allows the exec.
+ * An exec an approval rule holds: is there a grant? A ONCE grant (these
+ * arguments, this file, this session) is consumed when `consume`
+ * (sched_process_exec): the hash map's delete is atomic, so of two execs
+ * racing for one grant only the one whose delete succeeds runs. The early LSM
+ * check only looks: the exec it lets through is judged again, and consumes,
+ * at sched_process_exec. Needs grant_binding first. Returns
+ * AIRLOCK_REASON_NONE when a grant allows the exec.
  */
 static __always_inline __u32 approval_grant(struct exec_scratch *s, const struct airlock_proc_tag *tag, bool consume)
 {
@@ -183,6 +194,14 @@ static __always_inline __u32 approval_grant(struct exec_scratch *s, const struct
 		return AIRLOCK_REASON_NONE;
 	}
 	return AIRLOCK_REASON_APPROVAL_REQUIRED;
+}
+
+/* A #! script's first bytes (bprm->buf holds the file's head before any handler runs). */
+static __always_inline bool head_is_script(struct linux_binprm *bprm)
+{
+	char head[2] = {};
+	bpf_probe_read_kernel(head, sizeof(head), __builtin_preserve_access_index(&bprm->buf));
+	return head[0] == '#' && head[1] == '!';
 }
 
 /* Event flags for what the identity lookup found. */
@@ -220,7 +239,6 @@ static __always_inline void exec_finish(struct exec_scratch *s, __u32 reason, __
 	e->hdr.decision = decision;
 	e->hdr.reason = reason;
 	e->hdr.rule_id = (reason || (e->hdr.flags & AIRLOCK_FLAG_GRANTED)) ? s->words.rule_id : 0;
-	e->argv_hash = s->argv_hash;
 	e->match_via = via;
 
 	__u64 size = offsetof(struct airlock_exec_event, argv) + (e->argv_len & (AIRLOCK_ARGV_MAX - 1));
@@ -250,7 +268,8 @@ static __always_inline __u32 exec_describe(struct exec_scratch *s, const struct 
 	s->words.nwords = 0;
 	s->words.too_long = 0;
 	s->words.rule_id = 0;
-	e->exe_identity = exe_identity_of(bprm);
+	e->argv_hash = 0;
+	e->exe_identity = 0;
 	e->grant_request = 0;
 	return flags;
 }
@@ -308,7 +327,13 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 	__u32 via = 0;
 	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &id, true, &via);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
-		e->argv_hash = s->argv_hash;
+		/* The #! handler put the script's path after the interpreter (and its optional argument). */
+		__u32 start = 0;
+		if (script) {
+			__u32 idx = word_index(&s->words, script_name.hash);
+			start = idx ? idx + 1 : 1;
+		}
+		grant_binding(s, bprm, script, &script_name, start);
 		reason = approval_grant(s, &tag, true);
 		if (!reason)
 			flags |= AIRLOCK_FLAG_GRANTED;
@@ -443,7 +468,12 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	__u32 via = 0;
 	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &id, direct, &via);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
-		e->argv_hash = s->argv_hash;
+		/* A script's first pass (its own head) or its interpreter's (argv still the caller's). */
+		bool script = !direct || head_is_script(bprm);
+		struct name_hashes filename = {};
+		if (script)
+			name_hash((struct name_buf *)e->filename, &filename);
+		grant_binding(s, bprm, script, &filename, script ? 1 : 0);
 		reason = approval_grant(s, &tag, false);
 	}
 	if (!reason)

@@ -36,7 +36,6 @@ struct tokenize_ctx {
 	__u64 hash;
 	__u64 base_hash;
 	__u64 argv0_base_hash;
-	__u64 all_hash; /* every byte, NULs included */
 };
 
 static long tokenize_step(__u64 i, struct tokenize_ctx *c)
@@ -44,7 +43,6 @@ static long tokenize_step(__u64 i, struct tokenize_ctx *c)
 	if (i >= c->len)
 		return 1;
 	__u8 ch = c->argv[i & ARGV_MASK];
-	c->all_hash = fnv_step(c->all_hash, ch);
 	if (ch == 0) {
 		__u32 n = c->nwords;
 		if (n < AIRLOCK_MAX_WORDS) {
@@ -81,11 +79,9 @@ AIRLOCK_GLOBAL int tokenize(struct exec_scratch *s)
 		.hash = AIRLOCK_FNV_OFFSET,
 		.base_hash = AIRLOCK_FNV_OFFSET,
 		.argv0_base_hash = AIRLOCK_FNV_OFFSET,
-		.all_hash = AIRLOCK_FNV_OFFSET,
 	};
 	bpf_loop(AIRLOCK_ARGV_MAX, tokenize_step, &c, 0);
 	s->argv0_base_hash = c.argv0_base_hash;
-	s->argv_hash = c.all_hash;
 	s->words.nwords = c.nwords;
 	if (c.nwords > AIRLOCK_MAX_WORDS)
 		s->words.too_long = 1;
@@ -276,6 +272,29 @@ AIRLOCK_GLOBAL int judge_operands(__u32 set_id, struct exec_scratch *s)
 			return reason;
 	}
 	return AIRLOCK_REASON_NONE;
+}
+
+/*
+ * The arguments an approval grant is bound to: the hashes of the words from
+ * `start` on, folded in order (their count too), into s->argv_hash. Only
+ * called when no word was lost (a longer argv under an approval rule is
+ * refused before this).
+ */
+AIRLOCK_GLOBAL int args_hash(struct exec_scratch *s, __u32 start)
+{
+	if (!s)
+		return 0;
+	__u64 h = AIRLOCK_FNV_OFFSET;
+	__u32 nwords = s->words.nwords;
+	for (__u32 i = 0; i < AIRLOCK_MAX_WORDS; i++) {
+		if (i >= nwords)
+			break;
+		if (i < start)
+			continue;
+		h = (h ^ s->words.word_hash[i & WORDS_MASK]) * AIRLOCK_FNV_PRIME;
+	}
+	s->argv_hash = (h ^ (nwords > start ? nwords - start : 0)) * AIRLOCK_FNV_PRIME;
+	return 0;
 }
 
 /* Index of the first word after argv[0] whose hash is `hash`, or 0. */

@@ -123,7 +123,7 @@ struct exec_scratch {
 	/* The executed file's first bytes (bprm->buf) and fingerprint. */
 	__u8 head[AIRLOCK_HEAD_LEN];
 	__u64 content_hash;
-	/* FNV-1a of every argv byte (the ONCE grant's argv_hash). */
+	/* The ONCE grant's argument hash (args_hash). */
 	__u64 argv_hash;
 	struct airlock_grant_key grant_key;
 };
