@@ -22,6 +22,21 @@ pub enum Request {
     SetDefaultRole { role: String },
     DefaultRole,
     Reload,
+    // What a governed process may ask about its own session (the session is
+    // the kernel's tag of the calling process, never a parameter).
+    /// The caller's session, role, backend, host and gateway link.
+    SessionSelf,
+    /// The session's last denial, or one of its decisions by id.
+    ExplainDecision { decision_id: Option<u64> },
+    /// What the session may not run or reach, as the kernel enforces it now.
+    EffectivePolicySelf,
+    /// Would this command run? `path` and `cwd` are the caller's, to find the program as its shell would.
+    CheckCommand { argv: Vec<String>, cwd: String, path: String },
+    /// Opens (or returns the pending) approval request for a command before it is run.
+    RequestApproval { argv: Vec<String>, cwd: String, path: String, justification: String },
+    /// One of the session's requests, now (a client that waits asks again:
+    /// the socket serves one connection at a time).
+    ApprovalStatus { id: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,7 +47,55 @@ pub enum Response {
     Sessions { sessions: Vec<SessionInfo> },
     DefaultRole { role: String },
     Reloaded { version: String },
+    SessionSelf(Box<SessionSelf>),
+    Explained(Box<Explanation>),
+    EffectivePolicy(Box<airlock_api::v1::EffectivePolicy>),
+    Checked(Box<CommandCheck>),
+    Approval(Box<airlock_api::v1::ApprovalRequest>),
     Error { message: String },
+}
+
+/// A governed process's own session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionSelf {
+    pub session: SessionInfo,
+    pub backend: String,
+    pub host: String,
+    pub policy_version: String,
+    /// "" without a gateway; else the gateway's URL and whether the link is up.
+    pub gateway: String,
+    pub gateway_connected: bool,
+    /// The session's approval requests that are pending now.
+    pub pending_approvals: Vec<String>,
+}
+
+/// Why the kernel decided what it did, and what the agent may do next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explanation {
+    pub decision: airlock_api::v1::Decision,
+    /// One sentence: what happened and why.
+    pub summary: String,
+    /// What the agent may do next (wait for an approval, ask for one, or stop).
+    pub next_step: String,
+    /// The approval request the decision belongs to, as it stands now.
+    pub approval: Option<airlock_api::v1::ApprovalRequest>,
+}
+
+/// What the kernel would decide for a command, judged by the compiled tables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandCheck {
+    /// "allowed", "blocked" or "needs_approval".
+    pub verdict: String,
+    pub rule: Option<String>,
+    pub policy: Option<String>,
+    /// How the rule found the program: "executable", "argv0", "script".
+    pub matched_by: Option<String>,
+    /// The file the command would run, found as the caller's shell would ("" if not found).
+    pub program: String,
+    /// needs_approval: a pending request for exactly this command, if there is one.
+    pub approval_request: Option<String>,
+    /// What the check cannot see (checks made only at exec time).
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

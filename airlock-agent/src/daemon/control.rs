@@ -93,6 +93,7 @@ impl Agent {
                 let (version, _) = self.reload_now()?;
                 Ok(Response::Reloaded { version })
             }
+            own => self.session_request(peer, own),
         }
     }
 

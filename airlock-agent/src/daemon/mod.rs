@@ -14,6 +14,7 @@ mod events;
 mod gateway_ops;
 mod reload;
 mod revoke;
+mod session_ops;
 mod status;
 mod threads;
 
