@@ -34,20 +34,25 @@ if ! command -v cargo >/dev/null 2>&1; then
     done
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: no Rust toolchain (cargo) found. Airlock needs stable Rust >= 1.85;" >&2
+    echo "setup: no Rust toolchain (cargo) found. Airlock needs stable Rust >= 1.88;" >&2
     echo "       install it with your distribution or organisation's toolchain, then rerun." >&2
     exit 1
 fi
 echo "setup: $(cargo --version)"
 
 # The API tests' second client (a platform team's): Python grpcio and
-# grpcio-tools from PyPI, in a venv under target/ (pinned; made once).
+# grpcio-tools from PyPI; the MCP bridge's client: the official MCP Python SDK.
+# In a venv under target/ (pinned; made once), on Debian's python3 (installed
+# above): the MCP test runs it as nobody inside a governed session, so its
+# interpreter must not live in a private home directory (a pyenv's).
 venv=target/pyvenv
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
-    echo "setup: making $venv with grpcio for the API tests"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1
+if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
+    echo "setup: making $venv with grpcio and mcp for the API and MCP tests"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0
 fi
+chmod -R go+rX "$venv"
 
 # The pseudo file systems the programs use (the daemon mounts them too).
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -134,6 +134,20 @@ enum Command {
         #[command(subcommand)]
         command: approvals_client::ApprovalsCommand,
     },
+    /// An MCP server on stdio for the AI agent of a governed session: explains what Airlock
+    /// holds, checks commands, asks for approvals; it cannot decide any (see docs/agents.md).
+    Mcp {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Inside a governed session: would this command run? Exits 0 allowed, 1 blocked,
+    /// 2 needs approval, 3 when it could not be checked.
+    Check {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 
@@ -356,9 +370,13 @@ impl DecisionsCli {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // The MCP bridge's stderr lands in the AI client's logs: only what needs reading.
+    let default_level = if matches!(cli.command, Command::Mcp { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a log an MCP client keeps.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
 
@@ -488,6 +506,8 @@ fn dispatch(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Approvals { command } => approvals_client::run(command),
+        Command::Mcp { socket } => crate::mcp::serve(socket).map(|()| 0),
+        Command::Check { socket, command } => Ok(crate::mcp::session::check_cli(&socket, command)),
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),
         Command::Policy { command: PolicyCommand::Reload { conn } } => operator::policy_reload(&conn.target()),
         Command::Policy { command: PolicyCommand::Show { role, json, conn } } => operator::policy_show(&conn.target(), role, json),

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod install;
 pub mod kernel;
 pub mod launch;
+pub mod mcp;
 pub mod notify;
 pub mod operator;
 pub mod pipeline;

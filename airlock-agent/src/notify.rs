@@ -14,6 +14,9 @@ use crate::approvals::Opened;
 const INSTRUCTION: &str =
     "Stop. Do not retry this command, call the real binary, change PATH, use sudo, or try to bypass Airlock.";
 
+/// The last line of every message: an agent without the MCP bridge learns it exists.
+const MCP_LINE: &str = "airlock: mcp=explain_decision, check_command, request_approval, approval_status (airlock-agent mcp)\n";
+
 /// The message for one denied exec.
 pub fn block_message(record: &Decision) -> String {
     let command = record.rule.clone().unwrap_or_else(|| record.argv.join(" "));
@@ -23,7 +26,8 @@ pub fn block_message(record: &Decision) -> String {
          airlock: command={command}\n\
          airlock: rule={rule}\n\
          airlock: result=blocked; the real executable was not run.\n\
-         airlock: ai_instruction={INSTRUCTION}\n"
+         airlock: ai_instruction={INSTRUCTION}\n\
+         {MCP_LINE}"
     )
 }
 
@@ -40,7 +44,8 @@ pub fn approval_message(record: &Decision, opened: &Opened) -> String {
                  airlock: command={command}\n\
                  airlock: rule={rule}\n\
                  airlock: result=held; the command did not run. A person must approve it (airlock-agent approvals approve {id}).\n\
-                 airlock: ai_instruction=Do not run this command another way and do not change it. Tell the user that approval request {id} is waiting, wait for the decision (airlock-agent approvals wait {id} reports it), and once it is approved run exactly the same command again, unchanged. If it is rejected or expires, do not run it.\n"
+                 airlock: ai_instruction=Do not run this command another way and do not change it. Tell the user that approval request {id} is waiting, wait for the decision (airlock-agent approvals wait {id} reports it), and once it is approved run exactly the same command again, unchanged. If it is rejected or expires, do not run it.\n\
+                 {MCP_LINE}"
             )
         }
         Opened::Flood { pending } => format!(
@@ -48,7 +53,8 @@ pub fn approval_message(record: &Decision, opened: &Opened) -> String {
              airlock: command={command}\n\
              airlock: rule={rule}\n\
              airlock: result=refused; this session already has {pending} approval requests waiting, so no new request was opened.\n\
-             airlock: ai_instruction=Stop. Do not retry. Wait until the pending approval requests are decided.\n"
+             airlock: ai_instruction=Stop. Do not retry. Wait until the pending approval requests are decided.\n\
+             {MCP_LINE}"
         ),
     }
 }
@@ -76,6 +82,22 @@ pub fn tell(pids: &[u32], session_of: impl Fn(u32) -> Option<u64>, session: u64,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_message_ends_by_naming_the_mcp_tools() {
+        let record = Decision { argv: vec!["terraform".into(), "apply".into()], rule: Some("terraform apply".into()), ..Default::default() };
+        let request = airlock_api::v1::ApprovalRequest { id: "apr-00000000deadbeef".into(), ..Default::default() };
+        let messages = [
+            block_message(&record),
+            approval_message(&record, &Opened::New(request.clone())),
+            approval_message(&record, &Opened::Reused(request)),
+            approval_message(&record, &Opened::Flood { pending: 5 }),
+        ];
+        for m in messages {
+            assert!(m.ends_with("\nairlock: mcp=explain_decision, check_command, request_approval, approval_status (airlock-agent mcp)\n"), "{m}");
+            assert!(m.lines().all(|l| l.starts_with("airlock: ")), "{m}");
+        }
+    }
 
     #[test]
     fn a_message_reaches_a_process_stderr_and_only_in_its_session() {

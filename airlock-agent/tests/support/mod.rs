@@ -625,11 +625,32 @@ impl Daemon {
 
 /// The Python with grpcio and grpcio-tools that scripts/setup.sh makes, or why there is none.
 pub fn python() -> Result<PathBuf, String> {
+    venv_python("import grpc, grpc_tools")
+}
+
+/// The venv's Python with the official MCP SDK (`mcp`) that scripts/setup.sh
+/// installs. Without it the test prints `skipped: ...` and is reported
+/// skipped, unless AIRLOCK_REQUIRE_PYTHON_MCP=1 (scripts/test.sh): then it fails.
+pub fn python_mcp() -> PathBuf {
+    match venv_python("import mcp") {
+        Ok(python) => python,
+        Err(why) if std::env::var("AIRLOCK_REQUIRE_PYTHON_MCP").as_deref() == Ok("1") => {
+            panic!("AIRLOCK_REQUIRE_PYTHON_MCP=1 but there is no Python with the MCP SDK ({why}): run scripts/setup.sh (it installs mcp from PyPI into target/pyvenv)")
+        }
+        Err(why) => {
+            println!("skipped: no Python with the MCP SDK ({why}); scripts/setup.sh installs it");
+            harness::skip(format!("no Python with the MCP SDK: {why}"))
+        }
+    }
+}
+
+/// AIRLOCK_TEST_PYTHON, else target/pyvenv's Python, if `imports` succeeds in it.
+fn venv_python(imports: &str) -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("AIRLOCK_TEST_PYTHON") {
         return Ok(PathBuf::from(p));
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python");
-    let out = Command::new(&venv).args(["-c", "import grpc, grpc_tools"]).output().map_err(|e| format!("{}: {e}", venv.display()))?;
+    let out = Command::new(&venv).args(["-c", imports]).output().map_err(|e| format!("{}: {e}", venv.display()))?;
     if out.status.success() {
         Ok(venv)
     } else {
