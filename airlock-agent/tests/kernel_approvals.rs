@@ -346,3 +346,35 @@ fn approvers_are_notified_by_a_signed_webhook() {
     let err = stderr(&bad);
     assert!(!bad.status.success() && err.contains("bad.toml") && err.contains("webhooks[0].url"), "{err}");
 }
+
+/// A governed process asks before it runs the command; the exec that follows
+/// the approval finds the same request (the binding is computed alike in
+/// user space and in the kernel), for a program and for a #! script.
+#[test]
+fn an_approval_asked_for_before_the_command_serves_its_exec() {
+    let d = start("apr-ask", &[]);
+    write_file(&d.work_dir.join("deploy-tool"), &format!("#!/bin/sh\necho {RAN} deploy-tool \"$@\"\n"), 0o755);
+    let mut live = d.live_session("agent");
+    let socket = d.socket.display().to_string();
+    for command in ["terraform apply -target=module.db", "$WORK/deploy-tool upgrade api"] {
+        let (out, rc) = live.run(&format!("{AGENT} approvals request --socket {socket} --json --justification 'ticket 7' -- {command}"));
+        assert_eq!(rc, 0, "approvals request {command}: {out}");
+        let asked: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+        let id = asked["id"].as_str().expect("an id").to_string();
+        assert_eq!((asked["state"].as_str(), asked["justification"].as_str()), (Some("pending"), Some("ticket 7")));
+        // Running it before the decision finds the same request.
+        let out = held(&mut live, command);
+        assert_eq!(request_id(&out), id, "the held exec of {command:?} opened another request");
+        assert!(approvals(&d, &["approve", &id]).status.success());
+        let (ran, out) = run(&mut live, command);
+        assert!(ran, "{command:?} approved before it ran did not run:\n{out}");
+    }
+    // Only what an approval rule names can be asked for.
+    let (out, rc) = live.run(&format!("{AGENT} approvals request --socket {socket} -- terraform plan"));
+    assert!(rc != 0 && out.contains("needs no approval"), "{out}");
+    let (out, rc) = live.run(&format!("{AGENT} approvals request --socket {socket} -- terraform destroy"));
+    assert!(rc != 0 && out.contains("no approval can let it run"), "{out}");
+    // Outside a session there is nothing to ask for.
+    let outside = std::process::Command::new(AGENT).args(["approvals", "request", "--socket", &socket, "--", "terraform", "apply"]).output().expect("run");
+    assert!(!outside.status.success() && stderr(&outside).contains("not in a governed session"), "{}", stderr(&outside));
+}
