@@ -356,6 +356,15 @@ impl DecisionsCli {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // A client command piped into `head` ends quietly, as any Unix tool does,
+    // and `launch` hands the agent's command the default disposition rather than
+    // Rust's ignored SIGPIPE. Never the daemon: a peer closing a socket would kill it.
+    if !matches!(cli.command, Command::Run { .. }) {
+        // SAFETY: restoring the default disposition of a signal, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
