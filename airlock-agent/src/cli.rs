@@ -475,7 +475,7 @@ fn dispatch(command: Command) -> Result<i32> {
         Command::Install(args) => crate::install::install(&args),
         Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Launch { .. } => unreachable!("handled before dispatch"),
-        Command::Status { conn, json } => operator::status(&conn.target(), json),
+        Command::Status { conn, json } => operator::status(&conn.target(), &conn.socket, json),
         Command::Sessions { command, list } => match command {
             None => operator::sessions_list(&list.conn.target(), list.state, list.json),
             Some(SessionsCommand::List(l)) => operator::sessions_list(&l.conn.target(), l.state, l.json),
