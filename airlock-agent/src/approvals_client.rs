@@ -15,6 +15,21 @@ use crate::operator::{print_table, short_time, with_client, ApiConn, ApiTarget};
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
+    /// From inside a governed session: ask for approval of a command before running it.
+    /// Prints the request's id; once it is approved, run exactly the same command.
+    Request {
+        /// Why the command is needed, for the approver.
+        #[arg(long, default_value = "")]
+        justification: String,
+        /// The daemon's launch socket.
+        #[arg(long, default_value = crate::operator::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// The command, program first (after `--`).
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Requests, newest first.
     List {
         /// pending, approved, rejected, expired or cancelled.
@@ -72,6 +87,7 @@ pub enum ApprovalsCommand {
 
 pub fn run(command: ApprovalsCommand) -> Result<i32> {
     match command {
+        ApprovalsCommand::Request { justification, socket, json, argv } => request(&socket, argv, justification, json),
         ApprovalsCommand::List { state, session, json, conn } => list(&conn.target(), state, session, json),
         ApprovalsCommand::Show { id, json, conn } => show(&conn.target(), id, json),
         ApprovalsCommand::Approve { id, grant_for, reason, json, conn } => decide(&conn.target(), DecideArgs { id, approve: true, grant_for, reason, json }),
@@ -145,6 +161,19 @@ pub fn wait(api: &ApiTarget, id: String, timeout: Option<Duration>, json: bool) 
     })
 }
 
+/// A governed process's own request, over the launch socket (it has no API access).
+fn request(socket: &std::path::Path, argv: Vec<String>, justification: String, json: bool) -> Result<i32> {
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    let path = std::env::var("PATH").unwrap_or_default();
+    let ask = crate::protocol::Request::RequestApproval { argv, cwd, path, justification };
+    let crate::protocol::Response::Approval(r) = crate::protocol::call(socket, &ask)? else { anyhow::bail!("unexpected answer from the daemon") };
+    print_request(&r, json)?;
+    if !json {
+        println!("once it is approved, run exactly the same command again, unchanged");
+    }
+    Ok(0)
+}
+
 fn print_request(r: &pb::ApprovalRequest, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
@@ -159,6 +188,9 @@ fn print_request(r: &pb::ApprovalRequest, json: bool) -> Result<()> {
     println!("  cwd:      {}", r.cwd);
     println!("  created:  {}; expires {}", time(r.created_unix_nanos), time(r.expires_unix_nanos));
     println!("  attempts: {}", r.attempts);
+    if !r.justification.is_empty() {
+        println!("  why:      {}", r.justification);
+    }
     if let Some(v) = &r.verdict {
         println!("  decided:  {} by {}{}", time(v.decided_unix_nanos), v.decided_by, if v.reason.is_empty() { String::new() } else { format!(": {}", v.reason) });
         match v.grant.as_str() {

@@ -370,6 +370,17 @@ impl DecisionsCli {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // A client command piped into `head` ends quietly, as any Unix tool does,
+    // and `launch` hands the agent's command the default disposition rather than
+    // Rust's ignored SIGPIPE. Never the daemon: a peer closing a socket would kill it.
+    // Nor the MCP bridge and `check`: a daemon gone mid-request is an answer they
+    // report (an error result, exit 3), not a death by signal.
+    if !matches!(cli.command, Command::Run { .. } | Command::Mcp { .. } | Command::Check { .. }) {
+        // SAFETY: restoring the default disposition of a signal, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The MCP bridge's stderr lands in the AI client's logs: only what needs reading.
     let default_level = if matches!(cli.command, Command::Mcp { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -484,7 +495,7 @@ fn dispatch(command: Command) -> Result<i32> {
         Command::Install(args) => crate::install::install(&args),
         Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Launch { .. } => unreachable!("handled before dispatch"),
-        Command::Status { conn, json } => operator::status(&conn.target(), json),
+        Command::Status { conn, json } => operator::status(&conn.target(), &conn.socket, json),
         Command::Sessions { command, list } => match command {
             None => operator::sessions_list(&list.conn.target(), list.state, list.json),
             Some(SessionsCommand::List(l)) => operator::sessions_list(&l.conn.target(), l.state, l.json),

@@ -71,12 +71,49 @@ pub fn with_client<T>(target: &ApiTarget, f: impl AsyncFnOnce(Client) -> Result<
 
 // ---- status ------------------------------------------------------------------
 
-pub fn status(api: &ApiTarget, json: bool) -> Result<i32> {
+pub fn status(api: &ApiTarget, launch_socket: &Path, json: bool) -> Result<i32> {
+    if let ApiTarget::Unix(socket) = api {
+        // The API is root's and the `airlock` group's; anyone else asks the launch socket,
+        // which answers about the caller's own sessions only.
+        if nix::unistd::access(socket.as_path(), nix::unistd::AccessFlags::W_OK) == Err(nix::errno::Errno::EACCES) {
+            return own_status(launch_socket, json);
+        }
+    }
     let r = with_client(api, async |mut c| Ok(c.status(pb::StatusRequest {}).await.map_err(status_error)?.into_inner()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status_json(&r)?)?);
     } else {
         print_status(&r);
+    }
+    Ok(0)
+}
+
+/// `status` for a caller without API access: the daemon, and the caller's own sessions.
+fn own_status(launch_socket: &Path, json: bool) -> Result<i32> {
+    use crate::protocol::{call, Request, Response};
+    let Response::Status(report) = call(launch_socket, &Request::Status)? else { bail!("unexpected answer from the daemon") };
+    let own = match call(launch_socket, &Request::SessionSelf) {
+        Ok(Response::SessionSelf(s)) => Some(s),
+        _ => None,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "status": report, "this_session": own }))?);
+        return Ok(0);
+    }
+    println!("airlock-agent {} (pid {}), backend {}", report.version, report.pid, report.backend);
+    println!("policy {} (generation {}, {})", report.policy.version, report.policy.generation, report.policy.source);
+    println!("(not root nor in the airlock group: the daemon shows you your own sessions only)");
+    if let Some(s) = &own {
+        let gateway = if s.gateway.is_empty() { "none".to_string() } else { format!("{} ({})", s.gateway, if s.gateway_connected { "connected" } else { "not connected" }) };
+        println!("this process is governed: session {} (role {}), host {}, gateway {}", s.session.id, s.session.role, s.host, gateway);
+        if !s.pending_approvals.is_empty() {
+            println!("  approval requests pending: {}", s.pending_approvals.join(", "));
+        }
+    }
+    let rows: Vec<Vec<String>> = report.sessions.iter().map(|s| vec![s.id.clone(), s.role.clone(), format!("{:?}", s.state).to_lowercase(), s.started_at.clone(), s.command.join(" ")]).collect();
+    println!("your sessions ({}):", rows.len());
+    if !rows.is_empty() {
+        print_table(&["SESSION", "ROLE", "STATE", "STARTED", "COMMAND"], &rows, &[]);
     }
     Ok(0)
 }

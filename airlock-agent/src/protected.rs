@@ -204,7 +204,7 @@ fn identity(file: &Path) -> Option<InodeKey> {
 }
 
 /// (device, inode) in the kernel's encoding of the device: major << 20 | minor.
-fn kernel_identity(dev: u64, ino: u64) -> InodeKey {
+pub(crate) fn kernel_identity(dev: u64, ino: u64) -> InodeKey {
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     InodeKey { dev: (major << 20) | (minor & 0xfffff), pad: 0, ino }
 }

@@ -708,6 +708,29 @@ fn a_python_grpcio_client_uses_the_api() {
     }
 }
 
+/// A developer (not root, not in the airlock group) inside a governed session
+/// asks `status`: the daemon answers over the launch socket, about the
+/// caller's own sessions only.
+fn a_developer_without_api_access_sees_only_their_own_sessions() {
+    let d = daemon("own-status");
+    let root_session = d.live_session("agent");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .arg(AGENT)
+        .args(["launch", "--socket"])
+        .arg(&d.socket)
+        .args(["--role", "agent", "--", AGENT, "status", "--socket"])
+        .arg(&d.socket)
+        .current_dir("/")
+        .output()
+        .expect("launch status as nobody");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "status as nobody failed: {text}");
+    assert!(text.contains("this process is governed: session") && text.contains("your sessions (1)"), "{text}");
+    assert!(!text.contains(&root_session.session_id), "nobody saw root's session: {text}");
+    assert!(!text.to_lowercase().contains("permission denied"), "{text}");
+}
+
 kernel_tests!(
     every_decision_kind_reaches_the_audit_trail_the_store_and_the_api_whole,
     the_api_reports_sessions_decisions_and_policy,
@@ -717,4 +740,5 @@ kernel_tests!(
     tcp_requires_a_client_certificate_from_the_configured_ca,
     plain_tcp_needs_the_explicit_insecure_flag,
     a_python_grpcio_client_uses_the_api,
+    a_developer_without_api_access_sees_only_their_own_sessions,
 );

@@ -3,6 +3,9 @@
 //! with the CLI, and the kernel lets exactly that command through once (or
 //! the rule's commands for a while).
 
+// A test missing from the kernel_tests! list at the bottom would never run.
+#![deny(dead_code)]
+
 mod support;
 
 use std::process::Output;
@@ -91,7 +94,6 @@ fn audit_events(d: &Daemon, id: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn approve_once_lets_exactly_that_command_run_once() {
     let d = start("apr-once", &[]);
     let mut live = d.live_session("agent");
@@ -140,7 +142,6 @@ fn approve_once_lets_exactly_that_command_run_once() {
 
 /// A #! script: the kernel sees the caller's argv first (LSM) and the
 /// interpreter's at the new image; the grant serves both, once.
-#[test]
 fn an_approved_script_runs_once() {
     let d = start("apr-script", &[]);
     write_file(&d.work_dir.join("deploy-tool"), &format!("#!/bin/sh\necho {RAN} deploy-tool \"$@\"\n"), 0o755);
@@ -153,7 +154,6 @@ fn an_approved_script_runs_once() {
     held(&mut live, "$WORK/deploy-tool upgrade web");
 }
 
-#[test]
 fn reject_expiry_blocks_and_bad_input() {
     let d = start("apr-reject", &["--approval-ttl", "3s"]);
     let mut live = d.live_session("agent");
@@ -197,7 +197,6 @@ fn reject_expiry_blocks_and_bad_input() {
     assert_eq!(pending.status.code(), Some(2), "{}", stdout(&pending));
 }
 
-#[test]
 fn a_grant_for_a_while_serves_the_rule_and_ends_with_the_session() {
     let d = start("apr-timed", &[]);
     let mut live = d.live_session("agent");
@@ -227,7 +226,6 @@ fn a_grant_for_a_while_serves_the_rule_and_ends_with_the_session() {
     }
 }
 
-#[test]
 fn a_governed_process_cannot_approve_and_a_flood_is_capped() {
     let d = start("apr-self", &["--approval-max-pending", "2"]);
     let mut live = d.live_session("agent");
@@ -277,7 +275,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-#[test]
 fn racing_execs_on_one_grant_run_exactly_once() {
     let d = start("apr-race", &[]);
     let racer = compile_c(&d.work_dir, "racer", RACER);
@@ -298,7 +295,6 @@ fn racing_execs_on_one_grant_run_exactly_once() {
     }
 }
 
-#[test]
 fn requests_survive_a_daemon_restart() {
     let mut d = start("apr-restart", &[]);
     let mut live = d.live_session("agent");
@@ -313,7 +309,6 @@ fn requests_survive_a_daemon_restart() {
     assert!(ran, "the request approved after a restart did not let the command run:\n{out}");
 }
 
-#[test]
 fn approvers_are_notified_by_a_signed_webhook() {
     let (url, posts) = webhook_receiver();
     let dir = TempDir::new("apr-notify-config");
@@ -346,3 +341,46 @@ fn approvers_are_notified_by_a_signed_webhook() {
     let err = stderr(&bad);
     assert!(!bad.status.success() && err.contains("bad.toml") && err.contains("webhooks[0].url"), "{err}");
 }
+
+/// A governed process asks before it runs the command; the exec that follows
+/// the approval finds the same request (the binding is computed alike in
+/// user space and in the kernel), for a program and for a #! script.
+fn an_approval_asked_for_before_the_command_serves_its_exec() {
+    let d = start("apr-ask", &[]);
+    write_file(&d.work_dir.join("deploy-tool"), &format!("#!/bin/sh\necho {RAN} deploy-tool \"$@\"\n"), 0o755);
+    let mut live = d.live_session("agent");
+    let socket = d.socket.display().to_string();
+    for command in ["terraform apply -target=module.db", "$WORK/deploy-tool upgrade api"] {
+        let (out, rc) = live.run(&format!("{AGENT} approvals request --socket {socket} --json --justification 'ticket 7' -- {command}"));
+        assert_eq!(rc, 0, "approvals request {command}: {out}");
+        let asked: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+        let id = asked["id"].as_str().expect("an id").to_string();
+        assert_eq!((asked["state"].as_str(), asked["justification"].as_str()), (Some("pending"), Some("ticket 7")));
+        // Running it before the decision finds the same request.
+        let out = held(&mut live, command);
+        assert_eq!(request_id(&out), id, "the held exec of {command:?} opened another request");
+        assert!(approvals(&d, &["approve", &id]).status.success());
+        let (ran, out) = run(&mut live, command);
+        assert!(ran, "{command:?} approved before it ran did not run:\n{out}");
+    }
+    // Only what an approval rule names can be asked for.
+    let (out, rc) = live.run(&format!("{AGENT} approvals request --socket {socket} -- terraform plan"));
+    assert!(rc != 0 && out.contains("needs no approval"), "{out}");
+    let (out, rc) = live.run(&format!("{AGENT} approvals request --socket {socket} -- terraform destroy"));
+    assert!(rc != 0 && out.contains("no approval can let it run"), "{out}");
+    // Outside a session there is nothing to ask for.
+    let outside = std::process::Command::new(AGENT).args(["approvals", "request", "--socket", &socket, "--", "terraform", "apply"]).output().expect("run");
+    assert!(!outside.status.success() && stderr(&outside).contains("not in a governed session"), "{}", stderr(&outside));
+}
+
+kernel_tests!(
+    approve_once_lets_exactly_that_command_run_once,
+    an_approved_script_runs_once,
+    reject_expiry_blocks_and_bad_input,
+    a_grant_for_a_while_serves_the_rule_and_ends_with_the_session,
+    a_governed_process_cannot_approve_and_a_flood_is_capped,
+    racing_execs_on_one_grant_run_exactly_once,
+    requests_survive_a_daemon_restart,
+    approvers_are_notified_by_a_signed_webhook,
+    an_approval_asked_for_before_the_command_serves_its_exec,
+);

@@ -45,6 +45,7 @@ fn opened(n: u64) -> ApprovalRequest {
         attempts: 1,
         decision_id: n,
         verdict: None,
+        justification: String::new(),
     }
 }
 

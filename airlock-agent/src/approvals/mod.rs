@@ -12,6 +12,7 @@
 //! A pending request expires (a rejection) after its time to live; a session
 //! that ends cancels its pending requests and loses its grants.
 
+pub mod binding;
 pub mod id;
 pub mod notify;
 mod persist;
@@ -219,6 +220,7 @@ impl Approvals {
             attempts: 1,
             decision_id: d.id,
             verdict: None,
+            justification: String::new(),
         };
         self.entries.insert(
             number,
@@ -397,6 +399,24 @@ impl Approvals {
     pub fn get(&self, id: &str) -> Option<pb::ApprovalRequest> {
         let number = parse_request_id(id).ok()?;
         self.entries.get(&number).map(|e| e.request.clone())
+    }
+
+    /// The pending request of a session for a binding, if there is one.
+    pub fn pending_for(&self, session: u64, argv_hash: u64, exe_identity: u64) -> Option<String> {
+        self.entries
+            .values()
+            .find(|e| e.request.state == PENDING && e.session == session && e.argv_hash == argv_hash && e.exe_identity == exe_identity)
+            .map(|e| e.request.id.clone())
+    }
+
+    /// Records why the agent asked (a request opened before the command ran).
+    pub fn set_justification(&mut self, id: &str, justification: &str) -> Option<pb::ApprovalRequest> {
+        let number = parse_request_id(id).ok()?;
+        let entry = self.entries.get_mut(&number)?;
+        entry.request.justification = justification.to_string();
+        let request = entry.request.clone();
+        self.save();
+        Some(request)
     }
 
     /// The id of the decision that opened the request, once it is recorded.

@@ -61,6 +61,9 @@ pub struct Agent {
     pub approvals: Mutex<Approvals>,
     /// Webhooks and email for approvers (disabled when none is configured).
     pub notifier: airlock_notify::Notifier,
+    /// Each session's latest denial, for a governed process asking why (the
+    /// store writes in batches; this answers at once).
+    pub last_denials: Mutex<std::collections::HashMap<String, airlock_api::v1::Decision>>,
 }
 
 /// What `status` shows of the gateway link.

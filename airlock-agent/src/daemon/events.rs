@@ -15,6 +15,9 @@ use super::agent::{lock, Agent};
 use crate::events::decode::decode;
 use crate::events::enrich::{host_name, Enricher};
 
+/// Sessions whose latest denial is kept in memory.
+const MAX_REMEMBERED_DENIALS: usize = 4096;
+
 /// How often the ring buffer is drained when the kernel does not wake us.
 const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
@@ -101,6 +104,14 @@ impl Agent {
             tracing::debug!(pid = decision.pid, told = ?told, "block message");
         }
         let record = lock(&self.pipeline).emit(decision);
+        if record.decision.decision == DENY && !record.decision.session_id.is_empty() {
+            let mut last = lock(&self.last_denials);
+            if last.len() >= MAX_REMEMBERED_DENIALS {
+                // Sessions come and go; forgetting costs only a store query.
+                last.clear();
+            }
+            last.insert(record.decision.session_id.clone(), record.decision.clone());
+        }
         if let Some(opened) = &held {
             self.approval_opened(opened, &record.decision);
         }

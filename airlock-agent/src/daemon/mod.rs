@@ -162,6 +162,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         gateway,
         approvals: Mutex::new(Approvals::persistent(opts.approvals, approvals_file)),
         notifier,
+        last_denials: Mutex::new(Default::default()),
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they
