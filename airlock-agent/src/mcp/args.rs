@@ -16,7 +16,7 @@ use serde_json::json;
 
 /// At most this many words in an argv.
 pub const MAX_ARGV_WORDS: usize = 256;
-/// At most this many bytes in all an argv's words together.
+/// At most this many bytes in all an argv's words together (each with its NUL).
 pub const MAX_ARGV_BYTES: usize = 64 * 1024;
 pub const MAX_JUSTIFICATION_BYTES: usize = 4 * 1024;
 pub const MAX_WAIT_SECONDS: u64 = 300;
@@ -148,7 +148,8 @@ fn check_argv(argv: &[String]) -> Result<(), ErrorData> {
     if argv.len() > MAX_ARGV_WORDS {
         return Err(invalid(Some("argv"), format!("argv: {} words, more than the {MAX_ARGV_WORDS} allowed", argv.len())));
     }
-    let bytes: usize = argv.iter().map(String::len).sum();
+    // Counted as execve counts them, each word with its NUL, as the daemon does.
+    let bytes: usize = argv.iter().map(|w| w.len() + 1).sum();
     if bytes > MAX_ARGV_BYTES {
         return Err(invalid(Some("argv"), format!("argv: {bytes} bytes in all, more than the {MAX_ARGV_BYTES} allowed")));
     }

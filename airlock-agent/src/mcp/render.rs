@@ -9,7 +9,7 @@ use airlock_api::v1 as pb;
 use crate::approvals::{APPROVED, CANCELLED, EXPIRED, PENDING, REJECTED};
 use crate::protocol::{CommandCheck, Explanation, SessionSelf};
 
-/// Said with every verdict of `check_command`: it is a prediction.
+/// Said with a verdict that comes without the daemon's own note: it is a prediction.
 const PREDICTION: &str = "This is a prediction from the policy tables. The kernel decides again when the command is run, \
 and its checks made only at exec time (the identity and content of the file that actually runs, a script's interpreter) can still decide otherwise.";
 
@@ -64,7 +64,7 @@ pub fn policy_text(p: &pb::EffectivePolicy) -> String {
             let _ = writeln!(t, "  {} [{}]", r.command.join(" "), r.policy);
         }
     };
-    rules(&mut t, "blocked commands (never run, with any arguments after these words)", &p.blocked_commands);
+    rules(&mut t, "blocked commands, whatever arguments follow", &p.blocked_commands);
     rules(&mut t, "commands that need a person's approval (request_approval)", &p.approval_commands);
     let ports = |ports: &[u32]| if ports.is_empty() { "any port".to_string() } else { format!("port {}", ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",")) };
     let denied_hosts: Vec<&pb::HostnameRule> = p.hostname_rules.iter().filter(|h| !h.allow).collect();
@@ -121,10 +121,8 @@ pub fn check_text(argv: &[String], c: &CommandCheck) -> String {
         let _ = writeln!(t, "matched by: {how}");
     }
     let _ = writeln!(t, "program: {}", if c.program.is_empty() { "(not found in PATH)" } else { &c.program });
-    let _ = write!(t, "note: {PREDICTION}");
-    if !c.note.is_empty() {
-        let _ = write!(t, " {}", c.note);
-    }
+    // The daemon's note says what it could not judge; without one, say it anyway.
+    let _ = write!(t, "note: {}", if c.note.is_empty() { PREDICTION } else { &c.note });
     t
 }
 
@@ -204,9 +202,9 @@ mod tests {
         let argv = vec!["terraform".to_string(), "apply".to_string()];
         let t = check_text(&argv, &check("needs_approval", "exec identity is checked at exec"));
         assert!(t.starts_with("needs_approval: rule \"terraform apply\" of policy infra"), "{t}");
-        assert!(t.contains("request_approval") && t.contains("exec time") && t.ends_with("exec identity is checked at exec"), "{t}");
+        assert!(t.contains("request_approval") && t.ends_with("note: exec identity is checked at exec"), "{t}");
         assert!(check_text(&argv, &check("blocked", "")).contains("Do not run it"));
-        assert!(check_text(&argv, &check("allowed", "")).contains("can still decide otherwise"));
+        assert!(check_text(&argv, &check("allowed", "")).contains("only at exec time"));
     }
 
     #[test]
