@@ -169,11 +169,10 @@ fn reject_expiry_blocks_and_bad_input() {
     // Expiry is a rejection: wait returns 1, and approving afterwards is refused.
     let out = held(&mut live, "terraform apply -target=x");
     let id = request_id(&out);
-    let started = Instant::now();
+    // Exit 1 with "expired" (not 2, still pending at the timeout): expiry ended the wait.
     let wait = approvals(&d, &["wait", &id, "--timeout", "60s"]);
     assert_eq!(wait.status.code(), Some(1), "wait on an expiring request: {}{}", stdout(&wait), stderr(&wait));
     assert!(stdout(&wait).contains("expired"), "{}", stdout(&wait));
-    assert!(started.elapsed() < seconds(60), "the request did not expire before the wait's own timeout");
     let late = approvals(&d, &["approve", &id]);
     assert!(!late.status.success() && stderr(&late).contains("expired"), "approving an expired request: {}", stderr(&late));
     assert!(audit_events(&d, &id).contains(&"expired".to_string()));
