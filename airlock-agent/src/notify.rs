@@ -19,6 +19,10 @@ const MCP_LINE: &str = "airlock: mcp=explain_decision, check_command, request_ap
 
 /// The message for one denied exec.
 pub fn block_message(record: &Decision) -> String {
+    match record.reason.as_str() {
+        "rate_limited" | "outside_time_window" => return limit_message(record),
+        _ => {}
+    }
     let command = record.rule.clone().unwrap_or_else(|| record.argv.join(" "));
     let rule = record.policy.clone().unwrap_or_else(|| record.reason.clone());
     format!(
@@ -27,6 +31,35 @@ pub fn block_message(record: &Decision) -> String {
          airlock: rule={rule}\n\
          airlock: result=blocked; the real executable was not run.\n\
          airlock: ai_instruction={INSTRUCTION}\n\
+         {MCP_LINE}"
+    )
+}
+
+/// The message for an exec a rate limit or a closed time window refused: the
+/// command is allowed, just not now.
+fn limit_message(record: &Decision) -> String {
+    let command = record.argv.join(" ");
+    let limit = record.rule.clone().unwrap_or_default();
+    let policy = record.policy.clone().unwrap_or_default();
+    let (title, why, instruction) = if record.reason == "rate_limited" {
+        (
+            "RATE LIMITED",
+            "this session has run commands this limit counts faster than it allows",
+            "Stop. Do not retry in a loop or run it another way. Tell the user that the session reached its rate limit; it refills with time.",
+        )
+    } else {
+        (
+            "OUTSIDE TIME WINDOW",
+            "this command may run only inside the time window the limit names",
+            "Stop. Do not retry or run it another way. Tell the user that this command is allowed only inside its time window.",
+        )
+    };
+    format!(
+        "airlock: {title}\n\
+         airlock: command={command}\n\
+         airlock: limit={limit} [{policy}]\n\
+         airlock: result=refused; {why}. The real executable was not run.\n\
+         airlock: ai_instruction={instruction}\n\
          {MCP_LINE}"
     )
 }
@@ -87,7 +120,13 @@ mod tests {
     fn every_message_ends_by_naming_the_mcp_tools() {
         let record = Decision { argv: vec!["terraform".into(), "apply".into()], rule: Some("terraform apply".into()), ..Default::default() };
         let request = airlock_api::v1::ApprovalRequest { id: "apr-00000000deadbeef".into(), ..Default::default() };
+        let limited = Decision { reason: "rate_limited".into(), rule: Some("kubectl * 5/minute".into()), ..record.clone() };
+        assert!(block_message(&limited).starts_with("airlock: RATE LIMITED\n"), "{}", block_message(&limited));
+        let closed = Decision { reason: "outside_time_window".into(), ..record.clone() };
+        assert!(block_message(&closed).starts_with("airlock: OUTSIDE TIME WINDOW\n"));
         let messages = [
+            block_message(&limited),
+            block_message(&closed),
             block_message(&record),
             approval_message(&record, &Opened::New(request.clone())),
             approval_message(&record, &Opened::Reused(request)),

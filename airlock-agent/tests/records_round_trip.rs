@@ -28,6 +28,7 @@ fn base(kind: &str, n: u32) -> Decision {
         kind: kind.into(),
         decision: "deny".into(),
         reason: "rule".into(),
+        security_block: "blk-00000000000000aa".into(),
         session_id: "00000000000000aa".into(),
         role: "terraform-restricted-agent".into(),
         agent: "claude".into(),

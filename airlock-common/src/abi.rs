@@ -53,6 +53,10 @@ pub const REASON_FILELESS: u32 = 10;
 pub const REASON_LOADER: u32 = 11;
 /// An approval rule names the exec and the session holds no grant for it.
 pub const REASON_APPROVAL_REQUIRED: u32 = 12;
+/// A rate limit of the session is spent.
+pub const REASON_RATE_LIMITED: u32 = 13;
+/// The command's time window is closed now.
+pub const REASON_OUTSIDE_TIME_WINDOW: u32 = 14;
 pub const REASON_TAMPER_AIRLOCK_FILES: u32 = 36;
 
 pub const BACKEND_COMPAT: u32 = 1;
@@ -100,6 +104,10 @@ pub struct RoleSet {
     pub flags: u32,
     /// The rule set of the role's `approval_commands`; 0: none.
     pub approval_set_id: u32,
+    /// The rule set of the role's rate limits and time windows; 0: none.
+    pub limit_set_id: u32,
+    /// The limit on every exec of a session (pattern `*`); 0: none.
+    pub every_exec_rule: u32,
     pub pad: u32,
 }
 
@@ -472,3 +480,37 @@ pub struct GrantValue {
 
 unsafe impl Pod for GrantKey {}
 unsafe impl Pod for GrantValue {}
+
+// Rate limits and time windows (see struct airlock_rule_limit).
+pub const LIMIT_CLOSED: u32 = 1 << 0;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleLimit {
+    /// period / count; 0: no rate limit.
+    pub interval_ns: u64,
+    /// period - interval_ns: how far ahead of now the bucket may run.
+    pub burst_ns: u64,
+    /// [`LIMIT_CLOSED`].
+    pub flags: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RateKey {
+    pub session_id: u64,
+    pub rule_id: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateValue {
+    /// CLOCK_BOOTTIME nanoseconds.
+    pub tat_ns: u64,
+}
+
+unsafe impl Pod for RuleLimit {}
+unsafe impl Pod for RateKey {}
+unsafe impl Pod for RateValue {}

@@ -38,7 +38,10 @@ fn abi_matches_compiled_object_btf() {
         .expect("the BPF object carries BTF");
     let btf = &btf;
     layout!(btf, "airlock_proc_tag", ProcTag, [session_id, role_slot, flags]);
-    layout!(btf, "airlock_role_set", RoleSet, [set_id, flags, approval_set_id, pad]);
+    layout!(btf, "airlock_role_set", RoleSet, [set_id, flags, approval_set_id, limit_set_id, every_exec_rule, pad]);
+    layout!(btf, "airlock_rule_limit", RuleLimit, [interval_ns, burst_ns, flags, pad]);
+    layout!(btf, "airlock_rate_key", RateKey, [session_id, rule_id, pad]);
+    layout!(btf, "airlock_rate_value", RateValue, [tat_ns]);
     layout!(btf, "airlock_grant_key", GrantKey, [session_id, kind, rule_id, argv_hash, exe_identity]);
     layout!(btf, "airlock_grant_value", GrantValue, [expires_ns, request]);
     layout!(btf, "airlock_program_key", ProgramKey, [set_id, pad, name_hash]);
@@ -121,6 +124,9 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         ("AIRLOCK_REASON_FILELESS", REASON_FILELESS as u64),
         ("AIRLOCK_REASON_LOADER", REASON_LOADER as u64),
         ("AIRLOCK_REASON_APPROVAL_REQUIRED", REASON_APPROVAL_REQUIRED as u64),
+        ("AIRLOCK_REASON_RATE_LIMITED", REASON_RATE_LIMITED as u64),
+        ("AIRLOCK_REASON_OUTSIDE_TIME_WINDOW", REASON_OUTSIDE_TIME_WINDOW as u64),
+        ("AIRLOCK_LIMIT_CLOSED", LIMIT_CLOSED as u64),
         ("AIRLOCK_FLAG_GRANTED", FLAG_GRANTED as u64),
         ("AIRLOCK_GRANT_ONCE", GRANT_ONCE as u64),
         ("AIRLOCK_GRANT_RULE", GRANT_RULE as u64),

@@ -10,8 +10,9 @@ use airlock_common::abi::{
 use ipnet::IpNet;
 
 use crate::egress::{unix_key, EgressSink};
+use crate::exec_limits::{self, LimitRuleCompiled};
 use crate::load::LoadedPolicies;
-use crate::model::{EgressDefault, HomePattern, Policy, Status};
+use crate::model::{EgressDefault, HomePattern, LimitPattern, Policy, Status};
 use crate::tables::PolicyTables;
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
@@ -139,11 +140,15 @@ pub struct CompiledRole {
     pub set_id: u32,
     /// The rule set of the role's approval rules (0: it has none).
     pub approval_set_id: u32,
+    /// The rule set of the role's command rate limits and time windows (0: none).
+    pub limit_set_id: u32,
     /// The active policies the role enforces, in the role's order.
     pub policies: Vec<String>,
     pub commands: Vec<CommandRule>,
     /// `approval_commands`: held until a person approves them.
     pub approvals: Vec<CommandRule>,
+    /// `rate_limits` and `time_windows`, one rule per pattern.
+    pub limits: Vec<LimitRuleCompiled>,
     pub egress: Vec<EgressRuleCompiled>,
     /// Unix socket rules (broker escapes).
     pub unix: Vec<UnixRuleCompiled>,
@@ -162,6 +167,8 @@ pub enum RuleKind {
     Command { text: String },
     /// An `approval_commands` entry.
     Approval { text: String },
+    /// A `rate_limits` or `time_windows` pattern (text: the pattern).
+    Limit { text: String },
     Egress { text: String },
     /// An `egress.unix_deny` pattern.
     Unix { text: String },
@@ -173,7 +180,10 @@ impl RuleKind {
     /// The rule as the policy wrote it.
     pub fn text(&self) -> &str {
         match self {
-            RuleKind::Command { text } | RuleKind::Approval { text } | RuleKind::Egress { text } | RuleKind::Unix { text } | RuleKind::File { text } => text,
+            RuleKind::Command { text }
+            | RuleKind::Approval { text }
+            | RuleKind::Limit { text }
+            | RuleKind::Egress { text } | RuleKind::Unix { text } | RuleKind::File { text } => text,
         }
     }
 }
@@ -241,9 +251,11 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         let mut compiled = CompiledRole {
             set_id,
             approval_set_id: 0,
+            limit_set_id: 0,
             policies: Vec::new(),
             commands: Vec::new(),
             approvals: Vec::new(),
+            limits: Vec::new(),
             egress: Vec::new(),
             unix: Vec::new(),
             hosts: Vec::new(),
@@ -286,6 +298,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                     text: cmd.text.clone(),
                 });
             }
+            exec_limits::collect(policy, &mut compiled.limits, |pattern| {
+                new_rule(RuleKind::Limit { text: pattern.text().to_string() })
+            });
             for rule in &policy.egress.deny {
                 let rule_id = new_rule(RuleKind::Egress { text: rule.text.clone() });
                 compiled.egress.push(EgressRuleCompiled {
@@ -348,6 +363,12 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
                 });
             }
         }
+        // A limit rule is named by everything the role's policies give its pattern.
+        for limit in &compiled.limits {
+            if let Some(rule) = out.rules.get_mut(&limit.rule_id) {
+                rule.kind = RuleKind::Limit { text: limit.describe() };
+            }
+        }
         for file in &compiled.files {
             out.protected.insert(file.class_hash, file.pattern.clone());
             out.tables.file_rules.push((
@@ -377,6 +398,22 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             for cmd in &compiled.approvals {
                 add_command(compiled.approval_set_id, cmd, ids, &mut programs, &mut trie);
             }
+        }
+        // Limits likewise: a blocked command stays blocked, whatever its limits.
+        let mut every_exec_rule = 0;
+        let limited: Vec<CommandRule> = compiled.limits.iter().filter_map(LimitRuleCompiled::command).collect();
+        if !limited.is_empty() {
+            compiled.limit_set_id = ids.set_id();
+            for cmd in &limited {
+                add_command(compiled.limit_set_id, cmd, ids, &mut programs, &mut trie);
+            }
+        }
+        for limit in &compiled.limits {
+            if limit.pattern == LimitPattern::EveryExec {
+                every_exec_rule = limit.rule_id;
+            }
+            // The daemon sets each window from the clock before installing (limit_entries_at).
+            out.tables.rule_limits.push((limit.rule_id, limit.entry_unclocked()));
         }
         for rule in &compiled.egress {
             let mut sink = EgressSink {
@@ -435,7 +472,14 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             flags |= ROLE_EGRESS_DEFAULT_DENY;
         }
         out.role_sets
-            .push((role_id.clone(), RoleSet { set_id, flags, approval_set_id: compiled.approval_set_id, pad: 0 }));
+            .push((role_id.clone(), RoleSet {
+                set_id,
+                flags,
+                approval_set_id: compiled.approval_set_id,
+                limit_set_id: compiled.limit_set_id,
+                every_exec_rule,
+                pad: 0,
+            }));
         out.roles.insert(role_id, compiled);
     }
 

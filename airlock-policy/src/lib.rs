@@ -17,6 +17,7 @@ mod compile;
 mod diag;
 mod egress;
 mod embedded;
+mod exec_limits;
 mod load;
 pub mod matcher;
 mod model;
@@ -30,10 +31,11 @@ pub use compile::{
 pub use diag::{Diagnostic, PolicyErrors};
 pub use egress::{host_entries, unix_key};
 pub use embedded::default_sources;
+pub use exec_limits::LimitRuleCompiled;
 pub use load::{load_dir, load_sources, read_dir_sources, Format, LoadedPolicies, PolicySource, SourceKind};
 pub use model::{
-    default_protected_files, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern, HostRule, Id,
-    Policy, ProgramName, ProtectedFile, Role, Status, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
+    default_protected_files, gcra_admit, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern,
+    HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
     MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
 };
 pub use tables::{PolicyTables, RawEntry, Table};

@@ -110,6 +110,16 @@ impl LoadedPolicies {
                 field("approve");
                 field(&c.text);
             }
+            for (pattern, rate) in p.rate_limits.iter() {
+                field("rate");
+                field(pattern.text());
+                field(&rate.to_string());
+            }
+            for (pattern, window) in p.time_windows.iter() {
+                field("window");
+                field(pattern.text());
+                field(&window.to_string());
+            }
             for e in &p.egress.deny {
                 field("egress");
                 field(&e.net.to_string());

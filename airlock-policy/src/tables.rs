@@ -9,7 +9,7 @@
 
 use airlock_common::abi::{
     as_bytes, Egress4Key, Egress6Key, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue, Pod, ProgramKey,
-    ProgramValue, TrieKey, TrieValue, UnixKey,
+    ProgramValue, RuleLimit, TrieKey, TrieValue, UnixKey,
 };
 
 /// One kernel table a policy writes.
@@ -24,12 +24,15 @@ pub enum Table {
     Programs,
     FileAllow,
     FileRules,
+    RuleLimits,
 }
 
 impl Table {
     /// Every table, in install order: children before the entries that lead
     /// to them, so a half-installed policy never points at a missing node.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
+        // Before the programs whose trie leads to a limit rule.
+        Table::RuleLimits,
         Table::Trie,
         Table::Egress4,
         Table::Egress6,
@@ -53,6 +56,7 @@ impl Table {
             Table::Programs => "programs",
             Table::FileAllow => "file_allow",
             Table::FileRules => "file_rules",
+            Table::RuleLimits => "rule_limits",
         }
     }
 
@@ -68,6 +72,7 @@ impl Table {
             Table::Programs => "blocked programs",
             Table::FileAllow => "protected-file programs",
             Table::FileRules => "protected-file rules",
+            Table::RuleLimits => "rate limits and time windows",
         }
     }
 
@@ -82,6 +87,8 @@ impl Table {
             Table::Programs => from_bytes::<ProgramValue>(value).map(|v| v.block_all_rule),
             Table::FileRules => from_bytes::<FileRuleValue>(value).map(|v| v.rule_id),
             Table::FileAllow => None,
+            // The rule id is the key.
+            Table::RuleLimits => None,
         }
     }
 }
@@ -104,6 +111,9 @@ pub struct PolicyTables {
     /// Protected files: (set, class) -> rule, and (set, class, program) -> allowed.
     pub file_rules: Vec<(FileRuleKey, FileRuleValue)>,
     pub file_allow: Vec<(FileAllowKey, u32)>,
+    /// Rate limits and time windows, by rule id. A time window's
+    /// `LIMIT_CLOSED` flag is the daemon's to set from the clock.
+    pub rule_limits: Vec<(u32, RuleLimit)>,
 }
 
 fn raw<K: Pod, V: Pod>(entries: &[(K, V)]) -> Vec<RawEntry<'_>> {
@@ -123,6 +133,7 @@ impl PolicyTables {
             Table::Programs => raw(&self.programs),
             Table::FileAllow => raw(&self.file_allow),
             Table::FileRules => raw(&self.file_rules),
+            Table::RuleLimits => raw(&self.rule_limits),
         }
     }
 
@@ -137,6 +148,7 @@ impl PolicyTables {
             Table::Programs => self.programs.len(),
             Table::FileAllow => self.file_allow.len(),
             Table::FileRules => self.file_rules.len(),
+            Table::RuleLimits => self.rule_limits.len(),
         }
     }
 
@@ -156,6 +168,7 @@ impl PolicyTables {
         self.allow6.extend_from_slice(&other.allow6);
         self.file_rules.extend_from_slice(&other.file_rules);
         self.file_allow.extend_from_slice(&other.file_allow);
+        self.rule_limits.extend_from_slice(&other.rule_limits);
     }
 }
 

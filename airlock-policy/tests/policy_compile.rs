@@ -355,3 +355,62 @@ fn approval_rules_are_a_rule_set_of_their_own() {
     let changed = load(&[("p.json", &p.replace("\"terraform apply\", ", ""))], &[("r.json", r#"{"id": "r", "name": "R", "policies": ["p"]}"#)]);
     assert_ne!(loaded.version(), changed.version(), "approval rules are part of the policy's version");
 }
+
+#[test]
+fn rate_limits_and_time_windows_are_a_limit_set_with_kernel_entries() {
+    use airlock_common::abi::LIMIT_CLOSED;
+    use airlock_policy::matcher::{ExecInput, TableMatcher};
+    use chrono::{DateTime, Utc};
+    let p = r#"{"id": "p", "name": "P", "blocked_commands": ["terraform destroy"],
+      "rate_limits": {"kubectl *": "100/minute", "*": "1000/hour", "terraform apply": "10/hour"},
+      "time_windows": {"terraform apply": "Mon-Fri 09:00-17:00 Europe/Berlin"}}"#;
+    let q = r#"{"id": "q", "name": "Q", "rate_limits": {"kubectl": "5/minute", "terraform apply": "20/hour"},
+      "time_windows": {"terraform apply": "Mon-Fri 08:00-12:00 Europe/Berlin"}}"#;
+    let loaded = load(&[("p.json", p), ("q.json", q)], &[("r.json", r#"{"id": "r", "name": "R", "policies": ["p", "q"]}"#)]);
+    let c = compile(&loaded, &mut IdAllocator::new());
+    let role = c.role("r").expect("role r");
+    assert_ne!(role.limit_set_id, 0);
+    assert!(role.limit_set_id != role.set_id && role.limit_set_id != role.approval_set_id);
+    // One rule per pattern across the role's policies: the strictest rate, every window.
+    assert_eq!(role.limits.len(), 3, "{:#?}", role.limits);
+    let text = |pattern: &str| {
+        let l = role.limits.iter().find(|l| l.pattern.text() == pattern).unwrap_or_else(|| panic!("no limit {pattern}"));
+        match c.rule(l.rule_id).map(|r| &r.kind) {
+            Some(RuleKind::Limit { text }) => text.clone(),
+            other => panic!("limit {pattern} is named {other:?}"),
+        }
+    };
+    assert_eq!(text("kubectl *"), "kubectl * 5/minute");
+    assert_eq!(text("*"), "* 1000/hour");
+    assert_eq!(text("terraform apply"), "terraform apply 10/hour; Mon-Fri 09:00-17:00 Europe/Berlin; Mon-Fri 08:00-12:00 Europe/Berlin");
+
+    let (_, set) = c.role_sets.iter().find(|(r, _)| r == "r").expect("role set");
+    assert_eq!(set.limit_set_id, role.limit_set_id);
+    let every = role.limits.iter().find(|l| l.pattern.text() == "*").expect("*");
+    assert_eq!(set.every_exec_rule, every.rule_id);
+
+    // The limit set's tries name the commands, as the block set's do.
+    let m = TableMatcher::new(&c);
+    assert!(m.match_exec(role.limit_set_id, &ExecInput::new("kubectl", &["kubectl", "get", "pods"])).is_deny());
+    assert!(m.match_exec(role.limit_set_id, &ExecInput::new("terraform", &["terraform", "-chdir=x", "apply"])).is_deny());
+    assert!(!m.match_exec(role.limit_set_id, &ExecInput::new("terraform", &["terraform", "plan"])).is_deny());
+
+    // Entries: rate as GCRA, a window open only inside every one of its windows.
+    let apply = role.limits.iter().find(|l| l.pattern.text() == "terraform apply").expect("apply");
+    let at = |s: &str| s.parse::<DateTime<Utc>>().expect("instant");
+    let entry = |when: &str| c.limit_entries_at(at(when)).into_iter().find(|(id, _)| *id == apply.rule_id).expect("entry").1;
+    assert_eq!(entry("2026-11-27T09:30:00Z").interval_ns, 360 * 1_000_000_000);
+    assert_eq!(entry("2026-11-27T09:30:00Z").burst_ns, 9 * 360 * 1_000_000_000);
+    assert_eq!(entry("2026-11-27T09:30:00Z").flags, 0, "Friday 10:30 in Berlin is inside both windows");
+    assert_eq!(entry("2026-11-27T11:30:00Z").flags, LIMIT_CLOSED, "12:30 in Berlin is past the second window");
+    assert_eq!(entry("2026-11-28T09:30:00Z").flags, LIMIT_CLOSED, "Saturday");
+    assert_eq!(c.next_window_change(at("2026-11-27T09:30:00Z")), Some(at("2026-11-27T11:00:00Z")));
+    // Before a clock is read, a windowed rule is closed and the others open.
+    for (id, v) in &c.tables.rule_limits {
+        let windowed = role.limits.iter().any(|l| l.rule_id == *id && !l.windows.is_empty());
+        assert_eq!(v.flags, if windowed { LIMIT_CLOSED } else { 0 }, "rule {id}");
+    }
+
+    let changed = load(&[("p.json", &p.replace("10/hour", "11/hour")), ("q.json", q)], &[("r.json", r#"{"id": "r", "name": "R", "policies": ["p", "q"]}"#)]);
+    assert_ne!(loaded.version(), changed.version(), "limits are part of the policy's version");
+}

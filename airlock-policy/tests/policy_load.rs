@@ -429,3 +429,26 @@ fn approval_commands_share_the_grammar_and_its_errors() {
     assert_eq!(d.line, Some(4));
     assert!(d.message.contains("-n"), "{d}");
 }
+
+#[test]
+fn bad_rate_limits_and_time_windows_name_file_line_and_field() {
+    let bad = "{\n  \"id\": \"pace\",\n  \"name\": \"Pace\",\n  \"rate_limits\": {\n    \"kubectl *\": \"100/fortnight\"\n  },\n  \"time_windows\": {\n    \"terraform apply\": \"Mon-Fry 09:00-17:00\"\n  }\n}\n";
+    let s = Scratch::new(&[("policies/pace.json", bad), ("roles/r.json", r#"{"id":"r","name":"R","policies":["pace"]}"#)]);
+    let errs = errors_of(s.path());
+    let d = find(&errs, "policies/pace.json", "rate_limits.kubectl *");
+    assert_eq!(d.line, Some(5), "{d}");
+    assert!(d.message.contains("100/fortnight") && d.message.contains("second, minute, hour or day"), "{d}");
+
+    let bad_window = bad.replace("100/fortnight", "100/minute");
+    let s = Scratch::new(&[("policies/pace.json", &bad_window), ("roles/r.json", r#"{"id":"r","name":"R","policies":["pace"]}"#)]);
+    let errs = errors_of(s.path());
+    let d = find(&errs, "policies/pace.json", "time_windows.terraform apply");
+    assert_eq!(d.line, Some(8), "{d}");
+    assert!(d.message.contains("unknown day \"Fry\""), "{d}");
+
+    let bad_pattern = bad_window.replace("Mon-Fry", "Mon-Fri").replace("\"kubectl *\"", "\"kubectl * pods\"");
+    let s = Scratch::new(&[("policies/pace.json", &bad_pattern), ("roles/r.json", r#"{"id":"r","name":"R","policies":["pace"]}"#)]);
+    let errs = errors_of(s.path());
+    let d = errs.errors.iter().find(|d| d.field.starts_with("rate_limits")).unwrap_or_else(|| panic!("no rate_limits error in:\n{errs}"));
+    assert!(d.message.contains("may only stand alone as the last word") && d.line == Some(5), "{d}");
+}

@@ -211,6 +211,22 @@ impl Airlock for ApiService {
             tokio::time::sleep(WAIT_POLL).await;
         }
     }
+
+    async fn list_findings(&self, _req: Request<pb::ListFindingsRequest>) -> Result<Response<pb::ListFindingsResponse>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+
+    async fn list_blocks(&self, _req: Request<pb::ListBlocksRequest>) -> Result<Response<pb::ListBlocksResponse>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+
+    async fn acknowledge_block(&self, _req: Request<pb::BlockActionRequest>) -> Result<Response<pb::SecurityBlock>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
+
+    async fn lift_block(&self, _req: Request<pb::BlockActionRequest>) -> Result<Response<pb::SecurityBlock>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
 }
 
 /// How often a wait looks at the request (the daemon's tick expires requests every 0.5 s).

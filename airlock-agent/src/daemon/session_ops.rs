@@ -239,6 +239,14 @@ fn explain_text(d: &pb::Decision, approval: Option<&pb::ApprovalRequest>) -> (St
             format!("`{what}` is held by approval rule {rule:?} of policy {policy}; no request was opened (too many are pending)."),
             "Wait until the session's pending requests are decided; then run the command again to open a request, or use request_approval.".to_string(),
         ),
+        ("rate_limited", _) => (
+            format!("`{what}` was refused: the session reached its rate limit {rule:?} of policy {policy}."),
+            "Do not retry in a loop or look for another way: tell the user. The limit refills with time; run it again later only if the task still needs it.".to_string(),
+        ),
+        ("outside_time_window", _) => (
+            format!("`{what}` was refused: it may run only inside the time window {rule:?} of policy {policy}, which is closed now."),
+            "Do not retry or look for another way: tell the user that the command is allowed only inside its time window.".to_string(),
+        ),
         _ if d.decision == DENY => (
             format!("`{what}` was denied ({}){}.", d.reason, if rule.is_empty() { String::new() } else { format!(" by rule {rule:?} of policy {policy}") }),
             "Do not retry it or look for another way to do it: the policy forbids it. Tell the user; only a change of policy can allow it.".to_string(),

@@ -37,6 +37,9 @@ impl Agent {
                 tracing::info!(session = %id, "session root exited");
             }
             self.approvals_tick();
+            if let Err(e) = lock(&self.policy).apply_time_windows(&self.kernel) {
+                tracing::error!("time windows: {e:#}");
+            }
             // Files created (or replaced) since the last tick become protected.
             if let Err(e) = self.refresh_protected() {
                 tracing::warn!("{e:#}");

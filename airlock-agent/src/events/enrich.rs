@@ -53,6 +53,7 @@ impl Enricher {
             kind: kind_name(hdr.kind).to_string(),
             decision: if hdr.decision == abi::DENY { DENY } else { ALLOW }.to_string(),
             reason: reason_name(hdr.reason).to_string(),
+            security_block: String::new(),
             session_id: format_session_id(hdr.session_id),
             role,
             agent: session.map(|s| s.agent()).unwrap_or_default(),

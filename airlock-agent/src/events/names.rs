@@ -29,6 +29,8 @@ pub fn reason_name(reason: u32) -> &'static str {
         abi::REASON_FILELESS => "fileless",
         abi::REASON_LOADER => "direct_loader",
         abi::REASON_APPROVAL_REQUIRED => "approval_required",
+        abi::REASON_RATE_LIMITED => "rate_limited",
+        abi::REASON_OUTSIDE_TIME_WINDOW => "outside_time_window",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
         abi::REASON_EGRESS_DEFAULT => "egress_default",
         abi::REASON_TAMPER_BPF => "tamper_bpf",

@@ -193,6 +193,9 @@ impl Link {
                 let result = match c.body {
                     Some(command::Body::RevokeSession(r)) => self.revoke(c.id, r).await,
                     Some(command::Body::DecideApproval(a)) => self.decide_approval(c.id, a).await,
+                    Some(command::Body::SecurityBlocks(_)) => {
+                        CommandResult { id: c.id, error: "WIP: security blocks are not applied yet".into(), ..Default::default() }
+                    }
                     None => CommandResult { id: c.id, error: "this agent does not know the command".into(), ..Default::default() },
                 };
                 send(tx, agent_message::Body::CommandResult(result)).await

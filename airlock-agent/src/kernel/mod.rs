@@ -135,6 +135,7 @@ impl Kernel {
             Table::UnixRules => types::UNIX_RULES_CAPACITY,
             Table::FileRules => types::FILE_RULES_CAPACITY,
             Table::FileAllow => types::FILE_ALLOW_CAPACITY,
+            Table::RuleLimits => types::RULE_LIMITS_CAPACITY,
         };
         entries as usize
     }

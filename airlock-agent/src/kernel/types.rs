@@ -63,6 +63,8 @@ pub const UNIX_RULES_CAPACITY: u32 = 16_384;
 /// Capacities of the protected-file maps (fixed in maps.h).
 pub const FILE_RULES_CAPACITY: u32 = 16_384;
 pub const FILE_ALLOW_CAPACITY: u32 = 65_536;
+/// Entries of the rule_limits map (fixed in maps.h).
+pub const RULE_LIMITS_CAPACITY: u32 = 16_384;
 pub const PROTECTED_INODES_CAPACITY: usize = 16_384;
 
 /// Sizes of the maps the policy and sessions fill.

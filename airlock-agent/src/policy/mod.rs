@@ -13,6 +13,7 @@ pub mod hostnames;
 pub mod identity;
 pub mod origin;
 mod slots;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use std::time::SystemTime;
 use airlock_common::abi::{self, RoleSet};
 use airlock_policy::{CompiledPolicy, IdAllocator, Table};
 use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
 
 use crate::kernel::Kernel;
 use dns::{Answer, DnsClient};
@@ -52,6 +54,8 @@ pub struct PolicyStore {
     hosts: HostTable,
     /// Exec identity: the protected programs' contents, refreshed with each load.
     identities: Identities,
+    /// When the next time window of the policy in force opens or closes.
+    next_window_change: Option<DateTime<Utc>>,
 }
 
 /// A policy compiled by [`PolicyStore::begin_reload`], not yet in force.
@@ -85,6 +89,7 @@ impl PolicyStore {
             adopted_rules: BTreeMap::new(),
             sweep: false,
             identities: Identities::default(),
+            next_window_change: None,
         }
     }
 
@@ -255,8 +260,11 @@ impl PolicyStore {
         Ok(airlock_policy::compile(&loaded, &mut self.ids))
     }
 
-    fn install_compiled(&mut self, kernel: &Kernel, compiled: CompiledPolicy) -> Result<String> {
+    fn install_compiled(&mut self, kernel: &Kernel, mut compiled: CompiledPolicy) -> Result<String> {
         self.check_capacity(kernel, &compiled)?;
+        // Each time window goes in open or closed as the clock says now.
+        let now = Utc::now();
+        compiled.tables.rule_limits = compiled.limit_entries_at(now);
         // Identities before the rules that use them, so a new rule is never in
         // force without the contents of the program it names.
         self.identities.refresh(kernel, &compiled).context("install the exec identities of the protected programs")?;
@@ -267,6 +275,7 @@ impl PolicyStore {
             // Two generations back: no event in flight can name the adopted rules now.
             self.adopted_rules.clear();
         }
+        self.next_window_change = compiled.next_window_change(now);
         self.previous = self.current.replace(Arc::new(compiled));
         self.loaded_at = Some(SystemTime::now());
         Ok(version)

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use airlock_common::abi::{self, from_bytes};
+use airlock_common::abi::{self, from_bytes, RoleSet};
 use airlock_policy::Table;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,7 @@ impl LiveIds {
                     }
                     Table::Egress4 => ids.max_set = ids.max_set.max(from_bytes::<abi::Egress4Key>(&key).map_or(0, |k| k.set_id)),
                     Table::Egress6 => ids.max_set = ids.max_set.max(from_bytes::<abi::Egress6Key>(&key).map_or(0, |k| k.set_id)),
+                    Table::RuleLimits => ids.max_rule = ids.max_rule.max(from_bytes::<u32>(&key).unwrap_or(0)),
                     // Their set ids are in role_sets below.
                     _ => {}
                 }
@@ -94,8 +95,9 @@ impl LiveIds {
         }
         for slot in 1..abi::MAX_ROLES {
             if let Some(set) = maps.role_set(slot) {
-                if set.set_id != 0 || set.flags != 0 || set.approval_set_id != 0 {
-                    ids.max_set = ids.max_set.max(set.set_id).max(set.approval_set_id);
+                if set != RoleSet::default() {
+                    ids.max_set = ids.max_set.max(set.set_id).max(set.approval_set_id).max(set.limit_set_id);
+                    ids.max_rule = ids.max_rule.max(set.every_exec_rule);
                     ids.slots.insert(slot);
                 }
             }

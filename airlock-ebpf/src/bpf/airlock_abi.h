@@ -79,6 +79,10 @@ enum airlock_reason {
 	/* An approval rule (approval_commands) names the command and the session
 	 * holds no grant for it; rule_id names the rule. */
 	AIRLOCK_REASON_APPROVAL_REQUIRED = 12,
+	/* A rate limit (rate_limits) of the session is spent; rule_id names it. */
+	AIRLOCK_REASON_RATE_LIMITED = 13,
+	/* The command's time window (time_windows) is closed now; rule_id names it. */
+	AIRLOCK_REASON_OUTSIDE_TIME_WINDOW = 14,
 	/* A Unix socket path the kernel cannot put in canonical form (a ".."
 	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
@@ -150,6 +154,11 @@ struct airlock_role_set {
 	__u32 flags;
 	/* The rule set of the role's approval_commands (same tables, own ids); 0: none. */
 	__u32 approval_set_id;
+	/* The rule set of the role's rate limits and time windows (rule_limits
+	 * says which a rule is); 0: none. */
+	__u32 limit_set_id;
+	/* The limit on every exec of a session (pattern "*"); 0: none. */
+	__u32 every_exec_rule;
 	__u32 pad;
 };
 
@@ -456,6 +465,35 @@ struct airlock_grant_key {
 struct airlock_grant_value {
 	__u64 expires_ns; /* CLOCK_BOOTTIME (bpf_ktime_get_boot_ns) */
 	__u64 request;    /* the approval request's number, echoed in the event */
+};
+
+/*
+ * Rate limits and time windows. A rule of a role's limit set (or its
+ * every_exec_rule) is looked up here by its id.
+ * - Rate: a token bucket of `count` tokens refilled at count/period, kept per
+ *   (session, rule) as GCRA: the bucket's theoretical arrival time in
+ *   rate_state; an exec is admitted while tat - now <= burst_ns, and moves
+ *   tat on by interval_ns.
+ * - Time window: the daemon sets AIRLOCK_LIMIT_CLOSED at the window's edges,
+ *   so no exec reads a clock to decide it.
+ */
+#define AIRLOCK_LIMIT_CLOSED (1U << 0)
+
+struct airlock_rule_limit {
+	__u64 interval_ns; /* period / count; 0: no rate limit */
+	__u64 burst_ns;    /* period - interval_ns */
+	__u32 flags;       /* AIRLOCK_LIMIT_CLOSED */
+	__u32 pad;
+};
+
+struct airlock_rate_key {
+	__u64 session_id;
+	__u32 rule_id;
+	__u32 pad;
+};
+
+struct airlock_rate_value {
+	__u64 tat_ns; /* CLOCK_BOOTTIME */
 };
 
 #endif /* AIRLOCK_ABI_H */

@@ -87,6 +87,8 @@ static __always_inline __u32 role_set_of(const struct airlock_proc_tag *tag, str
 	out->set_id = 0;
 	out->flags = 0;
 	out->approval_set_id = 0;
+	out->limit_set_id = 0;
+	out->every_exec_rule = 0;
 	if (tag->flags & TAG_QUARANTINED)
 		return AIRLOCK_REASON_QUARANTINE;
 	/* A revoked session is refused everything. */
@@ -100,6 +102,8 @@ static __always_inline __u32 role_set_of(const struct airlock_proc_tag *tag, str
 	out->set_id = rs->set_id;
 	out->flags = rs->flags;
 	out->approval_set_id = rs->approval_set_id;
+	out->limit_set_id = rs->limit_set_id;
+	out->every_exec_rule = rs->every_exec_rule;
 	return AIRLOCK_REASON_NONE;
 }
 

@@ -88,19 +88,74 @@ static __always_inline __u32 judge_names(__u32 set_id, __u32 role_flags, struct 
 }
 
 /*
+ * One rate limit: admits the exec while the session's bucket for the rule
+ * holds a token (GCRA, see struct airlock_rule_limit). `consume` takes the
+ * token (sched_process_exec); the early LSM check only looks, because the exec
+ * it lets through is judged again. The update is a compare-and-swap, so racing
+ * execs cannot share one token; one that keeps losing the race is refused.
+ */
+static __always_inline bool rate_admit(__u64 session_id, __u32 rule_id, const struct airlock_rule_limit *lim,
+				       bool consume)
+{
+	struct airlock_rate_key key = { .session_id = session_id, .rule_id = rule_id };
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct airlock_rate_value *v = bpf_map_lookup_elem(&rate_state, &key);
+	if (!v) {
+		if (!consume)
+			return true;
+		/* A full bucket: this exec takes its first token. */
+		struct airlock_rate_value first = { .tat_ns = now + lim->interval_ns };
+		if (bpf_map_update_elem(&rate_state, &key, &first, BPF_NOEXIST) == 0)
+			return true;
+		v = bpf_map_lookup_elem(&rate_state, &key);
+		if (!v)
+			return false;
+	}
+#pragma unroll
+	for (int attempt = 0; attempt < 4; attempt++) {
+		__u64 tat = *(volatile __u64 *)&v->tat_ns;
+		__u64 base = tat > now ? tat : now;
+		if (base - now > lim->burst_ns)
+			return false;
+		if (!consume)
+			return true;
+		if (__sync_val_compare_and_swap(&v->tat_ns, tat, base + lim->interval_ns) == tat)
+			return true;
+	}
+	return false;
+}
+
+/* A limit rule's verdict: its time window, then its rate. */
+static __always_inline __u32 limit_verdict(__u64 session_id, __u32 rule_id, bool consume)
+{
+	struct airlock_rule_limit *lim = bpf_map_lookup_elem(&rule_limits, &rule_id);
+	/* Written before any role set names the rule: a missing entry fails closed. */
+	if (!lim)
+		return AIRLOCK_REASON_RATE_LIMITED;
+	if (lim->flags & AIRLOCK_LIMIT_CLOSED)
+		return AIRLOCK_REASON_OUTSIDE_TIME_WINDOW;
+	if (lim->interval_ns && !rate_admit(session_id, rule_id, lim, consume))
+		return AIRLOCK_REASON_RATE_LIMITED;
+	return AIRLOCK_REASON_NONE;
+}
+
+/*
  * Decides an exec from the hashed argv in s->words and the names the program
  * goes by. Block rules first: a command a block rule names is blocked whatever
- * approval rule also names it. Returns the deny reason (AIRLOCK_REASON_NONE:
- * allowed; AIRLOCK_REASON_APPROVAL_REQUIRED: an approval rule names it and the
- * caller still has to look for a grant); the rule is left in s->words.rule_id.
+ * other rule also names it. Then the limits: the session's limit on every
+ * exec, and the first limit rule that names the command. Returns the deny
+ * reason (AIRLOCK_REASON_NONE: allowed; AIRLOCK_REASON_APPROVAL_REQUIRED: an
+ * approval rule names it and the caller still has to look for a grant); the
+ * rule is left in s->words.rule_id. `consume`: take rate-limit tokens.
  */
 static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s, __u64 exe_hash,
 					bool script, const struct name_hashes *script_name,
-					const struct exec_identity_facts *id, bool operands, __u32 *via)
+					const struct exec_identity_facts *id, bool operands, bool consume, __u32 *via)
 {
 	struct airlock_role_set rs;
 	__u32 reason = role_set_of(tag, &rs);
-	if (reason != AIRLOCK_REASON_NONE || (rs.set_id == 0 && rs.approval_set_id == 0))
+	if (reason != AIRLOCK_REASON_NONE ||
+	    (rs.set_id == 0 && rs.approval_set_id == 0 && rs.limit_set_id == 0 && rs.every_exec_rule == 0))
 		return reason;
 
 	/* A file with no name on disk cannot be told apart by name: refused unless the role allows it. */
@@ -111,6 +166,23 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 		reason = judge_names(rs.set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
 		if (reason)
 			return reason;
+	}
+	if (rs.every_exec_rule) {
+		reason = limit_verdict(tag->session_id, rs.every_exec_rule, consume);
+		if (reason) {
+			s->words.rule_id = rs.every_exec_rule;
+			return reason;
+		}
+	}
+	if (rs.limit_set_id) {
+		reason = judge_names(rs.limit_set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
+		if (reason == AIRLOCK_REASON_RULE)
+			reason = limit_verdict(tag->session_id, s->words.rule_id, consume);
+		if (reason)
+			return reason;
+		/* Within its limits: no rule decided this exec. */
+		*via = 0;
+		s->words.rule_id = 0;
 	}
 	if (rs.approval_set_id) {
 		reason = judge_names(rs.approval_set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
@@ -325,7 +397,7 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 	flags |= identity_event_flags(&id);
 
 	__u32 via = 0;
-	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &id, true, &via);
+	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &id, true, true, &via);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
 		/* The #! handler put the script's path after the interpreter (and its optional argument). */
 		__u32 start = 0;
@@ -466,7 +538,7 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	 * interpreter's operands are judged only when it was executed directly. */
 	bool direct = BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename);
 	__u32 via = 0;
-	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &id, direct, &via);
+	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &id, direct, false, &via);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
 		/* A script's first pass (its own head) or its interpreter's (argv still the caller's). */
 		bool script = !direct || head_is_script(bprm);

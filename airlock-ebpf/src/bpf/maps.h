@@ -93,6 +93,27 @@ struct {
 	__type(value, struct airlock_grant_value);
 } approval_grants SEC(".maps");
 
+/* Rate limits and time windows, by rule id: written with the policy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct airlock_rule_limit);
+} rule_limits SEC(".maps");
+
+/*
+ * Token buckets, per (session, rule). LRU: the least recently used bucket
+ * goes when the map is full, and comes back full: 65536 buckets are far
+ * more than the live sessions times their limit rules.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct airlock_rate_key);
+	__type(value, struct airlock_rate_value);
+} rate_state SEC(".maps");
+
 /* Hashed argument words of one exec, and the matcher's result. */
 struct exec_words {
 	__u64 word_hash[AIRLOCK_MAX_WORDS];

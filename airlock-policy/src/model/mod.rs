@@ -13,11 +13,40 @@ use serde::Deserialize;
 
 mod egress;
 mod files;
+mod limit_rules;
 mod limits;
+mod schedule;
 
 pub use egress::{parse_hostname, Cidr, Egress, EgressRule, HostRule, UnixRule, MAX_UNIX_PATTERN_LEN};
 pub use files::{default_protected_files, HomePattern, ProgramName, ProtectedFile, MAX_PROTECTED_DEPTH};
+pub use limit_rules::{LimitMap, LimitPattern};
 pub use limits::{MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_WORD_LEN};
+pub use schedule::{gcra_admit, RateLimit, TimeWindow};
+
+/// Deserializes a value from a string through `FromStr`. The parse fails
+/// inside the string's own deserialization, so the parser reports the line of
+/// the string itself, not of the map or list around it.
+pub(crate) fn deserialize_from_str<'de, D, T>(deserializer: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    struct FromStrVisitor<T>(&'static str, std::marker::PhantomData<T>);
+
+    impl<T: FromStr<Err = String>> de::Visitor<'_> for FromStrVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_str(FromStrVisitor(expecting, std::marker::PhantomData))
+}
 
 /// A policy or role id: `[a-z0-9][a-z0-9._-]*`, at most 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -202,6 +231,13 @@ pub struct Policy {
     /// matcher as `blocked_commands`; a block rule wins over an approval rule).
     #[serde(default)]
     pub approval_commands: Vec<CommandPattern>,
+    /// Exec rates per session, enforced in the kernel:
+    /// `{"kubectl *": "100/minute", "*": "1000/hour"}`.
+    #[serde(default)]
+    pub rate_limits: LimitMap<RateLimit>,
+    /// When commands may run at all: `{"terraform apply": "Mon-Fri 09:00-17:00 Europe/Berlin"}`.
+    #[serde(default)]
+    pub time_windows: LimitMap<TimeWindow>,
     #[serde(default)]
     pub egress: Egress,
     /// The upstream control plane's rule language; carried but not enforced here.
