@@ -76,6 +76,8 @@ enum Command {
         release_on_exit: bool,
         #[command(flatten)]
         api: ApiServeArgs,
+        #[command(flatten)]
+        detect: DetectArgs,
     },
     /// Detach the pinned enforcement and remove its pins (root; the daemon must be stopped).
     Unload {
@@ -128,6 +130,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Security monitoring: the detectors' findings and the blocks in force (API).
+    Security {
+        #[command(subcommand)]
+        command: crate::security_client::SecurityCommand,
     },
     /// Commands an approval rule holds: list, show, approve, reject, wait (API).
     Approvals {
@@ -250,6 +257,37 @@ struct ApiServeArgs {
     /// The store is kept under this size, oldest decisions first (MB).
     #[arg(long, default_value_t = 2048)]
     store_max_mb: u64,
+}
+
+/// This host's own security detection (off unless asked for; with a gateway
+/// the gateway runs it over the whole org).
+#[derive(Args)]
+struct DetectArgs {
+    /// Run the detectors over this host's decision store every SECONDS, and
+    /// place the blocks their findings call for.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    detect_interval: Option<u64>,
+    /// The detectors' settings (TOML or JSON; see docs/detectors.md). Default: the built-in table.
+    /// Implies --detect-interval 60 when that is not given.
+    #[arg(long, value_name = "FILE")]
+    detect_settings: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    fn config(self) -> Result<Option<crate::security::detection::DetectionConfig>> {
+        if self.detect_interval.is_none() && self.detect_settings.is_none() {
+            return Ok(None);
+        }
+        let (settings, source) = match &self.detect_settings {
+            Some(path) => (crate::security::detection::load_settings(path)?, path.display().to_string()),
+            None => (airlock_detect::Settings::default(), "the built-in defaults".to_string()),
+        };
+        Ok(Some(crate::security::detection::DetectionConfig {
+            interval: std::time::Duration::from_secs(self.detect_interval.unwrap_or(60)),
+            settings,
+            source,
+        }))
+    }
 }
 
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
@@ -430,7 +468,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api } => {
+        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api, detect } => {
             let dns = match dns_server {
                 None => DnsClient::system(),
                 Some(s) => DnsClient::with_server(
@@ -475,6 +513,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 release_on_exit,
                 gateway,
                 notify: api.notify_config.as_deref().map(crate::approvals::notify::load_config).transpose()?,
+                detection: detect.config()?,
                 approvals: crate::approvals::ApprovalSettings {
                     ttl: api.approval_ttl,
                     max_pending_per_session: api.approval_max_pending as usize,
@@ -517,6 +556,7 @@ fn dispatch(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Approvals { command } => approvals_client::run(command),
+        Command::Security { command } => crate::security_client::run(command),
         Command::Mcp { socket } => crate::mcp::serve(socket).map(|()| 0),
         Command::Check { socket, command } => Ok(crate::mcp::session::check_cli(&socket, command)),
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(&dir),

@@ -26,6 +26,8 @@ pub mod policy;
 pub mod protected;
 pub mod protocol;
 pub mod secrets;
+pub mod security;
+pub mod security_client;
 pub mod sessions;
 pub mod state_file;
 pub mod systemd;

@@ -21,6 +21,7 @@ const MCP_LINE: &str = "airlock: mcp=explain_decision, check_command, request_ap
 pub fn block_message(record: &Decision) -> String {
     match record.reason.as_str() {
         "rate_limited" | "outside_time_window" => return limit_message(record),
+        "security_block" => return security_message(record),
         _ => {}
     }
     let command = record.rule.clone().unwrap_or_else(|| record.argv.join(" "));
@@ -60,6 +61,21 @@ fn limit_message(record: &Decision) -> String {
          airlock: limit={limit} [{policy}]\n\
          airlock: result=refused; {why}. The real executable was not run.\n\
          airlock: ai_instruction={instruction}\n\
+         {MCP_LINE}"
+    )
+}
+
+/// The message for an exec a security block refused: the session's activity
+/// looked like an attack (a finding), so a person has to look first.
+fn security_message(record: &Decision) -> String {
+    let command = record.argv.join(" ");
+    let block = if record.security_block.is_empty() { "(unknown)" } else { record.security_block.as_str() };
+    format!(
+        "airlock: SECURITY BLOCK\n\
+         airlock: command={command}\n\
+         airlock: block={block}\n\
+         airlock: result=refused; a security block covers this session: its activity set off the anomaly detection. The real executable was not run.\n\
+         airlock: ai_instruction=Stop all work. Do not retry, and do not try any other command or way. Tell the user that Airlock's security monitoring blocked this session ({block}) and that an administrator must review it.\n\
          {MCP_LINE}"
     )
 }
@@ -124,7 +140,10 @@ mod tests {
         assert!(block_message(&limited).starts_with("airlock: RATE LIMITED\n"), "{}", block_message(&limited));
         let closed = Decision { reason: "outside_time_window".into(), ..record.clone() };
         assert!(block_message(&closed).starts_with("airlock: OUTSIDE TIME WINDOW\n"));
+        let blocked = Decision { reason: "security_block".into(), security_block: "blk-00000000000000aa".into(), ..record.clone() };
+        assert!(block_message(&blocked).contains("airlock: block=blk-00000000000000aa\n"), "{}", block_message(&blocked));
         let messages = [
+            block_message(&blocked),
             block_message(&limited),
             block_message(&closed),
             block_message(&record),

@@ -42,6 +42,8 @@ pub const REASON_QUARANTINE: u32 = 4;
 pub const REASON_ROLE_GONE: u32 = 5;
 /// The session was revoked through the API.
 pub const REASON_REVOKED: u32 = 40;
+/// A security block covers the session.
+pub const REASON_SECURITY_BLOCK: u32 = 41;
 // guard (30-39)
 pub const REASON_TAMPER_BPF: u32 = 30;
 pub const REASON_TAMPER_SIGNAL: u32 = 31;
@@ -514,3 +516,19 @@ pub struct RateValue {
 unsafe impl Pod for RuleLimit {}
 unsafe impl Pod for RateKey {}
 unsafe impl Pod for RateValue {}
+
+// Security blocks (see struct airlock_session_block).
+pub const BLOCK_HARD: u32 = 1;
+pub const BLOCK_SOFT: u32 = 2;
+/// Never in role_sets: the kernel's own mark for a soft-blocked session.
+pub const ROLE_SOFT_BLOCKED: u32 = 1 << 6;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionBlock {
+    /// [`BLOCK_HARD`] or [`BLOCK_SOFT`].
+    pub kind: u32,
+    pub block_number: u32,
+}
+
+unsafe impl Pod for SessionBlock {}

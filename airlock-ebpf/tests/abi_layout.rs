@@ -42,6 +42,7 @@ fn abi_matches_compiled_object_btf() {
     layout!(btf, "airlock_rule_limit", RuleLimit, [interval_ns, burst_ns, flags, pad]);
     layout!(btf, "airlock_rate_key", RateKey, [session_id, rule_id, pad]);
     layout!(btf, "airlock_rate_value", RateValue, [tat_ns]);
+    layout!(btf, "airlock_session_block", SessionBlock, [kind, block_number]);
     layout!(btf, "airlock_grant_key", GrantKey, [session_id, kind, rule_id, argv_hash, exe_identity]);
     layout!(btf, "airlock_grant_value", GrantValue, [expires_ns, request]);
     layout!(btf, "airlock_program_key", ProgramKey, [set_id, pad, name_hash]);
@@ -127,6 +128,10 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         ("AIRLOCK_REASON_RATE_LIMITED", REASON_RATE_LIMITED as u64),
         ("AIRLOCK_REASON_OUTSIDE_TIME_WINDOW", REASON_OUTSIDE_TIME_WINDOW as u64),
         ("AIRLOCK_LIMIT_CLOSED", LIMIT_CLOSED as u64),
+        ("AIRLOCK_REASON_SECURITY_BLOCK", REASON_SECURITY_BLOCK as u64),
+        ("AIRLOCK_BLOCK_HARD", BLOCK_HARD as u64),
+        ("AIRLOCK_BLOCK_SOFT", BLOCK_SOFT as u64),
+        ("AIRLOCK_ROLE_SOFT_BLOCKED", ROLE_SOFT_BLOCKED as u64),
         ("AIRLOCK_FLAG_GRANTED", FLAG_GRANTED as u64),
         ("AIRLOCK_GRANT_ONCE", GRANT_ONCE as u64),
         ("AIRLOCK_GRANT_RULE", GRANT_RULE as u64),

@@ -45,4 +45,10 @@ pub trait AgentOps: Send + Sync + 'static {
     fn approvals(&self, state: &str, session: &str, limit: usize) -> Vec<pb::ApprovalRequest>;
     fn approval(&self, id: &str) -> Option<pb::ApprovalRequest>;
     fn decide_approval(&self, id: &str, verdict: Verdict, decider: Decider) -> Result<pb::ApprovalRequest, ApprovalError>;
+    /// Security findings and blocks, newest first.
+    fn security_findings(&self, limit: usize) -> Vec<pb::SecurityFinding>;
+    fn security_blocks(&self, status: &str, limit: usize) -> Vec<pb::SecurityBlock>;
+    /// Acknowledges or lifts a block. `caller_pid`: the caller's process, when
+    /// known; a process inside a governed session is refused.
+    fn security_act(&self, id: &str, lift: bool, by: &str, caller_pid: Option<u32>, reason: &str) -> Result<pb::SecurityBlock>;
 }

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::approvals::{self, ApprovalError, DecideError, Decider, Verdict};
+use crate::security;
 use super::ops::{AgentOps, RevokeError};
 
 #[derive(Clone)]
@@ -30,6 +31,39 @@ impl ApiService {
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&dyn AgentOps) -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
         let agent = self.agent.clone();
         tokio::task::spawn_blocking(move || f(agent.as_ref())).await.map_err(|e| Status::internal(format!("API worker failed: {e}")))?
+    }
+}
+
+impl ApiService {
+    async fn block_action(&self, req: Request<pb::BlockActionRequest>, lift: bool) -> Result<Response<pb::SecurityBlock>, Status> {
+        let by = caller(&req);
+        let pid = req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred).and_then(|c| c.pid()).map(|p| p as u32);
+        let ask = req.into_inner();
+        let id = security::check_block_id(&ask.id).map_err(Status::invalid_argument)?.to_string();
+        let block = self
+            .blocking(move |a| {
+                a.security_act(&id, lift, &by, pid, &ask.reason).map_err(|e| {
+                    let text = format!("{e:#}");
+                    if text.starts_with("no security block") {
+                        Status::not_found(text)
+                    } else if text.contains("governed process") {
+                        Status::permission_denied(text)
+                    } else {
+                        Status::failed_precondition(text)
+                    }
+                })
+            })
+            .await?;
+        Ok(Response::new(block))
+    }
+}
+
+/// A list's `limit`: 0 is the default page, more than the largest is refused.
+fn page_limit(limit: u32) -> Result<usize, Status> {
+    match limit {
+        0 => Ok(100),
+        1..=1000 => Ok(limit as usize),
+        _ => Err(Status::invalid_argument(format!("limit: {limit} is more than 1000"))),
     }
 }
 
@@ -212,20 +246,29 @@ impl Airlock for ApiService {
         }
     }
 
-    async fn list_findings(&self, _req: Request<pb::ListFindingsRequest>) -> Result<Response<pb::ListFindingsResponse>, Status> {
-        Err(Status::unimplemented("WIP"))
+    async fn list_findings(&self, req: Request<pb::ListFindingsRequest>) -> Result<Response<pb::ListFindingsResponse>, Status> {
+        let limit = page_limit(req.into_inner().limit)?;
+        let findings = self.blocking(move |a| Ok(a.security_findings(limit))).await?;
+        Ok(Response::new(pb::ListFindingsResponse { findings }))
     }
 
-    async fn list_blocks(&self, _req: Request<pb::ListBlocksRequest>) -> Result<Response<pb::ListBlocksResponse>, Status> {
-        Err(Status::unimplemented("WIP"))
+    async fn list_blocks(&self, req: Request<pb::ListBlocksRequest>) -> Result<Response<pb::ListBlocksResponse>, Status> {
+        let ask = req.into_inner();
+        let limit = page_limit(ask.limit)?;
+        let status = ask.status.trim().to_string();
+        if !status.is_empty() && ![security::ACTIVE, security::ACKNOWLEDGED, security::LIFTED, security::EXPIRED].contains(&status.as_str()) {
+            return Err(Status::invalid_argument(format!("status: {status:?} is none of active, acknowledged, lifted, expired")));
+        }
+        let blocks = self.blocking(move |a| Ok(a.security_blocks(&status, limit))).await?;
+        Ok(Response::new(pb::ListBlocksResponse { blocks }))
     }
 
-    async fn acknowledge_block(&self, _req: Request<pb::BlockActionRequest>) -> Result<Response<pb::SecurityBlock>, Status> {
-        Err(Status::unimplemented("WIP"))
+    async fn acknowledge_block(&self, req: Request<pb::BlockActionRequest>) -> Result<Response<pb::SecurityBlock>, Status> {
+        self.block_action(req, false).await
     }
 
-    async fn lift_block(&self, _req: Request<pb::BlockActionRequest>) -> Result<Response<pb::SecurityBlock>, Status> {
-        Err(Status::unimplemented("WIP"))
+    async fn lift_block(&self, req: Request<pb::BlockActionRequest>) -> Result<Response<pb::SecurityBlock>, Status> {
+        self.block_action(req, true).await
     }
 }
 

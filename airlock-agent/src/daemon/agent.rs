@@ -27,6 +27,7 @@ pub const RESTART_DIR: &str = "restart";
 pub const SESSIONS_FILE: &str = "restart/sessions.json";
 pub const POLICY_STATE_FILE: &str = "restart/policy-state.json";
 pub const APPROVALS_FILE: &str = "restart/approvals.json";
+pub const SECURITY_FILE: &str = "restart/security.json";
 pub const AUDIT_FILE: &str = "audit.jsonl";
 const DEFAULT_ROLE_FILE: &str = "default-role";
 const FALLBACK_ROLE: &str = "default";
@@ -64,6 +65,8 @@ pub struct Agent {
     /// Each session's latest denial, for a governed process asking why (the
     /// store writes in batches; this answers at once).
     pub last_denials: Mutex<std::collections::HashMap<String, airlock_api::v1::Decision>>,
+    /// Security findings and the blocks in force (this host's or the gateway's).
+    pub security: Mutex<crate::security::Security>,
 }
 
 /// What `status` shows of the gateway link.

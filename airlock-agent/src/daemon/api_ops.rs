@@ -55,4 +55,23 @@ impl AgentOps for Agent {
     fn decide_approval(&self, id: &str, verdict: Verdict, decider: Decider) -> Result<pb::ApprovalRequest, ApprovalError> {
         Agent::decide_approval(self, id, verdict, decider)
     }
+
+    fn security_findings(&self, limit: usize) -> Vec<pb::SecurityFinding> {
+        Agent::security_findings(self, limit)
+    }
+
+    fn security_blocks(&self, status: &str, limit: usize) -> Vec<pb::SecurityBlock> {
+        Agent::security_blocks(self, status, limit)
+    }
+
+    fn security_act(&self, id: &str, lift: bool, by: &str, caller_pid: Option<u32>, reason: &str) -> anyhow::Result<pb::SecurityBlock> {
+        // A governed session never ends or signs off its own block.
+        if let Some(tag) = caller_pid.and_then(|pid| self.kernel.maps().tag_of(pid)) {
+            anyhow::bail!(
+                "{by} runs inside governed session {}: a governed process cannot acknowledge or lift security blocks",
+                crate::sessions::format_session_id(tag.session_id)
+            );
+        }
+        Agent::security_act(self, id, lift, by, reason)
+    }
 }

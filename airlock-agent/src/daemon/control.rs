@@ -117,16 +117,19 @@ impl Agent {
             }
             store.role_slot(&role).context("the role has no kernel slot")?
         };
-        let mut command = command;
-        if self.mask_secrets {
-            crate::secrets::mask_argv(&mut command);
-        }
-        let id = new_session_id();
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
             .ok()
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| peer.uid.to_string());
+        if let Some(refusal) = self.launch_refusal(&user) {
+            bail!("{refusal}");
+        }
+        let mut command = command;
+        if self.mask_secrets {
+            crate::secrets::mask_argv(&mut command);
+        }
+        let id = new_session_id();
         let info = SessionInfo {
             id: format_session_id(id),
             role: role.clone(),

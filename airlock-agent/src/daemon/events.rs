@@ -93,6 +93,9 @@ impl Agent {
             decision
         };
         let held = self.approval_step(&event, &mut decision);
+        if decision.reason == "security_block" {
+            self.name_security_block(&mut decision);
+        }
         if live && decision.kind == EXEC && decision.decision == DENY {
             // The refused process itself (LSM: execve failed) or, when it was killed, its parent.
             let message = match &held {

@@ -41,6 +41,10 @@ impl GatewayOps for Agent {
         }
     }
 
+    fn apply_security_blocks(&self, blocks: Vec<airlock_api::v1::SecurityBlock>) -> Result<usize, String> {
+        self.security_blocks_from_gateway(blocks).map_err(|e| format!("{e:#}"))
+    }
+
     fn record_shipping_loss(&self, count: u64, total: u64) {
         tracing::error!(count, total, "the gateway spool is full: decisions were dropped from shipping (they are enforced and in this audit trail)");
         let now = crate::clock::now_unix_nanos();

@@ -14,6 +14,7 @@ mod events;
 mod gateway_ops;
 mod reload;
 mod revoke;
+mod security_ops;
 mod session_ops;
 mod status;
 mod threads;
@@ -48,7 +49,7 @@ use crate::policy::origin::PolicyOrigin;
 use crate::policy::PolicyStore;
 use crate::protected::ProtectedFiles;
 use crate::sessions::Sessions;
-use agent::{lock, Agent, GatewayHandle, APPROVALS_FILE, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SESSIONS_FILE};
+use agent::{lock, Agent, GatewayHandle, APPROVALS_FILE, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SECURITY_FILE, SESSIONS_FILE};
 use airlock_spool::{Spool, SpoolOptions};
 
 pub struct DaemonOptions {
@@ -76,6 +77,9 @@ pub struct DaemonOptions {
     pub approvals: ApprovalSettings,
     /// Who is told of approval requests and decisions (webhooks, email).
     pub notify: Option<airlock_notify::NotifyConfig>,
+    /// The detectors over this host's store (None: off). With a gateway they
+    /// run at the gateway instead, over the whole org.
+    pub detection: Option<crate::security::detection::DetectionConfig>,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -137,6 +141,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         None => (None, None),
     };
     let approvals_file = opts.state_dir.join(APPROVALS_FILE);
+    let security_file = opts.state_dir.join(SECURITY_FILE);
     let notifier = match opts.notify {
         Some(config) => airlock_notify::Notifier::start(config).context("start the approval notifications")?,
         None => airlock_notify::Notifier::disabled(),
@@ -163,6 +168,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         approvals: Mutex::new(Approvals::persistent(opts.approvals, approvals_file)),
         notifier,
         last_denials: Mutex::new(Default::default()),
+        security: Mutex::new(crate::security::Security::open(Some(security_file))),
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they
@@ -198,13 +204,18 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     // With the sender's pid: a stop request from a governed process is refused (guard).
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
-    let workers = [
+    let mut workers = vec![
         spawn("airlock-events", &agent, move |a| a.event_loop(enricher))?,
         spawn("airlock-control", &agent, move |a| a.control_loop(listener))?,
         spawn("airlock-watch", &agent, |a| a.watch_loop())?,
         spawn("airlock-dns", &agent, |a| a.dns_loop())?,
         spawn("airlock-reload", &agent, |a| a.reload_loop())?,
     ];
+    match (opts.detection, agent.gateway.is_some()) {
+        (Some(_), true) => tracing::info!("security detection runs at the gateway, over the whole org; this host applies the gateway's blocks"),
+        (Some(config), false) => workers.push(spawn("airlock-detect", &agent, move |a| a.detect_loop(config))?),
+        (None, _) => tracing::info!("security detection is off on this host"),
+    }
     let link_stop = Arc::new(AtomicBool::new(false));
     let link = match (enrolled, &agent.gateway) {
         (Some(enrolled), Some(handle)) => Some(

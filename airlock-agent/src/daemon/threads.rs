@@ -37,6 +37,7 @@ impl Agent {
                 tracing::info!(session = %id, "session root exited");
             }
             self.approvals_tick();
+            self.security_tick();
             if let Err(e) = lock(&self.policy).apply_time_windows(&self.kernel) {
                 tracing::error!("time windows: {e:#}");
             }

@@ -26,6 +26,7 @@ pub fn reason_name(reason: u32) -> &'static str {
         abi::REASON_QUARANTINE => "quarantine",
         abi::REASON_ROLE_GONE => "role_gone",
         abi::REASON_REVOKED => "revoked",
+        abi::REASON_SECURITY_BLOCK => "security_block",
         abi::REASON_FILELESS => "fileless",
         abi::REASON_LOADER => "direct_loader",
         abi::REASON_APPROVAL_REQUIRED => "approval_required",

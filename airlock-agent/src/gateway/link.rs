@@ -193,9 +193,7 @@ impl Link {
                 let result = match c.body {
                     Some(command::Body::RevokeSession(r)) => self.revoke(c.id, r).await,
                     Some(command::Body::DecideApproval(a)) => self.decide_approval(c.id, a).await,
-                    Some(command::Body::SecurityBlocks(_)) => {
-                        CommandResult { id: c.id, error: "WIP: security blocks are not applied yet".into(), ..Default::default() }
-                    }
+                    Some(command::Body::SecurityBlocks(set)) => self.security_blocks(c.id, set.blocks).await,
                     None => CommandResult { id: c.id, error: "this agent does not know the command".into(), ..Default::default() },
                 };
                 send(tx, agent_message::Body::CommandResult(result)).await
@@ -224,6 +222,20 @@ impl Link {
                 tracing::error!(version = bundle.version, "policy bundle refused; the policy in force stays: {error}");
                 PolicyReport { version: bundle.version, content_hash: bundle.content_hash, error }
             }
+        }
+    }
+
+    /// The org's blocks in force, from the gateway's detectors.
+    async fn security_blocks(&self, id: i64, blocks: Vec<airlock_api::v1::SecurityBlock>) -> CommandResult {
+        let ops = self.ops.clone();
+        let outcome = tokio::task::spawn_blocking(move || ops.apply_security_blocks(blocks)).await;
+        match outcome {
+            Ok(Ok(count)) => {
+                tracing::info!(blocks = count, "security blocks from the gateway in force");
+                CommandResult { id, ..Default::default() }
+            }
+            Ok(Err(error)) => CommandResult { id, error, ..Default::default() },
+            Err(e) => CommandResult { id, error: format!("applying the security blocks panicked: {e}"), ..Default::default() },
         }
     }
 

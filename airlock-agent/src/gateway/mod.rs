@@ -47,6 +47,9 @@ pub trait GatewayOps: AgentOps {
     /// Records in the audit trail (and the store) that the spool dropped
     /// decisions: `count` since the last report, `total` since start.
     fn record_shipping_loss(&self, count: u64, total: u64);
+    /// The org's security blocks in force, whole (they replace the gateway's
+    /// blocks held before), applied in the kernel; returns how many.
+    fn apply_security_blocks(&self, blocks: Vec<airlock_api::v1::SecurityBlock>) -> Result<usize, String>;
 }
 
 /// The link's state, as `status` shows it.

@@ -86,6 +86,7 @@ pub struct Maps {
     tamper_senders: MapHandle,
     protected_inodes: MapHandle,
     approval_grants: MapHandle,
+    session_blocks: MapHandle,
     policy: PolicyMaps,
 }
 
@@ -105,6 +106,7 @@ impl Maps {
             tamper_senders: by_name("tamper_senders")?,
             protected_inodes: by_name("protected_inodes")?,
             approval_grants: by_name("approval_grants")?,
+            session_blocks: by_name("session_blocks")?,
             policy: PolicyMaps::open(&by_name)?,
         })
     }
@@ -145,6 +147,30 @@ impl Maps {
         self.revoked_sessions
             .update(as_bytes(&session_id), as_bytes(&1u32), MapFlags::ANY)
             .context("record the revocation in the kernel")
+    }
+
+    // ---- security blocks --------------------------------------------------------
+
+    /// Every session the kernel holds a security block for.
+    pub fn session_blocks(&self) -> Vec<(u64, abi::SessionBlock)> {
+        let map = &self.session_blocks;
+        map.keys()
+            .filter_map(|k| {
+                let value = map.lookup(&k, MapFlags::ANY).ok().flatten()?;
+                Some((from_bytes::<u64>(&k)?, from_bytes::<abi::SessionBlock>(&value)?))
+            })
+            .collect()
+    }
+
+    /// From now on the kernel holds the session to the block (hard: nothing; soft: egress narrowed).
+    pub fn set_session_block(&self, session_id: u64, block: &abi::SessionBlock) -> Result<()> {
+        self.session_blocks
+            .update(as_bytes(&session_id), as_bytes(block), MapFlags::ANY)
+            .context("write the security block to the kernel")
+    }
+
+    pub fn clear_session_block(&self, session_id: u64) {
+        let _ = self.session_blocks.delete(as_bytes(&session_id));
     }
 
     // ---- approvals --------------------------------------------------------------

@@ -33,3 +33,4 @@ enum airlock_match_via *unused_match_via __attribute__((unused));
 enum airlock_identity_key_kind *unused_identity_key_kind __attribute__((unused));
 enum airlock_guard_op *unused_guard_op __attribute__((unused));
 enum airlock_grant_kind *unused_grant_kind __attribute__((unused));
+enum airlock_block_kind *unused_block_kind __attribute__((unused));

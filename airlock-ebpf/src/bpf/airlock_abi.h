@@ -72,6 +72,9 @@ enum airlock_reason {
 	AIRLOCK_REASON_ROLE_GONE = 5,
 	/* The session was revoked through the API: deny everything. */
 	AIRLOCK_REASON_REVOKED = 40,
+	/* A security block covers the session (session_blocks): a hard block
+	 * denies everything, a soft one egress beyond loopback and the allow list. */
+	AIRLOCK_REASON_SECURITY_BLOCK = 41,
 	/* The executed file has no name on disk (memfd, deleted, O_TMPFILE). */
 	AIRLOCK_REASON_FILELESS = 10,
 	/* The dynamic loader was run directly. */
@@ -138,6 +141,8 @@ enum airlock_match_via {
 #define AIRLOCK_ROLE_UNIX_RULES (1U << 4)
 /* Role flag: egress is denied unless an egress.allow entry covers it. */
 #define AIRLOCK_ROLE_EGRESS_DEFAULT_DENY (1U << 5)
+/* Never in role_sets: role_set_of's answer for a session under a soft security block. */
+#define AIRLOCK_ROLE_SOFT_BLOCKED (1U << 6)
 /* Bytes of a Unix socket path the kernel matches and reports. */
 #define AIRLOCK_UNIX_PATH_MAX 128
 
@@ -494,6 +499,21 @@ struct airlock_rate_key {
 
 struct airlock_rate_value {
 	__u64 tat_ns; /* CLOCK_BOOTTIME */
+};
+
+/*
+ * Security blocks: session id -> the block the daemon applies to it. The
+ * daemon keeps the entries of every live session a block covers, and removes
+ * them when the block is lifted or expires.
+ */
+enum airlock_block_kind {
+	AIRLOCK_BLOCK_HARD = 1, /* every exec and connect denied */
+	AIRLOCK_BLOCK_SOFT = 2, /* egress only to loopback and the role's allow list */
+};
+
+struct airlock_session_block {
+	__u32 kind;
+	__u32 block_number; /* the daemon's number for the block, for a restart */
 };
 
 #endif /* AIRLOCK_ABI_H */

@@ -95,6 +95,9 @@ static __always_inline __u32 role_set_of(const struct airlock_proc_tag *tag, str
 	__u64 session = tag->session_id;
 	if (bpf_map_lookup_elem(&revoked_sessions, &session))
 		return AIRLOCK_REASON_REVOKED;
+	struct airlock_session_block *block = bpf_map_lookup_elem(&session_blocks, &session);
+	if (block && block->kind == AIRLOCK_BLOCK_HARD)
+		return AIRLOCK_REASON_SECURITY_BLOCK;
 	__u32 slot = tag->role_slot;
 	struct airlock_role_set *rs = bpf_map_lookup_elem(&role_sets, &slot);
 	if (!rs || (rs->flags & AIRLOCK_ROLE_DENY_ALL))
@@ -104,6 +107,8 @@ static __always_inline __u32 role_set_of(const struct airlock_proc_tag *tag, str
 	out->approval_set_id = rs->approval_set_id;
 	out->limit_set_id = rs->limit_set_id;
 	out->every_exec_rule = rs->every_exec_rule;
+	if (block && block->kind == AIRLOCK_BLOCK_SOFT)
+		out->flags |= AIRLOCK_ROLE_SOFT_BLOCKED;
 	return AIRLOCK_REASON_NONE;
 }
 

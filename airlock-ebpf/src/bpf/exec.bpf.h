@@ -19,68 +19,81 @@
 #include "exec_match.h"
 #include "exec_identity.h"
 
+/* One exec's names and facts, as every rule set is judged against them. */
+struct exec_names {
+	__u64 exe_hash; /* the executed file's name */
+	struct name_hashes script_name;
+	struct exec_identity_facts id;
+	__u32 role_flags;
+	__u32 script;   /* the exec is a #! script's (its name in script_name) */
+	__u32 operands; /* an interpreter's operands may name the program */
+	__u32 via;      /* out: how the rule that matched found the program */
+};
+
 /*
  * Judges the names the program goes by against one rule set. Returns the
  * deny reason (AIRLOCK_REASON_NONE: no rule of the set names it); the rule
- * that matched is left in s->words.rule_id.
+ * that matched is left in s->words.rule_id. A global function: the verifier
+ * checks it once, however many rule sets (block, limit, approval) a role has.
  */
-static __always_inline __u32 judge_names(__u32 set_id, __u32 role_flags, struct exec_scratch *s, __u64 exe_hash,
-					 bool script, const struct name_hashes *script_name,
-					 const struct exec_identity_facts *id, bool operands, __u32 *via)
+AIRLOCK_GLOBAL int judge_names(__u32 set_id, struct exec_scratch *s, struct exec_names *n)
 {
+	if (!s || !n)
+		return AIRLOCK_REASON_NONE;
 	struct exec_words *words = &s->words;
+	__u64 exe_hash = n->exe_hash;
 	__u32 reason = judge_program(set_id, exe_hash, 1, words);
 	if (reason) {
-		*via = AIRLOCK_VIA_EXECUTABLE;
+		n->via = AIRLOCK_VIA_EXECUTABLE;
 		return reason;
 	}
 	if (s->argv0_base_hash != exe_hash) {
 		reason = judge_program(set_id, s->argv0_base_hash, 1, words);
 		if (reason) {
-			*via = AIRLOCK_VIA_ARGV0;
+			n->via = AIRLOCK_VIA_ARGV0;
 			return reason;
 		}
 	}
-	if (script) {
+	if (n->script) {
 		/* The #! handler put the script's path after the interpreter (and its
 		 * optional argument); the script's own arguments follow it. */
-		__u32 idx = word_index(words, script_name->hash);
-		reason = judge_program(set_id, script_name->base_hash, idx ? idx + 1 : 1, words);
+		__u32 idx = word_index(words, n->script_name.hash);
+		reason = judge_program(set_id, n->script_name.base_hash, idx ? idx + 1 : 1, words);
 		if (reason) {
-			*via = AIRLOCK_VIA_SCRIPT;
+			n->via = AIRLOCK_VIA_SCRIPT;
 			return reason;
 		}
 	}
 	/* The content is a protected program's, whatever the file is called. */
-	if (id->id_flags & AIRLOCK_ID_PROGRAM) {
+	if (n->id.id_flags & AIRLOCK_ID_PROGRAM) {
 #pragma unroll
 		for (int i = 0; i < AIRLOCK_IDENTITY_NAMES; i++) {
-			__u64 name = id->names[i];
+			__u64 name = n->id.names[i];
 			if (!name || name == exe_hash || name == s->argv0_base_hash)
 				continue;
 			reason = judge_program(set_id, name, 1, words);
 			if (reason) {
-				*via = AIRLOCK_VIA_IDENTITY;
+				n->via = AIRLOCK_VIA_IDENTITY;
 				return reason;
 			}
 		}
 	}
-	if (id->id_flags & AIRLOCK_ID_LOADER) {
+	if (n->id.id_flags & AIRLOCK_ID_LOADER) {
 		/* Agents never need to run ld.so themselves; where a role allows it,
 		 * the program it loads is judged by name with its arguments. */
-		if (!(role_flags & AIRLOCK_ROLE_ALLOW_LOADER))
+		if (!(n->role_flags & AIRLOCK_ROLE_ALLOW_LOADER))
 			return AIRLOCK_REASON_LOADER;
 		reason = judge_operands(set_id, s);
 		if (reason) {
-			*via = AIRLOCK_VIA_LOADED;
+			n->via = AIRLOCK_VIA_LOADED;
 			return reason;
 		}
 	}
-	if (operands && (id->id_flags & AIRLOCK_ID_INTERPRETER)) {
+	if (n->operands && (n->id.id_flags & AIRLOCK_ID_INTERPRETER)) {
 		/* python3 /x/aws iam create-role: the script is the program. */
 		reason = judge_operands(set_id, s);
 		if (reason) {
-			*via = AIRLOCK_VIA_INTERPRETER;
+			n->via = AIRLOCK_VIA_INTERPRETER;
 			return reason;
 		}
 	}
@@ -148,22 +161,23 @@ static __always_inline __u32 limit_verdict(__u64 session_id, __u32 rule_id, bool
  * approval rule names it and the caller still has to look for a grant); the
  * rule is left in s->words.rule_id. `consume`: take rate-limit tokens.
  */
-static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s, __u64 exe_hash,
-					bool script, const struct name_hashes *script_name,
-					const struct exec_identity_facts *id, bool operands, bool consume, __u32 *via)
+static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s,
+					struct exec_names *n, bool consume)
 {
 	struct airlock_role_set rs;
 	__u32 reason = role_set_of(tag, &rs);
 	if (reason != AIRLOCK_REASON_NONE ||
 	    (rs.set_id == 0 && rs.approval_set_id == 0 && rs.limit_set_id == 0 && rs.every_exec_rule == 0))
 		return reason;
+	n->role_flags = rs.flags;
+	n->via = 0;
 
 	/* A file with no name on disk cannot be told apart by name: refused unless the role allows it. */
-	if (id->fileless && !(rs.flags & AIRLOCK_ROLE_ALLOW_FILELESS))
+	if (n->id.fileless && !(rs.flags & AIRLOCK_ROLE_ALLOW_FILELESS))
 		return AIRLOCK_REASON_FILELESS;
 
 	if (rs.set_id) {
-		reason = judge_names(rs.set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
+		reason = judge_names(rs.set_id, s, n);
 		if (reason)
 			return reason;
 	}
@@ -175,17 +189,17 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 		}
 	}
 	if (rs.limit_set_id) {
-		reason = judge_names(rs.limit_set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
+		reason = judge_names(rs.limit_set_id, s, n);
 		if (reason == AIRLOCK_REASON_RULE)
 			reason = limit_verdict(tag->session_id, s->words.rule_id, consume);
 		if (reason)
 			return reason;
 		/* Within its limits: no rule decided this exec. */
-		*via = 0;
+		n->via = 0;
 		s->words.rule_id = 0;
 	}
 	if (rs.approval_set_id) {
-		reason = judge_names(rs.approval_set_id, rs.flags, s, exe_hash, script, script_name, id, operands, via);
+		reason = judge_names(rs.approval_set_id, s, n);
 		/* An argv too long to inspect under an approval rule stays refused: no grant can name it. */
 		if (reason == AIRLOCK_REASON_RULE)
 			return AIRLOCK_REASON_APPROVAL_REQUIRED;
@@ -382,30 +396,32 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 	bool script = BPF_CORE_READ(bprm, interp) != BPF_CORE_READ(bprm, filename);
 	if (script)
 		flags |= AIRLOCK_FLAG_SCRIPT;
-	struct name_hashes exe_name = {}, script_name = {};
+	struct exec_names n = {};
+	struct name_hashes exe_name = {};
 	/* The leaf component of the executable's path is its name. */
 	name_hash((struct name_buf *)e->exe, &exe_name);
+	n.exe_hash = exe_name.hash;
+	n.script = script;
+	n.operands = 1;
 	if (script)
-		name_hash((struct name_buf *)e->filename, &script_name);
+		name_hash((struct name_buf *)e->filename, &n.script_name);
 
-	struct exec_identity_facts id = {};
-	identity_of(s, bprm, exe_name.hash, &id);
+	identity_of(s, bprm, exe_name.hash, &n.id);
 	/* The #! script itself is out of reach here (bprm->file is its
 	 * interpreter): one passed as an open file descriptor has no name to judge. */
 	if (script && filename_is_dev_fd(e->filename))
-		id.fileless = 1;
-	flags |= identity_event_flags(&id);
+		n.id.fileless = 1;
+	flags |= identity_event_flags(&n.id);
 
-	__u32 via = 0;
-	__u32 reason = judge_exec(&tag, s, exe_name.hash, script, &script_name, &id, true, true, &via);
+	__u32 reason = judge_exec(&tag, s, &n, true);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
 		/* The #! handler put the script's path after the interpreter (and its optional argument). */
 		__u32 start = 0;
 		if (script) {
-			__u32 idx = word_index(&s->words, script_name.hash);
+			__u32 idx = word_index(&s->words, n.script_name.hash);
 			start = idx ? idx + 1 : 1;
 		}
-		grant_binding(s, bprm, script, &script_name, start);
+		grant_binding(s, bprm, script, &n.script_name, start);
 		reason = approval_grant(s, &tag, true);
 		if (!reason)
 			flags |= AIRLOCK_FLAG_GRANTED;
@@ -413,7 +429,7 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 	if (reason)
 		bpf_send_signal(SIGKILL);
 	e->hdr.flags = flags;
-	exec_finish(s, reason, via);
+	exec_finish(s, reason, n.via);
 	return 0;
 }
 
@@ -525,20 +541,21 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	e->argv_len = len;
 	tokenize(s);
 
+	struct exec_names n = {};
 	struct name_hashes exe_name = {};
 	name_hash((struct name_buf *)e->exe, &exe_name);
+	n.exe_hash = exe_name.hash;
 
-	struct exec_identity_facts id = {};
-	identity_of(s, bprm, exe_name.hash, &id);
-	flags |= identity_event_flags(&id);
+	identity_of(s, bprm, exe_name.hash, &n.id);
+	flags |= identity_event_flags(&n.id);
 
 	/* A #! script comes here first as itself, then as its interpreter with the
 	 * caller's argv[0]: either way the script's name is matched. On that second
 	 * pass argv is still the caller's, not the interpreter's, so an
 	 * interpreter's operands are judged only when it was executed directly. */
 	bool direct = BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename);
-	__u32 via = 0;
-	__u32 reason = judge_exec(&tag, s, exe_name.hash, false, &exe_name, &id, direct, false, &via);
+	n.operands = direct;
+	__u32 reason = judge_exec(&tag, s, &n, false);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
 		/* A script's first pass (its own head) or its interpreter's (argv still the caller's). */
 		bool script = !direct || head_is_script(bprm);
@@ -551,7 +568,7 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	if (!reason)
 		return 0;
 	e->hdr.flags = flags;
-	exec_finish(s, reason, via);
+	exec_finish(s, reason, n.via);
 	return lsm_verdict(-EPERM);
 }
 

@@ -242,6 +242,15 @@ struct {
 	__type(value, __u32);
 } revoked_sessions SEC(".maps");
 
+/* Sessions under a security block (struct airlock_session_block). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct airlock_session_block);
+} session_blocks SEC(".maps");
+
 /* Tamper resistance and protected files */
 
 /* The daemon's thread ids (compat: signals and ptrace name a thread, not a process). */

@@ -53,21 +53,27 @@ static __always_inline __u32 egress_lookup6(__u32 set_id, const __u32 *addr_be, 
 }
 
 /*
- * For a role whose egress default is deny, the allow rule covering the
- * destination (0: none, so the destination is refused). Only reached when no
- * deny rule matched: deny rules always win.
+ * The allow rule covering the destination (0: none). Read only for a role
+ * whose egress default is deny, or a session under a soft security block, and
+ * only when no deny rule matched: deny rules always win.
  */
-static __always_inline __u32 egress_default_allow_rule(const struct airlock_proc_tag *tag, __u32 set_id, __u16 family,
-							__u32 addr4_be, const __u32 *addr6_be, __u16 port_be,
-							bool *default_deny)
+static __always_inline __u32 egress_allow_rule(__u32 set_id, __u16 family, __u32 addr4_be, const __u32 *addr6_be,
+					       __u16 port_be)
 {
-	__u32 slot = tag->role_slot;
-	struct airlock_role_set *rs = bpf_map_lookup_elem(&role_sets, &slot);
-	*default_deny = rs && (rs->flags & AIRLOCK_ROLE_EGRESS_DEFAULT_DENY);
-	if (!*default_deny)
-		return 0;
 	return family == AF_INET ? egress_lookup4_in(&egress_allow4, set_id, addr4_be, port_be)
 				 : egress_lookup6_in(&egress_allow6, set_id, addr6_be, port_be);
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: what a soft security block leaves reachable. */
+static __always_inline bool is_loopback(__u16 family, __u32 addr4_be, const __u32 *addr6_be)
+{
+	if (family == AF_INET)
+		return (bpf_ntohl(addr4_be) >> 24) == 127;
+	if (!addr6_be || addr6_be[0] != 0 || addr6_be[1] != 0)
+		return false;
+	if (addr6_be[2] == 0)
+		return addr6_be[3] == bpf_htonl(1);
+	return addr6_be[2] == bpf_htonl(0xffff) && (bpf_ntohl(addr6_be[3]) >> 24) == 127;
 }
 
 /*
@@ -82,20 +88,24 @@ static __always_inline __u32 egress_judge(__u32 kind, __u16 family, __u32 addr4_
 	if (!tag_of(tgid, &tag))
 		return AIRLOCK_ALLOW;
 
-	__u32 set_id, rule_id = 0;
-	__u32 reason = rule_set_of(&tag, &set_id);
+	__u32 rule_id = 0;
+	struct airlock_role_set rs;
+	__u32 reason = role_set_of(&tag, &rs);
+	__u32 set_id = rs.set_id;
 	if (reason == AIRLOCK_REASON_NONE && set_id) {
 		rule_id = family == AF_INET ? egress_lookup4(set_id, addr4_be, port_be)
 					    : egress_lookup6(set_id, addr6_be, port_be);
+		bool default_deny = rs.flags & AIRLOCK_ROLE_EGRESS_DEFAULT_DENY;
+		bool soft_blocked = rs.flags & AIRLOCK_ROLE_SOFT_BLOCKED;
 		if (rule_id) {
 			reason = AIRLOCK_REASON_RULE;
-		} else {
-			bool default_deny = false;
+		} else if (default_deny || soft_blocked) {
 			/* An allow decision names the allow rule that let it through. */
-			rule_id = egress_default_allow_rule(&tag, set_id, family, addr4_be, addr6_be, port_be,
-							    &default_deny);
-			if (default_deny && !rule_id)
+			rule_id = egress_allow_rule(set_id, family, addr4_be, addr6_be, port_be);
+			if (!rule_id && default_deny)
 				reason = AIRLOCK_REASON_EGRESS_DEFAULT;
+			else if (!rule_id && !is_loopback(family, addr4_be, addr6_be))
+				reason = AIRLOCK_REASON_SECURITY_BLOCK;
 		}
 	}
 	__u32 decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
