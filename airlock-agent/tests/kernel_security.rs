@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-const POLICY: &str = r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": ["terraform destroy"] }"#;
+const POLICY: &str = r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": ["terraform destroy"],
+  "rate_limits": { "kubectl *": "100/minute" } }"#;
 const ROLE: &str = r#"{ "id": "agent", "name": "Agent", "policies": ["infra"] }"#;
 /// Five denials in five minutes make a finding of `severity`; the other
 /// rules stay out of the way (an unshare would count as escalation probing).
@@ -179,12 +180,20 @@ fn a_high_finding_soft_blocks_egress_beyond_loopback_and_new_sessions() {
     let before = d.wait_audit("the connect before any block", |v| v["session_id"] == session.as_str() && v["kind"] == "connect" && v["destination"]["address"] == away);
     assert_eq!(before[0]["decision"], "allow", "{}", before[0]);
 
+    let (out, _) = live.run("kubectl get pods");
+    assert!(out.contains(RAN), "{out}");
+
     deny_five_times(&mut live);
     let blocks = wait_blocks(d, "soft block", |b| b.iter().any(|x| x["subject"] == session.as_str() && x["kind"] == "soft"));
 
-    // Soft: commands run, loopback connects, anything else is refused.
+    // Soft: commands run, loopback connects, anything else is refused, and
+    // what the policies name (kubectl's rate limit) needs a person's approval.
     let (out, _) = live.run("terraform plan");
     assert!(out.contains(RAN), "a soft block refused an exec:\n{out}");
+    let (out, _) = live.run("kubectl get pods");
+    assert!(!out.contains(RAN), "kubectl ran without approval under a soft block:\n{out}");
+    live.wait_output("the approval request", |t| t.contains("airlock: APPROVAL REQUIRED"));
+    d.wait_audit("the held kubectl", |v| v["session_id"] == session.as_str() && v["reason"] == "approval_required" && v["rule"] == "kubectl * 100/minute");
     assert!(connect(&mut live, "127.0.0.1", port), "a soft block refused loopback");
     let seen = connect_decisions(d, &session, away).len();
     connect_from_empty_netns(&mut live, away);
@@ -202,6 +211,8 @@ fn a_high_finding_soft_blocks_egress_beyond_loopback_and_new_sessions() {
     assert!(!other.tool_ran() && other.all_output().contains("new sessions are refused"), "{}", other.all_output());
 
     lift_all(d, &blocks);
+    let (out, _) = live.run("kubectl get pods");
+    assert!(out.contains(RAN), "kubectl still needed approval after the lift:\n{out}");
     let seen = connect_decisions(d, &session, away).len();
     connect_from_empty_netns(&mut live, away);
     let deadline = Instant::now() + seconds(15);

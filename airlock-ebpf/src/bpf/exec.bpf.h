@@ -190,8 +190,12 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 	}
 	if (rs.limit_set_id) {
 		reason = judge_names(rs.limit_set_id, s, n);
-		if (reason == AIRLOCK_REASON_RULE)
+		if (reason == AIRLOCK_REASON_RULE) {
 			reason = limit_verdict(tag->session_id, s->words.rule_id, consume);
+			/* Under a soft security block, what the policies name needs a person's approval. */
+			if (!reason && (rs.flags & AIRLOCK_ROLE_SOFT_BLOCKED))
+				return AIRLOCK_REASON_APPROVAL_REQUIRED;
+		}
 		if (reason)
 			return reason;
 		/* Within its limits: no rule decided this exec. */
