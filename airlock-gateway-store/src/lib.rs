@@ -1,8 +1,8 @@
 //! The gateway's store: orgs, tokens, enrolled hosts, policy versions, the
-//! fleet's decisions, sessions and approval requests, and commands for
-//! agents. SQLite (one replica) or PostgreSQL (any number of replicas): one
-//! schema, applied by versioned migrations, and every query written once for
-//! both.
+//! fleet's decisions, sessions and approval requests, commands for agents,
+//! and security monitoring's findings, blocks and settings. SQLite (one
+//! replica) or PostgreSQL (any number of replicas): one schema, applied by
+//! versioned migrations, and every query written once for both.
 
 mod approvals;
 mod commands;
@@ -14,6 +14,8 @@ mod hosts;
 mod migrations;
 mod orgs;
 mod policies;
+mod security;
+mod security_inputs;
 mod sessions;
 mod store;
 mod tokens;
@@ -30,6 +32,11 @@ pub use decisions::{FleetQuery, HostBatch, IncomingDecision, Ingested, StoredDec
 pub use error::StoreError;
 pub use hosts::{Host, HostContact};
 pub use orgs::Org;
+pub use security::{
+    effective_status, in_force, is_block_id, is_finding_id, NewFinding, BLOCK_ACKNOWLEDGED, BLOCK_ACTIVE, BLOCK_EXPIRED, BLOCK_LIFTED, BLOCK_STATUSES,
+    MAX_SECURITY_PAGE,
+};
+pub use security_inputs::{SecuritySettingsVersion, TokenUseRow};
 pub use policies::{NewPolicyVersion, PolicyFile, PolicyVersion};
 pub use store::GatewayStore;
 pub use tokens::{ApiToken, JoinOutcome, NewToken, TokenInfo, TOKEN_API, TOKEN_JOIN};

@@ -21,6 +21,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial schema", sql: INITIAL },
     Migration { version: 2, name: "approval requests", sql: APPROVALS },
+    Migration { version: 3, name: "security monitoring", sql: SECURITY },
 ];
 
 /// Any fixed number, the same on every replica: the key of the lock that
@@ -180,6 +181,80 @@ CREATE TABLE approval_attempts (
 CREATE INDEX approval_attempts_request ON approval_attempts(org_id, request_id, id);
 ";
 
+// Findings and blocks keep their immutable part as the API's message
+// (`body`) and what changes (a finding's block, a block's status) in
+// columns. A block's stored status is active, acknowledged or lifted;
+// "expired" is read off `expires_ns` at read time, so no sweep is needed.
+// `token_uses` is bounded by design: one row per (token, source address).
+// `security_runs` lets one replica at a time run an org's detection pass.
+const SECURITY: &str = "
+CREATE TABLE security_settings (
+    org_id BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    document TEXT NOT NULL,
+    author TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    PRIMARY KEY (org_id, version)
+);
+CREATE TABLE security_findings (
+    org_id BIGINT NOT NULL,
+    finding_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    subject_kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    block_id TEXT NOT NULL DEFAULT '',
+    body {BLOB} NOT NULL,
+    PRIMARY KEY (org_id, finding_id)
+);
+CREATE INDEX security_findings_newest ON security_findings(org_id, created_ns, finding_id);
+CREATE TABLE security_blocks (
+    org_id BIGINT NOT NULL,
+    block_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject_kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    expires_ns BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    acknowledged_by TEXT NOT NULL DEFAULT '',
+    acknowledged_ns BIGINT NOT NULL DEFAULT 0,
+    acknowledge_reason TEXT NOT NULL DEFAULT '',
+    lifted_by TEXT NOT NULL DEFAULT '',
+    lifted_ns BIGINT NOT NULL DEFAULT 0,
+    lift_reason TEXT NOT NULL DEFAULT '',
+    body {BLOB} NOT NULL,
+    PRIMARY KEY (org_id, block_id)
+);
+CREATE INDEX security_blocks_newest ON security_blocks(org_id, created_ns, block_id);
+CREATE INDEX security_blocks_force ON security_blocks(status, expires_ns, org_id);
+CREATE TABLE security_baselines (
+    org_id BIGINT PRIMARY KEY,
+    baseline TEXT NOT NULL,
+    updated_ns BIGINT NOT NULL
+);
+CREATE TABLE token_uses (
+    token_id BIGINT NOT NULL,
+    address TEXT NOT NULL,
+    org_id BIGINT NOT NULL,
+    token TEXT NOT NULL,
+    first_ns BIGINT NOT NULL,
+    last_ns BIGINT NOT NULL,
+    uses BIGINT NOT NULL,
+    PRIMARY KEY (token_id, address)
+);
+CREATE INDEX token_uses_org ON token_uses(org_id, last_ns);
+CREATE TABLE security_runs (
+    org_id BIGINT PRIMARY KEY,
+    replica TEXT NOT NULL,
+    run_ns BIGINT NOT NULL
+);
+";
+
 pub(crate) fn render(sql: &str, dialect: Dialect) -> String {
     let (pk, blob) = match dialect {
         // AUTOINCREMENT: an id (a decision's cursor) is never handed out twice.
@@ -288,11 +363,11 @@ mod tests {
 
     #[test]
     fn an_unknown_applied_migration_is_refused_and_known_ones_are_skipped() {
-        let all: BTreeSet<i64> = [1, 2].into_iter().collect();
+        let all: BTreeSet<i64> = [1, 2, 3].into_iter().collect();
         assert_eq!(pending(&all, MIGRATIONS), Ok(Vec::new()));
         let first: BTreeSet<i64> = [1].into_iter().collect();
-        assert_eq!(pending(&first, MIGRATIONS), Ok(vec![1]), "a database of the first version gets the second");
-        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0, 1]));
+        assert_eq!(pending(&first, MIGRATIONS), Ok(vec![1, 2]), "a database of the first version gets the later ones");
+        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0, 1, 2]));
         let newer: BTreeSet<i64> = [1, 99].into_iter().collect();
         let refusal = pending(&newer, MIGRATIONS).unwrap_err();
         assert!(refusal.contains("99") && refusal.contains("newer"), "{refusal}");
@@ -322,6 +397,43 @@ mod tests {
             };
             assert_eq!(count("SELECT COUNT(*) FROM orgs WHERE name = 'kept'").await, 1, "{what}");
             assert_eq!(count("SELECT COUNT(*) FROM approvals").await, 0, "{what}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A database of version 2 (approvals) gets the security tables, its
+    /// approval requests kept (SQLite and PostgreSQL).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_version_database_gets_security_monitoring_with_its_data() {
+        let dir = std::env::temp_dir().join(format!("airlock-gw-migrate3-{}-{}", std::process::id(), now_ns()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut databases = vec![Db::open_sqlite(&dir.join("gateway.db")).unwrap()];
+        if let Some(url) = crate::testing::postgres_database("migrations::a_second_version_database_gets_security_monitoring_with_its_data") {
+            databases.push(Db::open_postgres(&url).unwrap());
+        }
+        for db in databases {
+            let what = db.describe();
+            assert_eq!(migrate(&db, &MIGRATIONS[..2]).await.unwrap(), [1, 2], "{what}");
+            db.execute("INSERT INTO orgs(name, created_ns) VALUES ('kept', 1)", vec![]).await.unwrap();
+            db.execute(
+                "INSERT INTO approvals(org_id, request_id, host_id, session_id, state, body, created_ns, updated_ns, expires_ns)
+                 VALUES (1, 'apr-0000000000000001', 'h', 's', 'pending', $1, 1, 1, 0)",
+                vec![crate::db::Value::Bytes(vec![1, 2, 3])],
+            )
+            .await
+            .unwrap();
+            assert!(db.query("SELECT COUNT(*) FROM security_blocks", vec![]).await.is_err(), "{what}: no blocks at version 2");
+            assert_eq!(migrate(&db, MIGRATIONS).await.unwrap(), [3], "{what}");
+            let count = |sql: &'static str| {
+                let db = db.clone();
+                async move { db.query_opt(sql, vec![]).await.unwrap().unwrap().int(0).unwrap() }
+            };
+            assert_eq!(count("SELECT COUNT(*) FROM approvals WHERE request_id = 'apr-0000000000000001'").await, 1, "{what}");
+            assert_eq!(count("SELECT COUNT(*) FROM orgs WHERE name = 'kept'").await, 1, "{what}");
+            for table in ["security_settings", "security_findings", "security_blocks", "security_baselines", "token_uses", "security_runs"] {
+                let rows = db.query(&format!("SELECT COUNT(*) FROM {table}"), vec![]).await;
+                assert!(rows.is_ok(), "{what}: {table}: {rows:?}");
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

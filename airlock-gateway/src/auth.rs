@@ -47,6 +47,7 @@ impl Caller {
             .ok_or_else(|| Status::unauthenticated("unknown or revoked API token"))?;
         let role = Role::parse(&token.role).map_err(|e| Status::internal(format!("token {}: {e}", token.id)))?;
         let label = if token.label.is_empty() { format!("token {} ({role})", token.id) } else { token.label.clone() };
+        record_use(store, &token, &label, request);
         Ok(Caller { org_id: token.org_id, org: token.org_name, role, label })
     }
 
@@ -77,6 +78,28 @@ impl Caller {
         let org = store.org_by_name(requested).await.map_err(store_status)?.ok_or_else(not_found)?;
         Ok(OrgScope { id: org.id, name: org.name })
     }
+}
+
+/// The address a token use is recorded from when the connection has none
+/// (not a TCP peer).
+pub const UNKNOWN_ADDRESS: &str = "unknown";
+
+/// How security monitoring names a token: its label and id, never its secret.
+pub fn token_name(id: i64, label: &str) -> String {
+    format!("{label} (token {id})")
+}
+
+/// Counts the token's use from the caller's IP address (not its port: a
+/// client's every connection has a new one), off the call's path: a call
+/// never waits for, or fails on, the count.
+fn record_use<T>(store: &GatewayStore, token: &airlock_gateway_store::ApiToken, label: &str, request: &Request<T>) {
+    let address = request.remote_addr().map(|a| a.ip().to_canonical().to_string()).unwrap_or_else(|| UNKNOWN_ADDRESS.to_string());
+    let (store, org_id, token_id, name) = (store.clone(), token.org_id, token.id, token_name(token.id, label));
+    tokio::spawn(async move {
+        if let Err(e) = store.record_token_use(org_id, token_id, &name, &address, crate::now_ns()).await {
+            tracing::warn!(token = token_id, %address, "record an API token use: {e}");
+        }
+    });
 }
 
 /// A store error as the status a client sees: a database that is down is

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,8 @@ pub struct FileConfig {
     /// Who is told of approval requests and decisions, per org: `[notify.ORG]`
     /// with `[[notify.ORG.webhooks]]` and `[notify.ORG.email]`.
     pub notify: Option<BTreeMap<String, NotifyConfig>>,
+    /// Seconds between security detection passes (default 60).
+    pub detect_interval: Option<u64>,
 }
 
 /// What `run` was given on its command line.
@@ -43,6 +46,7 @@ pub struct Flags {
     pub tls_key: Option<PathBuf>,
     pub server_names: Vec<String>,
     pub replica: Option<String>,
+    pub detect_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +60,8 @@ pub struct RunConfig {
     pub replica: String,
     /// Approval notifications, by org name (checked).
     pub notify: BTreeMap<String, NotifyConfig>,
+    /// Between two security detection passes.
+    pub detect_interval: Duration,
 }
 
 impl RunConfig {
@@ -79,12 +85,17 @@ impl RunConfig {
             let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "gateway".into());
             format!("{host}:{}", std::process::id())
         });
+        let detect_secs = flags.detect_interval.or(file.detect_interval).unwrap_or(crate::detection::DEFAULT_DETECT_INTERVAL_SECS);
+        if detect_secs == 0 {
+            bail!("{}: must be at least 1 second (got 0)", from("--detect-interval"));
+        }
         let notify = file.notify.unwrap_or_default();
         for (org, config) in &notify {
             config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("notify.{org}"))))?;
         }
         Ok(RunConfig {
             notify,
+            detect_interval: Duration::from_secs(detect_secs),
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             database_url,
@@ -126,8 +137,13 @@ mod tests {
         let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
         assert!(err.contains("gateway.toml") && err.contains("listen_on"), "{err}");
         std::fs::write(&file, "listen = \"nowhere\"\n").unwrap();
-        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file), ..Default::default() }).unwrap_err());
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
         assert!(err.contains("listen (from") && err.contains("nowhere"), "{err}");
+        std::fs::write(&file, "detect_interval = 0\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("--detect-interval") && err.contains("at least 1 second"), "{err}");
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), detect_interval: Some(5), ..Default::default() }).unwrap();
+        assert_eq!(config.detect_interval, Duration::from_secs(5), "the flag wins");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,8 +1,8 @@
 //! What one gateway replica shares between its connections: the store, the
 //! CA, the org's latest policy versions (polled from the store, so a push
 //! made through another replica reaches this one's agents within a second or
-//! two), the agents connected here (to hand them commands), and a signal
-//! that decisions were stored (for live tails).
+//! two), the agents connected here (to hand them commands and security
+//! blocks), and a signal that decisions were stored (for live tails).
 
 use crate::approvals::Notifiers;
 use std::collections::HashMap;
@@ -58,6 +58,8 @@ pub struct Hub {
     ingest_queue: Mutex<Option<mpsc::Receiver<IngestRequest>>>,
     /// Who is told of approval requests and decisions, per org.
     pub notifiers: Notifiers,
+    /// A block was placed, acknowledged or lifted through this replica.
+    pub blocks_changed: Notify,
 }
 
 struct Connection {
@@ -83,6 +85,7 @@ impl Hub {
             stored: Notify::new(),
             commands_queued: Notify::new(),
             stopping: Default::default(),
+            blocks_changed: Notify::new(),
         })
     }
 
@@ -138,6 +141,16 @@ impl Hub {
 
     pub fn connected_count(&self) -> usize {
         lock(&self.connected).len()
+    }
+
+    /// The streams of the org's agents connected here, by host.
+    pub fn senders_of_org(&self, org_id: i64) -> Vec<(String, mpsc::Sender<Result<GatewayMessage, tonic::Status>>)> {
+        lock(&self.connected).iter().filter(|((org, _), _)| *org == org_id).map(|((_, host), c)| (host.clone(), c.sender.clone())).collect()
+    }
+
+    /// Security blocks changed here: push the new sets now, not at the next poll.
+    pub fn security_blocks_changed(&self) {
+        self.blocks_changed.notify_one();
     }
 
     pub fn queued_command(&self) {

@@ -6,17 +6,21 @@
 //! the three gRPC services; [`hub`] is what one replica shares between
 //! connections; [`pki`] and [`tokens`] are the credentials; [`auth`] scopes a
 //! caller to its org; [`approvals`] follows approval requests between
-//! agents and approvers; the store is the `airlock-gateway-store` crate.
+//! agents and approvers; [`detection`] runs the detectors over each org's
+//! decisions and [`security`] pushes the blocks they place to the agents;
+//! the store is the `airlock-gateway-store` crate.
 
 pub mod approvals;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod detection;
 pub mod enroll;
 pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod pki;
+pub mod security;
 pub mod server;
 pub mod tokens;
 

@@ -6,7 +6,9 @@
 //! enforced); decision batches are stored, idempotently on (host, seq), and
 //! acked only once stored; a database failure ends the stream UNAVAILABLE,
 //! and the agent resends from its last ack when it reconnects. Policy
-//! versions reach the agent as bundles as soon as this replica sees them.
+//! versions reach the agent as bundles as soon as this replica sees them;
+//! the org's security blocks in force right after the Hello, then on each
+//! change (see [`crate::security`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +125,9 @@ async fn serve(hub: &Hub, peer: &Peer, mut inbound: Streaming<AgentMessage>, out
     if let Some(version) = latest {
         send_bundle_if_newer(hub, peer, version, &mut sent_version, outbox).await?;
     }
+    // The org's blocks in force, whole: the agent replaces what it had.
+    let blocks = crate::security::blocks_for_new_connection(hub, *org_id).await?;
+    outbox.send(Ok(blocks)).await.map_err(|_| Status::cancelled("the agent went away"))?;
     loop {
         tokio::select! {
             message = tokio::time::timeout(IDLE_LIMIT, inbound.next()) => {
@@ -221,6 +226,13 @@ async fn handle(hub: &Hub, peer: &Peer, message: AgentMessage, outbox: &Outbox) 
                 .map_err(store_status)
         }
         Some(agent_message::Body::Sessions(report)) => hub.store.upsert_sessions(org_id, host_id, &report.sessions, now).await.map_err(store_status),
+        Some(agent_message::Body::CommandResult(result)) if result.id == crate::security::UNQUEUED_COMMAND_ID => {
+            // An answer to a security_blocks command: nothing is queued to settle.
+            if !result.error.is_empty() {
+                tracing::warn!(org = %peer.org, host = host_id, "the host could not apply the security blocks: {}", result.error);
+            }
+            Ok(())
+        }
         Some(agent_message::Body::CommandResult(result)) => {
             let body = match (&result.revoke_session, &result.approval) {
                 (Some(r), _) => r.encode_to_vec(),

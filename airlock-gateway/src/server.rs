@@ -60,6 +60,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
     tokio::spawn(hub.clone().watch_policies());
     tokio::spawn(hub.clone().deliver_commands());
     tokio::spawn(hub.clone().write_batches());
+    tokio::spawn(crate::security::watch_blocks(hub.clone()));
+    tokio::spawn(crate::detection::run_loop(hub.clone(), config.detect_interval));
+    tracing::info!(interval_secs = config.detect_interval.as_secs(), max_decisions = crate::detection::MAX_DECISIONS_PER_RUN, "security detection runs every interval");
 
     let enroll = EnrollmentServer::new(EnrollService { hub: hub.clone() }).max_decoding_message_size(64 * 1024);
     let link = AgentLinkServer::new(LinkService { hub: hub.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES);

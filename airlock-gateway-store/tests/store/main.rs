@@ -23,3 +23,4 @@ mod approvals;
 mod common;
 mod decisions;
 mod outage;
+mod security;

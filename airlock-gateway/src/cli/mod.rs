@@ -7,6 +7,7 @@ mod approvals;
 mod client;
 mod commands;
 mod print;
+mod security;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Approval requests of every host: list, show, approve, reject, wait.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Security monitoring: findings, blocks (ack, lift), detector settings.
+    #[command(subcommand)]
+    Security(security::SecurityCommand),
 }
 
 #[derive(Args)]
@@ -71,6 +75,9 @@ struct RunArgs {
     /// This replica's name in host records.
     #[arg(long)]
     replica: Option<String>,
+    /// Seconds between security detection passes (default 60; at least 1).
+    #[arg(long, value_name = "SECONDS")]
+    detect_interval: Option<u64>,
 }
 
 /// Where the fleet API is and who is calling.
@@ -289,6 +296,7 @@ pub fn main() -> i32 {
                     tls_key: a.tls_key,
                     server_names: a.server_names,
                     replica: a.replica,
+                    detect_interval: a.detect_interval,
                 };
                 crate::server::run(crate::config::RunConfig::resolve(flags)?).await
             }
@@ -311,6 +319,7 @@ pub fn main() -> i32 {
             }
             // The one command whose exit code says more than success or failure.
             Command::Approvals(command) => return approvals::run(command).await,
+            Command::Security(command) => security::run(command).await,
         };
         done.map(|()| 0)
     });

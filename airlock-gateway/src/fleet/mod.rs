@@ -1,12 +1,14 @@
 //! The fleet API platform teams use (`airlock.gateway.v1.Fleet`): orgs and
 //! tokens, hosts and their rollout status, policy versions, the fleet's
-//! decisions and sessions, revocation on any host, and approval requests.
+//! decisions and sessions, revocation on any host, approval requests, and
+//! security monitoring (findings, blocks, detector settings).
 //! Every call is made by an API token in one org, and sees that org only.
 
 pub mod approvals;
 mod decisions;
 pub mod policy;
 mod policy_calls;
+pub mod security;
 pub mod simulate;
 
 use std::sync::Arc;
@@ -229,6 +231,41 @@ impl Fleet for FleetService {
     async fn wait_approval(&self, request: Request<WaitFleetApprovalRequest>) -> Result<Response<FleetApproval>, Status> {
         let caller = self.caller(&request, Role::Viewer).await?;
         approvals::wait(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_findings(&self, request: Request<ListFleetFindingsRequest>) -> Result<Response<airlock_api::v1::ListFindingsResponse>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        security::list_findings(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_blocks(&self, request: Request<ListFleetBlocksRequest>) -> Result<Response<airlock_api::v1::ListBlocksResponse>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        security::list_blocks(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn acknowledge_block(&self, request: Request<FleetBlockActionRequest>) -> Result<Response<airlock_api::v1::SecurityBlock>, Status> {
+        let caller = self.caller(&request, Role::Approver).await?;
+        security::acknowledge(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn lift_block(&self, request: Request<FleetBlockActionRequest>) -> Result<Response<airlock_api::v1::SecurityBlock>, Status> {
+        let caller = self.caller(&request, Role::Admin).await?;
+        security::lift(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_security_settings(&self, request: Request<GetSecuritySettingsRequest>) -> Result<Response<SecuritySettingsVersion>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        security::get_settings(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn set_security_settings(&self, request: Request<SetSecuritySettingsRequest>) -> Result<Response<SecuritySettingsVersion>, Status> {
+        let caller = self.caller(&request, Role::Admin).await?;
+        security::set_settings(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn security_settings_history(&self, request: Request<SecuritySettingsHistoryRequest>) -> Result<Response<SecuritySettingsHistoryResponse>, Status> {
+        let caller = self.caller(&request, Role::Viewer).await?;
+        security::history(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
 }
 

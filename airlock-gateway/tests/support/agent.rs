@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use airlock_api::gateway::v1::agent_link_client::AgentLinkClient;
 use airlock_api::gateway::v1::enrollment_client::EnrollmentClient;
 use airlock_api::gateway::v1::{
-    agent_message, gateway_message, shipped_entry, AgentMessage, Command, CommandResult, DecisionBatch, EnrollRequest, Hello, ShippedEntry,
+    agent_message, command, gateway_message, shipped_entry, AgentMessage, Command, CommandResult, DecisionBatch, EnrollRequest, Hello, ShippedEntry,
 };
 use airlock_api::v1::Decision;
 use tokio::sync::mpsc;
@@ -27,6 +27,8 @@ pub struct SimAgent {
     pub host: String,
     outbox: mpsc::Sender<AgentMessage>,
     commands: std_mpsc::Receiver<Command>,
+    /// The `security_blocks` sets, apart from the commands that want an answer.
+    blocks: std_mpsc::Receiver<Vec<airlock_api::v1::SecurityBlock>>,
     acked: Arc<AtomicU64>,
     /// Why the stream ended, once it has.
     ended: Arc<Mutex<Option<String>>>,
@@ -39,6 +41,7 @@ impl SimAgent {
     pub fn enroll(url: &str, ca_pem: &[u8], join_token: &str, host: &str) -> SimAgent {
         let (outbox, inbound_rx) = mpsc::channel::<AgentMessage>(64);
         let (command_tx, commands) = std_mpsc::channel();
+        let (blocks_tx, blocks) = std_mpsc::channel();
         let (ready_tx, ready) = std_mpsc::channel::<Result<(), String>>();
         let acked = Arc::new(AtomicU64::new(0));
         let ended = Arc::new(Mutex::new(None));
@@ -60,6 +63,9 @@ impl SimAgent {
                                     Some(gateway_message::Body::Ack(ack)) => {
                                         acked_in.fetch_max(ack.seq, Ordering::SeqCst);
                                     }
+                                    Some(gateway_message::Body::Command(Command { body: Some(command::Body::SecurityBlocks(set)), .. })) => {
+                                        let _ = blocks_tx.send(set.blocks);
+                                    }
                                     Some(gateway_message::Body::Command(c)) => {
                                         let _ = command_tx.send(c);
                                     }
@@ -79,7 +85,7 @@ impl SimAgent {
             Ok(Err(e)) => panic!("the simulated agent {host} could not connect: {e}"),
             Err(_) => panic!("the simulated agent {host} was not connected within {BOUND:?}"),
         }
-        SimAgent { host: host.to_string(), outbox, commands, acked, ended, next_seq: 1, thread: Some(thread) }
+        SimAgent { host: host.to_string(), outbox, commands, blocks, acked, ended, next_seq: 1, thread: Some(thread) }
     }
 
     fn send(&self, body: agent_message::Body) {
@@ -115,6 +121,14 @@ impl SimAgent {
         match self.commands.recv_timeout(BOUND) {
             Ok(c) => c,
             Err(_) => panic!("{}: no command from the gateway within {BOUND:?} ({})", self.host, self.why_ended()),
+        }
+    }
+
+    /// The next set of security blocks in force the gateway sends.
+    pub fn next_blocks(&self) -> Vec<airlock_api::v1::SecurityBlock> {
+        match self.blocks.recv_timeout(BOUND) {
+            Ok(set) => set,
+            Err(_) => panic!("{}: no security_blocks from the gateway within {BOUND:?} ({})", self.host, self.why_ended()),
         }
     }
 

@@ -48,6 +48,11 @@ impl Gateway {
 
     /// The same on the PostgreSQL database `database_url`, if given.
     pub fn start_with(root: &Path, database_url: Option<&str>) -> Gateway {
+        Gateway::start_with_args(root, database_url, &[])
+    }
+
+    /// The same with more `run` flags.
+    pub fn start_with_args(root: &Path, database_url: Option<&str>, extra: &[&str]) -> Gateway {
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let data = root.join("data");
         let log = root.join("gateway.log");
@@ -57,6 +62,7 @@ impl Gateway {
         if let Some(url) = database_url {
             command.args(["--database-url", url]);
         }
+        command.args(extra);
         let child = command
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,0 +1,165 @@
+//! Security monitoring at the gateway: the detector settings as an org
+//! keeps them, findings as the API shows them, and the org's blocks in force
+//! pushed whole to every connected agent of the org (`Command.security_blocks`)
+//! on every change and when an agent connects.
+//!
+//! The store is the truth: every replica polls the blocks in force each
+//! second (and at once when it changed one itself), so a lift through
+//! another replica, or an expiry, reaches this replica's agents too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use airlock_api::gateway::v1::command::Body as CommandBody;
+use airlock_api::gateway::v1::{gateway_message, Command, GatewayMessage, SecurityBlocks, SecuritySettingsVersion};
+use airlock_api::v1::{Measure, SecurityBlock, SecurityFinding};
+use airlock_detect::{Finding, Settings, SettingsError, Subject};
+use airlock_gateway_store::SecuritySettingsVersion as StoredSettings;
+use tonic::Status;
+
+use crate::hub::{Hub, POLL_INTERVAL};
+
+/// The id a `security_blocks` command carries: it is not a queued command
+/// and expects no answer (an answer to it is logged, not stored).
+pub const UNQUEUED_COMMAND_ID: i64 = 0;
+/// A settings document larger than this is refused.
+pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// A settings document (TOML, or JSON when it starts with `{`), parsed and
+/// validated; the error names the field at fault.
+pub fn parse_settings(document: &str) -> Result<Settings, SettingsError> {
+    let text = document.trim();
+    let parsed: Result<Settings, String> = if text.starts_with('{') {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    };
+    let settings = parsed.map_err(|problem| SettingsError { field: "document".into(), problem })?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// The settings a stored version holds. A version that no longer reads
+/// (written by another build) is an error, never silently the defaults.
+pub fn stored_settings(stored: &StoredSettings) -> Result<Settings, String> {
+    let settings: Settings = serde_json::from_str(&stored.document)
+        .map_err(|e| format!("security settings version {} of org {}: the stored document does not read: {e}", stored.version, stored.org_id))?;
+    settings.validate().map_err(|e| format!("security settings version {} of org {}: {e}", stored.version, stored.org_id))?;
+    Ok(settings)
+}
+
+/// The org's settings in force: its latest version, or the defaults.
+pub async fn settings_in_force(hub: &Hub, org_id: i64) -> Result<(Settings, Option<StoredSettings>), Status> {
+    match hub.store.security_settings(org_id, None).await.map_err(crate::auth::store_status)? {
+        None => Ok((Settings::default(), None)),
+        Some(stored) => Ok((stored_settings(&stored).map_err(Status::internal)?, Some(stored))),
+    }
+}
+
+pub fn settings_message(org: &str, settings: &Settings, stored: Option<StoredSettings>) -> Result<SecuritySettingsVersion, Status> {
+    let document = serde_json::to_string_pretty(settings).map_err(|e| Status::internal(format!("encode the settings: {e}")))?;
+    let stored = stored.unwrap_or_default();
+    Ok(SecuritySettingsVersion {
+        org: org.to_string(),
+        version: stored.version.max(0) as u64,
+        document,
+        author: stored.author,
+        comment: stored.comment,
+        created_unix_nanos: stored.created_ns,
+    })
+}
+
+/// "user", "session" or "token", and the subject's name.
+pub fn subject_parts(subject: &Subject) -> (&'static str, &str) {
+    match subject {
+        Subject::User(u) => ("user", u),
+        Subject::Session(s) => ("session", s),
+        Subject::Token(t) => ("token", t),
+    }
+}
+
+/// A detector's finding as the API's message. `evidence` maps the ids the
+/// detector saw (the store's cursors, unique over the fleet) back to each
+/// decision's own id and its host.
+pub fn finding_message(f: &Finding, evidence: &HashMap<u64, (u64, String)>) -> SecurityFinding {
+    let (kind, subject) = subject_parts(&f.subject);
+    let (ids, hosts) = f.evidence.iter().filter_map(|cursor| evidence.get(cursor).cloned()).unzip();
+    SecurityFinding {
+        rule: f.rule.as_str().into(),
+        severity: f.severity.as_str().into(),
+        subject_kind: kind.into(),
+        subject: subject.into(),
+        window_start_unix_nanos: f.window_start_ns,
+        window_end_unix_nanos: f.window_end_ns,
+        values: f.values.iter().map(|m| Measure { name: m.name.clone(), observed: m.observed, threshold: m.threshold }).collect(),
+        evidence: ids,
+        evidence_hosts: hosts,
+        summary: f.summary.clone(),
+        ..Default::default()
+    }
+}
+
+/// "denies 25 >= 20, distinct_hosts 2 < 5": each value against its threshold.
+pub fn values_text(values: &[Measure]) -> String {
+    values
+        .iter()
+        .map(|m| format!("{} {} {} {}", m.name, m.observed, if m.observed >= m.threshold { ">=" } else { "<" }, m.threshold))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `security_blocks` command carrying `blocks`.
+pub fn blocks_command(blocks: Vec<SecurityBlock>) -> GatewayMessage {
+    GatewayMessage {
+        body: Some(gateway_message::Body::Command(Command { id: UNQUEUED_COMMAND_ID, body: Some(CommandBody::SecurityBlocks(SecurityBlocks { blocks })) })),
+    }
+}
+
+/// Sends `blocks` to every agent of the org connected here.
+pub async fn push_to_org(hub: &Hub, org_id: i64, blocks: &[SecurityBlock]) {
+    let senders = hub.senders_of_org(org_id);
+    for (host, sender) in senders {
+        if sender.send(Ok(blocks_command(blocks.to_vec()))).await.is_err() {
+            tracing::debug!(org_id, host = %host, "the agent went away before its security blocks were sent");
+        }
+    }
+    tracing::info!(org_id, blocks = blocks.len(), "security blocks in force pushed to the org's agents connected here");
+}
+
+/// Watches the blocks in force of every org, forever, and pushes an org's
+/// set to its agents whenever it changed (a new block, an ack, a lift, an
+/// expiry), whichever replica changed it.
+pub async fn watch_blocks(hub: Arc<Hub>) {
+    let mut pushed: HashMap<i64, Vec<SecurityBlock>> = HashMap::new();
+    loop {
+        match hub.store.all_blocks_in_force(crate::now_ns()).await {
+            Ok(rows) => {
+                let mut fresh: BTreeMap<i64, Vec<SecurityBlock>> = BTreeMap::new();
+                for (org_id, block) in rows {
+                    fresh.entry(org_id).or_default().push(block);
+                }
+                let orgs: BTreeSet<i64> = fresh.keys().chain(pushed.keys()).copied().collect();
+                for org_id in orgs {
+                    let now_set = fresh.remove(&org_id).unwrap_or_default();
+                    if pushed.get(&org_id).map(Vec::as_slice).unwrap_or_default() == now_set.as_slice() {
+                        continue;
+                    }
+                    push_to_org(&hub, org_id, &now_set).await;
+                    if now_set.is_empty() {
+                        pushed.remove(&org_id);
+                    } else {
+                        pushed.insert(org_id, now_set);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("poll the security blocks in force: {e}"),
+        }
+        let _ = tokio::time::timeout(POLL_INTERVAL, hub.blocks_changed.notified()).await;
+    }
+}
+
+/// The org's blocks in force now, for an agent that just connected.
+pub async fn blocks_for_new_connection(hub: &Hub, org_id: i64) -> Result<GatewayMessage, Status> {
+    let blocks = hub.store.blocks_in_force(org_id, crate::now_ns()).await.map_err(crate::auth::store_status)?;
+    Ok(blocks_command(blocks))
+}
