@@ -118,9 +118,7 @@ impl Agent {
             store.role_slot(&role).context("the role has no kernel slot")?
         };
         let mut command = command;
-        if self.mask_secrets {
-            crate::secrets::mask_argv(&mut command);
-        }
+        self.masking.mask_argv(&mut command);
         let id = new_session_id();
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
             .ok()
