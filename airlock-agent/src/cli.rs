@@ -49,9 +49,8 @@ enum Command {
         /// Enforcement backend; `auto` uses LSM where the kernel runs BPF LSM programs.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendChoice,
-        /// Record command lines verbatim: do not mask passwords, tokens and keys in the audit trail.
-        #[arg(long)]
-        no_mask_secrets: bool,
+        #[command(flatten)]
+        masking: crate::masking::MaskArgs,
         /// A directory where protected programs are installed, besides PATH and the standard
         /// bin directories; their contents are recognised under any name (repeatable).
         #[arg(long = "program-path", value_name = "DIR")]
@@ -468,7 +467,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, no_mask_secrets, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api, detect } => {
+        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, masking, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api, detect } => {
             let dns = match dns_server {
                 None => DnsClient::system(),
                 Some(s) => DnsClient::with_server(
@@ -504,7 +503,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 socket,
                 backend,
                 sizes,
-                mask_secrets: !no_mask_secrets,
+                masking: masking.masking()?,
                 api: api_options,
                 retention,
                 program_paths,

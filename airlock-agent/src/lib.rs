@@ -25,7 +25,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod protected;
 pub mod protocol;
-pub mod secrets;
+pub mod masking;
 pub mod security;
 pub mod security_client;
 pub mod sessions;

@@ -529,6 +529,74 @@ fn an_approver_at_the_gateway_lets_a_held_command_run_once() {
     wait_for("the grant's use at the gateway", 30, || gw.decisions(Some("host-a"), &[]).iter().any(|d| d["decision"]["approval"]["event"] == "grant_used"));
 }
 
+const GUARDED: &str = r#"{ "id": "infra", "name": "Infra", "status": "active", "blocked_commands": ["terraform destroy"] }"#;
+
+/// Blocks in force at the gateway, as `security blocks --json` lists them.
+fn gateway_blocks(gw: &Gateway) -> Vec<Value> {
+    gw.json(&["security", "blocks", "--status", "active"])["blocks"].as_array().cloned().unwrap_or_default()
+}
+
+/// The gateway's detectors find one host's denials; the hard block they place
+/// on the user reaches a second host over its stream and its kernel refuses
+/// the user's session there, until an admin lifts it at the gateway.
+fn a_block_made_from_one_hosts_decisions_is_enforced_on_another() {
+    let gw = Gateway::start_with_config("security", "detect_interval = 1\n");
+    let settings = TempDir::new("gw-security-settings");
+    let file = settings.0.join("settings.toml");
+    std::fs::write(&file, "[rules.repeated_denials]\nthreshold = 5\nseverity = \"critical\"\n[rules.escalation_probing]\nenabled = false\n").expect("write settings");
+    let set = gw.cli(&["security", "settings", "set", &file.display().to_string(), "--comment", "five denials are critical"]);
+    assert!(set.status.success(), "settings set: {}", stderr(&set));
+    let join = gw.token(&["--join"]);
+    let a = Daemon::start_without_policy_dir("sec-a", &gw.agent_args(&join, "sec-a"));
+    let b = Daemon::start_without_policy_dir("sec-b", &gw.agent_args(&join, "sec-b"));
+    let dir = policy_dir("security", GUARDED);
+    push(&gw, &dir, "terraform destroy is blocked");
+    gw.wait_enforced("sec-a", 1);
+    gw.wait_enforced("sec-b", 1);
+
+    let mut on_b = b.live_session("agent");
+    let (out, _) = on_b.run("terraform plan");
+    assert!(out.contains(RAN), "{out}");
+    let mut on_a = a.live_session("agent");
+    for _ in 0..5 {
+        let (out, _) = on_a.run("terraform destroy");
+        assert!(!out.contains(RAN), "{out}");
+    }
+    let mut blocks = Vec::new();
+    wait_for("the gateway's hard block on the user", 60, || {
+        blocks = gateway_blocks(&gw);
+        blocks.iter().any(|b| b["subject_kind"] == "user" && b["subject"] == "root" && b["kind"] == "hard")
+    });
+    let user_block = blocks.iter().find(|b| b["subject_kind"] == "user").cloned().expect("the user's block");
+    let id = user_block["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(user_block["rule"], "repeated_denials");
+
+    // Host b made none of those denials; its kernel refuses the user's session all the same.
+    wait_for("the block in force on host b", 30, || {
+        let (out, _) = on_b.run("terraform plan");
+        !out.contains(RAN)
+    });
+    b.wait_audit("host b's refusal", |v| v["session_id"] == on_b.session_id.as_str() && v["reason"] == "security_block" && v["security_block"] == id.as_str());
+    let refused = b.governed(Some("agent"), "terraform plan");
+    assert!(!refused.tool_ran() && refused.all_output().contains(&id), "a new session started on host b: {}", refused.all_output());
+    let local = b.cli(&["security", "lift", &id]);
+    assert!(!local.status.success() && stderr(&local).contains("lift it there"), "a host lifted the gateway's block: {}", stderr(&local));
+
+    for block in &blocks {
+        let out = gw.cli(&["security", "lift", block["id"].as_str().unwrap_or_default(), "--reason", "reviewed"]);
+        assert!(out.status.success(), "lift at the gateway: {}", stderr(&out));
+    }
+    wait_for("the lift on host b", 30, || {
+        let (out, _) = on_b.run("terraform plan");
+        out.contains(RAN)
+    });
+    assert!(b.governed(Some("agent"), "terraform plan").tool_ran(), "host b still refuses the user's new sessions");
+    let (out, _) = on_a.run("terraform plan");
+    assert!(out.contains(RAN), "host a still enforces a lifted block: {out}");
+    on_a.quit();
+    on_b.quit();
+}
+
 kernel_tests!(
     two_agents_enroll_enforce_pushed_versions_and_follow_a_rollback,
     a_gateway_killed_in_a_flood_of_decisions_loses_and_duplicates_nothing,
@@ -540,4 +608,5 @@ kernel_tests!(
     a_policy_dry_run_shows_what_would_newly_be_denied_or_allowed,
     a_python_grpcio_client_queries_the_fleet_and_malformed_calls_are_refused,
     an_approver_at_the_gateway_lets_a_held_command_run_once,
+    a_block_made_from_one_hosts_decisions_is_enforced_on_another,
 );

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use crate::approvals::Approvals;
 use crate::gateway::LinkState;
 use crate::kernel::Kernel;
+use crate::masking::{Masker, Masking};
 use crate::pipeline::audit::AuditStats;
 use crate::pipeline::{Pipeline, Record};
 use crate::policy::PolicyStore;
@@ -48,7 +49,9 @@ pub struct Agent {
     pub store: Arc<Store>,
     pub live: broadcast::Sender<Arc<Record>>,
     pub state_dir: PathBuf,
-    pub mask_secrets: bool,
+    /// Masks command lines before any sink or message sees them; replaceable
+    /// while running ([`Agent::set_masker`]).
+    pub masking: Arc<Masking>,
     pub shutdown: AtomicBool,
     pub events_received: AtomicU64,
     /// Protected files resolved in the session users' homes.
@@ -109,6 +112,12 @@ impl Agent {
 
     pub fn default_role_file(&self) -> PathBuf {
         self.state_dir.join(DEFAULT_ROLE_FILE)
+    }
+
+    /// Puts `masker` in force for every record from now on (`None`: command
+    /// lines verbatim). Records already made keep the masking they had.
+    pub fn set_masker(&self, masker: Option<Masker>) {
+        self.masking.set(masker);
     }
 }
 

@@ -126,9 +126,7 @@ impl Agent {
             bail!("{refusal}");
         }
         let mut command = command;
-        if self.mask_secrets {
-            crate::secrets::mask_argv(&mut command);
-        }
+        self.masking.mask_argv(&mut command);
         let id = new_session_id();
         let info = SessionInfo {
             id: format_session_id(id),

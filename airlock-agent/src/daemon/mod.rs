@@ -40,6 +40,7 @@ use crate::gateway::link::Link;
 use crate::gateway::spool_sink::SpoolSink;
 use crate::gateway::{GatewayOptions, LinkState, SPOOL_DIR};
 use crate::kernel::{BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
+use crate::masking::Masking;
 use crate::pipeline::audit::AuditSink;
 use crate::pipeline::live::LiveSink;
 use crate::pipeline::store::StoreSink;
@@ -58,8 +59,9 @@ pub struct DaemonOptions {
     pub socket: PathBuf,
     pub backend: BackendChoice,
     pub sizes: MapSizes,
-    /// Mask credentials in command lines before they are stored (default on).
-    pub mask_secrets: bool,
+    /// How credentials and personal data in command lines are masked before
+    /// any sink sees them (default: fully).
+    pub masking: Masking,
     /// Where the gRPC API is served, and the store's retention.
     pub api: ApiOptions,
     pub retention: Retention,
@@ -158,7 +160,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         store,
         live: live_sender,
         state_dir: opts.state_dir,
-        mask_secrets: opts.mask_secrets,
+        masking: Arc::new(opts.masking),
         shutdown: AtomicBool::new(false),
         events_received: AtomicU64::new(0),
         protected: Mutex::new(ProtectedFiles::default()),
@@ -173,7 +175,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     // First of all, the decisions the kernel made while no daemon ran: they
     // reach the sinks before the policy or anything else changes.
-    let mut enricher = Enricher::new(agent.mask_secrets);
+    let mut enricher = Enricher::new(agent.masking.clone());
     let mut backlog = 0;
     if matches!(agent.kernel.startup(), Startup::Adopted { .. }) {
         backlog += agent.drain(&mut enricher, agent.kernel.maps().events_handle()?)?;

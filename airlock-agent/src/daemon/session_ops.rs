@@ -128,14 +128,12 @@ impl Agent {
         let (rule, policy) = self.rule_text(rule_id);
         match verdict {
             "needs_approval" => {}
-            "blocked" => bail!("{} is blocked by rule {:?}: no approval can let it run", argv.join(" "), rule.unwrap_or_default()),
-            _ => bail!("{} needs no approval: the policy allows it", argv.join(" ")),
+            "blocked" => bail!("{} is blocked by rule {:?}: no approval can let it run", self.masking.mask_text(&argv.join(" ")), rule.unwrap_or_default()),
+            _ => bail!("{} needs no approval: the policy allows it", self.masking.mask_text(&argv.join(" "))),
         }
         let (argv_hash, exe_identity) = grant_binding(argv, &program);
         let mut argv_shown = argv.to_vec();
-        if self.mask_secrets {
-            crate::secrets::mask_argv(&mut argv_shown);
-        }
+        self.masking.mask_argv(&mut argv_shown);
         let carrier = pb::Decision {
             host: crate::events::enrich::host_name(),
             session_id: session.id.clone(),

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use airlock_api::decision::{ALLOW, DENY};
 use airlock_api::v1::decision::Detail;
@@ -15,6 +16,7 @@ use super::decode::{c_string, path_from_components, split_argv, KernelEvent};
 use super::names::{kind_name, op_name, reason_name, via_name};
 use super::procs::{ProcCache, ProcImage};
 use crate::kernel::Backend;
+use crate::masking::Masking;
 use crate::policy::PolicyStore;
 use crate::sessions::{format_session_id, Sessions};
 
@@ -25,13 +27,13 @@ pub struct Enricher {
     boot_to_wall_ns: i128,
     users: HashMap<u32, String>,
     procs: ProcCache,
-    mask_secrets: bool,
+    masking: Arc<Masking>,
 }
 
 impl Enricher {
-    /// `mask_secrets`: credentials in argv are masked before any sink sees them.
-    pub fn new(mask_secrets: bool) -> Self {
-        Enricher { host: host_name(), boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new(), procs: ProcCache::default(), mask_secrets }
+    /// `masking`: credentials and personal data in argv are masked before any sink sees them.
+    pub fn new(masking: Arc<Masking>) -> Self {
+        Enricher { host: host_name(), boot_to_wall_ns: boot_to_wall_offset(), users: HashMap::new(), procs: ProcCache::default(), masking }
     }
 
     /// The record of one kernel event; its id is given when it is emitted.
@@ -77,9 +79,7 @@ impl Enricher {
                 d.executable = path_from_components(&e.exe[..(e.exe_len as usize).min(e.exe.len())]);
                 d.cwd = path_from_components(&e.cwd[..(e.cwd_len as usize).min(e.cwd.len())]);
                 d.argv = split_argv(&e.argv[..(e.argv_len as usize).min(e.argv.len())]);
-                if self.mask_secrets {
-                    crate::secrets::mask_argv(&mut d.argv);
-                }
+                self.masking.mask_argv(&mut d.argv);
                 let mut exec = ExecDetail {
                     filename: c_string(&e.filename),
                     matched_by: (hdr.decision == abi::DENY && e.match_via != 0).then(|| via_name(e.match_via).to_string()),
@@ -132,9 +132,7 @@ impl Enricher {
                 let image = match self.procs.get(hdr.tgid) {
                     Some(image) => Some(image.clone()),
                     None => ProcImage::read(hdr.tgid).map(|mut image| {
-                        if self.mask_secrets {
-                            crate::secrets::mask_argv(&mut image.argv);
-                        }
+                        self.masking.mask_argv(&mut image.argv);
                         image
                     }),
                 };
