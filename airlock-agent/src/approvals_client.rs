@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use clap::Subcommand;
 
-use crate::operator::{print_table, short_time, with_client, ApiConn, ApiTarget};
+use crate::operator::{print_list, short_time, with_client, ApiConn, ApiTarget};
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
@@ -104,23 +104,10 @@ pub fn list(api: &ApiTarget, state: Option<String>, session: Option<String>, jso
         let ask = pb::ListApprovalsRequest { state: state.unwrap_or_default(), session_id: session.unwrap_or_default(), limit: 1000 };
         Ok(c.list_approvals(ask).await.map_err(status_error)?.into_inner().requests)
     })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(0);
-    }
-    if list.is_empty() {
-        println!("no approval requests");
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|r| {
-            let created = crate::clock::rfc3339_from_unix_nanos(r.created_unix_nanos.into());
-            vec![r.id.clone(), r.state.clone(), short_time(&created), r.session_id.clone(), r.user.clone(), r.rule.clone(), r.argv.join(" ")]
-        })
-        .collect();
-    print_table(&["ID", "STATE", "CREATED", "SESSION", "USER", "RULE", "COMMAND"], &rows, &[]);
-    Ok(0)
+    print_list(&list, json, "no approval requests", &["ID", "STATE", "CREATED", "SESSION", "USER", "RULE", "COMMAND"], |r| {
+        let created = crate::clock::rfc3339_from_unix_nanos(r.created_unix_nanos.into());
+        vec![r.id.clone(), r.state.clone(), short_time(&created), r.session_id.clone(), r.user.clone(), r.rule.clone(), r.argv.join(" ")]
+    })
 }
 
 pub fn show(api: &ApiTarget, id: String, json: bool) -> Result<i32> {

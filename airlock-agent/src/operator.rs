@@ -529,6 +529,19 @@ pub fn short_time(t: &str) -> String {
     }
 }
 
+/// A list as JSON, or as a table with a line for no rows.
+pub fn print_list<T: serde::Serialize>(items: &[T], json: bool, none: &str, headers: &[&str], row: impl Fn(&T) -> Vec<String>) -> Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else if items.is_empty() {
+        println!("{none}");
+    } else {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        print_table(headers, &rows, &[]);
+    }
+    Ok(0)
+}
+
 /// Columns padded to their widest cell; `right` columns right-aligned; the last one free.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

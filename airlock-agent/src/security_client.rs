@@ -3,11 +3,12 @@
 //! API. Root and the `airlock` group.
 
 use airlock_api::client::status_error;
+use airlock_api::security::values_text;
 use airlock_api::v1 as pb;
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::operator::{print_table, short_time, with_client, ApiConn, ApiTarget};
+use crate::operator::{print_list, short_time, with_client, ApiConn, ApiTarget};
 
 #[derive(Subcommand)]
 pub enum SecurityCommand {
@@ -65,74 +66,40 @@ fn time(ns: i64) -> String {
     short_time(&crate::clock::rfc3339_from_unix_nanos(ns.into()))
 }
 
-/// `denies 25 >= 20, distinct 3 < 5`: each value against its threshold.
-pub fn values_text(values: &[pb::Measure]) -> String {
-    values
-        .iter()
-        .map(|m| format!("{} {} {} {}", m.name, m.observed, if m.observed >= m.threshold { ">=" } else { "<" }, m.threshold))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 fn findings(api: &ApiTarget, limit: u32, json: bool) -> Result<i32> {
     let list = with_client(api, async |mut c| {
         Ok(c.list_findings(pb::ListFindingsRequest { limit }).await.map_err(status_error)?.into_inner().findings)
     })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(0);
-    }
-    if list.is_empty() {
-        println!("no security findings");
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|f| {
-            vec![
-                f.id.clone(),
-                time(f.created_unix_nanos),
-                f.rule.clone(),
-                f.severity.clone(),
-                format!("{} {}", f.subject_kind, f.subject),
-                values_text(&f.values),
-                if f.block_id.is_empty() { "-".into() } else { f.block_id.clone() },
-            ]
-        })
-        .collect();
-    print_table(&["ID", "FOUND", "RULE", "SEVERITY", "SUBJECT", "VALUES", "BLOCK"], &rows, &[]);
-    Ok(0)
+    print_list(&list, json, "no security findings", &["ID", "FOUND", "RULE", "SEVERITY", "SUBJECT", "VALUES", "BLOCK"], |f| {
+        vec![
+            f.id.clone(),
+            time(f.created_unix_nanos),
+            f.rule.clone(),
+            f.severity.clone(),
+            format!("{} {}", f.subject_kind, f.subject),
+            values_text(&f.values),
+            if f.block_id.is_empty() { "-".into() } else { f.block_id.clone() },
+        ]
+    })
 }
 
 fn blocks(api: &ApiTarget, status: String, json: bool) -> Result<i32> {
     let list = with_client(api, async |mut c| {
         Ok(c.list_blocks(pb::ListBlocksRequest { status, limit: 1000 }).await.map_err(status_error)?.into_inner().blocks)
     })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(0);
-    }
-    if list.is_empty() {
-        println!("no security blocks");
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|b| {
-            vec![
-                b.id.clone(),
-                b.status.clone(),
-                b.kind.clone(),
-                format!("{} {}", b.subject_kind, b.subject),
-                b.rule.clone(),
-                values_text(&b.values),
-                time(b.expires_unix_nanos),
-                b.origin.clone(),
-            ]
-        })
-        .collect();
-    print_table(&["ID", "STATUS", "KIND", "SUBJECT", "RULE", "VALUES", "EXPIRES", "FROM"], &rows, &[]);
-    Ok(0)
+    print_list(&list, json, "no security blocks", &["ID", "STATUS", "KIND", "SUBJECT", "RULE", "VALUES", "EXPIRES", "FROM"], |b| {
+        vec![
+            b.id.clone(),
+            b.status.clone(),
+            b.kind.clone(),
+            format!("{} {}", b.subject_kind, b.subject),
+            b.rule.clone(),
+            values_text(&b.values),
+            time(b.expires_unix_nanos),
+            b.origin.clone(),
+        ]
+    })
 }
 
 fn act(api: &ApiTarget, id: String, lift: bool, reason: Option<String>, json: bool) -> Result<i32> {

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod decision;
 pub mod duration;
+pub mod security;
 
 /// The agent API, `airlock.v1` (generated from `proto/airlock/v1/airlock.proto`).
 pub mod v1 {

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use airlock_api::v1::Decision;
 use serde::{Deserialize, Serialize};
 
-use crate::detectors::request_rate_spike;
 use crate::finding::Subject;
 use crate::settings::{RuleName, Settings};
+use crate::tally::requests_by_subject;
 use crate::window::{sorted_by_time, Window};
 
 /// The weight of a run's count in the moving average: about the last 30 runs
@@ -82,7 +82,7 @@ impl Baseline {
         let rule = settings.rule(RuleName::RequestRateSpike);
         let window = Window::ending_at(now_ns, rule.window_ns());
         let in_window = window.select(&sorted_by_time(decisions));
-        let counts = request_rate_spike::requests_by_subject(&in_window);
+        let counts = requests_by_subject(&in_window);
         self.fold(counts.into_iter().map(|(subject, tally)| (subject, tally.count)).collect());
     }
 

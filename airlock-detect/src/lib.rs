@@ -58,13 +58,13 @@ use serde::{Deserialize, Serialize};
 pub use baseline::{Baseline, History, FORGET_BELOW, SMOOTHING};
 pub use detectors::error_storm::{is_failure, FAILURE_KINDS, FAILURE_REASONS};
 pub use detectors::escalation_probing::{sensitive_family, FIREWALL_PREFIXES, SENSITIVE_PROGRAMS};
-pub use detectors::request_rate_spike::REQUEST_KINDS;
 pub use detectors::{program_of, ACTION_KINDS};
 pub use finding::{Finding, Measure, Subject, EVIDENCE_LIMIT};
 pub use settings::{
     BaselineSettings, BlockKind, RuleName, RuleSettings, Settings, SettingsError, Severity, DEFAULT_HARD_BLOCK_SECS,
     DEFAULT_SOFT_BLOCK_SECS, MAX_WINDOW_SECS,
 };
+pub use tally::REQUEST_KINDS;
 pub use window::Window;
 
 /// One use of an API token, as the gateway saw it.

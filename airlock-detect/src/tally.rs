@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use airlock_api::decision as kind;
 use airlock_api::v1::Decision;
 
 use crate::finding::{Subject, EVIDENCE_LIMIT};
@@ -80,4 +81,13 @@ impl Distinct {
     pub fn count(&self) -> u64 {
         self.values.len() as u64
     }
+}
+
+/// What counts as a request: an exec or an outgoing connection (or datagram).
+pub const REQUEST_KINDS: [&str; 5] = [kind::EXEC, kind::CONNECT, kind::SENDMSG, kind::UNIX_CONNECT, kind::UNIX_SENDMSG];
+
+/// Requests per subject among decisions already cut to the window (the
+/// request-rate rule's count, and what its baseline learns from).
+pub fn requests_by_subject(in_window: &[&Decision]) -> BTreeMap<Subject, Tally> {
+    count_by_subject(in_window, |d| REQUEST_KINDS.contains(&d.kind.as_str()), session_and_user)
 }

@@ -99,14 +99,7 @@ pub fn finding_message(f: &Finding, evidence: &HashMap<u64, (u64, String)>) -> S
     }
 }
 
-/// "denies 25 >= 20, distinct_hosts 2 < 5": each value against its threshold.
-pub fn values_text(values: &[Measure]) -> String {
-    values
-        .iter()
-        .map(|m| format!("{} {} {} {}", m.name, m.observed, if m.observed >= m.threshold { ">=" } else { "<" }, m.threshold))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub use airlock_api::security::values_text;
 
 /// The `security_blocks` command carrying `blocks`.
 pub fn blocks_command(blocks: Vec<SecurityBlock>) -> GatewayMessage {

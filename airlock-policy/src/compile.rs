@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use airlock_common::abi::{
-    word_hash, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue, ProgramKey, ProgramValue, RoleSet, TrieKey,
+    word_hash, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue, ProgramKey, ProgramValue, RoleSet, RuleLimit, TrieKey,
     TrieValue, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES,
 };
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use crate::egress::{unix_key, EgressSink};
@@ -401,7 +402,20 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         }
         // Limits likewise: a blocked command stays blocked, whatever its limits.
         let mut every_exec_rule = 0;
-        let limited: Vec<CommandRule> = compiled.limits.iter().filter_map(LimitRuleCompiled::command).collect();
+        let limited: Vec<CommandRule> = compiled
+            .limits
+            .iter()
+            .filter_map(|l| {
+                let (program, words, text) = l.command()?;
+                Some(CommandRule {
+                    rule_id: l.rule_id,
+                    policy_id: l.policy_id.clone(),
+                    program: program.to_string(),
+                    words: words.to_vec(),
+                    text: text.to_string(),
+                })
+            })
+            .collect();
         if !limited.is_empty() {
             compiled.limit_set_id = ids.set_id();
             for cmd in &limited {
@@ -543,3 +557,21 @@ fn add_command(
     }
 }
 
+/// Rate limits and time windows as the kernel must hold them at a given time.
+impl CompiledPolicy {
+    /// Every limit rule of every role.
+    pub fn limit_rules(&self) -> impl Iterator<Item = &LimitRuleCompiled> {
+        self.roles.values().flat_map(|r| r.limits.iter())
+    }
+
+    /// The `rule_limits` entries as they must be at `now`: each time window
+    /// open or closed by the clock.
+    pub fn limit_entries_at(&self, now: DateTime<Utc>) -> Vec<(u32, RuleLimit)> {
+        self.limit_rules().map(|l| (l.rule_id, l.entry_at(now))).collect()
+    }
+
+    /// The next instant after `after` at which some window opens or closes.
+    pub fn next_window_change(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.limit_rules().flat_map(|l| l.windows.iter()).map(|w| w.next_change(after)).min()
+    }
+}

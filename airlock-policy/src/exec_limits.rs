@@ -4,13 +4,12 @@
 //! named it: its rate is the strictest any of them gives, and its time windows
 //! are all of theirs (the command runs only while every one is open). The
 //! kernel reads a rule's limit from `rule_limits` by rule id; whether a window
-//! is open now is the daemon's to say ([`CompiledPolicy::limit_entries_at`]),
+//! is open now is the daemon's to say (`CompiledPolicy::limit_entries_at`),
 //! so no exec reads a clock.
 
 use airlock_common::abi::{RuleLimit, LIMIT_CLOSED};
 use chrono::{DateTime, Utc};
 
-use crate::compile::{CompiledPolicy, CommandRule};
 use crate::model::{LimitPattern, Policy, RateLimit, TimeWindow};
 
 /// One pattern's limits in one role.
@@ -34,17 +33,12 @@ impl LimitRuleCompiled {
         format!("{} {}", self.pattern.text(), parts.join("; "))
     }
 
-    /// The command rule the limit set's tries match, if the pattern names a command.
-    pub fn command(&self) -> Option<CommandRule> {
+    /// The command the limit set's tries match, if the pattern names one:
+    /// (program, words, text).
+    pub fn command(&self) -> Option<(&str, &[String], &str)> {
         match &self.pattern {
             LimitPattern::EveryExec => None,
-            LimitPattern::Command { command, text } => Some(CommandRule {
-                rule_id: self.rule_id,
-                policy_id: self.policy_id.clone(),
-                program: command.program.clone(),
-                words: command.words.clone(),
-                text: text.clone(),
-            }),
+            LimitPattern::Command { command, text } => Some((&command.program, &command.words, text)),
         }
     }
 
@@ -114,23 +108,5 @@ pub fn collect(policy: &Policy, limits: &mut Vec<LimitRuleCompiled>, mut new_rul
         if !limits[i].windows.contains(window) {
             limits[i].windows.push(window.clone());
         }
-    }
-}
-
-impl CompiledPolicy {
-    /// Every limit rule of every role.
-    pub fn limit_rules(&self) -> impl Iterator<Item = &LimitRuleCompiled> {
-        self.roles.values().flat_map(|r| r.limits.iter())
-    }
-
-    /// The `rule_limits` entries as they must be at `now`: each time window
-    /// open or closed by the clock.
-    pub fn limit_entries_at(&self, now: DateTime<Utc>) -> Vec<(u32, RuleLimit)> {
-        self.limit_rules().map(|l| (l.rule_id, l.entry_at(now))).collect()
-    }
-
-    /// The next instant after `after` at which some window opens or closes.
-    pub fn next_window_change(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.limit_rules().flat_map(|l| l.windows.iter()).map(|w| w.next_change(after)).min()
     }
 }

@@ -1,23 +1,10 @@
 //! Execs and connections per session and per user, against a fixed ceiling
 //! and against the subject's own usual rate.
 
-use std::collections::BTreeMap;
-
-use airlock_api::decision as kind;
-use airlock_api::v1::Decision;
-
 use super::{Draft, Run};
 use crate::finding::{Finding, Measure, Subject};
 use crate::settings::{BaselineSettings, RuleName, RuleSettings};
-use crate::tally::{count_by_subject, session_and_user, Tally};
-
-/// What counts as a request: an exec or an outgoing connection (or datagram).
-pub const REQUEST_KINDS: [&str; 5] = [kind::EXEC, kind::CONNECT, kind::SENDMSG, kind::UNIX_CONNECT, kind::UNIX_SENDMSG];
-
-/// Requests per subject among decisions already cut to the window.
-pub fn requests_by_subject(in_window: &[&Decision]) -> BTreeMap<Subject, Tally> {
-    count_by_subject(in_window, |d| REQUEST_KINDS.contains(&d.kind.as_str()), session_and_user)
-}
+use crate::tally::requests_by_subject;
 
 /// The count at which a subject's history makes its count a spike, if the
 /// history is long enough to judge by: `factor` × its usual count rounded
