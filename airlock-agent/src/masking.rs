@@ -69,6 +69,9 @@ pub struct Masking {
     current: RwLock<Option<Arc<Masker>>>,
     /// This host's key for the hash strategy, from --mask-hash-key-file.
     hash_key: Option<Vec<u8>>,
+    /// What this host's flags chose (`None`: verbatim): in force whenever
+    /// the organisation sets no strategy of its own.
+    own: Option<Strategy>,
 }
 
 impl std::fmt::Debug for Masking {
@@ -79,7 +82,21 @@ impl std::fmt::Debug for Masking {
 
 impl Masking {
     pub fn new(masker: Option<Masker>, hash_key: Option<Vec<u8>>) -> Self {
-        Masking { current: RwLock::new(masker.map(Arc::new)), hash_key }
+        let own = masker.as_ref().map(Masker::strategy);
+        Masking { current: RwLock::new(masker.map(Arc::new)), hash_key, own }
+    }
+
+    /// The organisation's strategy (from the gateway) in force, or with
+    /// `None` this host's own again. Hash needs this host's key: without one
+    /// it is refused and the masker in force stays.
+    pub fn set_org_strategy(&self, org: Option<Strategy>) -> Result<(), airlock_mask::MaskError> {
+        match org.or(self.own) {
+            Some(strategy) => self.set_strategy(strategy),
+            None => {
+                self.set(None);
+                Ok(())
+            }
+        }
     }
 
     /// The masker in force; `None` when command lines are recorded verbatim.
@@ -155,6 +172,23 @@ mod tests {
         assert_eq!(strategy(&["--no-mask-secrets"]), None);
         assert!(parse(&["--mask-strategy", "sha256"]).is_err());
         assert!(parse(&["--no-mask-secrets", "--mask-strategy", "full"]).is_err());
+    }
+
+    #[test]
+    fn the_orgs_strategy_wins_until_it_sets_none_and_hash_needs_this_hosts_key() {
+        let masking = parse(&["--mask-strategy", "partial"]).expect("parses").masking().expect("masking");
+        let in_force = |m: &Masking| m.current().map(|x| x.strategy());
+        masking.set_org_strategy(Some(Strategy::TypeOnly)).expect("type_only");
+        assert_eq!(in_force(&masking), Some(Strategy::TypeOnly));
+        assert!(masking.set_org_strategy(Some(Strategy::Hash)).is_err(), "hash without this host's key");
+        assert_eq!(in_force(&masking), Some(Strategy::TypeOnly), "a refused strategy leaves the one in force");
+        masking.set_org_strategy(None).expect("back to the host's own");
+        assert_eq!(in_force(&masking), Some(Strategy::Partial));
+        let verbatim = parse(&["--no-mask-secrets"]).expect("parses").masking().expect("masking");
+        verbatim.set_org_strategy(Some(Strategy::Full)).expect("full");
+        assert_eq!(in_force(&verbatim), Some(Strategy::Full));
+        verbatim.set_org_strategy(None).expect("back to verbatim");
+        assert_eq!(in_force(&verbatim), None);
     }
 
     #[test]

@@ -543,7 +543,7 @@ fn a_block_made_from_one_hosts_decisions_is_enforced_on_another() {
     let gw = Gateway::start_with_config("security", "detect_interval = 1\n");
     let settings = TempDir::new("gw-security-settings");
     let file = settings.0.join("settings.toml");
-    std::fs::write(&file, "[rules.repeated_denials]\nthreshold = 5\nseverity = \"critical\"\n[rules.escalation_probing]\nenabled = false\n").expect("write settings");
+    std::fs::write(&file, "masking = \"type_only\"\n[rules.repeated_denials]\nthreshold = 5\nseverity = \"critical\"\n[rules.escalation_probing]\nenabled = false\n").expect("write settings");
     let set = gw.cli(&["security", "settings", "set", &file.display().to_string(), "--comment", "five denials are critical"]);
     assert!(set.status.success(), "settings set: {}", stderr(&set));
     let join = gw.token(&["--join"]);
@@ -557,6 +557,12 @@ fn a_block_made_from_one_hosts_decisions_is_enforced_on_another() {
     let mut on_b = b.live_session("agent");
     let (out, _) = on_b.run("terraform plan");
     assert!(out.contains(RAN), "{out}");
+    // The org's masking strategy (type_only) is in force on the hosts, not their own (full).
+    let (out, _) = on_b.run("terraform plan --password=hunter2hunter2");
+    assert!(out.contains(RAN), "{out}");
+    let masked = b.wait_audit("the masked command line", |v| v["session_id"] == on_b.session_id.as_str() && v["argv"].to_string().contains("--password="));
+    let argv = masked[0]["argv"].to_string();
+    assert!(!argv.contains("hunter2") && argv.contains("--password=[") && !argv.contains("****"), "the org's type_only masking is not in force: {argv}");
     let mut on_a = a.live_session("agent");
     for _ in 0..5 {
         let (out, _) = on_a.run("terraform destroy");

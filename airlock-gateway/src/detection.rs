@@ -92,7 +92,7 @@ pub async fn run_org(hub: &Hub, org: &Org, now_ns: i64) -> anyhow::Result<OrgRep
     let mut report = OrgReport { org: org.name.clone(), ..Default::default() };
     let settings = match hub.store.security_settings(org.id, None).await? {
         None => Settings::default(),
-        Some(stored) => stored_settings(&stored).map_err(anyhow::Error::msg)?,
+        Some(stored) => stored_settings(&stored).map_err(anyhow::Error::msg)?.detect,
     };
     if !settings.enabled {
         return Ok(report);

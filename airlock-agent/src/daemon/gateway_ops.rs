@@ -45,6 +45,16 @@ impl GatewayOps for Agent {
         self.security_blocks_from_gateway(blocks).map_err(|e| format!("{e:#}"))
     }
 
+    fn apply_org_masking(&self, strategy: &str) -> Result<(), String> {
+        let org = match strategy.trim() {
+            "" => None,
+            name => Some(name.parse::<airlock_mask::Strategy>().map_err(|e| format!("the org's masking strategy {name:?}: {e}"))?),
+        };
+        self.masking.set_org_strategy(org).map_err(|e| format!("the org's masking strategy {strategy:?} cannot be used on this host: {e}"))?;
+        tracing::info!(org_strategy = %strategy, in_force = ?self.masking.current().map(|m| m.strategy()), "masking");
+        Ok(())
+    }
+
     fn record_shipping_loss(&self, count: u64, total: u64) {
         tracing::error!(count, total, "the gateway spool is full: decisions were dropped from shipping (they are enforced and in this audit trail)");
         let now = crate::clock::now_unix_nanos();

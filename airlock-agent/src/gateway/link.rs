@@ -193,7 +193,7 @@ impl Link {
                 let result = match c.body {
                     Some(command::Body::RevokeSession(r)) => self.revoke(c.id, r).await,
                     Some(command::Body::DecideApproval(a)) => self.decide_approval(c.id, a).await,
-                    Some(command::Body::SecurityBlocks(set)) => self.security_blocks(c.id, set.blocks).await,
+                    Some(command::Body::SecurityBlocks(set)) => self.security_blocks(c.id, set.blocks, set.masking_strategy).await,
                     None => CommandResult { id: c.id, error: "this agent does not know the command".into(), ..Default::default() },
                 };
                 send(tx, agent_message::Body::CommandResult(result)).await
@@ -226,9 +226,18 @@ impl Link {
     }
 
     /// The org's blocks in force, from the gateway's detectors.
-    async fn security_blocks(&self, id: i64, blocks: Vec<airlock_api::v1::SecurityBlock>) -> CommandResult {
+    async fn security_blocks(&self, id: i64, blocks: Vec<airlock_api::v1::SecurityBlock>, masking: String) -> CommandResult {
         let ops = self.ops.clone();
-        let outcome = tokio::task::spawn_blocking(move || ops.apply_security_blocks(blocks)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            // A masking strategy this host cannot use is reported; the blocks apply all the same.
+            let masked = ops.apply_org_masking(&masking);
+            let applied = ops.apply_security_blocks(blocks);
+            match (applied, masked) {
+                (Ok(count), Ok(())) => Ok(count),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            }
+        })
+        .await;
         match outcome {
             Ok(Ok(count)) => {
                 tracing::info!(blocks = count, "security blocks from the gateway in force");

@@ -50,6 +50,8 @@ pub trait GatewayOps: AgentOps {
     /// The org's security blocks in force, whole (they replace the gateway's
     /// blocks held before), applied in the kernel; returns how many.
     fn apply_security_blocks(&self, blocks: Vec<airlock_api::v1::SecurityBlock>) -> Result<usize, String>;
+    /// The org's masking strategy (`""`: none set; this host's own applies).
+    fn apply_org_masking(&self, strategy: &str) -> Result<(), String>;
 }
 
 /// The link's state, as `status` shows it.

@@ -81,11 +81,14 @@ pub async fn set_settings(hub: &Hub, caller: &Caller, ask: SetSecuritySettingsRe
         tracing::info!(org = %org.name, by = %caller.label, "security settings refused: {e}");
         Status::invalid_argument(e.to_string())
     })?;
-    let document = serde_json::to_string_pretty(&settings).map_err(|e| Status::internal(format!("encode the settings: {e}")))?;
+    let document = settings.document().map_err(|e| Status::internal(format!("encode the settings: {e}")))?;
     let now = crate::now_ns();
     let version = hub.store.insert_security_settings(org.id, &document, &caller.label, ask.comment.trim(), now).await.map_err(store_status)?;
-    tracing::info!(org = %org.name, version, enabled = settings.enabled, by = %caller.label, "security settings set");
+    tracing::info!(org = %org.name, version, enabled = settings.detect.enabled, masking = ?settings.masking, by = %caller.label, "security settings set");
     let stored = hub.store.security_settings(org.id, Some(version)).await.map_err(store_status)?;
+    // The agents learn the org's masking strategy at once, with the blocks in force.
+    let blocks = hub.store.blocks_in_force(org.id, now).await.map_err(store_status)?;
+    crate::security::push_to_org(hub, org.id, &blocks).await;
     settings_message(&org.name, &settings, stored)
 }
 
