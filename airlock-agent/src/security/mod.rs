@@ -139,10 +139,13 @@ impl Security {
 
     /// Records a run's findings; places a block for each finding of high or
     /// critical severity about a user or a session, unless a block in force
-    /// already covers that subject as hard or harder. A finding whose window
-    /// still reaches back before a person lifted a block of the same rule and
-    /// subject is dropped: the evidence they reviewed does not block again.
-    /// Returns the new blocks.
+    /// already covers that subject as hard or harder. A finding that repeats
+    /// one is dropped: while a block of the same rule and subject is in force,
+    /// or while an earlier finding of the same rule and subject, as severe or
+    /// more, is younger than the rule's window (the same evidence, found
+    /// again). So is one whose window still reaches back before a person
+    /// lifted a block of the same rule and subject: the evidence they
+    /// reviewed does not block again. Returns the new blocks.
     pub fn record_findings(&mut self, findings: Vec<Finding>, settings: &airlock_detect::Settings, now_ns: i64) -> Vec<pb::SecurityBlock> {
         let mut placed = Vec::new();
         for finding in findings {
@@ -154,7 +157,16 @@ impl Security {
                     && b.subject == subject
                     && b.lifted_unix_nanos > finding.window_start_ns
             });
-            if reviewed {
+            let blocked = self.in_force(now_ns).any(|b| b.rule == finding.rule.as_str() && b.subject_kind == kind && b.subject == subject);
+            let since = now_ns.saturating_sub(settings.rule(finding.rule).window_ns());
+            let repeated = self.state.findings.iter().any(|f| {
+                f.rule == finding.rule.as_str()
+                    && f.subject_kind == kind
+                    && f.subject == subject
+                    && f.created_unix_nanos > since
+                    && severity_rank(&f.severity) >= severity_rank(finding.severity.as_str())
+            });
+            if reviewed || blocked || repeated {
                 continue;
             }
             let mut record = finding_record(&finding, now_ns);
@@ -283,6 +295,11 @@ impl Security {
         let held: Vec<String> = self.state.blocks.iter().map(|b| b.id.clone()).collect();
         self.state.numbers.retain(|(id, _)| held.contains(id));
     }
+}
+
+/// Low, medium, high, critical: 0 to 3 (an unknown name ranks lowest).
+fn severity_rank(name: &str) -> usize {
+    ["low", "medium", "high", "critical"].iter().position(|s| *s == name).unwrap_or(0)
 }
 
 fn seconds_ns(secs: u64) -> i64 {

@@ -83,10 +83,11 @@ fn blocks_cover_their_user_or_session_until_they_expire_or_are_lifted() {
     let err = s.act(&id, true, "root", MINUTE).expect_err("an expired block cannot be lifted");
     assert!(err.to_string().contains("is expired"), "{err}");
 
-    let again = s.record_findings(vec![finding(RuleName::RepeatedDenials, Severity::High, user("alice"))], &settings, 2 * MINUTE);
-    let lifted = s.act(&again[0].id, true, "root", 2 * MINUTE + 1).expect("lift");
+    // Found again once the rule's window has passed: a new block.
+    let again = s.record_findings(vec![finding(RuleName::RepeatedDenials, Severity::High, user("alice"))], &settings, 6 * MINUTE);
+    let lifted = s.act(&again[0].id, true, "root", 6 * MINUTE + 1).expect("lift");
     assert_eq!((lifted.status.as_str(), lifted.lifted_by.as_str()), (LIFTED, "root"));
-    assert!(s.block_for("x", "alice", 2 * MINUTE + 2).is_none());
+    assert!(s.block_for("x", "alice", 6 * MINUTE + 2).is_none());
     assert_eq!(s.last_block_for("x", "alice").map(|b| b.id.clone()), Some(again[0].id.clone()));
     assert!(s.act("blk-0000000000000001", true, "root", 0).expect_err("unknown").to_string().contains("no security block"));
 }
@@ -149,4 +150,26 @@ fn a_lifted_block_is_not_placed_again_from_the_evidence_a_person_reviewed() {
     s.act(&other[0].id, true, "root", 2 * MINUTE + 1).expect("lift");
     let later = Finding { window_start_ns: 3 * MINUTE, window_end_ns: 8 * MINUTE, ..finding(RuleName::RepeatedDenials, Severity::High, user("alice")) };
     assert_eq!(s.record_findings(vec![later], &settings, 8 * MINUTE).len(), 1);
+}
+
+#[test]
+fn a_finding_found_again_is_recorded_once_until_its_window_has_passed() {
+    let mut s = Security::open(None);
+    let settings = Settings::default();
+    let first = s.record_findings(vec![finding(RuleName::ErrorStorm, Severity::Medium, user("bob"))], &settings, MINUTE);
+    assert!(first.is_empty(), "medium places no block");
+    s.record_findings(vec![finding(RuleName::ErrorStorm, Severity::Medium, user("bob"))], &settings, 2 * MINUTE);
+    assert_eq!(s.findings(10).len(), 1, "the same evidence found again a minute later is no new finding");
+    // The rule's window (300 s) passed is news; so is more severe.
+    s.record_findings(vec![finding(RuleName::ErrorStorm, Severity::Medium, user("bob"))], &settings, 7 * MINUTE);
+    assert_eq!(s.findings(10).len(), 2);
+    let harder = s.record_findings(vec![finding(RuleName::ErrorStorm, Severity::High, user("bob"))], &settings, 8 * MINUTE);
+    assert_eq!((s.findings(10).len(), harder.len()), (3, 1));
+    // While its block is in force, a blocked subject's rule finds nothing new.
+    let placed = s.record_findings(vec![finding(RuleName::RepeatedDenials, Severity::Critical, user("eve"))], &settings, MINUTE);
+    assert_eq!(placed.len(), 1);
+    let before = s.findings(100).len();
+    let late = Finding { window_start_ns: 10 * MINUTE, window_end_ns: 20 * MINUTE, ..finding(RuleName::RepeatedDenials, Severity::Critical, user("eve")) };
+    s.record_findings(vec![late], &settings, 20 * MINUTE);
+    assert_eq!(s.findings(100).len(), before);
 }
