@@ -23,6 +23,47 @@ pub enum Subject {
     Token(String),
 }
 
+impl Subject {
+    /// "user", "session" or "token": the subject's kind as the API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Subject::User(_) => "user",
+            Subject::Session(_) => "session",
+            Subject::Token(_) => "token",
+        }
+    }
+
+    /// The user name, session id or token name.
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::User(name) | Subject::Session(name) | Subject::Token(name) => name,
+        }
+    }
+}
+
+impl Finding {
+    /// The finding as the API's message, with the decision ids as the
+    /// detector saw them; the holder adds the id, the time and the block.
+    pub fn to_message(&self) -> airlock_api::v1::SecurityFinding {
+        airlock_api::v1::SecurityFinding {
+            rule: self.rule.as_str().into(),
+            severity: self.severity.as_str().into(),
+            subject_kind: self.subject.kind().into(),
+            subject: self.subject.name().into(),
+            window_start_unix_nanos: self.window_start_ns,
+            window_end_unix_nanos: self.window_end_ns,
+            values: self
+                .values
+                .iter()
+                .map(|m| airlock_api::v1::Measure { name: m.name.clone(), observed: m.observed, threshold: m.threshold })
+                .collect(),
+            evidence: self.evidence.clone(),
+            summary: self.summary.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use airlock_api::gateway::v1::command::Body as CommandBody;
 use airlock_api::gateway::v1::{gateway_message, Command, GatewayMessage, SecurityBlocks, SecuritySettingsVersion};
-use airlock_api::v1::{Measure, SecurityBlock, SecurityFinding};
-use airlock_detect::{Finding, Settings, SettingsError, Subject};
+use airlock_api::v1::{SecurityBlock, SecurityFinding};
+use airlock_detect::{Finding, Settings, SettingsError};
 use airlock_gateway_store::SecuritySettingsVersion as StoredSettings;
 use airlock_mask::Strategy;
 use tonic::Status;
@@ -98,34 +98,12 @@ pub fn settings_message(org: &str, settings: &OrgSecurity, stored: Option<Stored
     })
 }
 
-/// "user", "session" or "token", and the subject's name.
-pub fn subject_parts(subject: &Subject) -> (&'static str, &str) {
-    match subject {
-        Subject::User(u) => ("user", u),
-        Subject::Session(s) => ("session", s),
-        Subject::Token(t) => ("token", t),
-    }
-}
-
 /// A detector's finding as the API's message. `evidence` maps the ids the
 /// detector saw (the store's cursors, unique over the fleet) back to each
 /// decision's own id and its host.
 pub fn finding_message(f: &Finding, evidence: &HashMap<u64, (u64, String)>) -> SecurityFinding {
-    let (kind, subject) = subject_parts(&f.subject);
     let (ids, hosts) = f.evidence.iter().filter_map(|cursor| evidence.get(cursor).cloned()).unzip();
-    SecurityFinding {
-        rule: f.rule.as_str().into(),
-        severity: f.severity.as_str().into(),
-        subject_kind: kind.into(),
-        subject: subject.into(),
-        window_start_unix_nanos: f.window_start_ns,
-        window_end_unix_nanos: f.window_end_ns,
-        values: f.values.iter().map(|m| Measure { name: m.name.clone(), observed: m.observed, threshold: m.threshold }).collect(),
-        evidence: ids,
-        evidence_hosts: hosts,
-        summary: f.summary.clone(),
-        ..Default::default()
-    }
+    SecurityFinding { evidence: ids, evidence_hosts: hosts, ..f.to_message() }
 }
 
 pub use airlock_api::security::values_text;

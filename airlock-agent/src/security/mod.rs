@@ -149,7 +149,7 @@ impl Security {
     pub fn record_findings(&mut self, findings: Vec<Finding>, settings: &airlock_detect::Settings, now_ns: i64) -> Vec<pb::SecurityBlock> {
         let mut placed = Vec::new();
         for finding in findings {
-            let (kind, subject) = subject_parts(&finding.subject);
+            let (kind, subject) = (finding.subject.kind(), finding.subject.name());
             let reviewed = self.state.blocks.iter().any(|b| {
                 b.status == LIFTED
                     && b.rule == finding.rule.as_str()
@@ -315,36 +315,9 @@ fn blockable(subject: &Subject) -> Option<(&'static str, &str)> {
     }
 }
 
-fn subject_parts(subject: &Subject) -> (&'static str, String) {
-    match subject {
-        Subject::User(user) => ("user", user.clone()),
-        Subject::Session(session) => ("session", session.clone()),
-        Subject::Token(token) => ("token", token.clone()),
-    }
-}
-
 /// A finding as the API and the state file carry it.
 pub fn finding_record(finding: &Finding, now_ns: i64) -> pb::SecurityFinding {
-    let (subject_kind, subject) = subject_parts(&finding.subject);
-    pb::SecurityFinding {
-        id: new_finding_id(),
-        rule: finding.rule.as_str().to_string(),
-        severity: finding.severity.as_str().to_string(),
-        subject_kind: subject_kind.to_string(),
-        subject,
-        window_start_unix_nanos: finding.window_start_ns,
-        window_end_unix_nanos: finding.window_end_ns,
-        values: finding
-            .values
-            .iter()
-            .map(|m| pb::Measure { name: m.name.clone(), observed: m.observed, threshold: m.threshold })
-            .collect(),
-        evidence: finding.evidence.clone(),
-        summary: finding.summary.clone(),
-        block_id: String::new(),
-        created_unix_nanos: now_ns,
-        evidence_hosts: Vec::new(),
-    }
+    pb::SecurityFinding { id: new_finding_id(), created_unix_nanos: now_ns, ..finding.to_message() }
 }
 
 #[cfg(test)]
