@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub notify: Option<BTreeMap<String, NotifyConfig>>,
     /// Seconds between security detection passes (default 60).
     pub detect_interval: Option<u64>,
+    /// The web Control Room: `[ui]` with `listen`, `session_hours` and `[ui.oidc]`.
+    pub ui: Option<crate::ui::UiFileConfig>,
 }
 
 /// What `run` was given on its command line.
@@ -47,6 +49,7 @@ pub struct Flags {
     pub server_names: Vec<String>,
     pub replica: Option<String>,
     pub detect_interval: Option<u64>,
+    pub ui_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +65,8 @@ pub struct RunConfig {
     pub notify: BTreeMap<String, NotifyConfig>,
     /// Between two security detection passes.
     pub detect_interval: Duration,
+    /// The Control Room, when it has a listen address.
+    pub ui: Option<crate::ui::UiConfig>,
 }
 
 impl RunConfig {
@@ -89,11 +94,13 @@ impl RunConfig {
         if detect_secs == 0 {
             bail!("{}: must be at least 1 second (got 0)", from("--detect-interval"));
         }
+        let ui = crate::ui::UiConfig::resolve(flags.ui_listen, file.ui, &from)?;
         let notify = file.notify.unwrap_or_default();
         for (org, config) in &notify {
             config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("notify.{org}"))))?;
         }
         Ok(RunConfig {
+            ui,
             notify,
             detect_interval: Duration::from_secs(detect_secs),
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

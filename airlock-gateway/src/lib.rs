@@ -8,7 +8,8 @@
 //! caller to its org; [`approvals`] follows approval requests between
 //! agents and approvers; [`detection`] runs the detectors over each org's
 //! decisions and [`security`] pushes the blocks they place to the agents;
-//! the store is the `airlock-gateway-store` crate.
+//! the store is the `airlock-gateway-store` crate; [`ui`] is the web
+//! Control Room, a second front over the same fleet facade.
 
 pub mod approvals;
 pub mod auth;
@@ -18,11 +19,13 @@ pub mod detection;
 pub mod enroll;
 pub mod fleet;
 pub mod hub;
+pub mod instants;
 pub mod link;
 pub mod pki;
 pub mod security;
 pub mod server;
 pub mod tokens;
+pub mod ui;
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {

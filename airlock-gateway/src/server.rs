@@ -36,16 +36,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let authority = Authority::load_or_create(&config.data_dir)?;
     bootstrap(&store, &config.data_dir).await?;
 
-    let identity = match &config.tls {
+    let (cert_pem, key_pem) = match &config.tls {
         Some((cert, key)) => {
             let read = |p: &Path| std::fs::read(p).with_context(|| format!("read {}", p.display()));
-            Identity::from_pem(read(cert)?, read(key)?)
+            (read(cert)?, read(key)?)
         }
         None => {
             let own = authority.server_identity(&config.data_dir, &server_names(&config))?;
-            Identity::from_pem(own.cert_pem, own.key_pem)
+            (own.cert_pem.into_bytes(), own.key_pem.into_bytes())
         }
     };
+    let identity = Identity::from_pem(&cert_pem, &key_pem);
     // Client certificates are optional at the TLS layer: enrollment and the
     // fleet API authenticate with tokens; the agent stream demands one.
     let tls = ServerTlsConfig::new().identity(identity).client_ca_root(Certificate::from_pem(authority.ca_pem())).client_auth_optional(true);
@@ -64,6 +65,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
     tokio::spawn(crate::detection::run_loop(hub.clone(), config.detect_interval));
     tracing::info!(interval_secs = config.detect_interval.as_secs(), max_decisions = crate::detection::MAX_DECISIONS_PER_RUN, "security detection runs every interval");
 
+    let (stop_ui, ui_stopped) = tokio::sync::watch::channel(false);
+    if let Some(ui) = config.ui.clone() {
+        crate::ui::start(hub.clone(), ui, &cert_pem, &key_pem, config.data_dir.clone(), ui_stopped).await.context("start the Control Room")?;
+    }
+
     let enroll = EnrollmentServer::new(EnrollService { hub: hub.clone() }).max_decoding_message_size(64 * 1024);
     let link = AgentLinkServer::new(LinkService { hub: hub.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let fleet = FleetServer::new(FleetService { hub: hub.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(64 * 1024 * 1024);
@@ -78,6 +84,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         .add_service(fleet)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener).map(no_delay), async move {
             stop_signal().await;
+            let _ = stop_ui.send(true);
             // Agent streams never end by themselves: end them, so the
             // graceful stop does not wait for them.
             hub.stop_all();
@@ -140,7 +147,7 @@ fn server_names(config: &RunConfig) -> Vec<String> {
     names
 }
 
-fn display_addr(addr: std::net::SocketAddr) -> String {
+pub fn display_addr(addr: std::net::SocketAddr) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),

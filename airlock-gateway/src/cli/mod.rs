@@ -78,6 +78,9 @@ struct RunArgs {
     /// Seconds between security detection passes (default 60; at least 1).
     #[arg(long, value_name = "SECONDS")]
     detect_interval: Option<u64>,
+    /// Serve the web Control Room (HTTPS, the gateway's certificate) here, e.g. 0.0.0.0:8443.
+    #[arg(long, value_name = "ADDR")]
+    ui_listen: Option<String>,
 }
 
 /// Where the fleet API is and who is calling.
@@ -297,6 +300,7 @@ pub fn main() -> i32 {
                     server_names: a.server_names,
                     replica: a.replica,
                     detect_interval: a.detect_interval,
+                    ui_listen: a.ui_listen,
                 };
                 crate::server::run(crate::config::RunConfig::resolve(flags)?).await
             }

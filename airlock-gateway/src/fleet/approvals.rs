@@ -31,6 +31,7 @@ pub const MAX_GRANT_SECONDS: u64 = 30 * 86_400;
 const MAX_REASON_BYTES: usize = 1024;
 
 pub async fn list(hub: &Hub, caller: &Caller, ask: ListFleetApprovalsRequest) -> Result<ListFleetApprovalsResponse, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let state = ask.state.trim();
     if !state.is_empty() && !APPROVAL_STATES.contains(&state) {
@@ -42,6 +43,7 @@ pub async fn list(hub: &Hub, caller: &Caller, ask: ListFleetApprovalsRequest) ->
 }
 
 pub async fn get(hub: &Hub, caller: &Caller, ask: GetFleetApprovalRequest) -> Result<FleetApproval, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let id = request_id(&ask.id)?;
     shown(hub, &org, id).await
@@ -50,6 +52,7 @@ pub async fn get(hub: &Hub, caller: &Caller, ask: GetFleetApprovalRequest) -> Re
 /// Waits until the request's host reports it decided (or expired, or
 /// cancelled), or the timeout passes: then it is returned still pending.
 pub async fn wait(hub: &Hub, caller: &Caller, ask: WaitFleetApprovalRequest) -> Result<FleetApproval, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let id = request_id(&ask.id)?;
     // An instant too far to represent is no deadline at all.

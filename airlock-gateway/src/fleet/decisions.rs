@@ -14,6 +14,7 @@ use prost::Message;
 use tokio_stream::Stream;
 use tonic::Status;
 
+use crate::tokens::Role;
 use crate::auth::{store_status, Caller};
 use crate::hub::{Hub, POLL_INTERVAL};
 
@@ -23,6 +24,18 @@ const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 
 pub async fn query(hub: &Hub, caller: &Caller, ask: QueryDecisionsRequest) -> Result<QueryDecisionsResponse, Status> {
+    query_page(hub, caller, ask).await.map(|page| page.response)
+}
+
+/// A page of decisions, and the newest cursor in it, from which [`newer`]
+/// goes on (the Control Room's live tail).
+pub struct Page {
+    pub response: QueryDecisionsResponse,
+    pub newest_cursor: i64,
+}
+
+pub async fn query_page(hub: &Hub, caller: &Caller, ask: QueryDecisionsRequest) -> Result<Page, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let limit = match ask.page_size {
         0 => DEFAULT_PAGE,
@@ -36,11 +49,31 @@ pub async fn query(hub: &Hub, caller: &Caller, ask: QueryDecisionsRequest) -> Re
     let q = FleetQuery { filter: ask.filter.unwrap_or_default(), host: ask.host.trim().to_string(), before_cursor: before, after_cursor: 0, limit, oldest_first: false };
     let rows = hub.store.query_decisions(org.id, &q).await.map_err(store_status)?;
     let next_page_token = if rows.len() as u32 == limit { rows.last().map(|r| r.cursor.to_string()).unwrap_or_default() } else { String::new() };
+    let newest_cursor = rows.first().map(|r| r.cursor).unwrap_or(0);
     let decisions = rows.into_iter().map(|r| fleet_decision(&org.name, r)).collect::<Result<_, _>>()?;
-    Ok(QueryDecisionsResponse { decisions, next_page_token })
+    Ok(Page { response: QueryDecisionsResponse { decisions, next_page_token }, newest_cursor })
+}
+
+/// Decisions stored after `after_cursor` that match, newest first, at most
+/// a page. With no cursor yet (0) it answers only the newest cursor, so a
+/// tail that starts now shows what arrives from now on.
+pub async fn newer(hub: &Hub, caller: &Caller, ask: QueryDecisionsRequest, after_cursor: i64) -> Result<Page, Status> {
+    caller.require(Role::Viewer)?;
+    let org = caller.scope(&hub.store, &ask.org).await?;
+    if after_cursor <= 0 {
+        let newest = hub.store.max_cursor().await.map_err(store_status)?;
+        return Ok(Page { response: QueryDecisionsResponse::default(), newest_cursor: newest });
+    }
+    let q = FleetQuery { filter: ask.filter.unwrap_or_default(), host: ask.host.trim().to_string(), before_cursor: 0, after_cursor, limit: DEFAULT_PAGE, oldest_first: true };
+    let mut rows = hub.store.query_decisions(org.id, &q).await.map_err(store_status)?;
+    let newest_cursor = rows.last().map(|r| r.cursor).unwrap_or(after_cursor);
+    rows.reverse();
+    let decisions = rows.into_iter().map(|r| fleet_decision(&org.name, r)).collect::<Result<_, _>>()?;
+    Ok(Page { response: QueryDecisionsResponse { decisions, next_page_token: String::new() }, newest_cursor })
 }
 
 pub async fn tail(hub: Arc<Hub>, caller: &Caller, ask: StreamDecisionsRequest) -> Result<DecisionTail, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let mut after = hub.store.max_cursor().await.map_err(store_status)?;
     let filter: DecisionFilter = ask.filter.unwrap_or_default();

@@ -7,16 +7,19 @@ use airlock_gateway_store as store;
 use tonic::Status;
 
 use super::policy;
+use crate::tokens::Role;
 use crate::auth::{store_status, Caller, OrgScope};
 use crate::hub::Hub;
 
 pub async fn push(hub: &Hub, caller: &Caller, ask: PushPolicyRequest) -> Result<PolicyVersion, Status> {
+    caller.require(Role::Admin)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let loaded = policy::validate(&ask.files).map_err(|e| Status::invalid_argument(format!("the policy set is invalid; the version in force stays:\n{e}")))?;
     write(hub, caller, &org, ask.files, loaded.version(), ask.comment, 0).await
 }
 
 pub async fn rollback(hub: &Hub, caller: &Caller, ask: RollbackPolicyRequest) -> Result<PolicyVersion, Status> {
+    caller.require(Role::Admin)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let old = hub
         .store
@@ -44,12 +47,14 @@ async fn write(hub: &Hub, caller: &Caller, org: &OrgScope, files: Vec<PolicyFile
 }
 
 pub async fn history(hub: &Hub, caller: &Caller, ask: PolicyHistoryRequest) -> Result<PolicyHistoryResponse, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let versions = hub.store.policy_history(org.id).await.map_err(store_status)?;
     Ok(PolicyHistoryResponse { versions: versions.into_iter().map(|v| message(&org.name, v, false)).collect() })
 }
 
 pub async fn get(hub: &Hub, caller: &Caller, ask: GetPolicyRequest) -> Result<PolicyVersion, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let version = if ask.version == 0 { None } else { Some(ask.version as i64) };
     let stored = hub.store.policy_version(org.id, version).await.map_err(store_status)?.ok_or_else(|| match version {

@@ -11,6 +11,7 @@ use airlock_api::v1::{ListBlocksResponse, ListFindingsResponse, SecurityBlock};
 use airlock_gateway_store::{is_block_id, BLOCK_STATUSES};
 use tonic::Status;
 
+use crate::tokens::Role;
 use crate::auth::{store_status, Caller};
 use crate::hub::Hub;
 use crate::security::{parse_settings, settings_in_force, settings_message, stored_settings, MAX_SETTINGS_BYTES};
@@ -18,12 +19,14 @@ use crate::security::{parse_settings, settings_in_force, settings_message, store
 const MAX_REASON_BYTES: usize = 1024;
 
 pub async fn list_findings(hub: &Hub, caller: &Caller, ask: ListFleetFindingsRequest) -> Result<ListFindingsResponse, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let findings = hub.store.list_findings(org.id, ask.limit).await.map_err(store_status)?;
     Ok(ListFindingsResponse { findings })
 }
 
 pub async fn list_blocks(hub: &Hub, caller: &Caller, ask: ListFleetBlocksRequest) -> Result<ListBlocksResponse, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let status = ask.status.trim();
     if !status.is_empty() && !BLOCK_STATUSES.contains(&status) {
@@ -35,6 +38,7 @@ pub async fn list_blocks(hub: &Hub, caller: &Caller, ask: ListFleetBlocksRequest
 
 /// Approver or admin (checked by the caller): the block stays in force.
 pub async fn acknowledge(hub: &Hub, caller: &Caller, ask: FleetBlockActionRequest) -> Result<SecurityBlock, Status> {
+    caller.require(Role::Approver)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let (id, reason) = checked(&ask)?;
     let block = hub.store.acknowledge_block(org.id, id, &caller.label, reason, crate::now_ns()).await.map_err(store_status)?;
@@ -45,6 +49,7 @@ pub async fn acknowledge(hub: &Hub, caller: &Caller, ask: FleetBlockActionReques
 
 /// Admin (checked by the caller): the block ends now, on every agent.
 pub async fn lift(hub: &Hub, caller: &Caller, ask: FleetBlockActionRequest) -> Result<SecurityBlock, Status> {
+    caller.require(Role::Admin)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let (id, reason) = checked(&ask)?;
     let block = hub.store.lift_block(org.id, id, &caller.label, reason, crate::now_ns()).await.map_err(store_status)?;
@@ -54,6 +59,7 @@ pub async fn lift(hub: &Hub, caller: &Caller, ask: FleetBlockActionRequest) -> R
 }
 
 pub async fn get_settings(hub: &Hub, caller: &Caller, ask: GetSecuritySettingsRequest) -> Result<SecuritySettingsVersion, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     if ask.version == 0 {
         let (settings, stored) = settings_in_force(hub, org.id).await?;
@@ -73,6 +79,7 @@ pub async fn get_settings(hub: &Hub, caller: &Caller, ask: GetSecuritySettingsRe
 /// Admin (checked by the caller). A document that does not parse or
 /// validate is refused naming the field; the version in force stays.
 pub async fn set_settings(hub: &Hub, caller: &Caller, ask: SetSecuritySettingsRequest) -> Result<SecuritySettingsVersion, Status> {
+    caller.require(Role::Admin)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     if ask.document.len() > MAX_SETTINGS_BYTES {
         return Err(Status::invalid_argument(format!("document: at most {MAX_SETTINGS_BYTES} bytes; got {}", ask.document.len())));
@@ -93,6 +100,7 @@ pub async fn set_settings(hub: &Hub, caller: &Caller, ask: SetSecuritySettingsRe
 }
 
 pub async fn history(hub: &Hub, caller: &Caller, ask: SecuritySettingsHistoryRequest) -> Result<SecuritySettingsHistoryResponse, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let mut versions = Vec::new();
     for stored in hub.store.security_settings_history(org.id).await.map_err(store_status)? {

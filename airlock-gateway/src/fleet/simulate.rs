@@ -23,6 +23,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::policy;
+use crate::tokens::Role;
 use crate::auth::{store_status, Caller};
 use crate::hub::Hub;
 
@@ -32,6 +33,7 @@ const PAGE: u32 = 1000;
 const DEFAULT_WINDOW_NS: i64 = 7 * 24 * 3600 * 1_000_000_000;
 
 pub async fn simulate(hub: &Hub, caller: &Caller, ask: SimulatePolicyRequest) -> Result<SimulatePolicyResponse, Status> {
+    caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let loaded = policy::validate(&ask.files).map_err(|e| Status::invalid_argument(format!("the candidate policy set is invalid:\n{e}")))?;
     let compiled = airlock_policy::compile(&loaded, &mut IdAllocator::new());
