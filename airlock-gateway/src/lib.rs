@@ -23,6 +23,7 @@ pub mod pki;
 pub mod security;
 pub mod server;
 pub mod tokens;
+pub mod ui;
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {

@@ -1,0 +1,2 @@
+//! The gateway's web UI: sign-in by OpenID Connect ([`oidc`]).
+pub mod oidc;
