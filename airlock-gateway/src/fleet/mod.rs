@@ -1,8 +1,9 @@
 //! The fleet API platform teams use (`airlock.gateway.v1.Fleet`): orgs and
 //! tokens, hosts and their rollout status, policy versions, the fleet's
 //! decisions and sessions, revocation on any host, approval requests, and
-//! security monitoring (findings, blocks, detector settings).
-//! Every call is made by an API token in one org, and sees that org only.
+//! security monitoring (findings, blocks, detector settings), and the web
+//! UI's users. Every call is made by an API token in one org, and sees that
+//! org only.
 
 pub mod approvals;
 mod decisions;
@@ -10,6 +11,8 @@ pub mod policy;
 mod policy_calls;
 pub mod security;
 pub mod simulate;
+pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{store_status, Caller};
 use crate::hub::{Hub, REVOKE_SESSION};
-use crate::tokens::{self, Role, TokenKind};
+use crate::tokens::{Role, TokenKind};
 
 /// How long RevokeSession waits for the host's agent to answer.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -87,12 +90,12 @@ impl Fleet for FleetService {
             let role = Role::parse(if ask.role.is_empty() { "viewer" } else { &ask.role }).map_err(|e| Status::invalid_argument(e.to_string()))?;
             (TokenKind::Api, role.to_string(), -1, 0)
         };
-        let secret = tokens::generate(kind).map_err(|e| Status::internal(format!("{e:#}")))?;
+        let secret = crate::tokens::generate(kind).map_err(|e| Status::internal(format!("{e:#}")))?;
         let token = NewToken {
             org_id: org.id,
             kind: if ask.join { "join".into() } else { "api".into() },
             role: role.clone(),
-            secret_hash: tokens::hash(&secret),
+            secret_hash: crate::tokens::hash(&secret),
             label: if ask.label.is_empty() { format!("made by {}", caller.label) } else { ask.label },
             uses_left: uses,
             expires_ns: expires,
@@ -266,6 +269,32 @@ impl Fleet for FleetService {
     async fn security_settings_history(&self, request: Request<SecuritySettingsHistoryRequest>) -> Result<Response<SecuritySettingsHistoryResponse>, Status> {
         let caller = self.caller(&request, Role::Viewer).await?;
         security::history(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    // The role checks of these are inside each function, which the web UI calls too.
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        let caller = Caller::of(&self.hub.store, &request).await?;
+        users::create(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let caller = Caller::of(&self.hub.store, &request).await?;
+        users::list(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let caller = Caller::of(&self.hub.store, &request).await?;
+        users::update(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_tokens(&self, request: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+        let caller = Caller::of(&self.hub.store, &request).await?;
+        tokens::list(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<TokenInfo>, Status> {
+        let caller = Caller::of(&self.hub.store, &request).await?;
+        tokens::revoke(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
 }
 
