@@ -77,13 +77,12 @@ async fn password_signin(State(state): State<AppState>, headers: HeaderMap, Form
         return signin_page(&state, StatusCode::FORBIDDEN, &f.next, "The sign-in form expired: try again.");
     }
     let user = state.hub.store.user_by_name(f.username.trim()).await.map_err(UiError::from_store)?;
-    let accepted = match &user {
-        Some(u) if !u.disabled && !u.password_hash.is_empty() => crate::passwords::verify(&f.password, &u.password_hash),
-        _ => {
-            crate::passwords::verify(&f.password, crate::passwords::DUMMY_HASH);
-            false
-        }
-    };
+    let phc = user.as_ref().filter(|u| !u.disabled && !u.password_hash.is_empty()).map(|u| u.password_hash.clone());
+    let password = f.password.clone();
+    // argon2 takes tens of milliseconds of CPU: off the async threads.
+    let accepted = tokio::task::spawn_blocking(move || crate::passwords::verify_user(&password, phc.as_deref()))
+        .await
+        .map_err(|e| UiError::internal(format!("check a password: {e}")))?;
     let Some(user) = user.filter(|_| accepted) else {
         tracing::warn!(username = %f.username.trim(), "Control Room: a sign-in was refused (unknown user, wrong password or disabled)");
         return signin_page(&state, StatusCode::UNAUTHORIZED, &f.next, "Wrong username or password.");
