@@ -41,3 +41,14 @@ pub fn rfc3339(ns: i64) -> String {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }
+
+/// A socket address as the host part of a URL (an unspecified address as
+/// `localhost`, IPv6 in brackets).
+pub fn display_addr(addr: std::net::SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!("{host}:{}", addr.port())
+}

@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -100,7 +100,8 @@ async fn start_session(state: &AppState, user_id: i64, username: &str, next: &st
     store.insert_ui_session(&session::hash(&secret), user_id, &csrf, now, now + ttl * 1_000_000_000).await.map_err(UiError::from_store)?;
     store.record_login(user_id, now).await.map_err(UiError::from_store)?;
     tracing::info!(user = %username, "Control Room: signed in");
-    let cookies = [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, secret, ttl)), (header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, String::new(), 0))];
+    // Two cookies: AppendHeaders, as a plain array would keep only the last.
+    let cookies = AppendHeaders([(header::SET_COOKIE, set_cookie(SESSION_COOKIE, secret, ttl)), (header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, String::new(), 0))]);
     Ok((cookies, Redirect::to(next)).into_response())
 }
 
