@@ -64,11 +64,22 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value for a secure, script-invisible, same-site cookie.
 pub fn set_cookie(name: &'static str, value: String, max_age_secs: i64) -> String {
+    set_cookie_same_site(name, value, max_age_secs, SameSite::Strict)
+}
+
+/// The same, but sent on a top-level GET navigation from another site too
+/// (`SameSite=Lax`): for what the identity provider's redirect back to the
+/// gateway must bring, which a `Strict` cookie would not.
+pub fn set_cross_site_cookie(name: &'static str, value: String, max_age_secs: i64) -> String {
+    set_cookie_same_site(name, value, max_age_secs, SameSite::Lax)
+}
+
+fn set_cookie_same_site(name: &'static str, value: String, max_age_secs: i64, same_site: SameSite) -> String {
     Cookie::build((name, value))
         .path("/")
         .secure(true)
         .http_only(true)
-        .same_site(SameSite::Strict)
+        .same_site(same_site)
         .max_age(cookie::time::Duration::seconds(max_age_secs))
         .build()
         .to_string()

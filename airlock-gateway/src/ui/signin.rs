@@ -3,16 +3,16 @@
 //! answer after the same work, so the form does not tell which names exist.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::error::{UiError, UiResult};
 use super::oidc::{OidcIdentity, PendingSignIn};
-use super::session::{self, cookie_value, set_cookie, SESSION_COOKIE, SIGNIN_COOKIE};
+use super::session::{self, cookie_value, set_cookie, set_cross_site_cookie, SESSION_COOKIE, SIGNIN_COOKIE};
 use super::AppState;
 
 const OIDC_COOKIE: &str = "__Host-airlock-oidc";
@@ -43,8 +43,10 @@ struct NextQuery {
 }
 
 /// Only a path on this site: never an absolute URL (an open redirect).
+/// Browsers drop tabs and newlines from a URL (`/<TAB>/evil` is `//evil`)
+/// and read `\` as `/`, so neither may be in it.
 fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control) {
         next.to_string()
     } else {
         "/".to_string()
@@ -87,11 +89,17 @@ async fn password_signin(State(state): State<AppState>, headers: HeaderMap, Form
         tracing::warn!(username = %f.username.trim(), "Control Room: a sign-in was refused (unknown user, wrong password or disabled)");
         return signin_page(&state, StatusCode::UNAUTHORIZED, &f.next, "Wrong username or password.");
     };
-    start_session(&state, user.id, &user.username, &safe_next(&f.next)).await
+    let session = start_session(&state, user.id, &user.username).await?;
+    // Several cookies: AppendHeaders, as a plain array keeps only the last.
+    Ok((AppendHeaders([session, clear(SIGNIN_COOKIE)]), Redirect::to(&safe_next(&f.next))).into_response())
 }
 
-/// A new session for the user; the response sets its cookie and goes on.
-async fn start_session(state: &AppState, user_id: i64, username: &str, next: &str) -> UiResult<Response> {
+fn clear(name: &'static str) -> (header::HeaderName, String) {
+    (header::SET_COOKIE, set_cookie(name, String::new(), 0))
+}
+
+/// A new session for the user: the `Set-Cookie` header that carries it.
+async fn start_session(state: &AppState, user_id: i64, username: &str) -> UiResult<(header::HeaderName, String)> {
     let secret = session::random_secret()?;
     let csrf = session::random_secret()?;
     let now = crate::now_ns();
@@ -100,9 +108,7 @@ async fn start_session(state: &AppState, user_id: i64, username: &str, next: &st
     store.insert_ui_session(&session::hash(&secret), user_id, &csrf, now, now + ttl * 1_000_000_000).await.map_err(UiError::from_store)?;
     store.record_login(user_id, now).await.map_err(UiError::from_store)?;
     tracing::info!(user = %username, "Control Room: signed in");
-    // Two cookies: AppendHeaders, as a plain array would keep only the last.
-    let cookies = AppendHeaders([(header::SET_COOKIE, set_cookie(SESSION_COOKIE, secret, ttl)), (header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, String::new(), 0))]);
-    Ok((cookies, Redirect::to(next)).into_response())
+    Ok((header::SET_COOKIE, set_cookie(SESSION_COOKIE, secret, ttl)))
 }
 
 async fn signout(State(state): State<AppState>, headers: HeaderMap) -> UiResult<Response> {
@@ -117,7 +123,9 @@ async fn oidc_begin(State(state): State<AppState>, Query(q): Query<NextQuery>) -
     let (url, pending) = client.begin().map_err(|e| UiError::internal(format!("begin an OpenID sign-in: {e:#}")))?;
     let carried = PendingCookie { pending, next: safe_next(&q.next) };
     let value = hex::encode(serde_json::to_vec(&carried).map_err(|e| UiError::internal(e.to_string()))?);
-    Ok(([(header::SET_COOKIE, set_cookie(OIDC_COOKIE, value, SIGNIN_FORM_SECS))], Redirect::to(&url)).into_response())
+    // Lax, not Strict: the provider's redirect back is a navigation another
+    // site started, which carries no Strict cookie.
+    Ok(([(header::SET_COOKIE, set_cross_site_cookie(OIDC_COOKIE, value, SIGNIN_FORM_SECS))], Redirect::to(&url)).into_response())
 }
 
 #[derive(serde::Serialize, Deserialize)]
@@ -126,28 +134,22 @@ struct PendingCookie {
     next: String,
 }
 
-#[derive(Deserialize)]
-struct Callback {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
+#[derive(Template)]
+#[template(path = "signed_in.html")]
+struct SignedInPage<'a> {
+    username: &'a str,
+    next: &'a str,
 }
 
-async fn oidc_callback(State(state): State<AppState>, headers: HeaderMap, Query(cb): Query<Callback>) -> UiResult<Response> {
+async fn oidc_callback(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> UiResult<Response> {
     let client = state.oidc.as_ref().ok_or_else(|| UiError::not_found("OpenID Connect sign-in is not configured (ui.oidc)"))?;
-    if !cb.error.is_empty() {
-        return signin_page(&state, StatusCode::UNAUTHORIZED, "/", &format!("The identity provider refused the sign-in: {} {}", cb.error, cb.error_description));
-    }
     let carried: PendingCookie = cookie_value(&headers, OIDC_COOKIE)
         .and_then(|v| hex::decode(v).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| UiError::bad_request("This sign-in was not started here, or it expired: start again from the sign-in page."))?;
-    let identity = match client.finish(&carried.pending, &cb.state, &cb.code).await {
+    // The whole callback: state, then `iss` (RFC 9207) and an error the
+    // provider sent back, then the code.
+    let identity = match client.finish_callback(&carried.pending, query.as_deref().unwrap_or_default()).await {
         Ok(identity) => identity,
         Err(e) => {
             tracing::warn!("Control Room: an OpenID sign-in was refused: {e}");
@@ -155,11 +157,13 @@ async fn oidc_callback(State(state): State<AppState>, headers: HeaderMap, Query(
         }
     };
     let user_id = oidc_user(&state, &identity).await?;
-    let mut response = start_session(&state, user_id, &identity.username, &carried.next).await?;
-    if let Ok(clear) = set_cookie(OIDC_COOKIE, String::new(), 0).parse() {
-        response.headers_mut().append(header::SET_COOKIE, clear);
-    }
-    Ok(response)
+    let session = start_session(&state, user_id, &identity.username).await?;
+    // Not a redirect: the browser is still on the navigation the provider
+    // started, which would not carry the new Strict session cookie to
+    // `next`. This page's own refresh is a navigation from the gateway.
+    let next = safe_next(&carried.next);
+    let page = SignedInPage { username: &identity.username, next: &next }.render()?;
+    Ok((AppendHeaders([session, clear(SIGNIN_COOKIE), clear(OIDC_COOKIE)]), Html(page)).into_response())
 }
 
 /// The gateway's user for an OpenID identity: made on the first sign-in,
@@ -197,4 +201,19 @@ async fn oidc_user(state: &AppState, identity: &OidcIdentity) -> UiResult<i64> {
         }
         other => UiError::from_store(other),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_only_a_path_on_this_site() {
+        for ok in ["/", "/settings", "/approvals?state=open&x=%2F%2F"] {
+            assert_eq!(safe_next(ok), ok);
+        }
+        for bad in ["", "settings", "https://evil.example/", "//evil.example/", "/\\evil.example", "/\t/evil.example", "/\n/evil.example", "\\\\evil"] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
+    }
 }

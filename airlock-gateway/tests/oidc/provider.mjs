@@ -6,6 +6,10 @@
 // Prints "READY <port>" once it listens (the port is picked by the kernel, so
 // the issuer is known without a race), and exits when its stdin closes: the
 // test holds the pipe, so a test killed on the way cannot leave it running.
+// The test may also change an account's claims on that pipe, one command a
+// line, each answered on stdout:
+//
+//   CLAIMS <account> <JSON object>   ->   OK CLAIMS <account>
 //
 // Clients: "gw-confidential" (client_secret_basic, ID tokens signed RS256,
 // profile claims in the ID token) and "gw-public" (PKCE only, ES256, profile
@@ -15,6 +19,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 
 const [prefix, redirectUri, secret] = process.argv.slice(2);
@@ -93,6 +98,19 @@ server.listen(0, '127.0.0.1', () => {
   console.log(`READY ${port}`);
 });
 
-process.stdin.on('end', () => process.exit(0));
+const commands = createInterface({ input: process.stdin });
+commands.on('line', (line) => {
+  const claims = /^CLAIMS (\S+) (\{.*\})$/.exec(line);
+  if (!claims) {
+    console.log(`ERROR unknown command: ${line}`);
+    return;
+  }
+  try {
+    accounts[claims[1]] = JSON.parse(claims[2]);
+    console.log(`OK CLAIMS ${claims[1]}`);
+  } catch (e) {
+    console.log(`ERROR ${e.message}`);
+  }
+});
+commands.on('close', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
-process.stdin.resume();

@@ -1,8 +1,10 @@
 //! What the gateway's integration tests share: a scratch directory, the
-//! gateway binary started on loopback with its CLI, and a simulated agent.
+//! gateway binary started on loopback with its CLI, a simulated agent, and
+//! the OpenID provider and browser of the OIDC tests.
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod oidc;
 
 use airlock_api::gateway::v1::fleet_client::FleetClient;
 use tonic::metadata::{Ascii, MetadataValue};
