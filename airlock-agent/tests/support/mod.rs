@@ -275,20 +275,18 @@ impl Daemon {
         let started = Instant::now();
         let deadline = started + seconds(60);
         let mut polls = 0;
-        let mut last_poll: Option<Instant> = None;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the daemon exited ({status}) before answering; its log:\n{}", self.log());
             }
-            // `status` is a process start, and a slow guest's only CPU is what
-            // the loading daemon needs: asked once the API socket listens (a
-            // connect, in process), or every second in any case.
-            let listening = std::os::unix::net::UnixStream::connect(self.api_socket()).is_ok();
-            if !listening && last_poll.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            // `status` is a process start (about a second of a slow guest's
+            // only CPU, which the loading daemon needs), and for root it asks
+            // the API socket: it cannot succeed before that socket accepts a
+            // connect, which is tried in process first.
+            if std::os::unix::net::UnixStream::connect(self.api_socket()).is_err() {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            last_poll = Some(Instant::now());
             polls += 1;
             let out = Command::new(AGENT).arg("status").arg("--socket").arg(&self.socket).output().expect("run status");
             if out.status.success() {
