@@ -9,7 +9,7 @@
 mod support;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libbpf_rs::MapCore;
 use serde_json::Value;
@@ -82,7 +82,7 @@ fn pending_for(d: &Daemon, session: &str, argv: &[&str]) -> String {
             return r["id"].as_str().unwrap_or_default().to_string();
         }
         assert!(Instant::now() < deadline, "no pending request for {argv:?} in session {session}: {}", stdout(&out));
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(cli_poll_pause());
     }
 }
 
@@ -221,7 +221,7 @@ fn a_grant_for_a_while_serves_the_rule_and_ends_with_the_session() {
     let deadline = Instant::now() + seconds(15);
     while request_json(&d, &pending)["state"] != "cancelled" || grants.keys().count() != 0 {
         assert!(Instant::now() < deadline, "the ended session's request or grant lingers: {} / {} grants", request_json(&d, &pending)["state"], grants.keys().count());
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(cli_poll_pause());
     }
 }
 

@@ -47,14 +47,7 @@ fn expect_results(s: &Session, expect: &[(&str, &str)]) {
 fn uring_probe() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("uring-probe");
-        std::fs::create_dir_all(&dir).expect("create the uring probe dir");
-        let src = dir.join("uring_probe.c");
-        std::fs::write(&src, URING_PROBE_C).expect("write uring_probe.c");
-        let bin = dir.join("uring_probe");
-        let out = Command::new("cc").arg("-O2").arg("-Wall").arg("-o").arg(&bin).arg(&src).output().expect("run cc");
-        assert!(out.status.success(), "cc failed to build the io_uring probe: {}", String::from_utf8_lossy(&out.stderr));
-        bin
+        cached_c_binary("uring-probe", "uring_probe", URING_PROBE_C, &["-O2", "-Wall"])
     })
 }
 

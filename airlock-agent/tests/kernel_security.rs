@@ -61,7 +61,7 @@ fn wait_blocks(d: &Daemon, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<V
             return active;
         }
         assert!(Instant::now() < deadline, "no {what} in time: {active:#?}\ndaemon log:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(cli_poll_pause().max(Duration::from_millis(200)));
     }
 }
 

@@ -40,7 +40,9 @@ pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
                 let started = std::time::Instant::now();
                 let outcome = catch_unwind(AssertUnwindSafe(test));
                 // Where the suites' time goes (the vm-tests under TCG are CI's longest phase).
-                eprintln!("test-time: {name} {:.1} s", started.elapsed().as_secs_f64());
+                // One write, so the line is not interleaved with the other thread's output.
+                let line = format!("test-time: {name} {:.1} s\n", started.elapsed().as_secs_f64());
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                 match outcome {
                     Ok(()) => Ok(Completion::Completed),
                     Err(payload) => match payload.downcast::<Skipped>() {

@@ -33,6 +33,14 @@ pub fn seconds(n: u64) -> Duration {
     Duration::from_secs(n * u64::from(time_scale()))
 }
 
+/// The pause between two polls that each start a process (the CLI): 0.1 s,
+/// times the time scale. In a slow guest a process start costs its only CPU,
+/// which the daemon needs to get to what the test waits for; polls that read
+/// a file or connect in process keep their short pauses.
+pub fn cli_poll_pause() -> Duration {
+    Duration::from_millis(100) * time_scale()
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -40,24 +48,41 @@ pub fn require_root() {
     );
 }
 
-/// A C program that prints RAN and its arguments, compiled once per test run.
+/// A C program that prints RAN and its arguments.
 fn fake_tool_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // Inside target/: cargo owns it, so nothing is left in /tmp.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-tool");
-        std::fs::create_dir_all(&dir).expect("create the fake tool dir");
-        let src = dir.join("fake_tool.c");
-        std::fs::write(
-            &src,
+        cached_c_binary(
+            "fake-tool",
+            "fake_tool",
             "#include <stdio.h>\nint main(int argc, char **argv) {\n  printf(\"FAKE-TOOL-RAN\");\n  for (int i = 0; i < argc; i++) printf(\" %s\", argv[i]);\n  printf(\"\\n\");\n  return 0;\n}\n",
+            &["-O2"],
         )
-        .expect("write fake_tool.c");
-        let bin = dir.join("fake_tool");
-        let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().expect("run cc");
-        assert!(status.success(), "cc failed to build the fake tool");
-        bin
     })
+}
+
+/// A helper program compiled from `source` into `target/tmp/DIR/NAME` (cargo
+/// owns it, so nothing is left in /tmp), and compiled again only when its
+/// source changed: the suites of one run (one guest) share it, and a compile
+/// is seconds of a slow guest's only CPU. Written under a temporary name and
+/// renamed, so a reader never sees half a binary.
+pub fn cached_c_binary(dir: &str, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    if bin.exists() && std::fs::read_to_string(&src).is_ok_and(|old| old == source) {
+        return bin;
+    }
+    let tag = format!("{}-{}", std::process::id(), unique());
+    let tmp_src = dir.join(format!("{name}.{tag}.c"));
+    let tmp_bin = dir.join(format!("{name}.{tag}"));
+    std::fs::write(&tmp_src, source).unwrap_or_else(|e| panic!("write {}: {e}", tmp_src.display()));
+    let out = Command::new("cc").args(flags).arg("-o").arg(&tmp_bin).arg(&tmp_src).output().expect("run cc");
+    assert!(out.status.success(), "cc failed on {name}.c: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&tmp_bin, &bin).unwrap_or_else(|e| panic!("rename to {}: {e}", bin.display()));
+    std::fs::rename(&tmp_src, &src).unwrap_or_else(|e| panic!("rename to {}: {e}", src.display()));
+    bin
 }
 
 pub struct TempDir(pub PathBuf);
@@ -112,6 +137,17 @@ pub struct Daemon {
     pub run_args: Vec<std::ffi::OsString>,
     /// How many daemon processes this test started on these directories.
     pub starts: u32,
+    /// The audit lines read so far (the trail only grows): a poll parses
+    /// only what was appended since.
+    audit_read: std::sync::Mutex<AuditRead>,
+}
+
+#[derive(Default)]
+struct AuditRead {
+    /// Bytes of complete lines parsed, and the last of them (to notice a trail that was replaced).
+    consumed: usize,
+    tail: Vec<u8>,
+    lines: Vec<Value>,
 }
 
 /// A bpffs directory name no other test daemon uses.
@@ -185,7 +221,7 @@ impl Daemon {
         }
         run_args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
         let child = spawn_daemon(&root.0, &run_args, 1);
-        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root, pin_dir, run_args, starts: 1 };
+        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root, pin_dir, run_args, starts: 1, audit_read: Default::default() };
         daemon.wait_ready();
         daemon
     }
@@ -236,13 +272,26 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + seconds(60);
+        let started = Instant::now();
+        let deadline = started + seconds(60);
+        let mut polls = 0;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the daemon exited ({status}) before answering; its log:\n{}", self.log());
             }
+            // `status` is a process start (about a second of a slow guest's
+            // only CPU, which the loading daemon needs), and for root it asks
+            // the API socket: it cannot succeed before that socket accepts a
+            // connect, which is tried in process first.
+            if std::os::unix::net::UnixStream::connect(self.api_socket()).is_err() {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            polls += 1;
             let out = Command::new(AGENT).arg("status").arg("--socket").arg(&self.socket).output().expect("run status");
             if out.status.success() {
+                let line = format!("daemon-ready: {} start {} {:.1} s ({polls} status polls)\n", self.pin_dir.display(), self.starts, started.elapsed().as_secs_f64());
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -276,14 +325,23 @@ impl Daemon {
     /// so a last line without its newline is still being written: left for later.
     pub fn audit(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.state_dir.join("audit.jsonl")).unwrap_or_default();
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => "",
-        };
-        complete
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
-            .collect()
+        let complete = text.rfind('\n').map_or(0, |end| end + 1);
+        let mut read = self.audit_read.lock().unwrap_or_else(|p| p.into_inner());
+        let tail_start = read.consumed - read.tail.len();
+        if complete < read.consumed || text.as_bytes()[tail_start..read.consumed] != read.tail[..] {
+            *read = AuditRead::default();
+        }
+        let new = &text[read.consumed..complete];
+        for l in new.lines() {
+            let line = serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"));
+            read.lines.push(line);
+        }
+        if !new.is_empty() {
+            let keep = new.len().min(64);
+            read.tail = new.as_bytes()[new.len() - keep..].to_vec();
+            read.consumed = complete;
+        }
+        read.lines.clone()
     }
 
     /// Waits (bounded) for audit lines matching `pred`; returns them.
@@ -351,7 +409,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 panic!("status never showed {what}; last status: {status:#}\nlog:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(cli_poll_pause());
         }
     }
 }
@@ -375,6 +433,7 @@ fn spawn_daemon(root: &Path, args: &[std::ffi::OsString], n: u32) -> Child {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let stopping = Instant::now();
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         if let Ok(None) = self.child.try_wait() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -400,6 +459,8 @@ impl Drop for Daemon {
                 Err(e) => eprintln!("unload {}: {e}", self.pin_dir.display()),
             }
         }
+        let line = format!("daemon-stop: {} {:.1} s\n", self.pin_dir.display(), stopping.elapsed().as_secs_f64());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
 }
 

@@ -41,6 +41,10 @@ pub struct RunResult {
     pub kernel: String,
     pub backend: String,
     pub tests: BTreeMap<String, Outcome>,
+    /// Each test's own time (`suite::test`, seconds), as the harness reports it.
+    pub test_seconds: BTreeMap<String, f64>,
+    /// Each suite's wall time (seconds), as its `test result:` line reports it, in the order run.
+    pub suite_seconds: Vec<(String, f64)>,
     pub failures: String,
     pub exit: Option<i32>,
     pub problem: Option<String>,
@@ -166,6 +170,8 @@ pub fn boot_and_test(plan: &GuestPlan, workspace: &Path, vm_dir: &Path) -> Resul
         kernel: plan.kernel.clone(),
         backend: plan.backend.clone(),
         tests: parser.tests,
+        test_seconds: parser.test_seconds,
+        suite_seconds: parser.suite_seconds,
         failures: parser.failures,
         exit: parser.exit,
         problem,
@@ -178,6 +184,8 @@ pub fn boot_and_test(plan: &GuestPlan, workspace: &Path, vm_dir: &Path) -> Resul
 #[derive(Default)]
 struct GuestOutput {
     tests: BTreeMap<String, Outcome>,
+    test_seconds: BTreeMap<String, f64>,
+    suite_seconds: Vec<(String, f64)>,
     suite: String,
     failures: String,
     in_failures: bool,
@@ -186,7 +194,31 @@ struct GuestOutput {
 }
 
 impl GuestOutput {
+    fn qualified(&self, name: &str) -> String {
+        if self.suite.is_empty() {
+            name.trim().to_string()
+        } else {
+            format!("{}::{}", self.suite, name.trim())
+        }
+    }
+
     fn line(&mut self, line: &str) {
+        // The harness's `test-time: NAME 12.3 s` (stderr), beside libtest's line.
+        if let Some(rest) = line.strip_prefix("test-time: ") {
+            if let Some((name, secs)) = rest.trim().strip_suffix(" s").and_then(|r| r.rsplit_once(' ')) {
+                if let Ok(secs) = secs.parse::<f64>() {
+                    let name = self.qualified(name);
+                    self.test_seconds.insert(name, secs);
+                }
+            }
+        }
+        // `test result: ok. 3 passed; ...; finished in 198.37s`: the suite's wall time.
+        if let Some(rest) = line.strip_prefix("test result:") {
+            if let Some(secs) = rest.rsplit_once("finished in ").and_then(|(_, t)| t.trim().trim_end_matches('s').parse::<f64>().ok()) {
+                let suite = if self.suite.is_empty() { "(suite)".to_string() } else { self.suite.clone() };
+                self.suite_seconds.push((suite, secs));
+            }
+        }
         if let Some(rest) = line.strip_prefix("test ") {
             if let Some((name, outcome)) = rest.rsplit_once(" ... ") {
                 let outcome = outcome.trim();
@@ -198,7 +230,7 @@ impl GuestOutput {
                     outcome.strip_prefix("ignored").map(|reason| Outcome::Skipped(reason.trim().trim_start_matches('(').trim_end_matches(')').to_string()))
                 };
                 if let Some(outcome) = outcome {
-                    let name = if self.suite.is_empty() { name.trim().to_string() } else { format!("{}::{}", self.suite, name.trim()) };
+                    let name = self.qualified(name);
                     self.tests.insert(name, outcome);
                 }
             }
@@ -234,16 +266,19 @@ mod tests {
         for line in [
             "test a ... ok",
             "AIRLOCK-VM-SUITE=kernel_x",
+            "test-time: b 12.5 s",
             "test b                 ... FAILED",
             "test c ... ignored (needs grpcio)",
             "failures:",
             "---- b stdout ----",
             "boom",
-            "test result: FAILED. 1 passed; 1 failed",
+            "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 14.20s",
             "AIRLOCK-VM-EXIT=101",
         ] {
             g.line(line);
         }
+        assert_eq!(g.test_seconds.get("kernel_x::b"), Some(&12.5));
+        assert_eq!(g.suite_seconds, vec![("kernel_x".to_string(), 14.2)]);
         assert_eq!(g.tests.get("a"), Some(&Outcome::Passed));
         assert_eq!(g.tests.get("kernel_x::b"), Some(&Outcome::Failed));
         assert_eq!(g.tests.get("kernel_x::c"), Some(&Outcome::Skipped("needs grpcio".into())));

@@ -177,6 +177,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let results = run_guests(plans, jobs, &workspace, &vm_dir)?;
     phase("vm-test: guests", guests.elapsed());
 
+    print_times(&results);
     print_table(&results);
     let count = |f: fn(&Outcome) -> bool| results.iter().map(|r| r.count(f)).sum::<usize>();
     let (pass, fail, skipped) = (count(|o| *o == Outcome::Passed), count(|o| *o == Outcome::Failed), count(|o| matches!(o, Outcome::Skipped(_))));
@@ -273,10 +274,11 @@ fn build_test_suites() -> Result<Vec<(String, PathBuf)>> {
 fn report_one(r: &RunResult) {
     let label = format!("{} {}", r.kernel, r.backend);
     for (name, outcome) in &r.tests {
+        let took = r.test_seconds.get(name).map(|s| format!(" ({s:.1} s)")).unwrap_or_default();
         match outcome {
-            Outcome::Passed => println!("  [{label}] {name} ... ok"),
-            Outcome::Failed => println!("  [{label}] {name} ... FAILED"),
-            Outcome::Skipped(why) => println!("  [{label}] {name} ... SKIPPED ({why})"),
+            Outcome::Passed => println!("  [{label}] {name} ... ok{took}"),
+            Outcome::Failed => println!("  [{label}] {name} ... FAILED{took}"),
+            Outcome::Skipped(why) => println!("  [{label}] {name} ... SKIPPED ({why}){took}"),
         }
     }
     if !r.failures.is_empty() {
@@ -286,6 +288,37 @@ fn report_one(r: &RunResult) {
         println!("  [{label}] PROBLEM: {p}");
     }
     println!("  [{label}] {:.0} s; console log: {}", r.seconds, r.console_log.display());
+}
+
+/// How many of each guest's slowest tests the summary lists.
+const SLOWEST: usize = 10;
+
+/// Where each guest's time went: each suite's wall time (libtest's
+/// `finished in`) and the sum of its tests' own times (more than the wall
+/// time where tests ran side by side), then the guest's slowest tests.
+fn print_times(results: &[RunResult]) {
+    for r in results {
+        let label = format!("{} {}", r.kernel, r.backend);
+        if r.suite_seconds.is_empty() && r.test_seconds.is_empty() {
+            continue;
+        }
+        println!();
+        println!("{label}: time per suite (wall; sum of its tests' times)");
+        let mut wall_total = 0.0;
+        for (suite, wall) in &r.suite_seconds {
+            let prefix = format!("{suite}::");
+            let (sum, n) = r.test_seconds.iter().filter(|(name, _)| name.starts_with(&prefix)).fold((0.0, 0), |(s, n), (_, t)| (s + t, n + 1));
+            println!("  {suite:<28} {wall:>7.0} s  ({n} tests, {sum:.0} s)");
+            wall_total += wall;
+        }
+        println!("  {:<28} {wall_total:>7.0} s of the guest's {:.0} s (the rest: boot, set-up)", "suites", r.seconds);
+        let mut slowest: Vec<(&String, &f64)> = r.test_seconds.iter().collect();
+        slowest.sort_by(|a, b| b.1.total_cmp(a.1));
+        println!("{label}: the {} slowest tests", SLOWEST.min(slowest.len()));
+        for (name, secs) in slowest.into_iter().take(SLOWEST) {
+            println!("  {secs:>7.1} s  {name}");
+        }
+    }
 }
 
 fn print_table(results: &[RunResult]) {
