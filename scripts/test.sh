@@ -36,6 +36,9 @@ export AIRLOCK_REQUIRE_SMTP=1
 # The MCP bridge's tests drive it with the official MCP Python SDK, in the
 # venv setup.sh makes; the same rule.
 export AIRLOCK_REQUIRE_PYTHON_MCP=1
+# The Control Room's browser test drives Debian's chromium with Playwright
+# (both installed above); the same rule.
+export AIRLOCK_REQUIRE_BROWSER=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"
