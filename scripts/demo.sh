@@ -46,13 +46,19 @@ trap stop EXIT
 
 # A free loopback port for the gateway.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-echo "demo: starting the gateway on https://127.0.0.1:$port, SQLite in $gwdir (log: $demo/gateway.log)"
-"$gateway" run --data-dir "$gwdir" --listen "127.0.0.1:$port" 2>"$demo/gateway.log" &
+echo "demo: starting the gateway on https://127.0.0.1:$port with its Control Room on a free port, SQLite in $gwdir (log: $demo/gateway.log)"
+"$gateway" run --data-dir "$gwdir" --listen "127.0.0.1:$port" --ui-listen 127.0.0.1:0 2>"$demo/gateway.log" &
 gateway_pid=$!
 for _ in $(seq 1 100); do
     [ -f "$gwdir/url" ] && gw hosts >/dev/null 2>&1 && break
     sleep 0.1
 done
+
+ui_password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+echo "demo: a Control Room admin 'demo' (password in $demo/ui-password)"
+printf '%s\n' "$ui_password" > "$demo/ui-password"
+chmod 600 "$demo/ui-password"
+printf '%s\n' "$ui_password" | gw user create --username demo --role admin --password-stdin >/dev/null
 
 echo "demo: a join token for this host (one use, 1 hour)"
 join=$(gw token create --join --uses 1 --ttl 1h 2>/dev/null)
@@ -150,7 +156,8 @@ echo
 echo "$ airlock-agent status     (the agent's link to the gateway)"
 "$agent" status --socket "$socket" | sed -n '/^gateway:/,$p'
 echo
-echo "demo: the web Control Room is not built yet; the fleet is queried with airlock-gateway (--json for tools)."
+echo "demo: the Control Room is at $(cat "$gwdir/ui-url") (user demo, password in $demo/ui-password;"
+echo "      the certificate is the gateway's own: $gwdir/ca.pem). Run with --keep to leave it up."
 
 if [ "$keep" = 1 ]; then
     echo

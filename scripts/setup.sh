@@ -15,6 +15,8 @@ packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
           qemu-system-x86 xz-utils file tmux openssh-client postgresql python3-aiosmtpd
           chromium)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
+# Debian packages npm apart from node (NodeSource's nodejs bundles it).
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -56,6 +58,20 @@ if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright; asser
     "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2
 fi
 chmod -R go+rX "$venv"
+
+# The gateway's OpenID Connect test signs in against a real provider, the
+# certified oidc-provider package from npm, on Debian's node (installed
+# above). Installed once under target/ from the committed lockfile; again
+# only when the lockfile changes.
+oidc=target/oidc-provider
+oidc_lock=airlock-gateway/tests/oidc/package-lock.json
+if ! cmp -s "$oidc_lock" "$oidc/package-lock.json" || [ ! -f "$oidc/node_modules/oidc-provider/package.json" ]; then
+    echo "setup: installing oidc-provider (npm ci) into $oidc for the gateway's OIDC test"
+    rm -rf "$oidc"
+    mkdir -p "$oidc"
+    cp airlock-gateway/tests/oidc/package.json "$oidc_lock" "$oidc/"
+    npm ci --prefix "$oidc" --no-audit --no-fund --loglevel=error >/dev/null
+fi
 
 # The pseudo file systems the programs use (the daemon mounts them too).
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

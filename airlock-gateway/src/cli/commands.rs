@@ -5,7 +5,7 @@ use std::path::Path;
 
 use airlock_api::gateway::v1::*;
 use airlock_api::v1::{DecisionFilter, SessionState};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tokio_stream::StreamExt;
 
 use super::client::connect;

@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
-use http_body_util::BodyExt;
 
 use super::error::UiError;
 use super::AppState;
@@ -153,7 +152,7 @@ pub async fn require_csrf(State(state): State<AppState>, request: Request, next:
         return UiError::new(StatusCode::FORBIDDEN, "The form's security token is missing or stale: reload the page and try again.").into_response();
     }
     parts.extensions.insert(signed);
-    let body = Body::new(http_body_util::Full::new(bytes).map_err(|never| match never {}));
+    let body = Body::from(bytes);
     next.run(Request::from_parts(parts, body)).await
 }
 

@@ -92,14 +92,19 @@ pub async fn page(State(state): State<AppState>, signed: SignedIn) -> UiResult<R
             lost: h.lost,
         })
         .collect();
-    let live = sessions::list(hub, &signed.caller, ListSessionsRequest { state: SessionState::Live as i32, ..Default::default() }).await?;
-    let live = live.sessions.into_iter().filter_map(|s| Some((s.host, s.session?))).map(|(host, s)| session_row(host, s)).collect();
+    let all = sessions::list(hub, &signed.caller, ListSessionsRequest::default()).await?;
+    let live = all.sessions.into_iter().filter_map(|s| Some((s.host, s.session?))).filter(|(_, s)| is_live(s)).map(|(host, s)| session_row(host, s)).collect();
     let now = crate::now_ns();
     let until = (now / HOUR_NS + 1) * HOUR_NS;
     let since = until - HOURS * HOUR_NS;
     let counts = hub.store.decision_counts_by_hour(signed.caller.org_id, since, until).await.map_err(UiError::from_store)?;
     let chart = chart(counts.iter().map(|c| (c.hour_start_ns, c.allowed, c.denied)).collect());
     render(OverviewPage { chrome: Chrome::new(&signed, "overview"), hosts, rows: live, empty_hint: "no governed session is running on any host", chart, latest_version })
+}
+
+/// Registered or running: not yet exited nor revoked.
+pub fn is_live(s: &airlock_api::v1::Session) -> bool {
+    matches!(SessionState::try_from(s.state), Ok(SessionState::Ready | SessionState::Running))
 }
 
 pub fn session_row(host: String, s: airlock_api::v1::Session) -> SessionRow {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use airlock_api::gateway::v1::{ListSessionsRequest, QueryDecisionsRequest, RevokeSessionRequest};
 use airlock_api::v1::{Decision, DecisionFilter, SessionState};
 
-use super::overview::{session_row, SessionRow};
+use super::overview::{is_live, session_row, SessionRow};
 use crate::fleet::{decisions, sessions};
 use crate::tokens::Role;
 use crate::ui::error::{UiError, UiResult};
@@ -44,12 +44,12 @@ struct SessionsPage {
 
 pub async fn list(State(state): State<AppState>, signed: SignedIn, Query(filters): Query<SessionFilters>) -> UiResult<Response> {
     let wanted = match filters.state.as_str() {
-        "" | "any" => SessionState::Unspecified,
-        "live" => SessionState::Live,
-        "ended" => SessionState::Ended,
+        "" | "any" | "live" => SessionState::Unspecified,
+        "exited" => SessionState::Exited,
         "revoked" => SessionState::Revoked,
-        other => return Err(UiError::bad_request(format!("state: {other:?} is not one of any, live, ended, revoked"))),
+        other => return Err(UiError::bad_request(format!("state: {other:?} is not one of any, live, exited, revoked"))),
     };
+    let only_live = filters.state == "live";
     let ask = ListSessionsRequest { host: filters.host.trim().to_string(), state: wanted as i32, ..Default::default() };
     let listed = sessions::list(&state.hub, &signed.caller, ask).await?;
     let user = filters.user.trim().to_lowercase();
@@ -58,6 +58,7 @@ pub async fn list(State(state): State<AppState>, signed: SignedIn, Query(filters
         .into_iter()
         .filter_map(|s| Some((s.host, s.session?)))
         .filter(|(_, s)| user.is_empty() || s.user.to_lowercase().contains(&user))
+        .filter(|(_, s)| !only_live || is_live(s))
         .map(|(host, s)| session_row(host, s))
         .collect();
     render(SessionsPage { chrome: Chrome::new(&signed, "sessions"), filters, rows, empty_hint: "none match these filters" })
@@ -138,13 +139,14 @@ pub async fn detail(State(state): State<AppState>, signed: SignedIn, Path((host,
     let list: Vec<Decision> = page.decisions.into_iter().filter_map(|d| d.decision).collect();
     let tree = process_tree(session.root_pid, &session.command, &list);
     let state_name = match SessionState::try_from(session.state).unwrap_or(SessionState::Unspecified) {
-        SessionState::Live => "live",
-        SessionState::Ended => "ended",
+        SessionState::Ready => "ready",
+        SessionState::Running => "running",
+        SessionState::Exited => "exited",
         SessionState::Revoked => "revoked",
-        _ => "unknown",
+        SessionState::Unspecified => "unknown",
     };
     render(SessionPage {
-        can_revoke: signed.can(Role::Approver) && state_name == "live",
+        can_revoke: signed.can(Role::Approver) && is_live(&session),
         chrome: Chrome::new(&signed, "sessions"),
         decisions_link: format!("/decisions?host={}&session={}", urlencode(&host), urlencode(&id)),
         decisions: list.iter().map(decision_row).collect(),
