@@ -1,8 +1,9 @@
 //! The gateway's store: orgs, tokens, enrolled hosts, policy versions, the
 //! fleet's decisions, sessions and approval requests, commands for agents,
-//! and security monitoring's findings, blocks and settings. SQLite (one
-//! replica) or PostgreSQL (any number of replicas): one schema, applied by
-//! versioned migrations, and every query written once for both.
+//! security monitoring's findings, blocks and settings, and the web UI's
+//! users and sessions. SQLite (one replica) or PostgreSQL (any number of
+//! replicas): one schema, applied by versioned migrations, and every query
+//! written once for both.
 
 mod approvals;
 mod commands;
@@ -19,6 +20,7 @@ mod security_inputs;
 mod sessions;
 mod store;
 mod tokens;
+mod users;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -28,7 +30,7 @@ pub use approvals::{
     DELIVERY_DELIVERED, DELIVERY_DELIVERING, DELIVERY_FAILED_PREFIX, MAX_APPROVALS_PAGE, VERDICT_APPROVE, VERDICT_REJECT,
 };
 pub use commands::{Command, COMMAND_DONE, COMMAND_FAILED, COMMAND_PENDING, COMMAND_SENT};
-pub use decisions::{FleetQuery, HostBatch, IncomingDecision, Ingested, StoredDecision};
+pub use decisions::{FleetQuery, HostBatch, HourCount, IncomingDecision, Ingested, StoredDecision, MAX_HOUR_BUCKETS};
 pub use error::StoreError;
 pub use hosts::{Host, HostContact};
 pub use orgs::Org;
@@ -40,3 +42,4 @@ pub use security_inputs::{SecuritySettingsVersion, TokenUseRow};
 pub use policies::{NewPolicyVersion, PolicyFile, PolicyVersion};
 pub use store::GatewayStore;
 pub use tokens::{ApiToken, JoinOutcome, NewToken, TokenInfo, TOKEN_API, TOKEN_JOIN};
+pub use users::{NewUser, UiSession, User, USER_ADMIN, USER_APPROVER, USER_ROLES, USER_VIEWER};

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial schema", sql: INITIAL },
     Migration { version: 2, name: "approval requests", sql: APPROVALS },
     Migration { version: 3, name: "security monitoring", sql: SECURITY },
+    Migration { version: 4, name: "web UI users and sessions", sql: UI_USERS },
 ];
 
 /// Any fixed number, the same on every replica: the key of the lock that
@@ -255,6 +256,38 @@ CREATE TABLE security_runs (
 );
 ";
 
+// The web UI's people. A password user has a hash and no OIDC subject, an
+// OIDC user the reverse ("issuer|sub", unique, since one identity is one
+// user). A session row is found by the SHA-256 of its cookie secret, so a
+// copy of the database opens no session. `decisions_verdict_time` lets the
+// per-hour allow/deny counts read a range of one index, not the table.
+const UI_USERS: &str = "
+CREATE TABLE ui_users (
+    id {PK},
+    org_id BIGINT NOT NULL,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    oidc_subject TEXT NOT NULL DEFAULT '',
+    disabled BIGINT NOT NULL DEFAULT 0,
+    created_ns BIGINT NOT NULL,
+    last_login_ns BIGINT NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX ui_users_oidc ON ui_users(oidc_subject) WHERE oidc_subject <> '';
+CREATE INDEX ui_users_org ON ui_users(org_id, username);
+CREATE TABLE ui_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    csrf_token TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    expires_ns BIGINT NOT NULL,
+    last_seen_ns BIGINT NOT NULL
+);
+CREATE INDEX ui_sessions_user ON ui_sessions(user_id);
+CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_ns);
+CREATE INDEX decisions_verdict_time ON decisions(org_id, decision, time_ns);
+";
+
 pub(crate) fn render(sql: &str, dialect: Dialect) -> String {
     let (pk, blob) = match dialect {
         // AUTOINCREMENT: an id (a decision's cursor) is never handed out twice.
@@ -363,11 +396,11 @@ mod tests {
 
     #[test]
     fn an_unknown_applied_migration_is_refused_and_known_ones_are_skipped() {
-        let all: BTreeSet<i64> = [1, 2, 3].into_iter().collect();
+        let all: BTreeSet<i64> = [1, 2, 3, 4].into_iter().collect();
         assert_eq!(pending(&all, MIGRATIONS), Ok(Vec::new()));
         let first: BTreeSet<i64> = [1].into_iter().collect();
-        assert_eq!(pending(&first, MIGRATIONS), Ok(vec![1, 2]), "a database of the first version gets the later ones");
-        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0, 1, 2]));
+        assert_eq!(pending(&first, MIGRATIONS), Ok(vec![1, 2, 3]), "a database of the first version gets the later ones");
+        assert_eq!(pending(&BTreeSet::new(), MIGRATIONS), Ok(vec![0, 1, 2, 3]));
         let newer: BTreeSet<i64> = [1, 99].into_iter().collect();
         let refusal = pending(&newer, MIGRATIONS).unwrap_err();
         assert!(refusal.contains("99") && refusal.contains("newer"), "{refusal}");
@@ -423,7 +456,7 @@ mod tests {
             .await
             .unwrap();
             assert!(db.query("SELECT COUNT(*) FROM security_blocks", vec![]).await.is_err(), "{what}: no blocks at version 2");
-            assert_eq!(migrate(&db, MIGRATIONS).await.unwrap(), [3], "{what}");
+            assert_eq!(migrate(&db, &MIGRATIONS[..3]).await.unwrap(), [3], "{what}");
             let count = |sql: &'static str| {
                 let db = db.clone();
                 async move { db.query_opt(sql, vec![]).await.unwrap().unwrap().int(0).unwrap() }
@@ -434,6 +467,50 @@ mod tests {
                 let rows = db.query(&format!("SELECT COUNT(*) FROM {table}"), vec![]).await;
                 assert!(rows.is_ok(), "{what}: {table}: {rows:?}");
             }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A database of version 3 (security monitoring) gets the UI's users and
+    /// sessions and the per-hour index, its decisions and findings kept
+    /// (SQLite and PostgreSQL).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_third_version_database_gets_ui_users_with_its_data() {
+        let dir = std::env::temp_dir().join(format!("airlock-gw-migrate4-{}-{}", std::process::id(), now_ns()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut databases = vec![Db::open_sqlite(&dir.join("gateway.db")).unwrap()];
+        if let Some(url) = crate::testing::postgres_database("migrations::a_third_version_database_gets_ui_users_with_its_data") {
+            databases.push(Db::open_postgres(&url).unwrap());
+        }
+        for db in databases {
+            let what = db.describe();
+            assert_eq!(migrate(&db, &MIGRATIONS[..3]).await.unwrap(), [1, 2, 3], "{what}");
+            db.execute("INSERT INTO orgs(name, created_ns) VALUES ('kept', 1)", vec![]).await.unwrap();
+            db.execute(
+                "INSERT INTO decisions(org_id, host_id, seq, time_ns, session_id, user_name, uid, role, kind, decision, subject, body)
+                 VALUES (1, 'h', 1, 5, 's', 'u', 1000, 'r', 'exec', 'deny', 'x', $1)",
+                vec![crate::db::Value::Bytes(vec![1])],
+            )
+            .await
+            .unwrap();
+            db.execute(
+                "INSERT INTO security_findings(org_id, finding_id, rule, severity, subject_kind, subject, created_ns, body)
+                 VALUES (1, 'fnd-0000000000000001', 'r', 'high', 'session', 's', 1, $1)",
+                vec![crate::db::Value::Bytes(vec![1])],
+            )
+            .await
+            .unwrap();
+            assert!(db.query("SELECT COUNT(*) FROM ui_users", vec![]).await.is_err(), "{what}: no users at version 3");
+            assert_eq!(migrate(&db, MIGRATIONS).await.unwrap(), [4], "{what}");
+            let count = |sql: &'static str| {
+                let db = db.clone();
+                async move { db.query_opt(sql, vec![]).await.unwrap().unwrap().int(0).unwrap() }
+            };
+            assert_eq!(count("SELECT COUNT(*) FROM decisions WHERE org_id = 1 AND decision = 'deny' AND time_ns >= 0").await, 1, "{what}");
+            assert_eq!(count("SELECT COUNT(*) FROM security_findings").await, 1, "{what}");
+            assert_eq!(count("SELECT COUNT(*) FROM orgs WHERE name = 'kept'").await, 1, "{what}");
+            assert_eq!(count("SELECT COUNT(*) FROM ui_users").await, 0, "{what}");
+            assert_eq!(count("SELECT COUNT(*) FROM ui_sessions").await, 0, "{what}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -5,7 +5,8 @@
 //! Map: [`server`] starts everything; [`enroll`], [`link`] and [`fleet`] are
 //! the three gRPC services; [`hub`] is what one replica shares between
 //! connections; [`pki`] and [`tokens`] are the credentials; [`auth`] scopes a
-//! caller to its org; [`approvals`] follows approval requests between
+//! caller to its org; [`passwords`] hashes the web UI users' passwords;
+//! [`approvals`] follows approval requests between
 //! agents and approvers; [`detection`] runs the detectors over each org's
 //! decisions and [`security`] pushes the blocks they place to the agents;
 //! the store is the `airlock-gateway-store` crate; [`ui`] is the web
@@ -21,6 +22,7 @@ pub mod fleet;
 pub mod hub;
 pub mod instants;
 pub mod link;
+pub mod passwords;
 pub mod pki;
 pub mod security;
 pub mod server;
@@ -38,4 +40,15 @@ pub fn rfc3339(ns: i64) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
+}
+
+/// A socket address as the host part of a URL (an unspecified address as
+/// `localhost`, IPv6 in brackets).
+pub fn display_addr(addr: std::net::SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!("{host}:{}", addr.port())
 }

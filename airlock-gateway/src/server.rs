@@ -53,7 +53,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     let bound = listener.local_addr().context("the listener's address")?;
-    let url = format!("https://{}", display_addr(bound));
+    let url = format!("https://{}", crate::display_addr(bound));
     std::fs::write(config.data_dir.join(URL_FILE), format!("{url}\n")).with_context(|| format!("write {}", config.data_dir.join(URL_FILE).display()))?;
 
     let notifiers = crate::approvals::Notifiers::start(&config.notify)?;
@@ -145,15 +145,6 @@ fn server_names(config: &RunConfig) -> Vec<String> {
     names.sort();
     names.dedup();
     names
-}
-
-pub fn display_addr(addr: std::net::SocketAddr) -> String {
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() => "localhost".to_string(),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        ip => ip.to_string(),
-    };
-    format!("{host}:{}", addr.port())
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

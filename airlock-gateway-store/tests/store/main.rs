@@ -24,3 +24,4 @@ mod common;
 mod decisions;
 mod outage;
 mod security;
+mod users;

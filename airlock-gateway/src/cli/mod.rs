@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod print;
 mod security;
+mod users;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Security monitoring: findings, blocks (ack, lift), detector settings.
     #[command(subcommand)]
     Security(security::SecurityCommand),
+    /// The web UI's users: create, list, update (role, disable, password).
+    #[command(subcommand)]
+    User(users::UserCommand),
 }
 
 #[derive(Args)]
@@ -137,6 +141,17 @@ enum TokenCommand {
         ttl: String,
         #[arg(long)]
         label: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The org's tokens (never their secrets), revoked ones too.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Refuse token ID from now on (the ID from `token list`).
+    Revoke {
+        id: i64,
         #[command(flatten)]
         conn: Conn,
     },
@@ -309,6 +324,8 @@ pub fn main() -> i32 {
             Command::Token(TokenCommand::Create { role, join, uses, ttl, label, conn }) => {
                 commands::token_create(&conn, commands::TokenSpec { role, join, uses, ttl, label }).await
             }
+            Command::Token(TokenCommand::List { conn }) => users::token_list(&conn).await,
+            Command::Token(TokenCommand::Revoke { id, conn }) => users::token_revoke(&conn, id).await,
             Command::Hosts(HostsArgs { action: None, conn }) => commands::hosts(&conn).await,
             Command::Hosts(HostsArgs { action: Some(HostsAction::Revoke { host }), conn }) => commands::host_revoke(&conn, &host).await,
             Command::Policy(PolicyCommand::Push { dir, comment, conn }) => commands::policy_push(&conn, &dir, comment).await,
@@ -324,6 +341,7 @@ pub fn main() -> i32 {
             // The one command whose exit code says more than success or failure.
             Command::Approvals(command) => return approvals::run(command).await,
             Command::Security(command) => security::run(command).await,
+            Command::User(command) => users::run(command).await,
         };
         done.map(|()| 0)
     });

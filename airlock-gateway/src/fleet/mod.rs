@@ -1,7 +1,8 @@
 //! The fleet API platform teams use (`airlock.gateway.v1.Fleet`): orgs and
 //! tokens, hosts and their rollout status, policy versions, the fleet's
 //! decisions and sessions, revocation on any host, approval requests, and
-//! security monitoring (findings, blocks, detector settings).
+//! security monitoring (findings, blocks, detector settings), and the web
+//! UI's users.
 //!
 //! Every call is made in one org, by a caller with a role. Each operation is
 //! a function of these modules that checks the caller's role itself, so the
@@ -17,6 +18,8 @@ pub mod policy_calls;
 pub mod security;
 pub mod sessions;
 pub mod simulate;
+pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -171,5 +174,30 @@ impl Fleet for FleetService {
     async fn security_settings_history(&self, request: Request<SecuritySettingsHistoryRequest>) -> Result<Response<SecuritySettingsHistoryResponse>, Status> {
         let caller = self.caller(&request).await?;
         security::history(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        let caller = self.caller(&request).await?;
+        users::create(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        users::list(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let caller = self.caller(&request).await?;
+        users::update(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_tokens(&self, request: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        tokens::list(&self.hub, &caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<TokenInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        tokens::revoke(&self.hub, &caller, request.into_inner()).await.map(Response::new)
     }
 }

@@ -94,7 +94,7 @@ pub async fn start(hub: Arc<Hub>, config: UiConfig, cert_pem: &[u8], key_pem: &[
     let tls = tls::server_config(cert_pem, key_pem)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("--ui-listen {}", config.listen))?;
     let bound = listener.local_addr().context("the UI listener's address")?;
-    let url = format!("https://{}/", crate::server::display_addr(bound));
+    let url = format!("https://{}/", crate::display_addr(bound));
     let url_file = data_dir.join(UI_URL_FILE);
     std::fs::write(&url_file, format!("{url}\n")).with_context(|| format!("write {}", url_file.display()))?;
     tracing::info!(%url, "Control Room ready");

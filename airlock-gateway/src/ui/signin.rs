@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -77,13 +77,12 @@ async fn password_signin(State(state): State<AppState>, headers: HeaderMap, Form
         return signin_page(&state, StatusCode::FORBIDDEN, &f.next, "The sign-in form expired: try again.");
     }
     let user = state.hub.store.user_by_name(f.username.trim()).await.map_err(UiError::from_store)?;
-    let accepted = match &user {
-        Some(u) if !u.disabled && !u.password_hash.is_empty() => crate::passwords::verify(&f.password, &u.password_hash),
-        _ => {
-            crate::passwords::verify(&f.password, crate::passwords::DUMMY_HASH);
-            false
-        }
-    };
+    let phc = user.as_ref().filter(|u| !u.disabled && !u.password_hash.is_empty()).map(|u| u.password_hash.clone());
+    let password = f.password.clone();
+    // argon2 takes tens of milliseconds of CPU: off the async threads.
+    let accepted = tokio::task::spawn_blocking(move || crate::passwords::verify_user(&password, phc.as_deref()))
+        .await
+        .map_err(|e| UiError::internal(format!("check a password: {e}")))?;
     let Some(user) = user.filter(|_| accepted) else {
         tracing::warn!(username = %f.username.trim(), "Control Room: a sign-in was refused (unknown user, wrong password or disabled)");
         return signin_page(&state, StatusCode::UNAUTHORIZED, &f.next, "Wrong username or password.");
@@ -101,7 +100,8 @@ async fn start_session(state: &AppState, user_id: i64, username: &str, next: &st
     store.insert_ui_session(&session::hash(&secret), user_id, &csrf, now, now + ttl * 1_000_000_000).await.map_err(UiError::from_store)?;
     store.record_login(user_id, now).await.map_err(UiError::from_store)?;
     tracing::info!(user = %username, "Control Room: signed in");
-    let cookies = [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, secret, ttl)), (header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, String::new(), 0))];
+    // Two cookies: AppendHeaders, as a plain array would keep only the last.
+    let cookies = AppendHeaders([(header::SET_COOKIE, set_cookie(SESSION_COOKIE, secret, ttl)), (header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, String::new(), 0))]);
     Ok((cookies, Redirect::to(next)).into_response())
 }
 

@@ -19,7 +19,6 @@ pub struct Chrome {
     pub csrf: String,
     /// The navigation entry to highlight.
     pub active: &'static str,
-    pub can_approve: bool,
     pub is_admin: bool,
 }
 
@@ -31,7 +30,6 @@ impl Chrome {
             org: signed.caller.org.clone(),
             csrf: signed.csrf.clone(),
             active,
-            can_approve: signed.can(Role::Approver),
             is_admin: signed.can(Role::Admin),
         }
     }

@@ -119,7 +119,6 @@ impl Filters {
 pub struct Row {
     pub time: When,
     pub host: String,
-    pub seq: u64,
     pub kind: String,
     pub decision: String,
     pub reason: String,
@@ -137,7 +136,6 @@ fn row(fd: FleetDecision) -> Option<Row> {
         time: When(d.time_unix_nanos),
         what: what(&d),
         host: fd.host,
-        seq: fd.seq,
         kind: d.kind,
         decision: d.decision,
         reason: d.reason,

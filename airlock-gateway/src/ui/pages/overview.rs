@@ -119,7 +119,7 @@ fn chart(hours: Vec<(i64, i64, i64)>) -> Chart {
         .iter()
         .enumerate()
         .map(|(i, &(start, allowed, denied))| {
-            let height = if max == 0 { 0 } else { (denied * CHART_HEIGHT).div_ceil(max) };
+            let height = if max == 0 { 0 } else { (denied * CHART_HEIGHT + max - 1) / max };
             Bar { x: i as i64 * slot + 1, y: CHART_HEIGHT - height, width: (slot - 2).max(1), height, denied, allowed, label: When(start) }
         })
         .collect();

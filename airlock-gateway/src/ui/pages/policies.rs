@@ -58,7 +58,7 @@ pub async fn page(State(state): State<AppState>, signed: SignedIn) -> UiResult<R
         (Some(version_row(&v)), v.files)
     };
     let mut history: Vec<VersionRow> = history.versions.iter().map(version_row).collect();
-    history.sort_by(|a, b| b.version.cmp(&a.version));
+    history.sort_by_key(|v| std::cmp::Reverse(v.version));
     render(PoliciesPage { chrome: Chrome::new(&signed, "policies"), current, files, history })
 }
 

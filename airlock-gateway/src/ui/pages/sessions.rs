@@ -80,7 +80,6 @@ struct SessionPage {
 
 /// One process in the tree, indented by its depth.
 pub struct TreeLine {
-    pub depth: usize,
     pub indent: String,
     pub pid: u32,
     pub command: String,
@@ -174,14 +173,14 @@ pub fn process_tree(root_pid: u32, root_command: &[String], decisions: &[Decisio
         let parent = if processes.contains_key(ppid) && *ppid != pid { *ppid } else { root_pid };
         children.entry(parent).or_default().push(pid);
     }
-    let mut lines = vec![TreeLine { depth: 0, indent: String::new(), pid: root_pid, command: root_command.join(" "), denied: false }];
+    let mut lines = vec![TreeLine { indent: String::new(), pid: root_pid, command: root_command.join(" "), denied: false }];
     let mut stack: Vec<(u32, usize)> = children.get(&root_pid).map(|c| c.iter().rev().map(|&p| (p, 1)).collect()).unwrap_or_default();
     while let Some((pid, depth)) = stack.pop() {
         if lines.len() > processes.len() {
             break;
         }
         if let Some((_, command, denied)) = processes.get(&pid) {
-            lines.push(TreeLine { depth, indent: "  ".repeat(depth.saturating_sub(1)) + "└─ ", pid, command: command.clone(), denied: *denied });
+            lines.push(TreeLine { indent: "   ".repeat(depth.saturating_sub(1)) + "└─ ", pid, command: command.clone(), denied: *denied });
         }
         if let Some(kids) = children.get(&pid) {
             stack.extend(kids.iter().rev().map(|&k| (k, depth + 1)));
@@ -214,7 +213,7 @@ mod tests {
     fn the_tree_nests_children_under_their_parents_and_orphans_under_the_root() {
         let newest_first = vec![exec(40, 999, "curl x", "allow"), exec(30, 20, "terraform apply", "deny"), exec(20, 10, "bash -c t", "allow")];
         let tree = process_tree(10, &["claude".into()], &newest_first);
-        let shown: Vec<(u32, usize, bool)> = tree.iter().map(|l| (l.pid, l.depth, l.denied)).collect();
+        let shown: Vec<(u32, usize, bool)> = tree.iter().map(|l| (l.pid, l.indent.chars().count() / 3, l.denied)).collect();
         assert_eq!(shown, vec![(10, 0, false), (20, 1, false), (30, 2, true), (40, 1, false)]);
         assert_eq!(tree[2].command, "terraform apply");
     }
