@@ -76,14 +76,28 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The request id a held command's output names (`approval_request=apr-...`).
+/// The request id a held command's block message names.
 fn approval_id(output: &str) -> String {
     output
-        .split("approval_request=")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
-        .unwrap_or_else(|| panic!("the held command's output names no request:\n{output}"))
-        .to_string()
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("airlock: approval_request="))
+        .map(|id| id.trim().to_string())
+        .unwrap_or_else(|| panic!("no approval_request line in:\n{output}"))
+}
+
+/// Runs a command an approval rule holds; waits for the block message (it
+/// reaches the shell's stderr just after the command returns) and returns
+/// the session's output from the command's start.
+fn held(live: &mut LiveSession, command: &str) -> String {
+    let messages = |t: &str| t.matches("airlock: ai_instruction=").count();
+    let before = live.wait_output("anything", |_| true);
+    let (out, _) = live.run(command);
+    assert!(!out.contains(RAN), "{command:?} ran though an approval rule holds it:\n{out}");
+    let after = live.wait_output(&format!("the block message of {command:?}"), |t| messages(t) > messages(&before));
+    let shown = after[before.len().min(after.len())..].to_string();
+    assert!(shown.contains("APPROVAL REQUIRED"), "{command:?} was not held for an approval:\n{shown}");
+    shown
 }
 
 fn pending_at_gateway(gw: &Gateway) -> Vec<String> {
@@ -411,9 +425,7 @@ fn the_control_room_shows_a_governed_session_and_acts_on_the_fleet() {
     check_times_are_local(&mut b, "the live tail");
 
     // A command that needs a person, held on the host.
-    let (out, _) = live.run("kubectl delete pod web-1");
-    assert!(!out.contains(RAN) && out.contains("APPROVAL REQUIRED"), "kubectl delete was not held: {out}");
-    let id = approval_id(&out);
+    let id = approval_id(&held(&mut live, "kubectl delete pod web-1"));
     wait_for("the request at the gateway", 30, || pending_at_gateway(&gw).contains(&id));
     let decide = format!("/approvals/{id}/decide");
 
@@ -444,27 +456,28 @@ fn the_control_room_shows_a_governed_session_and_acts_on_the_fleet() {
     b.screenshot("approvals");
     let after = b.click(&format!("{form} button[value=approve]"));
     assert_eq!((after["status"].as_u64(), after["path"].as_str()), (Some(200), Some("/approvals")), "{after:#}");
-    let approved = b.goto("/approvals?state=approved");
-    assert!(text(&approved).contains(&id) && text(&approved).contains("approved by abe"), "{}", text(&approved));
+    assert_eq!(b.count(&format!("{form} button[value=approve]")), 0, "the request decided a moment ago is still offered for a decision:\n{}", text(&after));
     let waited = gw.cli(&["approvals", "wait", &id, "--timeout", "60s", "--json"]);
     assert_eq!(waited.status.code(), Some(0), "approvals wait: {}{}", String::from_utf8_lossy(&waited.stdout), stderr(&waited));
+    let approved = b.goto("/approvals?state=approved");
+    assert!(text(&approved).contains(&id) && text(&approved).contains("abe (Control Room) (once): rolling web-1"), "{}", text(&approved));
     wait_for("the verdict on the host", 30, || {
         let out = a.cli(&["approvals", "show", &id, "--json"]);
         serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|r| r["state"] == "approved" && r["verdict"]["decided_by"].as_str().is_some_and(|by| by.contains("abe")))
     });
     let (out, _) = live.run("kubectl delete pod web-1");
     assert!(out.contains(RAN), "the command approved in the page did not run: {out}\nagent log:\n{}", a.log());
-    let (out, _) = live.run("kubectl delete pod web-1");
-    assert!(!out.contains(RAN) && out.contains("APPROVAL REQUIRED"), "the one-shot grant served twice: {out}");
-    assert_ne!(approval_id(&out), id, "the retry after the grant's use must open a new request");
+    let again = held(&mut live, "kubectl delete pod web-1");
+    assert_ne!(approval_id(&again), id, "the retry after the grant's use must open a new request, not use the grant again");
 
     // Policies: a broken edit names the file and line and changes nothing.
     b.signed_in_as("ada");
     b.goto("/policies");
     b.screenshot("policies");
     let editor = b.click("a[href='/policies/edit']");
-    assert!(text(&editor).contains("policies/infra.json"), "{}", text(&editor));
+    assert!(text(&editor).contains("from version 1"), "{}", text(&editor));
     let content = "textarea[aria-label='Content of policies/infra.json']";
+    assert_eq!(b.count(content), 1, "the editor has no policies/infra.json:\n{}", text(&editor));
     b.fill(content, BROKEN);
     b.fill("input[name=comment]", "a broken edit");
     let broken = b.click("button[value=push]");
