@@ -12,7 +12,8 @@ need_root
 
 packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
           busybox-static sudo python3 python3-venv perl iproute2 procps findutils coreutils
-          qemu-system-x86 xz-utils file tmux openssh-client postgresql python3-aiosmtpd)
+          qemu-system-x86 xz-utils file tmux openssh-client postgresql python3-aiosmtpd
+          chromium)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 # Debian packages npm apart from node (NodeSource's nodejs bundles it).
 command -v npm >/dev/null 2>&1 || packages+=(npm)
@@ -43,16 +44,18 @@ fi
 echo "setup: $(cargo --version)"
 
 # The API tests' second client (a platform team's): Python grpcio and
-# grpcio-tools from PyPI; the MCP bridge's client: the official MCP Python SDK.
+# grpcio-tools from PyPI; the MCP bridge's client: the official MCP Python SDK;
+# the Control Room's browser test: Playwright, which drives Debian's chromium
+# (installed above; Playwright's own browser downloads are never used).
 # In a venv under target/ (pinned; made once), on Debian's python3 (installed
 # above): the MCP test runs it as nobody inside a governed session, so its
 # interpreter must not live in a private home directory (a pyenv's).
 venv=target/pyvenv
-if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
-    echo "setup: making $venv with grpcio and mcp for the API and MCP tests"
+if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
+    echo "setup: making $venv with grpcio, mcp and playwright for the API, MCP and Control Room tests"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2
 fi
 chmod -R go+rX "$venv"
 

@@ -39,6 +39,9 @@ export AIRLOCK_REQUIRE_PYTHON_MCP=1
 # The gateway's OIDC test signs in against oidc-provider on node, which
 # setup.sh installs under target/oidc-provider; the same rule.
 export AIRLOCK_REQUIRE_OIDC=1
+# The Control Room's browser test drives Debian's chromium with Playwright
+# (both installed above); the same rule.
+export AIRLOCK_REQUIRE_BROWSER=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"

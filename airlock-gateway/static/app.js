@@ -27,8 +27,20 @@
     }
   }
 
-  document.addEventListener("DOMContentLoaded", function () { localTimes(document); });
-  document.addEventListener("htmx:afterSwap", function (event) { localTimes(event.target); });
+  document.addEventListener("DOMContentLoaded", function () {
+    localTimes(document);
+    // Whatever htmx adds, wherever: the live tail's rows arrive out of band
+    // (into #rows), outside the element its request swaps, and the swap
+    // events fire only after the rows are on screen. An observer converts
+    // them before the next frame is drawn.
+    new MutationObserver(function (changes) {
+      changes.forEach(function (change) {
+        change.addedNodes.forEach(function (node) {
+          if (node.nodeType === Node.ELEMENT_NODE) { localTimes(node.matches("time[datetime]") ? node.parentNode : node); }
+        });
+      });
+    }).observe(document.body, { childList: true, subtree: true });
+  });
   document.addEventListener("submit", confirmations, true);
   // htmx shows nothing when a request fails; say so where the page can see it.
   document.addEventListener("htmx:responseError", function (event) {

@@ -24,6 +24,8 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     pub port: u16,
     pub database_url: Option<String>,
+    /// More arguments of `airlock-gateway run` (e.g. `--ui-listen`), kept for restarts.
+    extra: Vec<String>,
     starts: u32,
     root: TempDir,
 }
@@ -36,20 +38,29 @@ impl Gateway {
 
     /// A gateway on SQLite whose `--config` file says `config` (TOML).
     pub fn start_with_config(tag: &str, config: &str) -> Gateway {
+        Self::start_with(tag, Some(config), &[])
+    }
+
+    /// A gateway on SQLite with an optional `--config` file and more
+    /// arguments of `airlock-gateway run` (e.g. `--ui-listen 127.0.0.1:0`).
+    pub fn start_with(tag: &str, config: Option<&str>, extra: &[&str]) -> Gateway {
         let root = TempDir::new(&format!("gw-{tag}"));
-        std::fs::write(root.0.join(CONFIG_FILE), config).expect("write gateway.toml");
-        Self::start_in(root, None)
+        if let Some(config) = config {
+            std::fs::write(root.0.join(CONFIG_FILE), config).expect("write gateway.toml");
+        }
+        Self::start_in(root, None, extra.iter().map(|a| a.to_string()).collect())
     }
 
     /// A gateway on `database_url` (PostgreSQL), or SQLite when None.
     pub fn start_on(tag: &str, database_url: Option<&str>) -> Gateway {
-        Self::start_in(TempDir::new(&format!("gw-{tag}")), database_url)
+        Self::start_in(TempDir::new(&format!("gw-{tag}")), database_url, Vec::new())
     }
 
-    fn start_in(root: TempDir, database_url: Option<&str>) -> Gateway {
+    fn start_in(root: TempDir, database_url: Option<&str>, extra: Vec<String>) -> Gateway {
         let data_dir = root.0.join("data");
         let port = super::pki::free_port();
-        let mut gw = Gateway { child: spawn(&root.0, &data_dir, port, database_url, 1), data_dir, port, database_url: database_url.map(String::from), starts: 1, root };
+        let child = spawn(&root.0, &data_dir, port, database_url, &extra, 1);
+        let mut gw = Gateway { child, data_dir, port, database_url: database_url.map(String::from), extra, starts: 1, root };
         gw.wait_ready();
         gw
     }
@@ -66,7 +77,8 @@ impl Gateway {
             std::fs::copy(self.data_dir.join(f), data_dir.join(f)).expect("copy the CA to the replica");
         }
         let port = super::pki::free_port();
-        let mut gw = Gateway { child: spawn(&root.0, &data_dir, port, Some(url), 1), data_dir, port, database_url: Some(url.into()), starts: 1, root };
+        let child = spawn(&root.0, &data_dir, port, Some(url), &[], 1);
+        let mut gw = Gateway { child, data_dir, port, database_url: Some(url.into()), extra: Vec::new(), starts: 1, root };
         gw.wait_ready();
         gw
     }
@@ -144,6 +156,38 @@ impl Gateway {
         ]
     }
 
+    /// The Control Room's URL (`DATA_DIR/ui-url`, written once it listens),
+    /// without the trailing slash.
+    pub fn ui_url(&self) -> String {
+        let file = self.data_dir.join("ui-url");
+        let deadline = Instant::now() + seconds(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                if text.ends_with('\n') {
+                    return text.trim().trim_end_matches('/').to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "the gateway wrote no {}; its log:\n{}", file.display(), self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A Control Room user made with `user create --password-stdin`.
+    pub fn create_user(&self, username: &str, role: &str, password: &str) {
+        use std::io::Write;
+        let mut child = Command::new(gateway_binary())
+            .args(["user", "create", "--username", username, "--role", role, "--password-stdin", "--data-dir"])
+            .arg(&self.data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run airlock-gateway user create");
+        child.stdin.take().expect("its stdin").write_all(format!("{password}\n").as_bytes()).expect("write the password");
+        let out = child.wait_with_output().expect("wait for user create");
+        assert!(out.status.success(), "user create {username} ({role}): {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// The host's row in `hosts --json`.
     pub fn host(&self, host_id: &str) -> Option<Value> {
         let hosts = self.json(&["hosts"]);
@@ -205,7 +249,7 @@ impl Gateway {
     pub fn restart(&mut self) {
         assert!(matches!(self.child.try_wait(), Ok(Some(_))), "restart: the gateway still runs");
         self.starts += 1;
-        self.child = spawn(&self.root.0, &self.data_dir, self.port, self.database_url.as_deref(), self.starts);
+        self.child = spawn(&self.root.0, &self.data_dir, self.port, self.database_url.as_deref(), &self.extra, self.starts);
         self.wait_ready();
     }
 }
@@ -216,13 +260,14 @@ impl Drop for Gateway {
     }
 }
 
-fn spawn(root: &Path, data_dir: &Path, port: u16, database_url: Option<&str>, n: u32) -> Child {
+fn spawn(root: &Path, data_dir: &Path, port: u16, database_url: Option<&str>, extra: &[String], n: u32) -> Child {
     let log = std::fs::File::create(root.join(format!("gateway.{n}.log"))).expect("create the gateway log");
     let mut cmd = Command::new(gateway_binary());
     cmd.args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }
+    cmd.args(extra);
     let config = std::fs::read_to_string(root.join(CONFIG_FILE)).ok();
     if config.is_some() {
         cmd.arg("--config").arg(root.join(CONFIG_FILE));

@@ -705,6 +705,33 @@ pub fn python_mcp() -> PathBuf {
     }
 }
 
+/// Debian's chromium, which the Control Room's browser test drives.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The venv's Python with Playwright, and Debian's chromium beside it, both
+/// installed by scripts/setup.sh. Without them the test prints `skipped:
+/// ...` and is reported skipped, unless AIRLOCK_REQUIRE_BROWSER=1
+/// (scripts/test.sh): then it fails.
+pub fn python_playwright() -> PathBuf {
+    let found = venv_python("import playwright.sync_api").and_then(|python| {
+        if Path::new(CHROMIUM).exists() {
+            Ok(python)
+        } else {
+            Err(format!("{CHROMIUM} is missing"))
+        }
+    });
+    match found {
+        Ok(python) => python,
+        Err(why) if std::env::var("AIRLOCK_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("AIRLOCK_REQUIRE_BROWSER=1 but there is no browser to drive ({why}): run scripts/setup.sh (it installs chromium from apt and playwright from PyPI into target/pyvenv)")
+        }
+        Err(why) => {
+            println!("skipped: no browser to drive ({why}); scripts/setup.sh installs chromium and Playwright");
+            harness::skip(format!("no browser to drive: {why}"))
+        }
+    }
+}
+
 /// AIRLOCK_TEST_PYTHON, else target/pyvenv's Python, if `imports` succeeds in it.
 fn venv_python(imports: &str) -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("AIRLOCK_TEST_PYTHON") {

@@ -37,6 +37,10 @@ pub struct ApprovalRow {
     pub justification: String,
     pub verdict: String,
     pub delivery: String,
+    /// Pending, and no verdict given here yet: a request decided at the
+    /// gateway stays pending until its host confirms the verdict, and a
+    /// second decision would only be refused.
+    pub open: bool,
 }
 
 fn row(a: FleetApproval) -> Option<ApprovalRow> {
@@ -49,6 +53,7 @@ fn row(a: FleetApproval) -> Option<ApprovalRow> {
         };
         format!("{} by {}{grant}{}", r.state, v.decided_by, if v.reason.is_empty() { String::new() } else { format!(": {}", v.reason) })
     });
+    let open = r.state == "pending" && a.delivery.is_empty();
     Some(ApprovalRow {
         id: r.id,
         state: r.state,
@@ -62,7 +67,8 @@ fn row(a: FleetApproval) -> Option<ApprovalRow> {
         expires: When(r.expires_unix_nanos),
         attempts: r.attempts,
         justification: r.justification,
-        verdict: verdict.unwrap_or_default(),
+        verdict: verdict.unwrap_or_else(|| if a.delivery.is_empty() { String::new() } else { "decided at the gateway".to_string() }),
+        open,
         delivery: a.delivery,
     })
 }
