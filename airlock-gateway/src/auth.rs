@@ -19,6 +19,9 @@ pub struct Caller {
     pub role: Role,
     /// Recorded as the author of what the caller changes.
     pub label: String,
+    /// What the caller signed in with: "token" (the API) or "user" (the
+    /// Control Room), as audit trails name it.
+    pub through: &'static str,
 }
 
 /// An org a request acts in, after the scope check.
@@ -48,7 +51,7 @@ impl Caller {
         let role = Role::parse(&token.role).map_err(|e| Status::internal(format!("token {}: {e}", token.id)))?;
         let label = if token.label.is_empty() { format!("token {} ({role})", token.id) } else { token.label.clone() };
         record_use(store, &token, &label, request);
-        Ok(Caller { org_id: token.org_id, org: token.org_name, role, label })
+        Ok(Caller { org_id: token.org_id, org: token.org_name, role, label, through: "token" })
     }
 
     /// Refuses a caller whose role is below `needed`.

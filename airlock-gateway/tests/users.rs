@@ -145,7 +145,7 @@ async fn the_fleet_functions_check_the_admin_role_themselves() {
     let notifiers = airlock_gateway::approvals::Notifiers::start(&BTreeMap::new()).expect("no notifiers");
     let hub = Hub::new(store.clone(), authority, "test".into(), notifiers);
     let org = store.ensure_org("default").await.expect("the org");
-    let caller = |role| Caller { org_id: org.id, org: org.name.clone(), role, label: format!("ui user ({role})") };
+    let caller = |role| Caller { org_id: org.id, org: org.name.clone(), role, label: format!("ui user ({role})"), through: "user" };
     let create = || CreateUserRequest { username: "ada".into(), role: "admin".into(), password: PASSWORD.into(), ..Default::default() };
 
     for role in [Role::Viewer, Role::Approver] {

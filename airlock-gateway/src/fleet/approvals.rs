@@ -88,7 +88,7 @@ pub async fn decide(hub: &Hub, caller: &Caller, ask: DecideFleetApprovalRequest)
         (true, n) => format!("approve for {n} s"),
         (false, _) => "reject".to_string(),
     };
-    let audit = Audit { hub, org: &org, id, caller: format!("gateway token {} ({})", caller.label, caller.role), action: &action, reason: &reason };
+    let audit = Audit { hub, org: &org, id, caller: format!("gateway {} {} ({})", caller.through, caller.label, caller.role), action: &action, reason: &reason };
 
     if let Err(refused) = caller.require(Role::Approver) {
         tracing::warn!(org = %org.name, request = %id, caller = %caller.label, role = %caller.role, %action, "approval decision refused: {}", refused.message());
@@ -107,7 +107,7 @@ pub async fn decide(hub: &Hub, caller: &Caller, ask: DecideFleetApprovalRequest)
         return Err(Status::failed_precondition(why));
     }
 
-    let decided_by = format!("gateway token {}", caller.label);
+    let decided_by = format!("gateway {} {}", caller.through, caller.label);
     let command = ApprovalCommand {
         decide: Some(DecideApprovalRequest { id: id.to_string(), approve: ask.approve, reason: reason.clone(), grant_seconds: ask.grant_seconds }),
         decided_by: decided_by.clone(),

@@ -92,7 +92,7 @@ async fn lookup(state: &AppState, headers: &HeaderMap) -> Result<Option<SignedIn
     };
     let user = session.user;
     let role = Role::parse(&user.role).map_err(|e| UiError::internal(format!("user {}: {e}", user.username)))?;
-    let caller = Caller { org_id: user.org_id, org: user.org_name.clone(), role, label: format!("{} (Control Room)", user.username) };
+    let caller = Caller { org_id: user.org_id, org: user.org_name.clone(), role, label: format!("{} (Control Room)", user.username), through: "user" };
     Ok(Some(SignedIn { username: user.username, caller, csrf: session.csrf_token }))
 }
 
