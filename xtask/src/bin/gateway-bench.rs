@@ -16,6 +16,8 @@ mod fleet;
 mod query;
 #[path = "gateway-bench/synth.rs"]
 mod synth;
+#[path = "gateway-bench/ui.rs"]
+mod ui;
 
 use std::process::ExitCode;
 

@@ -112,7 +112,7 @@ fn one_store(tools: &Tools, work: &Path, plan: &Plan, store: &'static str, pg: O
     eprintln!("==> {store}: {} agents, {} decisions/s for {} s", plan.agents, plan.rate, plan.seconds);
     let dir = work.join(format!("{tag}-fleet"));
     let url = database("fleet run")?;
-    let mut gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), &work.join(format!("{tag}-fleet.log")))?;
+    let mut gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), false, &work.join(format!("{tag}-fleet.log")))?;
     let mut args = client_args("fleet", &gateway)?;
     args.extend(
         [
@@ -133,7 +133,7 @@ fn one_store(tools: &Tools, work: &Path, plan: &Plan, store: &'static str, pg: O
     let (fleet, marks) = (run.result, run.marks);
     let _ = std::fs::remove_dir_all(&dir);
 
-    eprintln!("==> {store}: {} decisions into a fresh store, then QueryDecisions", plan.rows);
+    eprintln!("==> {store}: {} decisions into a fresh store, then QueryDecisions and the Control Room's pages", plan.rows);
     let dir = work.join(format!("{tag}-query"));
     let url = database("query run")?;
     let mut fill_args = vec!["fill".to_string(), "--rows".into(), plan.rows.to_string(), "--data-dir".into(), dir.display().to_string()];
@@ -141,10 +141,11 @@ fn one_store(tools: &Tools, work: &Path, plan: &Plan, store: &'static str, pg: O
         fill_args.extend(["--database-url".to_string(), url.clone()]);
     }
     let fill = process::run_bench(&tools.bench, &fill_args, None, None)?.result;
-    let mut gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), &work.join(format!("{tag}-query.log")))?;
+    let mut gateway = Gateway::start(&tools.gateway, &dir, url.as_deref(), true, &work.join(format!("{tag}-query.log")))?;
     let mut args = client_args("query", &gateway)?;
     let number = |key: &str| fill[key].as_i64().map(|v| v.to_string()).with_context(|| format!("the fill's report has no {key}"));
     args.extend(["--runs".to_string(), plan.runs.to_string(), "--t0-ns".into(), number("t0_ns")?, "--end-ns".into(), number("end_ns")?]);
+    args.extend(["--ui-url".to_string(), gateway.ui_url()?]);
     let outcome = process::run_bench(&tools.bench, &args, Some(&mut gateway), None);
     let stopped = gateway.stop()?;
     let run = outcome?;

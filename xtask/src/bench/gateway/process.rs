@@ -24,13 +24,18 @@ pub struct Gateway {
 
 impl Gateway {
     /// `airlock-gateway run` on a free loopback port; returns once it serves.
-    pub fn start(bin: &Path, dir: &Path, database_url: Option<&str>, log: &Path) -> Result<Gateway> {
+    /// With `ui`, the Control Room too, on a port of its own choosing (its
+    /// URL in `ui-url`).
+    pub fn start(bin: &Path, dir: &Path, database_url: Option<&str>, ui: bool, log: &Path) -> Result<Gateway> {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("find a free loopback port")?.port();
         let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("run").arg("--data-dir").arg(dir).args(["--listen", &format!("127.0.0.1:{port}")]);
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
+        }
+        if ui {
+            cmd.args(["--ui-listen", "127.0.0.1:0"]);
         }
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file).spawn().with_context(|| format!("start {}", bin.display()))?;
         let mut gateway = Gateway { pid: child.id(), child, dir: dir.to_path_buf(), log: log.to_path_buf(), stopped: false };
@@ -39,7 +44,7 @@ impl Gateway {
             if let Some(status) = gateway.child.try_wait().context("wait for the gateway")? {
                 bail!("the gateway exited at start ({status}): {}", gateway.log_tail());
             }
-            let ready = dir.join("url").exists() && dir.join("admin.token").exists();
+            let ready = dir.join("url").exists() && dir.join("admin.token").exists() && (!ui || dir.join("ui-url").exists());
             if ready && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(gateway);
             }
@@ -51,7 +56,16 @@ impl Gateway {
     }
 
     pub fn url(&self) -> Result<String> {
-        let path = self.dir.join("url");
+        self.read_url("url")
+    }
+
+    /// The Control Room's URL (started with `ui`).
+    pub fn ui_url(&self) -> Result<String> {
+        self.read_url("ui-url")
+    }
+
+    fn read_url(&self, file: &str) -> Result<String> {
+        let path = self.dir.join(file);
         Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_string())
     }
 

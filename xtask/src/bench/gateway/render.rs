@@ -155,7 +155,63 @@ impl Report<'_> {
                 if f["analyzed"].as_bool() == Some(true) { "yes".into() } else { "no (the gateway never runs it)".into() },
             ]);
         }
-        vec![load, push, cost, query, fill]
+        let mut tables = vec![load, push, cost, query, fill];
+        tables.extend(self.results.iter().filter_map(|r| self.pages_table(r)));
+        let mut export = Table::new(
+            "Control Room CSV export over HTTPS (streamed a page of 1,000 at a time), one user's decisions",
+            &["store", "stored decisions", "export", "rows", "size", "median", "p95", "rows/s at the median"],
+        );
+        for r in self.results {
+            let e = &r.query["export"];
+            if e.is_null() {
+                continue;
+            }
+            export.row(vec![
+                r.store.into(),
+                self.stored(r),
+                format!("`{}`", e["path"].as_str().unwrap_or("?")),
+                count(&e["rows"]),
+                format!("{:.1} MB", e["bytes"].as_f64().unwrap_or(f64::NAN) / 1e6),
+                ms(&e["p50_ms"]),
+                ms(&e["p95_ms"]),
+                per_second(&e["rows_per_second"]),
+            ]);
+        }
+        tables.push(export);
+        tables
+    }
+
+    fn stored(&self, r: &BackendResult) -> String {
+        format!("{}{}", count(&r.fill["stored"]), if self.plan.rows < 10_000_000 { " (--quick)" } else { "" })
+    }
+
+    /// One store's Control Room pages, each decisions page beside its gRPC query.
+    fn pages_table(&self, r: &BackendResult) -> Option<Table> {
+        let pages = r.query["pages"].as_array().filter(|p| !p.is_empty())?;
+        let mut t = Table::new(
+            &format!(
+                "Control Room pages on {} over HTTPS, {} stored decisions: GET of the whole page as a signed-in admin, {} runs each (p95 of {} runs is their slowest but one)",
+                r.store,
+                self.stored(r),
+                self.plan.runs,
+                self.plan.runs
+            ),
+            &["page", "path", "rows", "size", "median", "p95", "QueryDecisions median (gRPC, same filter)", "page ÷ query"],
+        );
+        for p in pages {
+            let ratio = p["ratio"].as_f64().map_or("-".into(), |x| format!("{x:.2}×"));
+            t.row(vec![
+                p["page"].as_str().unwrap_or("?").into(),
+                format!("`{}`", p["path"].as_str().unwrap_or("?")),
+                if p["rows"].is_null() { "-".into() } else { count(&p["rows"]) },
+                format!("{:.0} kB", p["bytes"].as_f64().unwrap_or(f64::NAN) / 1e3),
+                ms(&p["p50_ms"]),
+                ms(&p["p95_ms"]),
+                ms(&p["query_p50_ms"]),
+                ratio,
+            ]);
+        }
+        Some(t)
     }
 
     fn notes(&self) -> Vec<String> {
@@ -174,6 +230,15 @@ impl Report<'_> {
             ));
             if f["drained"].as_bool() != Some(true) || f["tail_caught_up"].as_bool() != Some(true) {
                 notes.push(format!("{}: the run ended with acks or the live tail still behind after 120 s of draining.", r.store));
+            }
+            if let Some(overview) = r.query["pages"].as_array().and_then(|p| p.iter().find(|p| p["path"] == "/")) {
+                notes.push(format!(
+                    "{}: the overview's chart (the last 24 hours) counted {} decisions ({} denied); the store's newest decision was {:.0} minutes old when the pages were timed.",
+                    r.store,
+                    count(&Value::from(overview["chart_allowed"].as_u64().unwrap_or(0) + overview["chart_denied"].as_u64().unwrap_or(0))),
+                    count(&overview["chart_denied"]),
+                    r.query["newest_age_seconds"].as_f64().unwrap_or(f64::NAN) / 60.0,
+                ));
             }
             notes.extend(r.notes.iter().cloned());
             if let Some(examples) = f["agent_errors"]["examples"].as_array().filter(|e| !e.is_empty()) {
@@ -200,7 +265,14 @@ impl Report<'_> {
         `/proc/PID/status`. The client shares the machine's cores with the gateway (and PostgreSQL). Queries: a \
         second, fresh store is filled directly through the store crate's `insert_decisions` (100 hosts, sessions of \
         an hour, 300 users in five roles, exec and connect, about 5% denies, times over 7 days), the gateway started \
-        on it, and each query timed over gRPC (one untimed run first).";
+        on it, and each query timed over gRPC (one untimed run first). Control Room: that gateway also serves the UI \
+        (`--ui-listen`); an admin user is made with CreateUser and signs in once through the password form; each page \
+        is then a GET over one HTTP/2 connection over TLS (rustls, trusting the gateway's CA), timed until its whole \
+        body is read, once untimed and then the runs. Each decisions page runs alternately with the gRPC QueryDecisions \
+        it makes (same filter, page of 100), so both see the same caches, and `page ÷ query` is the ratio of their \
+        medians in that one run: what rendering and HTTPS add to the query. The store's hosts and sessions tables are \
+        empty (the fill writes decisions only), so the overview and sessions pages measure the 24-hour chart and \
+        nothing else of size.";
 
     pub fn text(&self) -> String {
         let m = self.machine;
