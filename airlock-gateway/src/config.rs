@@ -24,6 +24,12 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The CA certificate and key to sign with, instead of DATA_DIR's own
+    /// (replicas share one; Kubernetes mounts it from a Secret).
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    /// Serve grpc.health.v1 in plain text here (Kubernetes' grpc probes).
+    pub health_listen: Option<String>,
     /// Extra names (and addresses) for the server certificate the gateway makes.
     pub server_names: Option<Vec<String>>,
     /// This replica's name in host records (default: the machine's name and pid).
@@ -46,6 +52,9 @@ pub struct Flags {
     pub database_url: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub health_listen: Option<String>,
     pub server_names: Vec<String>,
     pub replica: Option<String>,
     pub detect_interval: Option<u64>,
@@ -59,6 +68,10 @@ pub struct RunConfig {
     pub database_url: Option<String>,
     /// Both or neither: the gateway makes its own certificate when neither is given.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The CA's certificate and key, when not DATA_DIR's own (both or neither).
+    pub ca: Option<(PathBuf, PathBuf)>,
+    /// The plain-text health service's address, if any.
+    pub health_listen: Option<SocketAddr>,
     pub server_names: Vec<String>,
     pub replica: String,
     /// Approval notifications, by org name (checked).
@@ -82,6 +95,15 @@ impl RunConfig {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => bail!("{}: give both --tls-cert and --tls-key, or neither (the gateway then makes its own)", from("tls")),
+        };
+        let ca = match (flags.ca_cert.or(file.ca_cert), flags.ca_key.or(file.ca_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("{}: give both --ca-cert and --ca-key, or neither (the gateway then keeps its own CA in the data directory)", from("ca")),
+        };
+        let health_listen = match flags.health_listen.or(file.health_listen) {
+            Some(text) => Some(text.parse().with_context(|| format!("{}: {text:?} is not an address like 0.0.0.0:7444", from("health_listen")))?),
+            None => None,
         };
         let database_url = flags.database_url.or(file.database_url).filter(|u| !u.trim().is_empty());
         let mut server_names = flags.server_names;
@@ -107,6 +129,8 @@ impl RunConfig {
             listen,
             database_url,
             tls,
+            ca,
+            health_listen,
             server_names,
             replica,
         })
@@ -151,6 +175,29 @@ mod tests {
         assert!(err.contains("--detect-interval") && err.contains("at least 1 second"), "{err}");
         let config = RunConfig::resolve(Flags { config: Some(file.clone()), detect_interval: Some(5), ..Default::default() }).unwrap();
         assert_eq!(config.detect_interval, Duration::from_secs(5), "the flag wins");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ca_comes_in_pairs_and_the_health_address_must_parse() {
+        let dir = std::env::temp_dir().join(format!("airlock-gwcfg-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, "ca_cert = \"/etc/airlock/gateway-ca/ca.pem\"\nca_key = \"/etc/airlock/gateway-ca/ca.key\"\nhealth_listen = \"0.0.0.0:7444\"\n").unwrap();
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(config.ca, Some((PathBuf::from("/etc/airlock/gateway-ca/ca.pem"), PathBuf::from("/etc/airlock/gateway-ca/ca.key"))));
+        assert_eq!(config.health_listen, Some("0.0.0.0:7444".parse().unwrap()));
+        let defaults = RunConfig::resolve(Flags { config: Some(dir.join("gateway.toml")), ca_cert: Some("/x/ca.pem".into()), ca_key: Some("/x/ca.key".into()), ..Default::default() }).unwrap();
+        assert_eq!(defaults.ca, Some((PathBuf::from("/x/ca.pem"), PathBuf::from("/x/ca.key"))), "the flags win");
+        std::fs::write(&file, "ca_cert = \"/etc/airlock/gateway-ca/ca.pem\"\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("--ca-cert and --ca-key") && err.contains("gateway.toml"), "{err}");
+        std::fs::write(&file, "health_listen = \"7444\"\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("health_listen (from") && err.contains("\"7444\""), "{err}");
+        std::fs::write(&file, "").unwrap();
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!((config.ca, config.health_listen), (None, None), "off unless asked for");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@
 //! [`approvals`] follows approval requests between
 //! agents and approvers; [`detection`] runs the detectors over each org's
 //! decisions and [`security`] pushes the blocks they place to the agents;
+//! [`health`] answers Kubernetes' probes;
 //! the store is the `airlock-gateway-store` crate; [`ui`] is the web
 //! Control Room, a second front over the same fleet facade.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod detection;
 pub mod enroll;
 pub mod fleet;
+pub mod health;
 pub mod hub;
 pub mod instants;
 pub mod link;

@@ -58,8 +58,14 @@ impl Authority {
             std::fs::write(&cert_path, cert.pem()).with_context(|| format!("write {}", cert_path.display()))?;
             tracing::info!(ca = %cert_path.display(), "made the gateway's CA (give agents this file with --gateway-ca)");
         }
-        let ca_pem = read(&cert_path)?;
-        let key = KeyPair::from_pem(&read(&key_path)?).with_context(|| format!("{} is not a private key", key_path.display()))?;
+        Authority::load(&cert_path, &key_path)
+    }
+
+    /// A CA made elsewhere (`--ca-cert`, `--ca-key`): both files must exist;
+    /// nothing is made or written.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Authority> {
+        let ca_pem = read(cert_path)?;
+        let key = KeyPair::from_pem(&read(key_path)?).with_context(|| format!("{} is not a private key", key_path.display()))?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).with_context(|| format!("{} is not a CA certificate", cert_path.display()))?;
         Ok(Authority { issuer, ca_pem })
     }

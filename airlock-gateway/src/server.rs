@@ -33,7 +33,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
     create_private_dir(&config.data_dir)?;
     let store = GatewayStore::open(config.database_url.as_deref(), &config.data_dir).await.context("open the gateway's store")?;
     tracing::info!(store = %store.describe(), "store open, migrations applied");
-    let authority = Authority::load_or_create(&config.data_dir)?;
+    let authority = match &config.ca {
+        Some((cert, key)) => {
+            let authority = Authority::load(cert, key)?;
+            // The CLI's --data-dir shortcut finds the CA certificate (public)
+            // in the data directory; the key stays where it was given.
+            let copy = config.data_dir.join(pki::CA_FILE);
+            std::fs::write(&copy, authority.ca_pem()).with_context(|| format!("write {}", copy.display()))?;
+            authority
+        }
+        None => Authority::load_or_create(&config.data_dir)?,
+    };
     bootstrap(&store, &config.data_dir).await?;
 
     let (cert_pem, key_pem) = match &config.tls {
@@ -66,6 +76,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
     tracing::info!(interval_secs = config.detect_interval.as_secs(), max_decisions = crate::detection::MAX_DECISIONS_PER_RUN, "security detection runs every interval");
 
     let (stop_ui, ui_stopped) = tokio::sync::watch::channel(false);
+    if let Some(listen) = config.health_listen {
+        crate::health::start(listen, hub.store.clone(), ui_stopped.clone()).await?;
+    }
     if let Some(ui) = config.ui.clone() {
         crate::ui::start(hub.clone(), ui, &cert_pem, &key_pem, config.data_dir.clone(), ui_stopped).await.context("start the Control Room")?;
     }

@@ -65,14 +65,23 @@ struct RunArgs {
     /// Address to serve on (default 0.0.0.0:7443).
     #[arg(long)]
     listen: Option<String>,
-    /// postgresql://USER@HOST:PORT/DB: keep everything in PostgreSQL (replicas share it).
-    #[arg(long)]
+    /// postgresql://USER[:PASSWORD]@HOST:PORT/DB: keep everything in PostgreSQL (replicas share it).
+    #[arg(long, env = "AIRLOCK_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// The server certificate and key to use instead of the gateway's own.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// The CA certificate to sign host certificates with, instead of DATA_DIR/ca.pem (with --ca-key).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// The CA's private key (with --ca-cert); the gateway never writes it.
+    #[arg(long, value_name = "PEM")]
+    ca_key: Option<PathBuf>,
+    /// Serve grpc.health.v1 in plain text here, for Kubernetes' grpc probes (e.g. 0.0.0.0:7444).
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<String>,
     /// Another name or address for the certificate the gateway makes (repeatable).
     #[arg(long = "server-name")]
     server_names: Vec<String>,
@@ -312,6 +321,9 @@ pub fn main() -> i32 {
                     database_url: a.database_url,
                     tls_cert: a.tls_cert,
                     tls_key: a.tls_key,
+                    ca_cert: a.ca_cert,
+                    ca_key: a.ca_key,
+                    health_listen: a.health_listen,
                     server_names: a.server_names,
                     replica: a.replica,
                     detect_interval: a.detect_interval,

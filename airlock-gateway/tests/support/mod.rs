@@ -55,6 +55,11 @@ impl Gateway {
 
     /// The same with more `run` flags.
     pub fn start_with_args(root: &Path, database_url: Option<&str>, extra: &[&str]) -> Gateway {
+        Gateway::start_with_env(root, database_url, extra, &[])
+    }
+
+    /// The same with environment variables for `run`.
+    pub fn start_with_env(root: &Path, database_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let data = root.join("data");
         let log = root.join("gateway.log");
@@ -64,7 +69,7 @@ impl Gateway {
         if let Some(url) = database_url {
             command.args(["--database-url", url]);
         }
-        command.args(extra);
+        command.args(extra).envs(env.iter().copied());
         let child = command
             .stdout(Stdio::null())
             .stderr(log_file)
