@@ -46,16 +46,18 @@ echo "setup: $(cargo --version)"
 # The API tests' second client (a platform team's): Python grpcio and
 # grpcio-tools from PyPI; the MCP bridge's client: the official MCP Python SDK;
 # the Control Room's browser test: Playwright, which drives Debian's chromium
-# (installed above; Playwright's own browser downloads are never used).
+# (installed above; Playwright's own browser downloads are never used); the
+# Kubernetes manifests' offline validation: kubernetes-validate (its bundled
+# schemas, one set per Kubernetes version).
 # In a venv under target/ (pinned; made once), on Debian's python3 (installed
 # above): the MCP test runs it as nobody inside a governed session, so its
 # interpreter must not live in a private home directory (a pyenv's).
 venv=target/pyvenv
-if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
-    echo "setup: making $venv with grpcio, mcp and playwright for the API, MCP and Control Room tests"
+if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright, kubernetes_validate; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
+    echo "setup: making $venv with grpcio, mcp, playwright and kubernetes-validate for the API, MCP, Control Room and Kubernetes manifest tests"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2 kubernetes-validate==1.37.0
 fi
 chmod -R go+rX "$venv"
 
@@ -71,6 +73,39 @@ if ! cmp -s "$oidc_lock" "$oidc/package-lock.json" || [ ! -f "$oidc/node_modules
     mkdir -p "$oidc"
     cp airlock-gateway/tests/oidc/package.json "$oidc_lock" "$oidc/"
     npm ci --prefix "$oidc" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# The Kubernetes manifests are rendered with `kubectl kustomize` (cargo xtask
+# k8s), which needs Kustomize 5 or newer. Debian bookworm's kubernetes-client
+# is 1.20, whose Kustomize (v2) cannot build them, so kubectl comes from the
+# Kubernetes project's own apt repository (pkgs.k8s.io, signed; its key is
+# fetched over HTTPS, as kubernetes.io documents), pinned to one minor.
+kubectl_minor=v1.32
+kustomize_major() {
+    kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9][0-9]*\)\..*/\1/p'
+}
+if [ "$(kustomize_major)" -ge 5 ] 2>/dev/null; then
+    echo "setup: kubectl $(kubectl version --client 2>/dev/null | sed -n 's/^Client Version: //p') with Kustomize v$(kustomize_major) already installed"
+else
+    echo "setup: installing kubectl ${kubectl_minor} from pkgs.k8s.io (Kustomize 5 for the Kubernetes manifests; Debian's kubernetes-client is too old)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq curl gpg ca-certificates >/dev/null
+    install -d -m 0755 /etc/apt/keyrings
+    if ! curl -fsSL "https://pkgs.k8s.io/core:/stable:/${kubectl_minor}/deb/Release.key" \
+            | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg; then
+        echo "setup: could not fetch the Kubernetes apt key from pkgs.k8s.io; install kubectl with Kustomize 5+" >&2
+        echo "       yourself (https://kubernetes.io/docs/tasks/tools/), then rerun" >&2
+        exit 1
+    fi
+    echo "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/${kubectl_minor}/deb/ /" \
+        > /etc/apt/sources.list.d/kubernetes.list
+    apt-get update -qq
+    apt-get install -y -qq kubectl >/dev/null
+    if ! [ "$(kustomize_major)" -ge 5 ] 2>/dev/null; then
+        echo "setup: kubectl installed, but $(command -v kubectl) has no Kustomize 5+ (another kubectl first in PATH?)" >&2
+        exit 1
+    fi
+    echo "setup: $(kubectl version --client | sed -n 's/^Client Version: /kubectl /p')"
 fi
 
 # The pseudo file systems the programs use (the daemon mounts them too).

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: the project's own build, test and benchmark helpers.
 
 mod bench;
+mod k8s;
 mod modgraph;
 mod test;
 mod vm;
@@ -19,7 +20,8 @@ commands:
                 [--all-suites] [--jobs N]
   bench         measure what Airlock costs against no agent, side by side [--quick]
   bench gateway the fleet gateway under 1,000 simulated agents, on SQLite and PostgreSQL [--quick]
-  modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]";
+  modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]
+  k8s           render every Kustomize overlay (deploy/kubernetes) and validate it offline, strict";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some("clean-check") => test::clean_check(),
         Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("k8s") => k8s::run(),
         Some("modules") => match args.get(1) {
             Some(dir) => modgraph::print(std::path::Path::new(dir)),
             None => modgraph::print(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new("."))),
