@@ -89,6 +89,11 @@ if [ "$(kustomize_major)" -ge 5 ] 2>/dev/null; then
 else
     echo "setup: installing kubectl ${kubectl_minor} from pkgs.k8s.io (Kustomize 5 for the Kubernetes manifests; Debian's kubernetes-client is too old)"
     export DEBIAN_FRONTEND=noninteractive
+    # Debian's package ships /usr/bin/kubectl too: the two cannot both be installed.
+    if dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+        echo "setup: removing Debian's kubernetes-client (its kubectl has Kustomize v2) for kubectl from pkgs.k8s.io"
+        apt-get remove -y -qq kubernetes-client >/dev/null
+    fi
     apt-get install -y -qq curl gpg ca-certificates >/dev/null
     install -d -m 0755 /etc/apt/keyrings
     if ! curl -fsSL "https://pkgs.k8s.io/core:/stable:/${kubectl_minor}/deb/Release.key" \
