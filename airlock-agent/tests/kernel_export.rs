@@ -127,7 +127,7 @@ fn wait_ocsf(file: &Path, ids: &[u64], daemon: &Daemon) -> Vec<(String, Value)> 
     let deadline = Instant::now() + seconds(15);
     loop {
         let lines = ocsf_lines(file);
-        let got: Vec<(String, Value)> = ids.iter().filter_map(|id| lines.iter().find(|(_, v)| v["metadata"]["uid"] == id.to_string()).cloned()).collect();
+        let got: Vec<(String, Value)> = ids.iter().filter_map(|id| lines.iter().find(|(_, v)| v["metadata"]["uid"].as_str() == Some(id.to_string().as_str())).cloned()).collect();
         if got.len() == ids.len() {
             return got;
         }

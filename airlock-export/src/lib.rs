@@ -107,7 +107,11 @@ impl Exporter {
                 }
                 Target::Otlp(endpoint) => {
                     let endpoint = endpoint.clone();
-                    let resource = ServiceResource { service_name: identity.service_name.clone(), service_version: identity.version.clone(), host_name: identity.host_name.clone() };
+                    let resource = ServiceResource {
+                        service_name: identity.service_name.clone(),
+                        service_version: identity.version.clone(),
+                        host_name: identity.host_name.clone(),
+                    };
                     std::thread::Builder::new().name(name).spawn(move || {
                         let url = endpoint.url.clone();
                         if let Err(e) = otlp::run(endpoint, resource, producer, rx, worker_stats) {
@@ -143,9 +147,7 @@ impl Exporter {
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty()
     }
-}
 
-impl Exporter {
     /// Stops the workers once they have written or sent what is queued;
     /// later offers are ignored. Blocks (at most the stop retry window and
     /// one call per OTLP target).
@@ -229,7 +231,12 @@ impl DropLog {
         if dropped == self.logged || (!stopping && self.at.is_some_and(|at| at.elapsed() < Self::EVERY)) {
             return;
         }
-        tracing::warn!(target, dropped = dropped - self.logged, total = dropped, "the export queue was full: decisions dropped from the export (enforcement and the audit trail are unaffected)");
+        tracing::warn!(
+            target,
+            dropped = dropped - self.logged,
+            total = dropped,
+            "the export queue was full: decisions dropped from the export (enforcement and the audit trail are unaffected)"
+        );
         self.logged = dropped;
         self.at = Some(Instant::now());
     }
@@ -258,7 +265,10 @@ mod tests {
         let stats = exporter.stats()[0].1.clone();
         drop(exporter);
         let text = std::fs::read_to_string(&path).unwrap();
-        let uids: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["metadata"]["uid"].as_str().unwrap().parse().unwrap()).collect();
+        let uids: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["metadata"]["uid"].as_str().unwrap().parse().unwrap())
+            .collect();
         assert_eq!(uids, (1..=100).collect::<Vec<_>>());
         assert_eq!(stats.exported.load(Ordering::Relaxed), 100);
         assert_eq!(stats.skipped.load(Ordering::Relaxed), 1);
@@ -271,7 +281,14 @@ mod tests {
         // No worker drains this queue: the sender alone, as when a worker is stuck.
         let (sender, _rx) = mpsc::channel(2);
         let stats = Arc::new(Stats::default());
-        let exporter = Exporter { queues: vec![Queue { target: Target::OcsfFile("/dev/null".into()), sender: Mutex::new(Some(sender)), stats: stats.clone(), worker: Mutex::new(None) }] };
+        let exporter = Exporter {
+            queues: vec![Queue {
+                target: Target::OcsfFile("/dev/null".into()),
+                sender: Mutex::new(Some(sender)),
+                stats: stats.clone(),
+                worker: Mutex::new(None),
+            }],
+        };
         for id in 0..5 {
             exporter.offer(&exec(id));
         }

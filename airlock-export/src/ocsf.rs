@@ -44,7 +44,9 @@ pub struct Producer {
 /// Why a kind of decision is not exported, or None when it is.
 pub fn skip_reason(kind: &str) -> Option<&'static str> {
     match kind {
-        kinds::APPROVAL => Some("an approval step is a workflow record; the held exec and the exec a grant let run are exported as Process Activity with the request id"),
+        kinds::APPROVAL => Some(
+            "an approval step is a workflow record; the held exec and the exec a grant let run are exported as Process Activity with the request id",
+        ),
         kinds::REVOKE => Some("an operator's action on a session; the denials that follow it are exported"),
         kinds::TAG_FAILURE => Some("the daemon could not tag a process: an agent health record, in the audit trail and status"),
         kinds::EVENTS_LOST | kinds::SHIPPING_LOST => Some("a count of records lost before the pipeline: agent health, in the audit trail and status"),

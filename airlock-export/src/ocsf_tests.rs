@@ -36,9 +36,17 @@ fn a_denied_exec_is_a_process_launch_denied() {
     d.reason = "rule".into();
     d.policy = Some("infra-mutation-block".into());
     d.rule = Some("terraform apply".into());
-    d.detail = Some(Detail::Exec(ExecDetail { filename: "/usr/local/bin/terraform".into(), matched_by: Some("executable".into()), stage: "early".into(), ..Default::default() }));
+    d.detail = Some(Detail::Exec(ExecDetail {
+        filename: "/usr/local/bin/terraform".into(),
+        matched_by: Some("executable".into()),
+        stage: "early".into(),
+        ..Default::default()
+    }));
     let e = event(&d, &producer()).expect("exported");
-    assert_eq!((e["class_uid"].as_u64(), e["category_uid"].as_u64(), e["activity_id"].as_u64(), e["type_uid"].as_u64()), (Some(1007), Some(1), Some(1), Some(100701)));
+    assert_eq!(
+        (e["class_uid"].as_u64(), e["category_uid"].as_u64(), e["activity_id"].as_u64(), e["type_uid"].as_u64()),
+        (Some(1007), Some(1), Some(1), Some(100701))
+    );
     assert_eq!(e["class_name"], "Process Activity");
     assert_eq!(e["activity_name"], "Launch");
     assert_eq!((e["action_id"].as_u64(), e["action"].as_str()), (Some(2), Some("Denied")));
@@ -78,7 +86,10 @@ fn an_allowed_exec_is_low_severity_and_an_approval_hold_is_delayed() {
     let mut d = base(kinds::EXEC, kinds::ALLOW);
     d.detail = Some(Detail::Exec(ExecDetail::default()));
     let e = event(&d, &producer()).unwrap();
-    assert_eq!((e["action_id"].as_u64(), e["disposition_id"].as_u64(), e["status_id"].as_u64(), e["severity_id"].as_u64()), (Some(1), Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (e["action_id"].as_u64(), e["disposition_id"].as_u64(), e["status_id"].as_u64(), e["severity_id"].as_u64()),
+        (Some(1), Some(1), Some(1), Some(1))
+    );
     assert!(e.get("status_detail").is_none());
     d.decision = kinds::DENY.into();
     d.reason = "approval_required".into();
@@ -100,7 +111,10 @@ fn connects_are_network_activity_refused_or_opened() {
     d.reason = "rule".into();
     d.detail = Some(Detail::Destination(Destination { address: "127.0.0.9".into(), port: 8443, protocol: "tcp".into() }));
     let e = event(&d, &producer()).unwrap();
-    assert_eq!((e["class_uid"].as_u64(), e["category_uid"].as_u64(), e["activity_id"].as_u64(), e["type_uid"].as_u64()), (Some(4001), Some(4), Some(5), Some(400105)));
+    assert_eq!(
+        (e["class_uid"].as_u64(), e["category_uid"].as_u64(), e["activity_id"].as_u64(), e["type_uid"].as_u64()),
+        (Some(4001), Some(4), Some(5), Some(400105))
+    );
     assert_eq!(e["activity_name"], "Refuse");
     assert_eq!(e["category_name"], "Network Activity");
     assert_eq!(e["dst_endpoint"], json!({ "ip": "127.0.0.9", "port": 8443 }));
@@ -116,9 +130,13 @@ fn connects_are_network_activity_refused_or_opened() {
     let e = event(&d, &producer()).unwrap();
     assert_eq!((e["activity_name"].as_str(), e["dst_endpoint"]["ip"].as_str()), (Some("Traffic"), Some("::1")));
     d.kind = kinds::UNIX_CONNECT.into();
-    d.detail = Some(Detail::UnixSocket(UnixSocket { path: "/run/docker.sock".into(), socket_type: "stream".into(), resolved: true, abstract_name: false }));
+    d.detail =
+        Some(Detail::UnixSocket(UnixSocket { path: "/run/docker.sock".into(), socket_type: "stream".into(), resolved: true, abstract_name: false }));
     let e = event(&d, &producer()).unwrap();
-    assert_eq!((e["class_uid"].as_u64(), e["connection_info"]["protocol_name"].as_str(), e["dst_endpoint"]["name"].as_str()), (Some(4001), Some("unix"), Some("/run/docker.sock")));
+    assert_eq!(
+        (e["class_uid"].as_u64(), e["connection_info"]["protocol_name"].as_str(), e["dst_endpoint"]["name"].as_str()),
+        (Some(4001), Some("unix"), Some("/run/docker.sock"))
+    );
     assert_eq!(e["unmapped"]["socket_path"], "/run/docker.sock");
 }
 

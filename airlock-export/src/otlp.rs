@@ -58,7 +58,13 @@ pub struct ServiceResource {
 
 /// The worker: owns its own single-threaded runtime, so the caller (a plain
 /// thread, or the gateway's runtime) never waits on the network.
-pub(crate) fn run(endpoint: OtlpEndpoint, resource: ServiceResource, producer: Producer, mut rx: mpsc::Receiver<Item>, stats: Arc<Stats>) -> Result<()> {
+pub(crate) fn run(
+    endpoint: OtlpEndpoint,
+    resource: ServiceResource,
+    producer: Producer,
+    mut rx: mpsc::Receiver<Item>,
+    stats: Arc<Stats>,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the OTLP exporter's runtime")?;
     runtime.block_on(async move {
         let client = client(&endpoint)?;
@@ -142,7 +148,17 @@ impl Batches {
                 Err(status) => status,
             };
             let window = if self.stats.stopping.load(Ordering::Relaxed) { STOP_RETRY_WINDOW } else { RETRY_WINDOW };
-            let retryable = matches!(status.code(), Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Cancelled | Code::DeadlineExceeded | Code::OutOfRange | Code::DataLoss | Code::Unknown);
+            let retryable = matches!(
+                status.code(),
+                Code::Unavailable
+                    | Code::ResourceExhausted
+                    | Code::Aborted
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::OutOfRange
+                    | Code::DataLoss
+                    | Code::Unknown
+            );
             if !retryable || started.elapsed() + backoff > window {
                 tracing::warn!(
                     collector = %self.endpoint.url, records = count, attempts, code = ?status.code(),
