@@ -73,6 +73,10 @@ enum Command {
         /// pinned and in force, and the next start re-adopts the running sessions.
         #[arg(long)]
         release_on_exit: bool,
+        /// Export every decision for a SIEM (repeatable): ocsf:FILE appends OCSF events as JSON
+        /// lines; otlp:URL sends them as OTLP logs to a collector (http(s)://HOST:4317). See docs/export.md.
+        #[arg(long = "export", value_name = "TARGET", value_parser = airlock_export::Target::parse_flag)]
+        export: Vec<airlock_export::Target>,
         #[command(flatten)]
         api: ApiServeArgs,
         #[command(flatten)]
@@ -467,7 +471,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, masking, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, api, detect } => {
+        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, masking, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, export, api, detect } => {
             let dns = match dns_server {
                 None => DnsClient::system(),
                 Some(s) => DnsClient::with_server(
@@ -513,6 +517,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 gateway,
                 notify: api.notify_config.as_deref().map(crate::approvals::notify::load_config).transpose()?,
                 detection: detect.config()?,
+                export,
                 approvals: crate::approvals::ApprovalSettings {
                     ttl: api.approval_ttl,
                     max_pending_per_session: api.approval_max_pending as usize,

@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub detect_interval: Option<u64>,
     /// The web Control Room: `[ui]` with `listen`, `session_hours` and `[ui.oidc]`.
     pub ui: Option<crate::ui::UiFileConfig>,
+    /// SIEM export targets, `["ocsf:FILE", "otlp:URL"]` (docs/export.md).
+    pub export: Option<Vec<String>>,
 }
 
 /// What `run` was given on its command line.
@@ -59,6 +61,7 @@ pub struct Flags {
     pub replica: Option<String>,
     pub detect_interval: Option<u64>,
     pub ui_listen: Option<String>,
+    pub export: Vec<airlock_export::Target>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,8 @@ pub struct RunConfig {
     pub detect_interval: Duration,
     /// The Control Room, when it has a listen address.
     pub ui: Option<crate::ui::UiConfig>,
+    /// Where every host's decisions are exported (the flags', else the file's).
+    pub export: Vec<airlock_export::Target>,
 }
 
 impl RunConfig {
@@ -117,11 +122,21 @@ impl RunConfig {
             bail!("{}: must be at least 1 second (got 0)", from("--detect-interval"));
         }
         let ui = crate::ui::UiConfig::resolve(flags.ui_listen, file.ui, &from)?;
+        let export = if flags.export.is_empty() {
+            let mut targets = Vec::new();
+            for (n, text) in file.export.unwrap_or_default().iter().enumerate() {
+                targets.push(airlock_export::Target::parse(text).map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("export[{n}]"))))?);
+            }
+            targets
+        } else {
+            flags.export
+        };
         let notify = file.notify.unwrap_or_default();
         for (org, config) in &notify {
             config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("notify.{org}"))))?;
         }
         Ok(RunConfig {
+            export,
             ui,
             notify,
             detect_interval: Duration::from_secs(detect_secs),
@@ -175,6 +190,15 @@ mod tests {
         assert!(err.contains("--detect-interval") && err.contains("at least 1 second"), "{err}");
         let config = RunConfig::resolve(Flags { config: Some(file.clone()), detect_interval: Some(5), ..Default::default() }).unwrap();
         assert_eq!(config.detect_interval, Duration::from_secs(5), "the flag wins");
+        std::fs::write(&file, "export = [\"ocsf:/var/log/airlock/fleet.jsonl\", \"otlp:http://127.0.0.1:4317\"]\n").unwrap();
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(config.export.iter().map(|t| t.to_string()).collect::<Vec<_>>(), ["ocsf:/var/log/airlock/fleet.jsonl", "otlp:http://127.0.0.1:4317"]);
+        let flag = airlock_export::Target::parse("ocsf:/tmp/flag.jsonl").unwrap();
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), export: vec![flag.clone()], ..Default::default() }).unwrap();
+        assert_eq!(config.export, [flag], "the flags win over the file's list");
+        std::fs::write(&file, "export = [\"ocsf:/tmp/a.jsonl\", \"otlp:127.0.0.1:4317\"]\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("export[1] (from") && err.contains("gateway.toml") && err.contains("http:// or https://"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

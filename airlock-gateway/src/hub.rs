@@ -60,6 +60,8 @@ pub struct Hub {
     pub notifiers: Notifiers,
     /// A block was placed, acknowledged or lifted through this replica.
     pub blocks_changed: Notify,
+    /// The SIEM export (`run --export`), set once at start when asked for.
+    export: std::sync::OnceLock<Arc<airlock_export::Exporter>>,
 }
 
 struct Connection {
@@ -86,7 +88,15 @@ impl Hub {
             commands_queued: Notify::new(),
             stopping: Default::default(),
             blocks_changed: Notify::new(),
+            export: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Every decision this replica stores from now on is also exported.
+    pub fn set_export(&self, exporter: Arc<airlock_export::Exporter>) {
+        if self.export.set(exporter).is_err() {
+            tracing::warn!("the SIEM export was already set; the second is ignored");
+        }
     }
 
     pub fn policy_versions(&self) -> watch::Receiver<HashMap<i64, i64>> {
@@ -181,13 +191,16 @@ impl Hub {
             }
             let batches: Vec<HostBatch<'_>> =
                 group.iter().map(|r| HostBatch { org_id: r.org_id, host_id: &r.host_id, rows: &r.rows, lost: r.lost }).collect();
-            let (outcome, approvals) = match self.store.insert_decision_batches(&batches).await {
-                Ok(ingested) => (Ok(()), ingested.approvals),
-                Err(e) => (Err(crate::auth::store_status(e)), Vec::new()),
+            let (outcome, approvals, new) = match self.store.insert_decision_batches(&batches).await {
+                Ok(ingested) => (Ok(()), ingested.approvals, ingested.new),
+                Err(e) => (Err(crate::auth::store_status(e)), Vec::new(), Vec::new()),
             };
             drop(batches);
-            for request in group {
+            for (n, mut request) in group.into_iter().enumerate() {
                 let _ = request.done.send(outcome.clone());
+                if let (Some(exporter), Some(&stored)) = (self.export.get(), new.get(n)) {
+                    export_new(exporter, std::mem::take(&mut request.rows), stored);
+                }
             }
             if outcome.is_ok() {
                 self.stored.notify_waiters();
@@ -268,6 +281,19 @@ impl Hub {
         if command.kind == DECIDE_APPROVAL {
             crate::approvals::command_undelivered(&self.store, &self.notifiers, command, error, now).await;
         }
+    }
+}
+
+/// Hands the decisions a batch newly stored to the export. A batch is a run
+/// of its host's sequence numbers and a resend repeats only a run's start
+/// (the agent resends from its ack watermark), so the `stored` new ones are
+/// the highest: what the store skipped as duplicates is not exported twice.
+fn export_new(exporter: &airlock_export::Exporter, mut rows: Vec<IncomingDecision>, stored: u64) {
+    rows.sort_by_key(|r| r.seq);
+    let skip = rows.len().saturating_sub(usize::try_from(stored).unwrap_or(usize::MAX));
+    for row in rows.into_iter().skip(skip) {
+        let item: airlock_export::Item = Arc::new(row.decision);
+        exporter.offer(&item);
     }
 }
 

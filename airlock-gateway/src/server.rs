@@ -3,6 +3,7 @@
 //! one TLS listener until SIGTERM or SIGINT.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_api::gateway::v1::agent_link_server::AgentLinkServer;
@@ -68,6 +69,16 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
     let notifiers = crate::approvals::Notifiers::start(&config.notify)?;
     let hub = Hub::new(store, authority, config.replica.clone(), notifiers);
+    // Opened before the gateway serves: a target that cannot be written refuses the start.
+    let export = if config.export.is_empty() {
+        None
+    } else {
+        let host_name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        let identity = airlock_export::Identity { service_name: "airlock-gateway".into(), version: env!("CARGO_PKG_VERSION").into(), host_name };
+        let exporter = Arc::new(airlock_export::Exporter::start(&config.export, &identity)?);
+        hub.set_export(exporter.clone());
+        Some(exporter)
+    };
     tokio::spawn(hub.clone().watch_policies());
     tokio::spawn(hub.clone().deliver_commands());
     tokio::spawn(hub.clone().write_batches());
@@ -104,6 +115,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
         })
         .await
         .context("serve")?;
+    if let Some(exporter) = export {
+        // What was queued is still written and sent (bounded: the exporter's stop window).
+        tokio::task::spawn_blocking(move || exporter.shutdown()).await.context("stop the export")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

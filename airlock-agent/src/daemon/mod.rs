@@ -82,12 +82,15 @@ pub struct DaemonOptions {
     /// The detectors over this host's store (None: off). With a gateway they
     /// run at the gateway instead, over the whole org.
     pub detection: Option<crate::security::detection::DetectionConfig>,
+    /// SIEM export targets (`--export ocsf:FILE`, `--export otlp:URL`).
+    pub export: Vec<airlock_export::Target>,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
     raise_descriptor_limit();
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditSink::open(&opts.state_dir.join(AUDIT_FILE))?;
+    let export = crate::pipeline::export::start(&opts.export)?;
     opts.api.validate()?;
     let store = Arc::new(Store::open(&opts.state_dir, opts.retention)?);
     // Enrolled (or enrolling, once) before the kernel is touched: a host that
@@ -137,6 +140,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(audit), Box::new(StoreSink::new(store.clone())), Box::new(live)];
     if let Some((_, handle)) = &gateway {
         sinks.push(Box::new(SpoolSink::new(handle.spool.clone())));
+    }
+    if let Some(export) = export {
+        sinks.push(Box::new(export));
     }
     let (enrolled, gateway) = match gateway {
         Some((enrolled, handle)) => (Some(enrolled), Some(handle)),

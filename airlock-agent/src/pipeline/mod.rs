@@ -1,10 +1,11 @@
 //! Decisions to sinks. Every decision (from the kernel, or recorded by the
 //! daemon: a revocation, a loss marker) is emitted here once: it gets its id,
 //! is encoded once, and the same record goes to every [`Sink`] in turn: the
-//! audit trail, the decision store, the live stream, and the gateway's
-//! shipper when there is one.
+//! audit trail, the decision store, the live stream, the gateway's shipper
+//! when there is one, and the SIEM export when it is asked for.
 
 pub mod audit;
+pub mod export;
 pub mod live;
 pub mod store;
 

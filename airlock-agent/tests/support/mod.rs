@@ -705,6 +705,24 @@ pub fn python_mcp() -> PathBuf {
     }
 }
 
+/// The venv's Python with what the export tests use (`ocsf-json-schema`,
+/// `jsonschema`, `opentelemetry-proto` on grpcio), installed by
+/// scripts/setup.sh. Without them the test prints `skipped: ...` and is
+/// reported skipped, unless AIRLOCK_REQUIRE_PYTHON_EXPORT=1 (scripts/test.sh):
+/// then it fails.
+pub fn python_export() -> PathBuf {
+    match venv_python("import grpc, jsonschema, ocsf_json_schema, opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc") {
+        Ok(python) => python,
+        Err(why) if std::env::var("AIRLOCK_REQUIRE_PYTHON_EXPORT").as_deref() == Ok("1") => {
+            panic!("AIRLOCK_REQUIRE_PYTHON_EXPORT=1 but there is no Python with the export tests' packages ({why}): run scripts/setup.sh (it installs them from PyPI into target/pyvenv)")
+        }
+        Err(why) => {
+            println!("skipped: no Python with ocsf-json-schema and opentelemetry-proto ({why}); scripts/setup.sh installs them");
+            harness::skip(format!("no Python with ocsf-json-schema and opentelemetry-proto: {why}"))
+        }
+    }
+}
+
 /// Debian's chromium, which the Control Room's browser test drives.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 

@@ -94,6 +94,10 @@ struct RunArgs {
     /// Serve the web Control Room (HTTPS, the gateway's certificate) here, e.g. 0.0.0.0:8443.
     #[arg(long, value_name = "ADDR")]
     ui_listen: Option<String>,
+    /// Export every host's decisions for a SIEM as they are stored (repeatable): ocsf:FILE
+    /// (OCSF JSON lines) or otlp:URL (OTLP logs to a collector). See docs/export.md.
+    #[arg(long = "export", value_name = "TARGET", value_parser = airlock_export::Target::parse_flag)]
+    export: Vec<airlock_export::Target>,
 }
 
 /// Where the fleet API is and who is calling.
@@ -328,6 +332,7 @@ pub fn main() -> i32 {
                     replica: a.replica,
                     detect_interval: a.detect_interval,
                     ui_listen: a.ui_listen,
+                    export: a.export,
                 };
                 crate::server::run(crate::config::RunConfig::resolve(flags)?).await
             }
