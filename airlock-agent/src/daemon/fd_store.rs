@@ -60,7 +60,11 @@ pub fn publish(kernel: &Kernel) -> FdStoreStatus {
         }
     }
     if failures.is_empty() {
-        tracing::info!(stored = status.stored, withdrawn = status.withdrawn, "the enforcement's links and maps are in systemd's file descriptor store");
+        tracing::info!(
+            stored = status.stored,
+            withdrawn = status.withdrawn,
+            "the enforcement's links and maps are in systemd's file descriptor store"
+        );
     } else {
         tracing::error!(?failures, "systemd's file descriptor store refused some descriptors; the pins still hold the enforcement");
         status.error = Some(failures.join("; "));
@@ -82,6 +86,8 @@ pub fn withdraw(kernel: &Kernel) {
                 }
             }
         }
-        Err(e) => tracing::error!("list the pinned set to withdraw it from systemd's file descriptor store: {e:#}"),
+        Err(e) => tracing::error!(
+            "list the pinned set to withdraw it from systemd's file descriptor store: {e:#}"
+        ),
     }
 }

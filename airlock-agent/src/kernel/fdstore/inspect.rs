@@ -97,14 +97,20 @@ pub fn link_object(fd: BorrowedFd<'_>) -> Result<LinkObject> {
         LinkTypeInfo::Tracing(t) => Attachment::Tracing(t.attach_type as u32),
         LinkTypeInfo::Cgroup(c) => Attachment::Cgroup(c.attach_type as u32),
         LinkTypeInfo::PerfEvent(p) => match p.event_type {
-            PerfEventType::Tracepoint { name, .. } => Attachment::Tracepoint(name.map(|n| n.to_string_lossy().into_owned())),
+            PerfEventType::Tracepoint { name, .. } => {
+                Attachment::Tracepoint(name.map(|n| n.to_string_lossy().into_owned()))
+            }
             // 6.1 reports no detail for perf-event links.
             PerfEventType::Unknown(_) => Attachment::Tracepoint(None),
             other => Attachment::Other(format!("perf event {other:?}")),
         },
         other => Attachment::Other(format!("{other:?}")),
     };
-    Ok(LinkObject { id: info.id, attachment, program: program_object(info.prog_id)? })
+    Ok(LinkObject {
+        id: info.id,
+        attachment,
+        program: program_object(info.prog_id)?,
+    })
 }
 
 /// The program by id: its name and the maps it uses.
@@ -112,29 +118,48 @@ fn program_object(id: u32) -> Result<ProgramObject> {
     // SAFETY: plain syscall wrapper; a returned fd is ours.
     let raw = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
     if raw < 0 {
-        return Err(std::io::Error::from_raw_os_error(-raw)).with_context(|| format!("open program {id}"));
+        return Err(std::io::Error::from_raw_os_error(-raw))
+            .with_context(|| format!("open program {id}"));
     }
     // SAFETY: the kernel just gave us this descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info and len are valid for the duration of the call.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len) };
+    let rc =
+        unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len) };
     if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(-rc)).with_context(|| format!("read the info of program {id}"));
+        return Err(std::io::Error::from_raw_os_error(-rc))
+            .with_context(|| format!("read the info of program {id}"));
     }
     // Second call: the kernel copies at most nr_map_ids ids into our buffer.
     let mut map_ids = vec![0u32; info.nr_map_ids as usize];
-    let mut with_maps = libbpf_sys::bpf_prog_info { nr_map_ids: map_ids.len() as u32, map_ids: map_ids.as_mut_ptr() as u64, ..Default::default() };
+    let mut with_maps = libbpf_sys::bpf_prog_info {
+        nr_map_ids: map_ids.len() as u32,
+        map_ids: map_ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
     let mut len = std::mem::size_of_val(&with_maps) as u32;
     // SAFETY: map_ids holds nr_map_ids u32s and outlives the call.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut with_maps, &mut len) };
+    let rc = unsafe {
+        libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut with_maps, &mut len)
+    };
     if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(-rc)).with_context(|| format!("read the maps of program {id}"));
+        return Err(std::io::Error::from_raw_os_error(-rc))
+            .with_context(|| format!("read the maps of program {id}"));
     }
     map_ids.truncate(with_maps.nr_map_ids.min(map_ids.len() as u32) as usize);
-    let name_bytes: Vec<u8> = info.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
-    Ok(ProgramObject { id, name: String::from_utf8_lossy(&name_bytes).into_owned(), map_ids })
+    let name_bytes: Vec<u8> = info
+        .name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok(ProgramObject {
+        id,
+        name: String::from_utf8_lossy(&name_bytes).into_owned(),
+        map_ids,
+    })
 }
 
 /// Reads the meta record (one array entry) through a descriptor.
@@ -143,7 +168,11 @@ pub fn read_meta_record(fd: BorrowedFd<'_>) -> Result<Vec<u8>> {
     let key = 0u32;
     // SAFETY: key and value are valid buffers of the map's key and value sizes (checked before).
     let rc = unsafe {
-        libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), (&key as *const u32).cast(), value.as_mut_ptr().cast())
+        libbpf_sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            (&key as *const u32).cast(),
+            value.as_mut_ptr().cast(),
+        )
     };
     if rc != 0 {
         bail!("read the meta record: {}", std::io::Error::last_os_error());
@@ -173,7 +202,10 @@ pub fn check_meta_map(map: &MapObject) -> Result<(), String> {
 
 pub fn check_map(pin_name: &str, map: &MapObject) -> Result<(), String> {
     if !kernel_name_matches(&map.name, pin_name) {
-        return Err(format!("the map is named {:?} in the kernel, not {pin_name:?}", map.name));
+        return Err(format!(
+            "the map is named {:?} in the kernel, not {pin_name:?}",
+            map.name
+        ));
     }
     Ok(())
 }
@@ -181,18 +213,34 @@ pub fn check_map(pin_name: &str, map: &MapObject) -> Result<(), String> {
 /// A link is the set's attachment of `program` if the set's meta record lists
 /// the hook, the kernel's program has that name, the link is of the kind the
 /// hook's attach point needs, and every map the program uses is one of the set's.
-pub fn check_link(program: &str, hooks: &[Hook], link: &LinkObject, set_maps: &BTreeSet<u32>) -> Result<(), String> {
+pub fn check_link(
+    program: &str,
+    hooks: &[Hook],
+    link: &LinkObject,
+    set_maps: &BTreeSet<u32>,
+) -> Result<(), String> {
     let Some(hook) = hooks.iter().find(|h| h.program == program) else {
         return Err(format!("the set's meta record lists no hook {program}"));
     };
     if !kernel_name_matches(&link.program.name, program) {
-        return Err(format!("the link holds program {:?} (id {}), not {program}", link.program.name, link.program.id));
+        return Err(format!(
+            "the link holds program {:?} (id {}), not {program}",
+            link.program.name, link.program.id
+        ));
     }
     attachment_fits(&hook.attach_point, &link.attachment)?;
     if link.program.map_ids.is_empty() {
-        return Err(format!("program {program} (id {}) uses no map: not one of Airlock's", link.program.id));
+        return Err(format!(
+            "program {program} (id {}) uses no map: not one of Airlock's",
+            link.program.id
+        ));
     }
-    if let Some(foreign) = link.program.map_ids.iter().find(|id| !set_maps.contains(id)) {
+    if let Some(foreign) = link
+        .program
+        .map_ids
+        .iter()
+        .find(|id| !set_maps.contains(id))
+    {
         return Err(format!("program {program} (id {}) uses map {foreign}, which is not one of the set's stored maps", link.program.id));
     }
     Ok(())
@@ -201,7 +249,11 @@ pub fn check_link(program: &str, hooks: &[Hook], link: &LinkObject, set_maps: &B
 /// Whether a link of this kind can be the attachment `attach_point` names
 /// (as load.rs writes them: `tp_btf/X`, `lsm/X`, `tracepoint/syscalls/X`, `cgroup/X on DIR`).
 pub fn attachment_fits(attach_point: &str, attachment: &Attachment) -> Result<(), String> {
-    let mismatch = || Err(format!("the link is {attachment:?}, which cannot be {attach_point}"));
+    let mismatch = || {
+        Err(format!(
+            "the link is {attachment:?}, which cannot be {attach_point}"
+        ))
+    };
     if let Some(tp) = attach_point.strip_prefix("tp_btf/") {
         return match attachment {
             Attachment::RawTracepoint(name) if name == tp => Ok(()),
@@ -246,25 +298,49 @@ mod tests {
     use super::*;
 
     fn hook(program: &str, point: &str) -> Hook {
-        Hook { program: program.into(), attach_point: point.into() }
+        Hook {
+            program: program.into(),
+            attach_point: point.into(),
+        }
     }
 
     fn link(name: &str, attachment: Attachment, maps: &[u32]) -> LinkObject {
-        LinkObject { id: 7, attachment, program: ProgramObject { id: 70, name: name.into(), map_ids: maps.to_vec() } }
+        LinkObject {
+            id: 7,
+            attachment,
+            program: ProgramObject {
+                id: 70,
+                name: name.into(),
+                map_ids: maps.to_vec(),
+            },
+        }
     }
 
     fn map(name: &str) -> MapObject {
-        MapObject { id: 1, name: name.into(), map_type: libbpf_sys::BPF_MAP_TYPE_HASH, key_size: 4, value_size: 8, max_entries: 16 }
+        MapObject {
+            id: 1,
+            name: name.into(),
+            map_type: libbpf_sys::BPF_MAP_TYPE_HASH,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 16,
+        }
     }
 
     #[test]
     fn kernel_names_are_compared_as_truncated_to_15_bytes() {
-        assert!(kernel_name_matches("airlock_compat_", "airlock_compat_pidfd_getfd"));
+        assert!(kernel_name_matches(
+            "airlock_compat_",
+            "airlock_compat_pidfd_getfd"
+        ));
         assert!(kernel_name_matches("airlock_fork", "airlock_fork"));
         assert!(kernel_name_matches("airlock.bss", "airlock_bss"));
         assert!(!kernel_name_matches("airlock_exit", "airlock_fork"));
         assert!(!kernel_name_matches("", "airlock_fork"));
-        assert!(!kernel_name_matches("airlock_fork", "airlock_fork_x_longer_name"));
+        assert!(!kernel_name_matches(
+            "airlock_fork",
+            "airlock_fork_x_longer_name"
+        ));
     }
 
     #[test]
@@ -272,18 +348,40 @@ mod tests {
         assert!(check_map("tagged_procs", &map("tagged_procs")).is_ok());
         assert!(check_map("airlock_bss", &map("airlock.bss")).is_ok());
         let err = check_map("tagged_procs", &map("quarantine")).unwrap_err();
-        assert!(err.contains("quarantine") && err.contains("tagged_procs"), "{err}");
+        assert!(
+            err.contains("quarantine") && err.contains("tagged_procs"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_meta_record_has_one_shape() {
-        let good = MapObject { id: 3, name: META_MAP_NAME.into(), map_type: libbpf_sys::BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: META_BYTES, max_entries: 1 };
+        let good = MapObject {
+            id: 3,
+            name: META_MAP_NAME.into(),
+            map_type: libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: META_BYTES,
+            max_entries: 1,
+        };
         assert!(check_meta_map(&good).is_ok());
         for bad in [
-            MapObject { name: "tagged_procs".into(), ..good.clone() },
-            MapObject { value_size: 8, ..good.clone() },
-            MapObject { map_type: libbpf_sys::BPF_MAP_TYPE_HASH, ..good.clone() },
-            MapObject { max_entries: 2, ..good.clone() },
+            MapObject {
+                name: "tagged_procs".into(),
+                ..good.clone()
+            },
+            MapObject {
+                value_size: 8,
+                ..good.clone()
+            },
+            MapObject {
+                map_type: libbpf_sys::BPF_MAP_TYPE_HASH,
+                ..good.clone()
+            },
+            MapObject {
+                max_entries: 2,
+                ..good.clone()
+            },
         ] {
             assert!(check_meta_map(&bad).is_err(), "{bad:?}");
         }
@@ -292,23 +390,62 @@ mod tests {
     #[test]
     fn each_attach_point_takes_only_its_own_kind_of_link() {
         let cases: [(&str, Attachment); 6] = [
-            ("tp_btf/sched_process_fork", Attachment::RawTracepoint("sched_process_fork".into())),
-            ("lsm/bprm_check_security", Attachment::Tracing(libbpf_sys::BPF_LSM_MAC)),
-            ("tracepoint/syscalls/sys_enter_kill", Attachment::Tracepoint(Some("sys_enter_kill".into()))),
-            ("tracepoint/syscalls/sys_enter_kill", Attachment::Tracepoint(None)),
-            ("cgroup/connect4 on /sys/fs/cgroup", Attachment::Cgroup(libbpf_sys::BPF_CGROUP_INET4_CONNECT)),
-            ("cgroup/sendmsg_unix on /sys/fs/cgroup", Attachment::Cgroup(libbpf_sys::BPF_CGROUP_UNIX_SENDMSG)),
+            (
+                "tp_btf/sched_process_fork",
+                Attachment::RawTracepoint("sched_process_fork".into()),
+            ),
+            (
+                "lsm/bprm_check_security",
+                Attachment::Tracing(libbpf_sys::BPF_LSM_MAC),
+            ),
+            (
+                "tracepoint/syscalls/sys_enter_kill",
+                Attachment::Tracepoint(Some("sys_enter_kill".into())),
+            ),
+            (
+                "tracepoint/syscalls/sys_enter_kill",
+                Attachment::Tracepoint(None),
+            ),
+            (
+                "cgroup/connect4 on /sys/fs/cgroup",
+                Attachment::Cgroup(libbpf_sys::BPF_CGROUP_INET4_CONNECT),
+            ),
+            (
+                "cgroup/sendmsg_unix on /sys/fs/cgroup",
+                Attachment::Cgroup(libbpf_sys::BPF_CGROUP_UNIX_SENDMSG),
+            ),
         ];
         for (point, attachment) in &cases {
-            assert!(attachment_fits(point, attachment).is_ok(), "{point} refused {attachment:?}");
+            assert!(
+                attachment_fits(point, attachment).is_ok(),
+                "{point} refused {attachment:?}"
+            );
         }
         let wrong: [(&str, Attachment); 7] = [
-            ("tp_btf/sched_process_fork", Attachment::RawTracepoint("sched_process_exit".into())),
-            ("tp_btf/sched_process_fork", Attachment::Tracing(libbpf_sys::BPF_LSM_MAC)),
-            ("lsm/bprm_check_security", Attachment::Tracing(libbpf_sys::BPF_TRACE_FENTRY)),
-            ("tracepoint/syscalls/sys_enter_kill", Attachment::Tracepoint(Some("sys_enter_tkill".into()))),
-            ("cgroup/connect4 on /sys/fs/cgroup", Attachment::Cgroup(libbpf_sys::BPF_CGROUP_INET6_CONNECT)),
-            ("cgroup/connect4 on /sys/fs/cgroup", Attachment::Other("Xdp".into())),
+            (
+                "tp_btf/sched_process_fork",
+                Attachment::RawTracepoint("sched_process_exit".into()),
+            ),
+            (
+                "tp_btf/sched_process_fork",
+                Attachment::Tracing(libbpf_sys::BPF_LSM_MAC),
+            ),
+            (
+                "lsm/bprm_check_security",
+                Attachment::Tracing(libbpf_sys::BPF_TRACE_FENTRY),
+            ),
+            (
+                "tracepoint/syscalls/sys_enter_kill",
+                Attachment::Tracepoint(Some("sys_enter_tkill".into())),
+            ),
+            (
+                "cgroup/connect4 on /sys/fs/cgroup",
+                Attachment::Cgroup(libbpf_sys::BPF_CGROUP_INET6_CONNECT),
+            ),
+            (
+                "cgroup/connect4 on /sys/fs/cgroup",
+                Attachment::Other("Xdp".into()),
+            ),
             ("kprobe/do_exit", Attachment::Other("KprobeMulti".into())),
         ];
         for (point, attachment) in &wrong {
@@ -319,17 +456,46 @@ mod tests {
 
     #[test]
     fn a_link_must_be_the_hook_program_and_use_only_the_set_maps() {
-        let hooks = [hook("airlock_fork", "tp_btf/sched_process_fork"), hook("airlock_compat_kill", "tracepoint/syscalls/sys_enter_kill")];
+        let hooks = [
+            hook("airlock_fork", "tp_btf/sched_process_fork"),
+            hook("airlock_compat_kill", "tracepoint/syscalls/sys_enter_kill"),
+        ];
         let set_maps: BTreeSet<u32> = [10, 11, 12].into();
-        let fork = |name: &str, maps: &[u32]| link(name, Attachment::RawTracepoint("sched_process_fork".into()), maps);
-        assert!(check_link("airlock_fork", &hooks, &fork("airlock_fork", &[10, 12]), &set_maps).is_ok());
-        assert!(check_link("airlock_compat_kill", &hooks, &link("airlock_compat_", Attachment::Tracepoint(None), &[11]), &set_maps).is_ok());
+        let fork = |name: &str, maps: &[u32]| {
+            link(
+                name,
+                Attachment::RawTracepoint("sched_process_fork".into()),
+                maps,
+            )
+        };
+        assert!(check_link(
+            "airlock_fork",
+            &hooks,
+            &fork("airlock_fork", &[10, 12]),
+            &set_maps
+        )
+        .is_ok());
+        assert!(check_link(
+            "airlock_compat_kill",
+            &hooks,
+            &link("airlock_compat_", Attachment::Tracepoint(None), &[11]),
+            &set_maps
+        )
+        .is_ok());
 
-        let why = |program: &str, l: &LinkObject| check_link(program, &hooks, l, &set_maps).unwrap_err();
+        let why =
+            |program: &str, l: &LinkObject| check_link(program, &hooks, l, &set_maps).unwrap_err();
         assert!(why("airlock_exit", &fork("airlock_exit", &[10])).contains("lists no hook"));
         assert!(why("airlock_fork", &fork("airlock_exit", &[10])).contains("not airlock_fork"));
-        assert!(why("airlock_fork", &fork("airlock_fork", &[10, 99])).contains("map 99"), "a program of another set");
+        assert!(
+            why("airlock_fork", &fork("airlock_fork", &[10, 99])).contains("map 99"),
+            "a program of another set"
+        );
         assert!(why("airlock_fork", &fork("airlock_fork", &[])).contains("uses no map"));
-        assert!(why("airlock_fork", &link("airlock_fork", Attachment::Tracepoint(None), &[10])).contains("cannot be tp_btf/"));
+        assert!(why(
+            "airlock_fork",
+            &link("airlock_fork", Attachment::Tracepoint(None), &[10])
+        )
+        .contains("cannot be tp_btf/"));
     }
 }

@@ -61,18 +61,29 @@ struct Valid {
 /// start: a descriptor that is not what its name says is logged and ignored,
 /// and what is left pinned is judged by the usual adoption checks.
 pub fn restore(pins: &PinRoot, inherited: Vec<(String, OwnedFd)>) -> Restored {
-    let mut restored = Restored { received: inherited.iter().map(|(n, _)| n.clone()).collect(), ..Default::default() };
+    let mut restored = Restored {
+        received: inherited.iter().map(|(n, _)| n.clone()).collect(),
+        ..Default::default()
+    };
     let mut ignored = Vec::new();
     let mut ignore = |name: &str, why: String| {
-        tracing::warn!(descriptor = name, "a descriptor from systemd's file descriptor store is ignored: {why}");
+        tracing::warn!(
+            descriptor = name,
+            "a descriptor from systemd's file descriptor store is ignored: {why}"
+        );
         ignored.push(format!("{name}: {why}"));
     };
     let mut sets: BTreeMap<String, Vec<(FdName, OwnedFd)>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for (name, fd) in inherited {
         match FdName::parse(&name) {
-            Ok(_) if !seen.insert(name.clone()) => ignore(&name, "a second descriptor under the same name".into()),
-            Ok(parsed) => sets.entry(parsed.set.clone()).or_default().push((parsed, fd)),
+            Ok(_) if !seen.insert(name.clone()) => {
+                ignore(&name, "a second descriptor under the same name".into())
+            }
+            Ok(parsed) => sets
+                .entry(parsed.set.clone())
+                .or_default()
+                .push((parsed, fd)),
             Err(e) => ignore(&name, e.why.to_string()),
         }
     }
@@ -81,13 +92,17 @@ pub fn restore(pins: &PinRoot, inherited: Vec<(String, OwnedFd)>) -> Restored {
         if valid.is_empty() {
             continue;
         }
-        let target = PinSet { dir: pins.dir().join(&set) };
+        let target = PinSet {
+            dir: pins.dir().join(&set),
+        };
         for v in &valid {
             restored.taken_back.insert(v.name.format(), v.id);
         }
         match repin(&target, &valid) {
             Ok(paths) => restored.repinned.extend(paths),
-            Err(e) => tracing::error!(set = %target.dir.display(), "pin again what the set lacks: {e:#}"),
+            Err(e) => {
+                tracing::error!(set = %target.dir.display(), "pin again what the set lacks: {e:#}")
+            }
         }
     }
     restored.ignored = ignored;
@@ -118,7 +133,10 @@ fn validate(objects: Vec<(FdName, OwnedFd)>, ignore: &mut impl FnMut(&str, Strin
     }
     let Some((meta_name, meta_fd)) = meta else {
         for (name, _) in maps.iter().chain(&links) {
-            ignore(&name.format(), "its set's meta record was not stored, so nothing of the set can be checked".into());
+            ignore(
+                &name.format(),
+                "its set's meta record was not stored, so nothing of the set can be checked".into(),
+            );
         }
         return Vec::new();
     };
@@ -136,7 +154,9 @@ fn validate(objects: Vec<(FdName, OwnedFd)>, ignore: &mut impl FnMut(&str, Strin
     for (name, fd) in maps {
         let kind = inspect::anon_kind(fd.as_fd());
         let checked = if inspect::is_map(&kind) {
-            inspect::map_object(fd.as_fd()).map_err(|e| format!("{e:#}")).and_then(|m| inspect::check_map(&name.object, &m).map(|()| m.id))
+            inspect::map_object(fd.as_fd())
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|m| inspect::check_map(&name.object, &m).map(|()| m.id))
         } else {
             Err(format!("not a BPF map but {kind}"))
         };
@@ -151,7 +171,9 @@ fn validate(objects: Vec<(FdName, OwnedFd)>, ignore: &mut impl FnMut(&str, Strin
         let checked = if inspect::is_link(&kind) {
             inspect::link_object(fd.as_fd())
                 .map_err(|e| format!("{e:#}"))
-                .and_then(|l| inspect::check_link(&name.object, &record.0.hooks, &l, &set_maps).map(|()| l.id))
+                .and_then(|l| {
+                    inspect::check_link(&name.object, &record.0.hooks, &l, &set_maps).map(|()| l.id)
+                })
         } else {
             Err(format!("not a BPF link but {kind}"))
         };
@@ -160,7 +182,11 @@ fn validate(objects: Vec<(FdName, OwnedFd)>, ignore: &mut impl FnMut(&str, Strin
             Err(why) => ignore(&name.format(), why),
         }
     }
-    valid.push(Valid { name: meta_name, fd: meta_fd, id: record.1 });
+    valid.push(Valid {
+        name: meta_name,
+        fd: meta_fd,
+        id: record.1,
+    });
     valid
 }
 
@@ -202,7 +228,8 @@ fn repin(set: &PinSet, valid: &[Valid]) -> Result<Vec<String>> {
             Some(id) if id == v.id => continue,
             Some(other) => {
                 tracing::warn!(pin = %path.display(), pinned = other, stored = v.id, "the pin holds another object than the stored one; it is replaced");
-                std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("remove {}", path.display()))?;
             }
             None => {}
         }
@@ -224,8 +251,12 @@ fn pinned_id(path: &Path, kind: Kind) -> Option<u32> {
     // Something is there: an object of another kind, or one that will not
     // open, counts as another object (id 0 is never a kernel id).
     let id = obj_get(path).ok().and_then(|fd| match kind {
-        Kind::Link if inspect::is_link(&inspect::anon_kind(fd.as_fd())) => inspect::link_object(fd.as_fd()).ok().map(|l| l.id),
-        Kind::Map | Kind::Meta if inspect::is_map(&inspect::anon_kind(fd.as_fd())) => inspect::map_object(fd.as_fd()).ok().map(|m| m.id),
+        Kind::Link if inspect::is_link(&inspect::anon_kind(fd.as_fd())) => {
+            inspect::link_object(fd.as_fd()).ok().map(|l| l.id)
+        }
+        Kind::Map | Kind::Meta if inspect::is_map(&inspect::anon_kind(fd.as_fd())) => {
+            inspect::map_object(fd.as_fd()).ok().map(|m| m.id)
+        }
         _ => None,
     });
     Some(id.unwrap_or(0))
@@ -236,7 +267,8 @@ fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     // SAFETY: valid descriptor and C string for the duration of the call.
     let rc = unsafe { libbpf_sys::bpf_obj_pin(std::os::fd::AsRawFd::as_raw_fd(&fd), c.as_ptr()) };
     if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(-rc)).with_context(|| format!("pin {}", path.display()));
+        return Err(std::io::Error::from_raw_os_error(-rc))
+            .with_context(|| format!("pin {}", path.display()));
     }
     Ok(())
 }
@@ -246,7 +278,8 @@ fn obj_get(path: &Path) -> Result<OwnedFd> {
     // SAFETY: valid C string; a returned fd is ours.
     let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
     if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd)).with_context(|| format!("open the pin {}", path.display()));
+        return Err(std::io::Error::from_raw_os_error(-fd))
+            .with_context(|| format!("open the pin {}", path.display()));
     }
     // SAFETY: the kernel just gave us this descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -262,7 +295,11 @@ pub fn entries(set: &PinSet) -> Result<Vec<Entry>> {
             Kind::Link => inspect::link_object(fd.as_fd())?.id,
             Kind::Map | Kind::Meta => inspect::map_object(fd.as_fd())?.id,
         };
-        out.push(Entry { name: fd_name.format(), fd, id });
+        out.push(Entry {
+            name: fd_name.format(),
+            fd,
+            id,
+        });
         Ok(())
     };
     for map in set.map_pins() {
@@ -274,7 +311,8 @@ pub fn entries(set: &PinSet) -> Result<Vec<Entry>> {
     add(FdName::meta(&name), set.dir.join("meta"))?;
     for e in &out {
         // Every name must read back: a pin whose name the parser refuses could never be taken back.
-        FdName::parse(&e.name).with_context(|| format!("the pinned object {} has no store name", e.name))?;
+        FdName::parse(&e.name)
+            .with_context(|| format!("the pinned object {} has no store name", e.name))?;
     }
     Ok(out)
 }

@@ -43,15 +43,27 @@ pub struct FdName {
 
 impl FdName {
     pub fn link(set: &str, program: &str) -> FdName {
-        FdName { set: set.to_string(), kind: Kind::Link, object: program.to_string() }
+        FdName {
+            set: set.to_string(),
+            kind: Kind::Link,
+            object: program.to_string(),
+        }
     }
 
     pub fn map(set: &str, pin_name: &str) -> FdName {
-        FdName { set: set.to_string(), kind: Kind::Map, object: pin_name.to_string() }
+        FdName {
+            set: set.to_string(),
+            kind: Kind::Map,
+            object: pin_name.to_string(),
+        }
     }
 
     pub fn meta(set: &str) -> FdName {
-        FdName { set: set.to_string(), kind: Kind::Meta, object: String::new() }
+        FdName {
+            set: set.to_string(),
+            kind: Kind::Meta,
+            object: String::new(),
+        }
     }
 
     /// The `FDNAME=` value.
@@ -70,11 +82,17 @@ impl FdName {
         }
         let mut parts = name.split('.');
         if parts.next() != Some(PREFIX) {
-            return Err(NameError::new(name, "not an Airlock name (it does not start with \"airlock.\")"));
+            return Err(NameError::new(
+                name,
+                "not an Airlock name (it does not start with \"airlock.\")",
+            ));
         }
         let set = parts.next().unwrap_or_default();
         if !valid_set(set) {
-            return Err(NameError::new(name, "the set is not a pin set directory name (set-<digits>-<digits>-<digits>)"));
+            return Err(NameError::new(
+                name,
+                "the set is not a pin set directory name (set-<digits>-<digits>-<digits>)",
+            ));
         }
         let kind = match parts.next() {
             Some("link") => Kind::Link,
@@ -88,11 +106,22 @@ impl FdName {
         }
         let object = match (kind, object) {
             (Kind::Meta, None) => String::new(),
-            (Kind::Meta, Some(_)) => return Err(NameError::new(name, "the meta record has no object name")),
+            (Kind::Meta, Some(_)) => {
+                return Err(NameError::new(name, "the meta record has no object name"))
+            }
             (_, Some(o)) if valid_object(o) => o.to_string(),
-            (_, _) => return Err(NameError::new(name, "the object name is not 1-96 letters, digits and '_'")),
+            (_, _) => {
+                return Err(NameError::new(
+                    name,
+                    "the object name is not 1-96 letters, digits and '_'",
+                ))
+            }
         };
-        Ok(FdName { set: set.to_string(), kind, object })
+        Ok(FdName {
+            set: set.to_string(),
+            kind,
+            object,
+        })
     }
 }
 
@@ -112,18 +141,31 @@ pub struct NameError {
 
 impl NameError {
     fn new(name: &str, why: &'static str) -> NameError {
-        NameError { name: name.to_string(), why }
+        NameError {
+            name: name.to_string(),
+            why,
+        }
     }
 }
 
 /// `set-` then groups of ASCII digits separated by single dashes.
 pub fn valid_set(set: &str) -> bool {
-    let Some(rest) = set.strip_prefix("set-") else { return false };
-    set.len() <= SET_MAX && !rest.is_empty() && rest.split('-').all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+    let Some(rest) = set.strip_prefix("set-") else {
+        return false;
+    };
+    set.len() <= SET_MAX
+        && !rest.is_empty()
+        && rest
+            .split('-')
+            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn valid_object(object: &str) -> bool {
-    !object.is_empty() && object.len() <= OBJECT_MAX && object.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !object.is_empty()
+        && object.len() <= OBJECT_MAX
+        && object
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
@@ -134,13 +176,26 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips() {
-        for name in [FdName::link(SET, "airlock_compat_pidfd_getfd"), FdName::map(SET, "airlock_bss"), FdName::meta(SET)] {
+        for name in [
+            FdName::link(SET, "airlock_compat_pidfd_getfd"),
+            FdName::map(SET, "airlock_bss"),
+            FdName::meta(SET),
+        ] {
             let text = name.format();
-            assert!(text.len() <= FDNAME_MAX && !text.contains(':'), "{text}: systemd refuses ':' and long names");
+            assert!(
+                text.len() <= FDNAME_MAX && !text.contains(':'),
+                "{text}: systemd refuses ':' and long names"
+            );
             assert_eq!(FdName::parse(&text).unwrap(), name, "{text}");
         }
-        assert_eq!(FdName::link(SET, "airlock_fork").format(), "airlock.set-001764300000-4242-0.link.airlock_fork");
-        assert_eq!(FdName::meta(SET).format(), "airlock.set-001764300000-4242-0.meta");
+        assert_eq!(
+            FdName::link(SET, "airlock_fork").format(),
+            "airlock.set-001764300000-4242-0.link.airlock_fork"
+        );
+        assert_eq!(
+            FdName::meta(SET).format(),
+            "airlock.set-001764300000-4242-0.meta"
+        );
     }
 
     #[test]
@@ -173,7 +228,10 @@ mod tests {
         for (name, why) in cases {
             let err = FdName::parse(name).unwrap_err();
             assert!(err.to_string().contains(why), "{name}: {err}");
-            assert!(err.to_string().contains(name), "the error does not name the descriptor: {err}");
+            assert!(
+                err.to_string().contains(name),
+                "the error does not name the descriptor: {err}"
+            );
         }
         let long = format!("airlock.{SET}.link.{}", "x".repeat(300));
         assert!(FdName::parse(&long).unwrap_err().why.contains("255"));
