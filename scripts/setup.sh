@@ -51,11 +51,11 @@ echo "setup: $(cargo --version)"
 # above): the MCP test runs it as nobody inside a governed session, so its
 # interpreter must not live in a private home directory (a pyenv's).
 venv=target/pyvenv
-if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
-    echo "setup: making $venv with grpcio, mcp and playwright for the API, MCP and Control Room tests"
+if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright, prometheus_client; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
+    echo "setup: making $venv with grpcio, mcp, playwright and prometheus-client for the API, MCP, Control Room and metrics tests"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2 prometheus-client==0.26.0
 fi
 chmod -R go+rX "$venv"
 

@@ -36,6 +36,9 @@ export AIRLOCK_REQUIRE_SMTP=1
 # The MCP bridge's tests drive it with the official MCP Python SDK, in the
 # venv setup.sh makes; the same rule.
 export AIRLOCK_REQUIRE_PYTHON_MCP=1
+# The metrics tests parse scrapes with the official Prometheus Python client,
+# in the same venv; the same rule.
+export AIRLOCK_REQUIRE_PYTHON_METRICS=1
 # The gateway's OIDC test signs in against oidc-provider on node, which
 # setup.sh installs under target/oidc-provider; the same rule.
 export AIRLOCK_REQUIRE_OIDC=1

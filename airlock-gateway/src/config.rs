@@ -35,6 +35,16 @@ pub struct FileConfig {
     pub detect_interval: Option<u64>,
     /// The web Control Room: `[ui]` with `listen`, `session_hours` and `[ui.oidc]`.
     pub ui: Option<crate::ui::UiFileConfig>,
+    /// Prometheus metrics: `[metrics]` with `listen`.
+    pub metrics: Option<MetricsFileConfig>,
+}
+
+/// `[metrics]` in gateway.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFileConfig {
+    /// Plain HTTP, GET /metrics, e.g. "127.0.0.1:9465".
+    pub listen: Option<String>,
 }
 
 /// What `run` was given on its command line.
@@ -50,6 +60,7 @@ pub struct Flags {
     pub replica: Option<String>,
     pub detect_interval: Option<u64>,
     pub ui_listen: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +78,8 @@ pub struct RunConfig {
     pub detect_interval: Duration,
     /// The Control Room, when it has a listen address.
     pub ui: Option<crate::ui::UiConfig>,
+    /// Where Prometheus metrics are served (None: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RunConfig {
@@ -95,12 +108,17 @@ impl RunConfig {
             bail!("{}: must be at least 1 second (got 0)", from("--detect-interval"));
         }
         let ui = crate::ui::UiConfig::resolve(flags.ui_listen, file.ui, &from)?;
+        let metrics_listen = match flags.metrics_listen.or(file.metrics.and_then(|m| m.listen)) {
+            Some(text) => Some(text.parse().with_context(|| format!("{}: {text:?} is not an address like 127.0.0.1:9465", from("metrics.listen")))?),
+            None => None,
+        };
         let notify = file.notify.unwrap_or_default();
         for (org, config) in &notify {
             config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("notify.{org}"))))?;
         }
         Ok(RunConfig {
             ui,
+            metrics_listen,
             notify,
             detect_interval: Duration::from_secs(detect_secs),
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -151,6 +169,12 @@ mod tests {
         assert!(err.contains("--detect-interval") && err.contains("at least 1 second"), "{err}");
         let config = RunConfig::resolve(Flags { config: Some(file.clone()), detect_interval: Some(5), ..Default::default() }).unwrap();
         assert_eq!(config.detect_interval, Duration::from_secs(5), "the flag wins");
+        std::fs::write(&file, "[metrics]\nlisten = \"127.0.0.1:9465\"\n").unwrap();
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        std::fs::write(&file, "[metrics]\nlisten = \"port 9465\"\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("metrics.listen (from") && err.contains("port 9465"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

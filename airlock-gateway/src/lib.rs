@@ -10,7 +10,8 @@
 //! agents and approvers; [`detection`] runs the detectors over each org's
 //! decisions and [`security`] pushes the blocks they place to the agents;
 //! the store is the `airlock-gateway-store` crate; [`ui`] is the web
-//! Control Room, a second front over the same fleet facade.
+//! Control Room, a second front over the same fleet facade; [`metrics`]
+//! serves this replica's Prometheus metrics.
 
 pub mod approvals;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod fleet;
 pub mod hub;
 pub mod instants;
 pub mod link;
+pub mod metrics;
 pub mod passwords;
 pub mod pki;
 pub mod security;

@@ -66,6 +66,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
     tracing::info!(interval_secs = config.detect_interval.as_secs(), max_decisions = crate::detection::MAX_DECISIONS_PER_RUN, "security detection runs every interval");
 
     let (stop_ui, ui_stopped) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::http::start(hub.clone(), addr, &config.data_dir, ui_stopped.clone()).await.context("start the metrics endpoint")?;
+    }
     if let Some(ui) = config.ui.clone() {
         crate::ui::start(hub.clone(), ui, &cert_pem, &key_pem, config.data_dir.clone(), ui_stopped).await.context("start the Control Room")?;
     }

@@ -12,6 +12,7 @@ pub mod approval_ops;
 mod control;
 mod events;
 mod gateway_ops;
+mod metrics_ops;
 mod reload;
 mod revoke;
 mod security_ops;
@@ -41,6 +42,7 @@ use crate::gateway::spool_sink::SpoolSink;
 use crate::gateway::{GatewayOptions, LinkState, SPOOL_DIR};
 use crate::kernel::{BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
 use crate::masking::Masking;
+use crate::metrics::decisions::{CountingSink, DecisionCounts};
 use crate::pipeline::audit::AuditSink;
 use crate::pipeline::live::LiveSink;
 use crate::pipeline::store::StoreSink;
@@ -82,6 +84,8 @@ pub struct DaemonOptions {
     /// The detectors over this host's store (None: off). With a gateway they
     /// run at the gateway instead, over the whole org.
     pub detection: Option<crate::security::detection::DetectionConfig>,
+    /// Serve Prometheus metrics over plain HTTP on this address (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -89,6 +93,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditSink::open(&opts.state_dir.join(AUDIT_FILE))?;
     opts.api.validate()?;
+    let metrics_listener = opts.metrics_listen.map(crate::metrics::http::bind).transpose()?;
     let store = Arc::new(Store::open(&opts.state_dir, opts.retention)?);
     // Enrolled (or enrolling, once) before the kernel is touched: a host that
     // cannot enroll refuses to start rather than run unmanaged.
@@ -137,6 +142,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(audit), Box::new(StoreSink::new(store.clone())), Box::new(live)];
     if let Some((_, handle)) = &gateway {
         sinks.push(Box::new(SpoolSink::new(handle.spool.clone())));
+    }
+    let decision_counts = Arc::new(DecisionCounts::default());
+    if metrics_listener.is_some() {
+        sinks.push(Box::new(CountingSink(decision_counts.clone())));
     }
     let (enrolled, gateway) = match gateway {
         Some((enrolled, handle)) => (Some(enrolled), Some(handle)),
@@ -203,6 +212,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     let listener = control::bind_socket(&opts.socket)?;
     let api_server = api::start(agent.clone(), &opts.api)?;
+    // Before the daemon's threads are guarded below: this one is guarded too.
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(crate::metrics::http::serve(listener, crate::metrics::registry(agent.clone(), decision_counts))?),
+        None => None,
+    };
 
     // With the sender's pid: a stop request from a governed process is refused (guard).
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
@@ -282,6 +296,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     }
     let _ = std::fs::remove_file(&opts.socket);
     api_server.stop();
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
     lock(&agent.pipeline).flush();
     agent.store.close();
     let Ok(agent) = Arc::try_unwrap(agent) else {

@@ -85,6 +85,9 @@ struct RunArgs {
     /// Serve the web Control Room (HTTPS, the gateway's certificate) here, e.g. 0.0.0.0:8443.
     #[arg(long, value_name = "ADDR")]
     ui_listen: Option<String>,
+    /// Serve Prometheus metrics over plain HTTP here (GET /metrics), e.g. 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// Where the fleet API is and who is calling.
@@ -316,6 +319,7 @@ pub fn main() -> i32 {
                     replica: a.replica,
                     detect_interval: a.detect_interval,
                     ui_listen: a.ui_listen,
+                    metrics_listen: a.metrics_listen,
                 };
                 crate::server::run(crate::config::RunConfig::resolve(flags)?).await
             }
