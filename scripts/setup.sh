@@ -53,11 +53,16 @@ echo "setup: $(cargo --version)"
 # above): the MCP test runs it as nobody inside a governed session, so its
 # interpreter must not live in a private home directory (a pyenv's).
 venv=target/pyvenv
-if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright, kubernetes_validate, opentelemetry.proto, ocsf_json_schema, jsonschema; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
-    echo "setup: making $venv with grpcio, mcp, playwright, kubernetes-validate, opentelemetry-proto and ocsf-json-schema for the API, MCP, Control Room, Kubernetes manifest and export tests"
+# The export tests: opentelemetry-proto (an OTLP receiver) and ocsf-json-schema
+# with jsonschema (OCSF validation); the metrics tests: the official Prometheus
+# client's parsers.
+packages="grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2 kubernetes-validate==1.37.0 opentelemetry-proto==1.45.2 ocsf-json-schema==1.2.0 jsonschema==4.26.0 prometheus-client==0.26.0"
+if ! "$venv/bin/python" -c 'import sys, grpc, grpc_tools, mcp, playwright, kubernetes_validate, opentelemetry.proto, ocsf_json_schema, jsonschema, prometheus_client; assert sys.base_prefix == "/usr"' >/dev/null 2>&1; then
+    echo "setup: making $venv with $packages (API, MCP, Control Room, Kubernetes manifest, export and metrics tests)"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 mcp==1.30.0 playwright==1.65.2 kubernetes-validate==1.37.0 opentelemetry-proto==1.45.2 ocsf-json-schema==1.2.0 jsonschema==4.26.0
+    # shellcheck disable=SC2086 # one word per package
+    "$venv/bin/pip" install -q --disable-pip-version-check $packages
 fi
 chmod -R go+rX "$venv"
 

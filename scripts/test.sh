@@ -40,6 +40,9 @@ export AIRLOCK_REQUIRE_PYTHON_MCP=1
 # The export tests validate OCSF lines and receive OTLP logs in that venv
 # (ocsf-json-schema, opentelemetry-proto); the same rule.
 export AIRLOCK_REQUIRE_PYTHON_EXPORT=1
+# The metrics tests parse scrapes with the official Prometheus Python client,
+# in the same venv; the same rule.
+export AIRLOCK_REQUIRE_PYTHON_METRICS=1
 # The gateway's OIDC test signs in against oidc-provider on node, which
 # setup.sh installs under target/oidc-provider; the same rule.
 export AIRLOCK_REQUIRE_OIDC=1

@@ -81,6 +81,10 @@ enum Command {
         api: ApiServeArgs,
         #[command(flatten)]
         detect: DetectArgs,
+        /// Serve Prometheus metrics over plain HTTP at ADDR (GET /metrics), meant for loopback,
+        /// e.g. 127.0.0.1:9464 (docs/metrics.md).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Detach the pinned enforcement and remove its pins (root; the daemon must be stopped).
     Unload {
@@ -518,6 +522,9 @@ fn dispatch(command: Command) -> Result<i32> {
                 notify: api.notify_config.as_deref().map(crate::approvals::notify::load_config).transpose()?,
                 detection: detect.config()?,
                 export,
+                metrics_listen: metrics_listen
+                    .map(|t| t.parse().map_err(|_| anyhow::anyhow!("--metrics-listen {t:?}: expected an address like 127.0.0.1:9464")))
+                    .transpose()?,
                 approvals: crate::approvals::ApprovalSettings {
                     ttl: api.approval_ttl,
                     max_pending_per_session: api.approval_max_pending as usize,

@@ -19,6 +19,7 @@ pub mod install;
 pub mod kernel;
 pub mod launch;
 pub mod mcp;
+pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod pipeline;

@@ -405,9 +405,17 @@ struct Columns([usize; 7]);
 const DECISION_HEADERS: [&str; 8] = ["TIME", "SESSION", "USER", "ROLE", "KIND", "DEC", "RULE", "WHAT"];
 
 fn decision_row(d: &pb::Decision) -> [String; 8] {
-    let command = || if d.argv.is_empty() { d.executable.clone() } else { d.argv.join(" ") };
+    let command = || {
+        if d.argv.is_empty() {
+            d.executable.clone()
+        } else {
+            d.argv.join(" ")
+        }
+    };
     let what = match &d.detail {
-        Some(Detail::Destination(dest)) => format!("{}:{}/{}", dest.address, dest.port, dest.protocol),
+        Some(Detail::Destination(dest)) => {
+            format!("{}:{}/{}", dest.address, dest.port, dest.protocol)
+        }
         Some(Detail::UnixSocket(u)) => format!("unix:{} ({})", u.path, command()),
         Some(Detail::Guard(g)) => match &g.file {
             Some(file) => format!("{} {file} ({})", g.operation, command()),
@@ -485,7 +493,13 @@ pub fn policy_show(api: &ApiTarget, role: Option<String>, json: bool) -> Result<
             println!("  {:<40} [{}]", r.command.join(" "), r.policy);
         }
     }
-    let ports = |ports: &[u32]| if ports.is_empty() { "any port".to_string() } else { ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
+    let ports = |ports: &[u32]| {
+        if ports.is_empty() {
+            "any port".to_string()
+        } else {
+            ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
     println!("egress default: {}", if p.egress_default == "deny" { "deny (only the allowed destinations below are reachable)" } else { "allow" });
     println!("denied egress ({}):", p.denied_egress.len() + p.hostname_rules.iter().filter(|h| !h.allow).count());
     for r in &p.denied_egress {

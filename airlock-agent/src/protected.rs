@@ -162,13 +162,17 @@ fn still_linked(entry: &Installed, at_its_path: bool) -> bool {
 
 /// The files a pattern names in one home (a prefix pattern may name several).
 pub fn resolve(home: &Path, pattern: &HomePattern) -> Vec<PathBuf> {
-    let Some((last, dirs)) = pattern.components.split_last() else { return Vec::new() };
+    let Some((last, dirs)) = pattern.components.split_last() else {
+        return Vec::new();
+    };
     let dir = dirs.iter().fold(home.to_path_buf(), |p, c| p.join(c));
     if !pattern.prefix {
         let file = dir.join(last);
         return if file.exists() { vec![file] } else { Vec::new() };
     }
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(last.as_str())))

@@ -536,7 +536,9 @@ fn revoke_kills_a_growing_process_tree_through_the_api() {
 /// id every governed process inherits in its environment.
 fn long_lived_members(session: &str) -> Vec<u32> {
     let marker = format!("AIRLOCK_SESSION_ID={session}");
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x00300\x00"))

@@ -316,7 +316,9 @@ fn two_replicas_on_postgresql_share_the_fleet() {
     use airlock_gateway_store::testing::{postgres_required, PgCluster};
     let pg = match PgCluster::launch() {
         Ok(pg) => pg,
-        Err(reason) if postgres_required() => panic!("PostgreSQL is required here (AIRLOCK_REQUIRE_POSTGRES=1): {reason}"),
+        Err(reason) if postgres_required() => {
+            panic!("PostgreSQL is required here (AIRLOCK_REQUIRE_POSTGRES=1): {reason}")
+        }
         Err(reason) => harness::skip(format!("no PostgreSQL server: {reason}")),
     };
     let url = pg.fresh_database().expect("a fresh PostgreSQL database");

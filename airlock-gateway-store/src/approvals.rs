@@ -374,7 +374,9 @@ impl GatewayStore {
             vec![org_id.into(), host_id.into(), command_id.into(), delivery.into()],
         ));
         let mut outcomes = self.db.transaction(stmts).await?;
-        let Some(row) = outcomes.pop().and_then(|o| o.rows.into_iter().next()) else { return Ok(None) };
+        let Some(row) = outcomes.pop().and_then(|o| o.rows.into_iter().next()) else {
+            return Ok(None);
+        };
         let merged = outcomes.first().is_some_and(|o| !o.rows.is_empty());
         Ok(Some(AnsweredApproval { approval: approval(row)?, merged }))
     }

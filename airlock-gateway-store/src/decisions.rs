@@ -174,8 +174,12 @@ impl GatewayStore {
             }
             inserts.push(first..stmts.len());
             for d in b.rows.iter().filter(|d| d.decision.kind == APPROVAL) {
-                let Some(Detail::Approval(event)) = &d.decision.detail else { continue };
-                let Some(request) = &event.request else { continue };
+                let Some(Detail::Approval(event)) = &d.decision.detail else {
+                    continue;
+                };
+                let Some(request) = &event.request else {
+                    continue;
+                };
                 if let Some(why) = unmergeable(request) {
                     tracing::warn!(org_id = b.org_id, host = b.host_id, seq = d.seq, "an approval decision is stored but not merged into a request: {why}");
                     continue;

@@ -11,6 +11,7 @@ mod db;
 mod decisions;
 mod error;
 mod filter;
+mod fleet_counts;
 mod hosts;
 mod migrations;
 mod orgs;

@@ -45,7 +45,9 @@ fn find_bin() -> Result<PathBuf, String> {
     let entries = std::fs::read_dir(base).map_err(|e| format!("no PostgreSQL server installed ({}: {e})", base.display()))?;
     let mut best: Option<(u32, PathBuf)> = None;
     for entry in entries.flatten() {
-        let Some(version) = entry.file_name().to_str().and_then(|n| n.split('.').next()?.parse::<u32>().ok()) else { continue };
+        let Some(version) = entry.file_name().to_str().and_then(|n| n.split('.').next()?.parse::<u32>().ok()) else {
+            continue;
+        };
         let bin = entry.path().join("bin");
         if bin.join("initdb").exists() && bin.join("pg_ctl").exists() && best.as_ref().is_none_or(|(v, _)| version > *v) {
             best = Some((version, bin));

@@ -119,7 +119,9 @@ impl GatewayStore {
             .db
             .query_opt("SELECT revoked, expires_ns, uses_left FROM tokens WHERE secret_hash = $1 AND kind = $2", vec![secret_hash.into(), TOKEN_JOIN.into()])
             .await?;
-        let Some(mut r) = why else { return Ok(JoinOutcome::Unknown) };
+        let Some(mut r) = why else {
+            return Ok(JoinOutcome::Unknown);
+        };
         let (revoked, expires_ns, uses_left) = (r.flag(0)?, r.int(1)?, r.int(2)?);
         Ok(if revoked {
             JoinOutcome::Revoked

@@ -248,7 +248,9 @@ impl GatewayStore {
             ),
         ];
         let mut outcomes = self.db.transaction(stmts).await?;
-        let Some(mut r) = outcomes.pop().and_then(|o| o.rows.into_iter().next()) else { return Ok(None) };
+        let Some(mut r) = outcomes.pop().and_then(|o| o.rows.into_iter().next()) else {
+            return Ok(None);
+        };
         let user = user(&mut r)?;
         Ok(Some(UiSession { user, csrf_token: r.text(10)?, created_ns: r.int(11)?, expires_ns: r.int(12)? }))
     }

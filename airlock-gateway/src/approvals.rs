@@ -58,7 +58,9 @@ pub fn announce(notifiers: &Notifiers, news: ApprovalNews, approval: &FleetAppro
     let verdict = request.verdict.clone().unwrap_or_default();
     // Before the host confirms a verdict given here, only the audit trail names who gave it.
     let decided_by = match approval.audit.iter().rev().find(|a| a.outcome == "decided") {
-        Some(given) if verdict.decided_by.is_empty() => format!("{} ({})", given.caller, given.action),
+        Some(given) if verdict.decided_by.is_empty() => {
+            format!("{} ({})", given.caller, given.action)
+        }
         _ => verdict.decided_by,
     };
     tracing::info!(
@@ -140,7 +142,9 @@ pub async fn command_answered(store: &GatewayStore, notifiers: &Notifiers, org: 
             }
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(org = %org.1, host = %host_id, command = result.id, "record the host's answer to a verdict: {e}"),
+        Err(e) => {
+            tracing::warn!(org = %org.1, host = %host_id, command = result.id, "record the host's answer to a verdict: {e}")
+        }
     }
 }
 
@@ -154,7 +158,9 @@ pub async fn command_undelivered(store: &GatewayStore, notifiers: &Notifiers, co
             announce(notifiers, ApprovalNews::DeliveryFailed, &fleet_approval(&org, answered.approval, Vec::new()));
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(org_id = command.org_id, host = %command.host_id, %request, "record the failed delivery: {e}"),
+        Err(e) => {
+            tracing::warn!(org_id = command.org_id, host = %command.host_id, %request, "record the failed delivery: {e}")
+        }
     }
 }
 

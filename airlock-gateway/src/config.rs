@@ -43,6 +43,16 @@ pub struct FileConfig {
     pub ui: Option<crate::ui::UiFileConfig>,
     /// SIEM export targets, `["ocsf:FILE", "otlp:URL"]` (docs/export.md).
     pub export: Option<Vec<String>>,
+    /// Prometheus metrics: `[metrics]` with `listen`.
+    pub metrics: Option<MetricsFileConfig>,
+}
+
+/// `[metrics]` in gateway.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFileConfig {
+    /// Plain HTTP, GET /metrics, e.g. "127.0.0.1:9465".
+    pub listen: Option<String>,
 }
 
 /// What `run` was given on its command line.
@@ -62,6 +72,7 @@ pub struct Flags {
     pub detect_interval: Option<u64>,
     pub ui_listen: Option<String>,
     pub export: Vec<airlock_export::Target>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +96,8 @@ pub struct RunConfig {
     pub ui: Option<crate::ui::UiConfig>,
     /// Where every host's decisions are exported (the flags', else the file's).
     pub export: Vec<airlock_export::Target>,
+    /// Where Prometheus metrics are served (None: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RunConfig {
@@ -131,6 +144,10 @@ impl RunConfig {
         } else {
             flags.export
         };
+        let metrics_listen = match flags.metrics_listen.or(file.metrics.and_then(|m| m.listen)) {
+            Some(text) => Some(text.parse().with_context(|| format!("{}: {text:?} is not an address like 127.0.0.1:9465", from("metrics.listen")))?),
+            None => None,
+        };
         let notify = file.notify.unwrap_or_default();
         for (org, config) in &notify {
             config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", from(&format!("notify.{org}"))))?;
@@ -138,6 +155,7 @@ impl RunConfig {
         Ok(RunConfig {
             export,
             ui,
+            metrics_listen,
             notify,
             detect_interval: Duration::from_secs(detect_secs),
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -222,6 +240,20 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let config = RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap();
         assert_eq!((config.ca, config.health_listen), (None, None), "off unless asked for");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_metrics_address_must_parse() {
+        let dir = std::env::temp_dir().join(format!("airlock-gwcfg-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, "[metrics]\nlisten = \"127.0.0.1:9465\"\n").unwrap();
+        let config = RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        std::fs::write(&file, "[metrics]\nlisten = \"port 9465\"\n").unwrap();
+        let err = format!("{:#}", RunConfig::resolve(Flags { config: Some(file.clone()), ..Default::default() }).unwrap_err());
+        assert!(err.contains("metrics.listen (from") && err.contains("port 9465"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

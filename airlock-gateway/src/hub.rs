@@ -15,6 +15,7 @@ use airlock_gateway_store::{Command as StoredCommand, GatewayStore, HostBatch, I
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use crate::metrics::GatewayMetrics;
 use crate::pki::Authority;
 
 /// The command kind a session revocation is queued as.
@@ -62,6 +63,8 @@ pub struct Hub {
     pub blocks_changed: Notify,
     /// The SIEM export (`run --export`), set once at start when asked for.
     export: std::sync::OnceLock<Arc<airlock_export::Exporter>>,
+    /// What this replica counts for Prometheus.
+    pub metrics: GatewayMetrics,
 }
 
 struct Connection {
@@ -89,6 +92,7 @@ impl Hub {
             stopping: Default::default(),
             blocks_changed: Notify::new(),
             export: std::sync::OnceLock::new(),
+            metrics: GatewayMetrics::new(),
         })
     }
 
@@ -121,7 +125,10 @@ impl Hub {
     pub fn connect(&self, key: HostKey, sender: mpsc::Sender<Result<GatewayMessage, tonic::Status>>) -> (u64, Arc<Notify>) {
         let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
-        lock(&self.connected).insert(key, Connection { id, sender, kick: kick.clone() });
+        let mut connected = lock(&self.connected);
+        connected.insert(key, Connection { id, sender, kick: kick.clone() });
+        self.metrics.connected_agents.set(connected.len() as i64);
+        drop(connected);
         self.commands_queued.notify_one();
         (id, kick)
     }
@@ -139,6 +146,7 @@ impl Hub {
         if connected.get(key).is_some_and(|c| c.id == id) {
             connected.remove(key);
         }
+        self.metrics.connected_agents.set(connected.len() as i64);
     }
 
     /// Ends every agent stream of this replica: it is stopping.
@@ -180,7 +188,9 @@ impl Hub {
     /// previous commit ends go into the next transaction together, so the
     /// store sees one transaction per turn, not one per host batch.
     pub async fn write_batches(self: Arc<Hub>) {
-        let Some(mut queue) = lock(&self.ingest_queue).take() else { return };
+        let Some(mut queue) = lock(&self.ingest_queue).take() else {
+            return;
+        };
         while let Some(first) = queue.recv().await {
             let mut group = vec![first];
             let mut rows = group[0].rows.len();
@@ -192,8 +202,14 @@ impl Hub {
             let batches: Vec<HostBatch<'_>> =
                 group.iter().map(|r| HostBatch { org_id: r.org_id, host_id: &r.host_id, rows: &r.rows, lost: r.lost }).collect();
             let (outcome, approvals, new) = match self.store.insert_decision_batches(&batches).await {
-                Ok(ingested) => (Ok(()), ingested.approvals, ingested.new),
-                Err(e) => (Err(crate::auth::store_status(e)), Vec::new(), Vec::new()),
+                Ok(ingested) => {
+                    self.count_ingested(&group, &ingested.new);
+                    (Ok(()), ingested.approvals, ingested.new)
+                }
+                Err(e) => {
+                    self.metrics.ingest_failed_batches.inc_by(group.len() as u64);
+                    (Err(crate::auth::store_status(e)), Vec::new(), Vec::new())
+                }
             };
             drop(batches);
             for (n, mut request) in group.into_iter().enumerate() {
@@ -209,6 +225,18 @@ impl Hub {
                 // Off the commit loop: the next turn does not wait for the news.
                 tokio::spawn(crate::approvals::ingested(self.store.clone(), self.notifiers.clone(), approvals));
             }
+        }
+    }
+
+    /// A group commit's figures: per host batch, its new decisions and its redeliveries.
+    fn count_ingested(&self, group: &[IngestRequest], new: &[u64]) {
+        let m = &self.metrics;
+        m.ingest_commits.inc();
+        m.ingest_batches.inc_by(group.len() as u64);
+        for (request, &fresh) in group.iter().zip(new) {
+            m.ingested_decisions.inc_by(fresh);
+            m.redelivered_decisions.inc_by((request.rows.len() as u64).saturating_sub(fresh));
+            m.shipping_lost_decisions.inc_by(request.lost.max(0) as u64);
         }
     }
 
@@ -246,7 +274,9 @@ impl Hub {
     async fn deliver_once(&self) -> Result<(), airlock_gateway_store::StoreError> {
         let waiting = self.store.pending_command_hosts().await?;
         for key in waiting {
-            let Some(sender) = lock(&self.connected).get(&key).map(|c| c.sender.clone()) else { continue };
+            let Some(sender) = lock(&self.connected).get(&key).map(|c| c.sender.clone()) else {
+                continue;
+            };
             let now = crate::now_ns();
             for command in self.store.take_pending_commands(key.0, &key.1, now).await? {
                 let message = match command.kind.as_str() {

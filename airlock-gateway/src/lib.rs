@@ -11,7 +11,8 @@
 //! decisions and [`security`] pushes the blocks they place to the agents;
 //! [`health`] answers Kubernetes' probes;
 //! the store is the `airlock-gateway-store` crate; [`ui`] is the web
-//! Control Room, a second front over the same fleet facade.
+//! Control Room, a second front over the same fleet facade; [`metrics`]
+//! serves this replica's Prometheus metrics.
 
 pub mod approvals;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod health;
 pub mod hub;
 pub mod instants;
 pub mod link;
+pub mod metrics;
 pub mod passwords;
 pub mod pki;
 pub mod security;

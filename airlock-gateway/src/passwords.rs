@@ -36,7 +36,9 @@ pub fn hash(password: &str) -> Result<String> {
 /// Whether `password` is the one `phc` was made from. A hash that does not
 /// parse (an OIDC user's empty one, say) matches nothing.
 pub fn verify(password: &str, phc: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
     Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 

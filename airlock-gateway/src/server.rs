@@ -90,6 +90,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
     if let Some(listen) = config.health_listen {
         crate::health::start(listen, hub.store.clone(), ui_stopped.clone()).await?;
     }
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::http::start(hub.clone(), addr, &config.data_dir, ui_stopped.clone()).await.context("start the metrics endpoint")?;
+    }
     if let Some(ui) = config.ui.clone() {
         crate::ui::start(hub.clone(), ui, &cert_pem, &key_pem, config.data_dir.clone(), ui_stopped).await.context("start the Control Room")?;
     }

@@ -113,7 +113,9 @@ fn an_approver_decides_an_agents_requests_through_the_gateway_on_sqlite() {
 
 #[test]
 fn an_approver_decides_an_agents_requests_through_the_gateway_on_postgres() {
-    let Some(url) = airlock_gateway_store::testing::postgres_database("approvals::on_postgres") else { return };
+    let Some(url) = airlock_gateway_store::testing::postgres_database("approvals::on_postgres") else {
+        return;
+    };
     let scratch = Scratch::new("approvals-postgres");
     approvals_through_the_gateway(&Gateway::start_with(&scratch.0, Some(&url)));
 }

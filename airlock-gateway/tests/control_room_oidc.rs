@@ -122,7 +122,9 @@ fn alice(role: &str) -> Value {
 
 #[tokio::test]
 async fn alice_signs_in_through_the_gateway_and_her_role_follows_the_provider() {
-    let Some(mut room) = ControlRoom::start("alice") else { return };
+    let Some(mut room) = ControlRoom::start("alice") else {
+        return;
+    };
     let mut browser = room.browser();
 
     let (at, page) = room.sign_in(&mut browser, "/settings", "alice").await;
@@ -183,7 +185,9 @@ async fn alice_signs_in_through_the_gateway_and_her_role_follows_the_provider() 
 
 #[tokio::test]
 async fn the_gateway_refuses_bob_a_wrong_state_and_a_callback_from_another_browser() {
-    let Some(room) = ControlRoom::start("refusals") else { return };
+    let Some(room) = ControlRoom::start("refusals") else {
+        return;
+    };
 
     // bob has no airlock_role and there is no default_role.
     let mut browser = room.browser();

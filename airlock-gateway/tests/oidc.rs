@@ -35,7 +35,9 @@ async fn round_trip(client: &OidcClient, login: &str) -> (PendingSignIn, String,
 
 #[tokio::test]
 async fn alice_signs_in_as_approver_with_her_username() {
-    let Some(provider) = Provider::start("alice", REDIRECT) else { return };
+    let Some(provider) = Provider::start("alice", REDIRECT) else {
+        return;
+    };
     let client = OidcClient::discover(provider.settings("gw-confidential", true)).await.expect("discover");
     let (authorization, pending) = client.begin().expect("begin");
     let auth = Url::parse(&authorization).expect("URL");
@@ -56,7 +58,9 @@ async fn alice_signs_in_as_approver_with_her_username() {
 
 #[tokio::test]
 async fn bob_without_the_role_claim_is_refused_unless_a_default_role_is_set() {
-    let Some(provider) = Provider::start("bob", REDIRECT) else { return };
+    let Some(provider) = Provider::start("bob", REDIRECT) else {
+        return;
+    };
     let client = OidcClient::discover(provider.settings("gw-confidential", true)).await.expect("discover");
     let (pending, state, code) = round_trip(&client, "bob").await;
     let err = client.finish(&pending, &state, &code).await.expect_err("bob has no role");
@@ -74,7 +78,9 @@ async fn bob_without_the_role_claim_is_refused_unless_a_default_role_is_set() {
 
 #[tokio::test]
 async fn a_wrong_state_and_a_reused_code_are_refused() {
-    let Some(provider) = Provider::start("replay", REDIRECT) else { return };
+    let Some(provider) = Provider::start("replay", REDIRECT) else {
+        return;
+    };
     let client = OidcClient::discover(provider.settings("gw-confidential", true)).await.expect("discover");
     let (pending, state, code) = round_trip(&client, "alice").await;
     let err = client.finish(&pending, "not-the-state", &code).await.expect_err("wrong state");
@@ -86,7 +92,9 @@ async fn a_wrong_state_and_a_reused_code_are_refused() {
 
 #[tokio::test]
 async fn another_nonce_an_old_sign_in_and_a_wrong_secret_are_refused() {
-    let Some(provider) = Provider::start("nonce", REDIRECT) else { return };
+    let Some(provider) = Provider::start("nonce", REDIRECT) else {
+        return;
+    };
     let client = OidcClient::discover(provider.settings("gw-confidential", true)).await.expect("discover");
     let (pending, state, code) = round_trip(&client, "alice").await;
     let other = PendingSignIn { nonce: "another-nonce".into(), ..pending.clone() };
@@ -110,7 +118,9 @@ async fn another_nonce_an_old_sign_in_and_a_wrong_secret_are_refused() {
 
 #[tokio::test]
 async fn a_public_client_verifies_es256_and_reads_claims_from_userinfo() {
-    let Some(provider) = Provider::start("public", REDIRECT) else { return };
+    let Some(provider) = Provider::start("public", REDIRECT) else {
+        return;
+    };
     let client = OidcClient::discover(provider.settings("gw-public", false)).await.expect("discover");
     // carol: airlock_role ["ops", "sec"] (viewer and admin: admin wins), no preferred_username.
     let (authorization, pending) = client.begin().expect("begin");

@@ -89,7 +89,9 @@ async fn a_detection_pass_finds_blocks_and_pushes_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detection_pass_finds_blocks_and_pushes_on_postgres() {
-    let Some(url) = airlock_gateway_store::testing::postgres_database("security::pass_on_postgres") else { return };
+    let Some(url) = airlock_gateway_store::testing::postgres_database("security::pass_on_postgres") else {
+        return;
+    };
     let scratch = Scratch::new("security-pass-postgres");
     detection_pass(&scratch, Some(&url)).await;
 }
@@ -161,7 +163,9 @@ fn the_detection_loop_blocks_and_the_cli_manages_blocks_on_sqlite() {
 
 #[test]
 fn the_detection_loop_blocks_and_the_cli_manages_blocks_on_postgres() {
-    let Some(url) = airlock_gateway_store::testing::postgres_database("security::loop_on_postgres") else { return };
+    let Some(url) = airlock_gateway_store::testing::postgres_database("security::loop_on_postgres") else {
+        return;
+    };
     let scratch = Scratch::new("security-loop-postgres");
     through_the_gateway(&Gateway::start_with_args(&scratch.0, Some(&url), &["--detect-interval", "1"]), &scratch);
 }

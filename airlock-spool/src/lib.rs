@@ -64,6 +64,7 @@ mod segment;
 mod state;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -136,6 +137,12 @@ pub struct SpoolStats {
     pub lost_total: u64,
     /// Records dropped that no marker counts yet.
     pub lost_unwritten: u64,
+    /// Loss markers written since open.
+    pub loss_markers: u64,
+    /// How long the oldest entry not yet acked has waited, to the second
+    /// (over by less than one; zero when every entry is acked). Entries
+    /// recovered on open count from the open.
+    pub unacked_age: Duration,
 }
 
 /// A handle on an open spool; clones share it.
@@ -335,6 +342,7 @@ impl Spool {
         let freed = {
             let mut st = lock(&self.inner.state);
             st.acked = up_to_seq;
+            st.timeline.acked(up_to_seq);
             st.release_acked()
         };
         state::remove_freed(&freed);
@@ -362,6 +370,8 @@ impl Spool {
             bytes_on_disk: st.bytes,
             lost_total: st.lost_total,
             lost_unwritten: st.lost_unwritten,
+            loss_markers: st.markers_written,
+            unacked_age: st.timeline.age(st.acked + 1, st.next_seq, Instant::now()),
         }
     }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::segment::{self, KIND_LOSS, LOSS_ENTRY_LEN, OVERHEAD};
+use crate::timeline::Timeline;
 use crate::SpoolOptions;
 
 /// Loss markers may go this far past `max_bytes`, so that a full spool can
@@ -53,6 +54,10 @@ pub(crate) struct State {
     pub bytes: u64,
     pub lost_total: u64,
     pub lost_unwritten: u64,
+    /// Loss markers written since open.
+    pub markers_written: u64,
+    /// When the entries past the watermark were appended (the shipping lag).
+    pub timeline: Timeline,
     /// Sealed segments not yet fdatasynced.
     unsynced: Vec<File>,
     dir_dirty: bool,
@@ -128,6 +133,8 @@ impl State {
             flushed_seq: last_written,
             lost_total: 0,
             lost_unwritten: 0,
+            markers_written: 0,
+            timeline: Timeline::default(),
             unsynced: Vec::new(),
             dir_dirty: false,
             broken: None,
@@ -145,6 +152,8 @@ impl State {
                 buf_last_seq: last.last_seq,
             });
         }
+        // Recovered entries carry no time: they count from the open.
+        state.timeline.appended(acked + 1, std::time::Instant::now());
         Ok(state)
     }
 
@@ -173,6 +182,7 @@ impl State {
         let count = self.lost_unwritten;
         self.write_entry(KIND_LOSS, &count.to_le_bytes())?;
         self.lost_unwritten = 0;
+        self.markers_written += 1;
         Ok(true)
     }
 
@@ -201,6 +211,7 @@ impl State {
         };
         segment::encode(&mut active.buf, kind, seq, payload);
         active.buf_last_seq = seq;
+        self.timeline.appended(seq, std::time::Instant::now());
         let buffered = active.buf.len();
         self.bytes += size;
         self.next_seq += 1;

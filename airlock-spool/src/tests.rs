@@ -365,6 +365,7 @@ fn size_limit_drops_are_counted_in_one_loss_marker_per_flush() {
         .all(|e| matches!(e, Entry::Record { .. })));
     assert_eq!(spool.stats().lost_total, 5);
     assert_eq!(spool.stats().lost_unwritten, 0);
+    assert_eq!(spool.stats().loss_markers, 1);
 
     // Still full: three more drops, pending until space is freed.
     for i in 0..3 {
@@ -397,6 +398,21 @@ fn size_limit_drops_are_counted_in_one_loss_marker_per_flush() {
     let all_markers = loss_total(&read_all(&spool, 0)) + 5;
     assert_eq!(all_markers, dropped);
     assert_eq!(spool.stats().lost_total, dropped);
+    assert_eq!(spool.stats().loss_markers, 2);
+}
+
+#[test]
+fn the_unacked_age_is_zero_once_everything_is_acked() {
+    let dir = TempDir::new("age");
+    let spool = Spool::open(dir.path(), SpoolOptions::default()).expect("open");
+    assert_eq!(spool.stats().unacked_age, Duration::ZERO, "an empty spool waits for nothing");
+    append_n(&spool, 1, 3);
+    spool.flush().expect("flush");
+    let before = spool.stats().unacked_age;
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(spool.stats().unacked_age > before, "the oldest unacked entry ages");
+    spool.ack(3).expect("ack");
+    assert_eq!(spool.stats().unacked_age, Duration::ZERO);
 }
 
 #[test]

@@ -47,9 +47,13 @@ impl ApiOptions {
     /// Refuses a TCP listener that would be open to anyone by mistake.
     pub fn validate(&self) -> Result<()> {
         match (&self.listen, &self.tls, self.insecure) {
-            (None, Some(_), _) => bail!("--tls-cert/--tls-key/--tls-client-ca need --api-listen ADDR"),
+            (None, Some(_), _) => {
+                bail!("--tls-cert/--tls-key/--tls-client-ca need --api-listen ADDR")
+            }
             (None, None, true) => bail!("--api-insecure needs --api-listen ADDR"),
-            (Some(_), Some(_), true) => bail!("--api-insecure and TLS files contradict each other: choose one"),
+            (Some(_), Some(_), true) => {
+                bail!("--api-insecure and TLS files contradict each other: choose one")
+            }
             (Some(addr), None, false) => bail!(
                 "--api-listen {addr} needs --tls-cert, --tls-key and --tls-client-ca (mutual TLS); \
                  plain TCP only with --api-insecure"
@@ -143,7 +147,9 @@ async fn serve(
         .add_service(AirlockServer::new(service.clone()))
         .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix));
     let tcp_server = async {
-        let Some(tcp) = tcp else { return std::future::pending::<Result<()>>().await };
+        let Some(tcp) = tcp else {
+            return std::future::pending::<Result<()>>().await;
+        };
         let tcp = tokio::net::TcpListener::from_std(tcp).context("register the API TCP listener")?;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp);
         let mut builder = Server::builder();
@@ -184,7 +190,9 @@ fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     match &group {
         Some(g) => nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(g.gid))
             .with_context(|| format!("give {} to the airlock group", path.display()))?,
-        None => tracing::info!(socket = %path.display(), "no `airlock` group: the API socket is root's only"),
+        None => {
+            tracing::info!(socket = %path.display(), "no `airlock` group: the API socket is root's only")
+        }
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("set the permissions of {}", path.display()))?;

@@ -36,7 +36,9 @@ pub fn find_program(pid: u32, argv0: &str, cwd: &str, path: &str) -> Option<Prog
     };
     for filename in candidates {
         let seen = in_caller(Path::new(&filename));
-        let Ok(meta) = std::fs::metadata(&seen) else { continue };
+        let Ok(meta) = std::fs::metadata(&seen) else {
+            continue;
+        };
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             continue;
         }

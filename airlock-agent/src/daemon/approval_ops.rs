@@ -16,7 +16,9 @@ impl Agent {
     /// reuses a request, and names it in the decision) or let through by a
     /// grant. Returns the request for the block message.
     pub(super) fn approval_step(&self, event: &KernelEvent, decision: &mut pb::Decision) -> Option<Opened> {
-        let KernelEvent::Exec(e) = event else { return None };
+        let KernelEvent::Exec(e) = event else {
+            return None;
+        };
         let hdr = e.hdr;
         if hdr.decision == abi::DENY && hdr.reason == abi::REASON_APPROVAL_REQUIRED {
             let held = HeldExec { decision, session: hdr.session_id, rule_id: hdr.rule_id, argv_hash: e.argv_hash, exe_identity: e.exe_identity };
@@ -111,7 +113,9 @@ impl Agent {
     pub(super) fn approvals_follow_policy(&self) {
         let ids: std::collections::HashMap<(String, String), u32> = {
             let policy = lock(&self.policy);
-            let Some(current) = policy.current() else { return };
+            let Some(current) = policy.current() else {
+                return;
+            };
             current.roles.iter().flat_map(|(role, r)| r.approvals.iter().map(move |a| ((role.clone(), a.text.clone()), a.rule_id))).collect()
         };
         lock(&self.approvals).rekey(|role, text| ids.get(&(role.to_string(), text.to_string())).copied(), self.kernel.maps());

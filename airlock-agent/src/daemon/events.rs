@@ -132,7 +132,9 @@ impl Agent {
     /// trail, the store and every follower learn how much is missing (the
     /// decisions were enforced anyway).
     fn report_drops(&self, last_drops: &mut u64) {
-        let Ok(c) = self.kernel.maps().counters() else { return };
+        let Ok(c) = self.kernel.maps().counters() else {
+            return;
+        };
         if c.ringbuf_drops <= *last_drops {
             return;
         }

@@ -13,6 +13,7 @@ mod control;
 mod events;
 mod fd_store;
 mod gateway_ops;
+mod metrics_ops;
 mod reload;
 mod revoke;
 mod security_ops;
@@ -42,6 +43,7 @@ use crate::gateway::spool_sink::SpoolSink;
 use crate::gateway::{GatewayOptions, LinkState, SPOOL_DIR};
 use crate::kernel::{BackendChoice, Kernel, KernelOptions, MapSizes, Startup};
 use crate::masking::Masking;
+use crate::metrics::decisions::{CountingSink, DecisionCounts};
 use crate::pipeline::audit::AuditSink;
 use crate::pipeline::live::LiveSink;
 use crate::pipeline::store::StoreSink;
@@ -85,6 +87,8 @@ pub struct DaemonOptions {
     pub detection: Option<crate::security::detection::DetectionConfig>,
     /// SIEM export targets (`--export ocsf:FILE`, `--export otlp:URL`).
     pub export: Vec<airlock_export::Target>,
+    /// Serve Prometheus metrics over plain HTTP on this address (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -95,6 +99,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let audit = AuditSink::open(&opts.state_dir.join(AUDIT_FILE))?;
     let export = crate::pipeline::export::start(&opts.export)?;
     opts.api.validate()?;
+    let metrics_listener = opts.metrics_listen.map(crate::metrics::http::bind).transpose()?;
     let store = Arc::new(Store::open(&opts.state_dir, opts.retention)?);
     // Enrolled (or enrolling, once) before the kernel is touched: a host that
     // cannot enroll refuses to start rather than run unmanaged.
@@ -150,6 +155,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     }
     if let Some(export) = export {
         sinks.push(Box::new(export));
+    }
+    let decision_counts = Arc::new(DecisionCounts::default());
+    if metrics_listener.is_some() {
+        sinks.push(Box::new(CountingSink(decision_counts.clone())));
     }
     let (enrolled, gateway) = match gateway {
         Some((enrolled, handle)) => (Some(enrolled), Some(handle)),
@@ -217,6 +226,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     let listener = control::bind_socket(&opts.socket)?;
     let api_server = api::start(agent.clone(), &opts.api)?;
+    // Before the daemon's threads are guarded below: this one is guarded too.
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(crate::metrics::http::serve(listener, crate::metrics::registry(agent.clone(), decision_counts))?),
+        None => None,
+    };
 
     // With the sender's pid: a stop request from a governed process is refused (guard).
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT, SIGHUP]).context("install signal handlers")?;
@@ -299,6 +313,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     }
     let _ = std::fs::remove_file(&opts.socket);
     api_server.stop();
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
     lock(&agent.pipeline).flush();
     agent.store.close();
     let Ok(agent) = Arc::try_unwrap(agent) else {

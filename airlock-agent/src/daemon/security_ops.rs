@@ -47,8 +47,12 @@ impl Agent {
         {
             let mut security = lock(&self.security);
             for s in sessions.iter().filter(|s| s.state.is_active()) {
-                let Ok(id) = u64::from_str_radix(&s.id, 16) else { continue };
-                let Some(block) = security.block_for(&s.id, &s.user, now).cloned() else { continue };
+                let Ok(id) = u64::from_str_radix(&s.id, 16) else {
+                    continue;
+                };
+                let Some(block) = security.block_for(&s.id, &s.user, now).cloned() else {
+                    continue;
+                };
                 let kind = if block.kind == HARD { abi::BLOCK_HARD } else { abi::BLOCK_SOFT };
                 wanted.insert(id, abi::SessionBlock { kind, block_number: security.number_of(&block.id) });
             }

@@ -167,13 +167,23 @@ impl Agent {
     /// The compiled policy's verdict on a command: ("allowed" | "blocked" | "needs_approval", rule id, how it matched).
     fn judge(&self, session: &SessionInfo, filename: Option<&str>, argv: &[String]) -> (&'static str, u32, Option<MatchVia>) {
         let store = lock(&self.policy);
-        let Some(current) = store.current() else { return ("blocked", 0, None) };
-        let Some(role) = current.role(&session.role) else { return ("blocked", 0, None) };
+        let Some(current) = store.current() else {
+            return ("blocked", 0, None);
+        };
+        let Some(role) = current.role(&session.role) else {
+            return ("blocked", 0, None);
+        };
         let name = filename.unwrap_or(&argv[0]);
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         let input = ExecInput::new(name.rsplit('/').next().unwrap_or(name), &words);
         let matcher = TableMatcher::new(current);
-        let judged = |set_id: u32| if set_id == 0 { Match::Allow } else { matcher.match_exec(set_id, &input) };
+        let judged = |set_id: u32| {
+            if set_id == 0 {
+                Match::Allow
+            } else {
+                matcher.match_exec(set_id, &input)
+            }
+        };
         if let Match::Deny { rule_id, via, .. } = judged(role.set_id) {
             return ("blocked", rule_id, Some(via));
         }

@@ -86,7 +86,9 @@ impl Agent {
             let why = request.take().unwrap_or("reload");
             drop(request);
             match self.reload_now() {
-                Ok((version, generation)) => tracing::info!(%version, generation, why, "policy reloaded"),
+                Ok((version, generation)) => {
+                    tracing::info!(%version, generation, why, "policy reloaded")
+                }
                 Err(e) => tracing::error!(why, "{e:#}"),
             }
         }

@@ -135,7 +135,9 @@ impl Link {
             }
             while sent.saturating_sub(self.spool.acked()) < WINDOW {
                 let entries = self.spool.read(sent, BATCH_ENTRIES, BATCH_BYTES)?;
-                let Some(last) = entries.last().map(Entry::seq) else { break };
+                let Some(last) = entries.last().map(Entry::seq) else {
+                    break;
+                };
                 send(&tx, agent_message::Body::Batch(batch(entries))).await?;
                 sent = last;
                 last_send = Instant::now();

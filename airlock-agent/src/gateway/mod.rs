@@ -87,6 +87,11 @@ impl LinkState {
         });
     }
 
+    /// Whether the stream to the gateway is up.
+    pub fn connected(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).connected
+    }
+
     pub fn set_bundle_error(&self, error: Option<String>) {
         self.update(|s| s.last_bundle_error = error);
     }

@@ -194,7 +194,9 @@ impl Maps {
     pub fn session_processes(&self, session_id: u64) -> Vec<u32> {
         let mut pids: Vec<u32> = self.tagged().into_iter().filter(|(_, t)| t.session_id == session_id).map(|(pid, _)| pid).collect();
         for key in self.quarantine.keys() {
-            let Some(pid) = from_bytes::<u32>(&key) else { continue };
+            let Some(pid) = from_bytes::<u32>(&key) else {
+                continue;
+            };
             let session = self.quarantine.lookup(&key, MapFlags::ANY).ok().flatten().and_then(|v| from_bytes::<u64>(&v));
             if session == Some(session_id) {
                 pids.push(pid);

@@ -191,8 +191,12 @@ impl Kernel {
         let sets = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
         for set in sets {
             match set.remove() {
-                Ok(items) => tracing::info!(set = %set.dir.display(), items = items.len(), "detached and unpinned the replaced enforcement"),
-                Err(e) => tracing::error!(set = %set.dir.display(), "could not fully remove a replaced pinned set: {e:#}"),
+                Ok(items) => {
+                    tracing::info!(set = %set.dir.display(), items = items.len(), "detached and unpinned the replaced enforcement")
+                }
+                Err(e) => {
+                    tracing::error!(set = %set.dir.display(), "could not fully remove a replaced pinned set: {e:#}")
+                }
             }
         }
     }

@@ -205,7 +205,9 @@ mod tests {
             let mut served = 0;
             // The client asks A and AAAA, each on a connection of its own or one shared.
             while served < 2 {
-                let Ok((mut conn, _)) = tcp.accept() else { break };
+                let Ok((mut conn, _)) = tcp.accept() else {
+                    break;
+                };
                 let mut len = [0u8; 2];
                 while conn.read_exact(&mut len).is_ok() {
                     let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];

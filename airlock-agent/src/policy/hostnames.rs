@@ -141,7 +141,9 @@ impl HostTable {
         let mut rules: Vec<_> = policy.roles.values().flat_map(|r| r.hosts.iter().map(move |h| (r.set_id, h))).collect();
         rules.sort_by_key(|(_, h)| h.rule_id);
         for (set_id, rule) in rules {
-            let Some(state) = self.cache.get(&rule.host) else { continue };
+            let Some(state) = self.cache.get(&rule.host) else {
+                continue;
+            };
             let (v4, v6) = if rule.allow { (&mut allow4, &mut allow6) } else { (&mut deny4, &mut deny6) };
             host_entries(set_id, rule.rule_id, &state.addrs, &rule.ports, v4, v6);
         }

@@ -94,7 +94,9 @@ fn is_elf(path: &Path) -> bool {
 /// replace could make any content "terraform" in everyone's sessions.
 /// Files in the operator's `--program-path` directories may have any owner.
 fn untrusted(real: &Path, any_owner: bool) -> Option<&'static str> {
-    let Ok(meta) = std::fs::metadata(real) else { return Some("cannot be read") };
+    let Ok(meta) = std::fs::metadata(real) else {
+        return Some("cannot be read");
+    };
     if meta.mode() & 0o022 != 0 {
         return Some("is writable by group or others");
     }
@@ -220,7 +222,9 @@ fn fingerprint_regular_file(path: &Path) -> Option<u64> {
 fn names_per_file(dirs: &[PathBuf]) -> HashMap<(u64, u64), usize> {
     let mut counts = HashMap::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             if let Ok(meta) = std::fs::metadata(entry.path()) {
                 if meta.is_file() {
@@ -245,7 +249,9 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf], explicit: &[PathBuf]) ->
         table.mark_name(name, abi::ID_LOADER);
     }
     for dir in LOADER_DIRS {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
@@ -271,7 +277,9 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf], explicit: &[PathBuf]) ->
     table.programs = programs.iter().map(|p| (word_hash(p.as_bytes()), (*p).to_string())).collect();
     let links = names_per_file(dirs);
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let interpreter = is_interpreter_name(&name);
@@ -283,7 +291,9 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf], explicit: &[PathBuf]) ->
             if !is_executable_file(&path) {
                 continue;
             }
-            let Ok(real) = std::fs::canonicalize(&path) else { continue };
+            let Ok(real) = std::fs::canonicalize(&path) else {
+                continue;
+            };
             if let Some(why) = untrusted(&real, explicit.contains(dir)) {
                 table.notes.push(format!("{} ({}): not fingerprinted, it {why}", path.display(), real.display()));
                 continue;

@@ -195,7 +195,9 @@ impl PolicyStore {
         for (host, answer) in answers {
             self.hosts.record(&host, answer);
         }
-        let Some(current) = self.current.clone() else { return Ok(()) };
+        let Some(current) = self.current.clone() else {
+            return Ok(());
+        };
         let wanted = self.hosts.wanted(&current);
         self.hosts.add(kernel, &wanted)?;
         self.hosts.finish(kernel, wanted);

@@ -47,10 +47,14 @@ impl PolicyOrigin {
     }
 
     pub fn fingerprint(&self) -> Option<Fingerprint> {
-        let PolicyOrigin::Dir(dir) = self else { return None };
+        let PolicyOrigin::Dir(dir) = self else {
+            return None;
+        };
         let mut files = Vec::new();
         for sub in ["policies", "roles"] {
-            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if let Ok(meta) = entry.metadata() {
                     files.push((entry.path(), meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));

@@ -49,7 +49,9 @@ impl DnsServer {
                         answer(&query, peer);
                     }
                 }
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 q.fetch_add(1, Ordering::Relaxed);
                 if let Some(key) = query_key(&buf[..n]) {
                     k.lock().unwrap().insert(key);

@@ -172,6 +172,22 @@ impl Gateway {
         }
     }
 
+    /// The metrics endpoint's URL (`DATA_DIR/metrics-url`, written once it
+    /// listens; `--metrics-listen` must be among the run's arguments).
+    pub fn metrics_url(&self) -> String {
+        let file = self.data_dir.join("metrics-url");
+        let deadline = Instant::now() + seconds(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                if text.ends_with('\n') {
+                    return text.trim().to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "the gateway wrote no {}; its log:\n{}", file.display(), self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A Control Room user made with `user create --password-stdin`.
     pub fn create_user(&self, username: &str, role: &str, password: &str) {
         use std::io::Write;

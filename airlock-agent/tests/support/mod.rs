@@ -381,8 +381,12 @@ impl Daemon {
     pub fn bpf_map(&self, name: &str) -> libbpf_rs::MapHandle {
         let fdinfo = PathBuf::from(format!("/proc/{}/fdinfo", self.child.id()));
         for entry in std::fs::read_dir(&fdinfo).expect("read the daemon's fdinfo") {
-            let Ok(text) = std::fs::read_to_string(entry.expect("fdinfo entry").path()) else { continue };
-            let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse::<u32>().ok()) else { continue };
+            let Ok(text) = std::fs::read_to_string(entry.expect("fdinfo entry").path()) else {
+                continue;
+            };
+            let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse::<u32>().ok()) else {
+                continue;
+            };
             if let Ok(map) = libbpf_rs::MapHandle::from_map_id(id) {
                 if map.name() == name {
                     return map;
@@ -740,6 +744,23 @@ pub fn python_export() -> PathBuf {
         Err(why) => {
             println!("skipped: no Python with ocsf-json-schema and opentelemetry-proto ({why}); scripts/setup.sh installs them");
             harness::skip(format!("no Python with ocsf-json-schema and opentelemetry-proto: {why}"))
+        }
+    }
+}
+
+/// The venv's Python with the official Prometheus client (`prometheus_client`,
+/// its parsers) that scripts/setup.sh installs. Without it the test prints
+/// `skipped: ...` and is reported skipped, unless
+/// AIRLOCK_REQUIRE_PYTHON_METRICS=1 (scripts/test.sh): then it fails.
+pub fn python_prometheus() -> PathBuf {
+    match venv_python("import prometheus_client.parser, prometheus_client.openmetrics.parser") {
+        Ok(python) => python,
+        Err(why) if std::env::var("AIRLOCK_REQUIRE_PYTHON_METRICS").as_deref() == Ok("1") => {
+            panic!("AIRLOCK_REQUIRE_PYTHON_METRICS=1 but there is no Python with prometheus_client ({why}): run scripts/setup.sh (it installs prometheus-client from PyPI into target/pyvenv)")
+        }
+        Err(why) => {
+            println!("skipped: no Python with prometheus_client ({why}); scripts/setup.sh installs it");
+            harness::skip(format!("no Python with prometheus_client: {why}"))
         }
     }
 }

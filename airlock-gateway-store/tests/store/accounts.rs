@@ -257,6 +257,8 @@ async fn two_replicas_migrate_at_once_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_migrate_at_once_postgres() {
-    let Some(url) = testing::postgres_database("accounts::two_replicas_migrate_at_once_postgres") else { return };
+    let Some(url) = testing::postgres_database("accounts::two_replicas_migrate_at_once_postgres") else {
+        return;
+    };
     two_opens_at_once(Some(url), "two-opens-pg").await;
 }

@@ -215,7 +215,9 @@ async fn a_decided_expired_or_unknown_request_is_refused_by_name(ctx: &Ctx) {
     let m = refused(decide(s, acme.id, &id(3), &verdict(true, "gateway token bob", now)).await);
     assert!(m.contains(&format!("request {} is expired", id(3))), "{m}");
     match decide(s, acme.id, &id(9), &verdict(true, "gateway token bob", now)).await {
-        Err(StoreError::NotFound(m)) => assert_eq!(m, format!("no approval request {} in org acme", id(9))),
+        Err(StoreError::NotFound(m)) => {
+            assert_eq!(m, format!("no approval request {} in org acme", id(9)))
+        }
         other => panic!("expected NotFound, got {other:?}"),
     }
     let beta = s.org_by_name("beta").await.unwrap().unwrap();

@@ -28,7 +28,9 @@ impl tonic::service::Interceptor for Bearer {
 /// Connects as `conn` says; `--data-dir` fills in what is not given.
 pub async fn connect(conn: &Conn) -> Result<Fleet> {
     let from_dir = |name: &str| -> Result<Option<String>> {
-        let Some(dir) = &conn.data_dir else { return Ok(None) };
+        let Some(dir) = &conn.data_dir else {
+            return Ok(None);
+        };
         let path = dir.join(name);
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {} (is {} a gateway's data directory, and are you its owner?)", path.display(), dir.display()))?;
         Ok(Some(text.trim().to_string()))

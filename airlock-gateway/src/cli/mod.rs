@@ -98,6 +98,9 @@ struct RunArgs {
     /// (OCSF JSON lines) or otlp:URL (OTLP logs to a collector). See docs/export.md.
     #[arg(long = "export", value_name = "TARGET", value_parser = airlock_export::Target::parse_flag)]
     export: Vec<airlock_export::Target>,
+    /// Serve Prometheus metrics over plain HTTP here (GET /metrics), e.g. 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// Where the fleet API is and who is calling.
@@ -333,6 +336,7 @@ pub fn main() -> i32 {
                     detect_interval: a.detect_interval,
                     ui_listen: a.ui_listen,
                     export: a.export,
+                    metrics_listen: a.metrics_listen,
                 };
                 crate::server::run(crate::config::RunConfig::resolve(flags)?).await
             }

@@ -106,8 +106,12 @@ pub fn decisions(list: &[FleetDecision], json: bool, header: bool) -> Result<()>
         let Some(d) = &fd.decision else { continue };
         let subject = if d.argv.is_empty() { airlock_api::decision::subject_of(d) } else { d.argv.join(" ") };
         let tail = match (&d.policy, &d.rule) {
-            (Some(policy), Some(rule)) if d.decision == "deny" => format!("{subject}  [{policy}: {rule}]"),
-            _ if d.decision == "deny" || !matches!(d.reason.as_str(), "" | "none") => format!("{subject}  ({})", d.reason),
+            (Some(policy), Some(rule)) if d.decision == "deny" => {
+                format!("{subject}  [{policy}: {rule}]")
+            }
+            _ if d.decision == "deny" || !matches!(d.reason.as_str(), "" | "none") => {
+                format!("{subject}  ({})", d.reason)
+            }
             _ => subject,
         };
         writeln!(out, "{:<20} {:<16} {:<6} {:<8} {:<16} {:<10} {}", d.time.get(..19).unwrap_or(&d.time), fd.host, d.decision, d.kind, d.session_id, d.user, tail)?;

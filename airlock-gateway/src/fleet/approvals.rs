@@ -31,6 +31,7 @@ pub const MAX_GRANT_SECONDS: u64 = 30 * 86_400;
 const MAX_REASON_BYTES: usize = 1024;
 
 pub async fn list(hub: &Hub, caller: &Caller, ask: ListFleetApprovalsRequest) -> Result<ListFleetApprovalsResponse, Status> {
+    let _timer = hub.metrics.time_query("list_approvals");
     caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let state = ask.state.trim();

@@ -24,6 +24,7 @@ const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 
 pub async fn query(hub: &Hub, caller: &Caller, ask: QueryDecisionsRequest) -> Result<QueryDecisionsResponse, Status> {
+    let _timer = hub.metrics.time_query("query_decisions");
     query_page(hub, caller, ask).await.map(|page| page.response)
 }
 

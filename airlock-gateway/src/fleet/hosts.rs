@@ -12,6 +12,7 @@ use crate::tokens::Role;
 const CONNECTED_WITHIN_NS: i64 = 30_000_000_000;
 
 pub async fn list(hub: &Hub, caller: &Caller, ask: ListHostsRequest) -> Result<ListHostsResponse, Status> {
+    let _timer = hub.metrics.time_query("list_hosts");
     caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let latest = hub.store.policy_version(org.id, None).await.map_err(store_status)?.map(|v| v.version).unwrap_or(0);

@@ -47,6 +47,7 @@ async fn write(hub: &Hub, caller: &Caller, org: &OrgScope, files: Vec<PolicyFile
 }
 
 pub async fn history(hub: &Hub, caller: &Caller, ask: PolicyHistoryRequest) -> Result<PolicyHistoryResponse, Status> {
+    let _timer = hub.metrics.time_query("policy_history");
     caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let versions = hub.store.policy_history(org.id).await.map_err(store_status)?;

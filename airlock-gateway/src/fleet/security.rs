@@ -19,6 +19,7 @@ use crate::security::{parse_settings, settings_in_force, settings_message, store
 const MAX_REASON_BYTES: usize = 1024;
 
 pub async fn list_findings(hub: &Hub, caller: &Caller, ask: ListFleetFindingsRequest) -> Result<ListFindingsResponse, Status> {
+    let _timer = hub.metrics.time_query("list_findings");
     caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let findings = hub.store.list_findings(org.id, ask.limit).await.map_err(store_status)?;
@@ -26,6 +27,7 @@ pub async fn list_findings(hub: &Hub, caller: &Caller, ask: ListFleetFindingsReq
 }
 
 pub async fn list_blocks(hub: &Hub, caller: &Caller, ask: ListFleetBlocksRequest) -> Result<ListBlocksResponse, Status> {
+    let _timer = hub.metrics.time_query("list_blocks");
     caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let status = ask.status.trim();

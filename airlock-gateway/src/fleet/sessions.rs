@@ -15,6 +15,7 @@ use crate::tokens::Role;
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn list(hub: &Hub, caller: &Caller, ask: ListSessionsRequest) -> Result<ListSessionsResponse, Status> {
+    let _timer = hub.metrics.time_query("list_sessions");
     caller.require(Role::Viewer)?;
     let org = caller.scope(&hub.store, &ask.org).await?;
     let state = airlock_api::v1::SessionState::try_from(ask.state).unwrap_or(airlock_api::v1::SessionState::Unspecified);

@@ -79,7 +79,9 @@ type Verdict = Option<(String, String)>;
 
 impl Replay<'_> {
     fn one(&mut self, host: &str, d: &Decision) {
-        let Some(role) = self.compiled.role(&d.role) else { return };
+        let Some(role) = self.compiled.role(&d.role) else {
+            return;
+        };
         let candidate: Verdict = if d.kind == EXEC {
             let input = exec_input(d);
             match self.matcher.match_exec(role.set_id, &input) {
@@ -87,8 +89,12 @@ impl Replay<'_> {
                 airlock_policy::matcher::Decision::Deny { rule_id, .. } => Some(self.rule(rule_id)),
             }
         } else if CONNECT_KINDS.contains(&d.kind.as_str()) {
-            let Some(Detail::Destination(dest)) = &d.detail else { return };
-            let Ok(addr) = dest.address.parse::<IpAddr>() else { return };
+            let Some(Detail::Destination(dest)) = &d.detail else {
+                return;
+            };
+            let Ok(addr) = dest.address.parse::<IpAddr>() else {
+                return;
+            };
             let decision = self.matcher.match_egress(role.set_id, &EgressInput::new(addr, dest.port as u16));
             match decision {
                 airlock_policy::matcher::EgressDecision::Deny { rule_id } => Some(self.rule(rule_id)),

@@ -399,7 +399,9 @@ impl OidcClient {
         if wanted.iter().all(|name| claim(claims, name).is_some()) {
             return Ok(());
         }
-        let (Some(userinfo), Some(token)) = (&self.userinfo, access_token) else { return Ok(()) };
+        let (Some(userinfo), Some(token)) = (&self.userinfo, access_token) else {
+            return Ok(());
+        };
         let info: Map<String, Value> = self
             .http
             .get(userinfo, Some(token))

@@ -86,7 +86,9 @@ fn set_cookie_same_site(name: &'static str, value: String, max_age_secs: i64, sa
 }
 
 async fn lookup(state: &AppState, headers: &HeaderMap) -> Result<Option<SignedIn>, UiError> {
-    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else { return Ok(None) };
+    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
     let Some(session) = state.hub.store.ui_session(&hash(secret), crate::now_ns()).await.map_err(UiError::from_store)? else {
         return Ok(None);
     };

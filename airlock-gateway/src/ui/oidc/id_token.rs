@@ -133,7 +133,9 @@ impl OidcClient {
     /// true when it was.
     async fn refetch_jwks(&self) -> Result<bool, OidcError> {
         {
-            let Ok(jwks) = self.jwks.lock() else { return Ok(false) };
+            let Ok(jwks) = self.jwks.lock() else {
+                return Ok(false);
+            };
             if jwks.fetched.elapsed() < JWKS_REFETCH_EVERY {
                 return Ok(false);
             }

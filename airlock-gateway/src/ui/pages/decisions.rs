@@ -282,9 +282,13 @@ fn csv_header() -> String {
 }
 
 fn csv_line(fd: &FleetDecision) -> String {
-    let Some(d) = &fd.decision else { return String::new() };
+    let Some(d) = &fd.decision else {
+        return String::new();
+    };
     let destination = match &d.detail {
-        Some(airlock_api::v1::decision::Detail::Destination(dest)) => format!("{} {}:{}", dest.protocol, dest.address, dest.port),
+        Some(airlock_api::v1::decision::Detail::Destination(dest)) => {
+            format!("{} {}:{}", dest.protocol, dest.address, dest.port)
+        }
         _ => String::new(),
     };
     let fields = [

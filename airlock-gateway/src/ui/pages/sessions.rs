@@ -112,7 +112,9 @@ pub fn decision_row(d: &Decision) -> DecisionRow {
 pub fn what(d: &Decision) -> String {
     use airlock_api::v1::decision::Detail;
     match &d.detail {
-        Some(Detail::Destination(dest)) => format!("{} {}:{}", dest.protocol, dest.address, dest.port),
+        Some(Detail::Destination(dest)) => {
+            format!("{} {}:{}", dest.protocol, dest.address, dest.port)
+        }
         Some(Detail::UnixSocket(u)) => format!("unix {}", u.path),
         _ if !d.argv.is_empty() => d.argv.join(" "),
         _ => d.executable.clone(),
