@@ -47,8 +47,8 @@ fn stage_and_build(spec: &PackageSpec, binaries: &Binaries, root: &Path, out: &P
             Source::Binary(which) => strip_into(binaries.get(*which), &dest)?,
             Source::Unit(template, binary) => {
                 let text = read_text(&root.join(template))?.replace("@BINARY@", binary);
-                if text.contains('@') {
-                    bail!("{template}: a placeholder other than @BINARY@ is left in the unit");
+                if let Some(left) = placeholder(&text) {
+                    bail!("{template}: the placeholder {left} is left in the unit (only @BINARY@ is filled in)");
                 }
                 write(&dest, text.as_bytes(), 0o644)?;
             }
@@ -59,6 +59,12 @@ fn stage_and_build(spec: &PackageSpec, binaries: &Binaries, root: &Path, out: &P
     let doc = stage.join("usr/share/doc").join(spec.name);
     write(&doc.join("copyright"), &read(&root.join("packaging/deb/copyright"))?, 0o644)?;
     write(&doc.join("changelog.gz"), &gzip(changelog(spec.name, version, root)?.as_bytes())?, 0o644)?;
+
+    // Findings reviewed and accepted, each with its reason in the file.
+    let overrides = root.join(spec.scripts).join("lintian-overrides");
+    if overrides.exists() {
+        write(&stage.join("usr/share/lintian/overrides").join(spec.name), &read(&overrides)?, 0o644)?;
+    }
 
     let debian = stage.join("DEBIAN");
     let conffiles = files_under(stage, "etc")?;
@@ -91,6 +97,15 @@ fn stage_and_build(spec: &PackageSpec, binaries: &Binaries, root: &Path, out: &P
         bail!("dpkg-deb --build {} failed ({status})", stage.display());
     }
     Ok(deb)
+}
+
+/// An `@NAME@` placeholder (upper case, digits, `_`) in a template.
+fn placeholder(text: &str) -> Option<&str> {
+    text.match_indices('@').find_map(|(start, _)| {
+        let rest = &text[start + 1..];
+        let end = rest.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))?;
+        (end > 0 && rest[end..].starts_with('@')).then(|| &text[start..start + end + 2])
+    })
 }
 
 fn control(spec: &PackageSpec, version: &str, shlibs: &str, installed_size: u64) -> String {
@@ -307,5 +322,16 @@ fn remove_dir_if_exists(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("remove {}", dir.display())),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_and_versions() {
+        assert_eq!(super::placeholder("ExecStart=@BINARY@ run"), Some("@BINARY@"));
+        assert_eq!(super::placeholder("SystemCallFilter=~@privileged @resources"), None);
+        assert_eq!(super::debian_version("0.2.0-rc.1"), "0.2.0~rc.1");
+        assert_eq!(super::debian_version("0.1.0"), "0.1.0");
     }
 }

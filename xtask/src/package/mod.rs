@@ -26,6 +26,7 @@ const USAGE: &str = "usage: cargo xtask package [--profile release|dev] [--out D
   --profile  release (default): cargo build --release of the two binaries;
              dev: the binaries `cargo test --workspace --locked` builds (no second compile)
   --out      where the .deb files go (default <workspace>/target/package)
+  --binaries DIR  package DIR/airlock-agent and DIR/airlock-gateway as they are (build nothing)
   --check    run lintian on both packages; fail on any error or unexplained warning";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,12 +37,13 @@ pub enum Profile {
 
 struct Options {
     profile: Profile,
+    binaries: Option<PathBuf>,
     out: PathBuf,
     check: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut options = Options { profile: Profile::Release, out: workspace_root().join("target/package"), check: false };
+    let mut options = Options { profile: Profile::Release, binaries: None, out: workspace_root().join("target/package"), check: false };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -54,6 +56,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             "--out" => options.out = PathBuf::from(it.next().with_context(|| format!("--out needs a directory\n{USAGE}"))?),
             "--check" => options.check = true,
+            "--binaries" => options.binaries = Some(PathBuf::from(it.next().with_context(|| format!("--binaries needs a directory\n{USAGE}"))?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -67,7 +70,10 @@ fn parse(args: &[String]) -> Result<Options> {
 pub fn run(args: &[String]) -> Result<()> {
     let options = parse(args)?;
     let started = Instant::now();
-    let binaries = build_binaries(options.profile)?;
+    let binaries = match &options.binaries {
+        Some(dir) => Binaries::in_dir(dir)?,
+        None => build_binaries(options.profile)?,
+    };
     let debs = build_all(&binaries, &options.out, options.profile)?;
     phase(&format!("package: {:?} build and assemble", options.profile).to_lowercase(), started.elapsed());
     for deb in &debs {

@@ -69,7 +69,8 @@ pub struct PackageSpec {
     pub section: &'static str,
     pub description: &'static str,
     pub entries: &'static [Entry],
-    /// `packaging/deb/<name>`: postinst, prerm, postrm.
+    /// `packaging/deb/<name>`: postinst, prerm, postrm, and lintian-overrides
+    /// if the package has any.
     pub scripts: &'static str,
 }
 

@@ -106,6 +106,7 @@ fn the_packages_hold_their_files_conffiles_and_scripts() {
                     "/etc/default/airlock-agent".into(),
                     "/usr/share/doc/airlock-agent/copyright".into(),
                     "/usr/share/doc/airlock-agent/changelog.gz".into(),
+                    "/usr/share/lintian/overrides/airlock-agent".into(),
                 ],
                 policies.clone(),
             ]
@@ -119,6 +120,7 @@ fn the_packages_hold_their_files_conffiles_and_scripts() {
                 "/etc/airlock/gateway.toml".into(),
                 "/usr/share/doc/airlock-gateway/copyright".into(),
                 "/usr/share/doc/airlock-gateway/changelog.gz".into(),
+                "/usr/share/lintian/overrides/airlock-gateway".into(),
             ],
         ),
     ];
@@ -188,7 +190,7 @@ fn the_packages_hold_their_files_conffiles_and_scripts() {
         let shown = run(Command::new(&binary).arg("--version"));
         assert!(shown.contains(env!("CARGO_PKG_VERSION")), "{name} --version: {shown}");
         let unit_text = std::fs::read_to_string(root.join("lib/systemd/system").join(&unit)).unwrap();
-        assert!(unit_text.contains(&format!("ExecStart=/usr/bin/{name} run")) && !unit_text.contains('@'), "{name}: {unit_text}");
+        assert!(unit_text.contains(&format!("ExecStart=/usr/bin/{name} run")) && !unit_text.contains("@BINARY@"), "{name}: {unit_text}");
         assert!(unit_text.contains("Type=notify"), "{name}: the unit waits for READY=1");
         verify_unit(&unit_text, &binary, &format!("/usr/bin/{name}"), &scratch.0.join(format!("verify-{name}")));
     }
