@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test          build everything, run every test (kernel tests need root), check the kernel is left clean
+  test          build everything, run every test (kernel tests need root), check the kernel is left clean,
+                then package the tested binaries and run lintian (package --profile dev --check)
   clean-check   only check that no Airlock programs or pins are left in the kernel
   vm-test       run the kernel tests inside Debian kernels under qemu, both backends
                 (vm-tests/matrix.toml) [--kernel K|all] [--backend B|both] [--suite S]... [--filter NAME]
@@ -27,7 +28,9 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => test::test(&args[1..]),
+        // Then the .deb packages of the binaries just tested (no second
+        // compile), through lintian: an error fails the run.
+        Some("test") => test::test(&args[1..]).and_then(|()| package::run(&["--profile".into(), "dev".into(), "--check".into()])),
         Some("clean-check") => test::clean_check(),
         Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
