@@ -2,7 +2,8 @@
 # Sets up what is missing, then runs every test:
 #  1. cargo xtask test: unit, ABI layout, policy and kernel tests (as root, on
 #     this kernel), then a check that the kernel is left clean, then the
-#     Kubernetes manifests rendered and validated offline;
+#     Kubernetes manifests rendered and validated offline, then the .deb
+#     packages from that build, checked with lintian;
 #  2. cargo xtask vm-test: the kernel tests again inside Debian's 6.1 and 6.12
 #     kernels under qemu, with the LSM backend and with the compat backend,
 #     the guests side by side (vm-tests/matrix.toml).
@@ -52,6 +53,9 @@ export AIRLOCK_REQUIRE_BROWSER=1
 # The Kubernetes manifests are rendered with kubectl and validated with
 # kubernetes-validate (both installed above); the same rule.
 export AIRLOCK_REQUIRE_KUBECTL=1
+# The packages' test builds real .deb files with dpkg-deb and reads them back
+# (dpkg-dev and lintian, installed above); the same rule.
+export AIRLOCK_REQUIRE_PACKAGE=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"

@@ -3,6 +3,7 @@
 mod bench;
 mod k8s;
 mod modgraph;
+mod package;
 mod test;
 mod vm;
 
@@ -13,7 +14,8 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test          build everything, run every test (kernel tests need root), check the kernel is left clean
+  test          build everything, run every test (kernel tests need root), check the kernel is left clean,
+                then package the tested binaries and run lintian (package --profile dev --check)
   clean-check   only check that no Airlock programs or pins are left in the kernel
   vm-test       run the kernel tests inside Debian kernels under qemu, both backends
                 (vm-tests/matrix.toml) [--kernel K|all] [--backend B|both] [--suite S]... [--filter NAME]
@@ -21,16 +23,21 @@ commands:
   bench         measure what Airlock costs against no agent, side by side [--quick]
   bench gateway the fleet gateway under 1,000 simulated agents, on SQLite and PostgreSQL [--quick]
   modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]
-  k8s           render every Kustomize overlay (deploy/kubernetes) and validate it offline, strict";
+  k8s           render every Kustomize overlay (deploy/kubernetes) and validate it offline, strict
+  package       the airlock-agent and airlock-gateway .deb packages [--profile release|dev] [--out DIR]
+                [--check] (lintian; docs/packaging.md)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => test::test(&args[1..]),
+        // Then the .deb packages of the binaries just tested (no second
+        // compile), through lintian: an error fails the run.
+        Some("test") => test::test(&args[1..]).and_then(|()| package::run(&["--profile".into(), "dev".into(), "--check".into()])),
         Some("clean-check") => test::clean_check(),
         Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("k8s") => k8s::run(),
+        Some("package") => package::run(&args[1..]),
         Some("modules") => match args.get(1) {
             Some(dir) => modgraph::print(std::path::Path::new(dir)),
             None => modgraph::print(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new("."))),

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every test, then a check that the kernel is left clean,
-//! then the Kubernetes manifests rendered and validated (`cargo xtask k8s`).
+//! then the Kubernetes manifests rendered and validated (`cargo xtask k8s`)
+//! (main.rs then packages the tested binaries).
 
 use std::process::Command;
 use std::time::Instant;
