@@ -4,7 +4,8 @@
 #     this kernel), then a check that the kernel is left clean;
 #  2. cargo xtask vm-test: the kernel tests again inside Debian's 6.1 and 6.12
 #     kernels under qemu, with the LSM backend and with the compat backend,
-#     the guests side by side (vm-tests/matrix.toml).
+#     and the .deb packages in a Debian guest with systemd as PID 1 (both
+#     backends), the guests side by side (vm-tests/matrix.toml).
 # At the end (pass or fail) it prints the wall time of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,5 +45,5 @@ export AIRLOCK_REQUIRE_OIDC=1
 export AIRLOCK_REQUIRE_BROWSER=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
-echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"
+echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends; the packages under systemd)"
 cargo xtask vm-test
