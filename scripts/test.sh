@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what is missing, then runs every test:
 #  1. cargo xtask test: unit, ABI layout, policy and kernel tests (as root, on
-#     this kernel), then a check that the kernel is left clean;
+#     this kernel), then a check that the kernel is left clean, then the .deb
+#     packages from that build, checked with lintian;
 #  2. cargo xtask vm-test: the kernel tests again inside Debian's 6.1 and 6.12
 #     kernels under qemu, with the LSM backend and with the compat backend,
 #     and the .deb packages in a Debian guest with systemd as PID 1 (both
@@ -43,6 +44,9 @@ export AIRLOCK_REQUIRE_OIDC=1
 # The Control Room's browser test drives Debian's chromium with Playwright
 # (both installed above); the same rule.
 export AIRLOCK_REQUIRE_BROWSER=1
+# The packages' test builds real .deb files with dpkg-deb and reads them back
+# (dpkg-dev and lintian, installed above); the same rule.
+export AIRLOCK_REQUIRE_PACKAGE=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends; the packages under systemd)"

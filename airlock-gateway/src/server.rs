@@ -1,6 +1,8 @@
 //! `airlock-gateway run`: opens the store (migrations), the CA, the
 //! default org and its first admin token, then serves the three services on
-//! one TLS listener until SIGTERM or SIGINT.
+//! one TLS listener until SIGTERM or SIGINT. Under systemd it says READY=1
+//! once the store is open and the listeners are bound (the packaged unit is
+//! `Type=notify`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -74,6 +76,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let link = AgentLinkServer::new(LinkService { hub: hub.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let fleet = FleetServer::new(FleetService { hub: hub.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(64 * 1024 * 1024);
     tracing::info!(%url, replica = %config.replica, data_dir = %config.data_dir.display(), "gateway ready");
+    // The listener is bound: connections made from here on queue until the
+    // server below accepts them, so the service manager may start dependents.
+    notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving on {url}"))]);
     Server::builder()
         .tls_config(tls)
         .context("configure TLS")?
@@ -84,6 +89,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         .add_service(fleet)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener).map(no_delay), async move {
             stop_signal().await;
+            notify_service_manager(&[sd_notify::NotifyState::Stopping]);
             let _ = stop_ui.send(true);
             // Agent streams never end by themselves: end them, so the
             // graceful stop does not wait for them.
@@ -151,6 +157,14 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("create the data directory {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod 0700 {}", dir.display()))
+}
+
+/// READY/STOPPING for a `Type=notify` unit; nothing without `$NOTIFY_SOCKET`.
+/// A failure is logged, never fatal: the gateway serves without systemd.
+fn notify_service_manager(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(socket = ?std::env::var_os("NOTIFY_SOCKET"), "sd_notify failed: {e}");
+    }
 }
 
 async fn stop_signal() {

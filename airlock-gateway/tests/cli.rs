@@ -94,3 +94,51 @@ fn nix_term(child: &Child) {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
 }
+
+/// Under systemd (`Type=notify`, the packaged unit) the gateway says READY=1
+/// only once it serves: the URL file is written and the CLI gets an answer as
+/// soon as READY arrives; SIGTERM is announced with STOPPING=1.
+#[test]
+fn tells_the_service_manager_when_it_is_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let scratch = Scratch::new("notify");
+    let socket_path = scratch.0.join("notify.sock");
+    let manager = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    // A generous bound for a slow CI machine, not a measurement.
+    manager.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let data = scratch.0.join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = KillOnDrop(Command::new(GATEWAY)
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the gateway"));
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).expect("no READY=1 from the gateway");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(ready.contains(&format!("STATUS=serving on https://127.0.0.1:{port}")), "{ready:?}");
+    // READY means serving: nothing to wait for.
+    assert!(data.join("url").exists() && data.join("admin.token").exists() && data.join("ca.pem").exists());
+    let out = Command::new(GATEWAY).args(["hosts", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "the CLI right after READY: {}", String::from_utf8_lossy(&out.stderr));
+
+    nix_term(&child.0);
+    let n = manager.recv(&mut buf).expect("no STOPPING=1 from the gateway");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1\n");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A gateway this test started, killed if an assertion fails first.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod modgraph;
+mod package;
 mod test;
 mod vm;
 
@@ -19,7 +20,9 @@ commands:
                 [--all-suites] [--jobs N]
   bench         measure what Airlock costs against no agent, side by side [--quick]
   bench gateway the fleet gateway under 1,000 simulated agents, on SQLite and PostgreSQL [--quick]
-  modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]";
+  modules       print every crate's module graph; fails on an import loop [WORKSPACE_DIR]
+  package       the airlock-agent and airlock-gateway .deb packages [--profile release|dev] [--out DIR]
+                [--check] (lintian; docs/packaging.md)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
         Some("clean-check") => test::clean_check(),
         Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("package") => package::run(&args[1..]),
         Some("modules") => match args.get(1) {
             Some(dir) => modgraph::print(std::path::Path::new(dir)),
             None => modgraph::print(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new("."))),

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: every test, then a check that the kernel is left clean.
+//! `cargo xtask test`: every test, then a check that the kernel is left
+//! clean, then the .deb packages of the tested binaries through lintian.
 
 use std::process::Command;
 use std::time::Instant;
@@ -28,6 +29,9 @@ pub fn test(extra: &[String]) -> Result<()> {
         bail!("the tests left these in the kernel:\n  {}", new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "));
     }
     eprintln!("==> kernel left clean: no Airlock programs or pins remain");
+    // The packages of the binaries just tested (no second compile), and
+    // lintian on them: an error fails the run.
+    crate::package::run(&["--profile".into(), "dev".into(), "--check".into()])?;
     for (name, why) in &totals.skipped {
         println!("skipped: {name} ({why})");
     }
