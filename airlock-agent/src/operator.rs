@@ -203,6 +203,19 @@ fn print_status(r: &pb::StatusResponse) {
         println!("enforcement:    pinned in {}, {how}", l.pinned_set);
         println!("  backlog:      {} decisions made while no daemon ran were audited at start", l.backlog_audited);
         println!("  on stop:      {}", l.on_stop);
+        if let Some(f) = l.fd_store.as_ref().filter(|f| f.active) {
+            println!(
+                "  fd store:     {} descriptors held by systemd; at start {} handed back, {} taken back, {} pins made again, {} ignored",
+                f.stored,
+                f.received,
+                f.taken_back,
+                f.repinned.len(),
+                f.ignored.len()
+            );
+            if let Some(e) = &f.error {
+                println!("  FD STORE:     {e}");
+            }
+        }
     }
     if let Some(s) = &r.store {
         println!(

@@ -131,6 +131,30 @@ pub struct LifecycleStatus {
     pub backlog_audited: u64,
     /// What stopping the daemon does: "enforcement stays pinned" or "release".
     pub on_stop: String,
+    /// systemd's file descriptor store: what was handed back at start and what is stored.
+    #[serde(default)]
+    pub fd_store: FdStoreStatus,
+}
+
+/// The daemon and systemd's file descriptor store (all zero outside systemd).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FdStoreStatus {
+    /// A service manager listens (NOTIFY_SOCKET): the set in force is stored there.
+    pub active: bool,
+    /// Descriptors systemd handed back at start (LISTEN_FDS).
+    pub received: u32,
+    /// Of those, the ones that proved to be what their names say and were used.
+    pub taken_back: u32,
+    /// The ones not used, each with why.
+    pub ignored: Vec<String>,
+    /// Pins made again from a handed-back descriptor (they had been removed).
+    pub repinned: Vec<String>,
+    /// Descriptors of the set in force that the store holds.
+    pub stored: u32,
+    /// Names removed from the store (a replaced set's, ignored ones).
+    pub withdrawn: u32,
+    /// What the store refused, if anything.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 mod support;
 
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -270,9 +271,172 @@ fn restart_repairs_a_set_with_a_missing_link_pin() {
     drop(denied);
 }
 
+/// Whether a BPF program with this id still exists.
+fn program_alive(id: u32) -> bool {
+    // SAFETY: plain syscall wrapper; a returned fd is ours to close.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+/// The programs the links pinned in `set` attach.
+fn pinned_programs(set: &Path) -> Vec<(String, u32)> {
+    let mut programs: Vec<(String, u32)> = std::fs::read_dir(set.join("links"))
+        .expect("read the pinned links")
+        .flatten()
+        .map(|e| {
+            let link = libbpf_rs::Link::open(e.path()).expect("open a pinned link");
+            (e.file_name().to_string_lossy().into_owned(), link.info().expect("link info").prog_id)
+        })
+        .collect();
+    programs.sort();
+    programs
+}
+
+/// The store names of everything pinned in `set`, as the daemon names them.
+fn store_names_of(set: &Path) -> Vec<String> {
+    let set_name = set.file_name().unwrap().to_string_lossy().into_owned();
+    let names_in = |sub: &str| -> Vec<String> { std::fs::read_dir(set.join(sub)).expect("read the set").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect() };
+    let mut names: Vec<String> = names_in("maps").into_iter().map(|m| format!("airlock.{set_name}.map.{m}")).collect();
+    names.extend(names_in("links").into_iter().map(|l| format!("airlock.{set_name}.link.{l}")));
+    names.push(format!("airlock.{set_name}.meta"));
+    names.sort();
+    names
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Under systemd the daemon also hands every link and map of its set to the
+/// unit's file descriptor store (the test plays systemd's side of the real
+/// protocol). Governed root's way around the compat guard, SIGKILL of the
+/// daemon and then removing the pins, then detaches nothing: PID 1 holds the
+/// links. The next daemon is handed the descriptors back (LISTEN_FDS), checks
+/// them, pins them again and adopts the very same programs; descriptors that
+/// are not what their names say are ignored and leave the store. Stopping
+/// the unit empties the store (systemd 252), and `unload` then detaches all.
+fn fd_store_holds_the_enforcement_when_the_daemon_is_killed_and_the_pins_removed() {
+    let denied = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let port = denied.local_addr().unwrap().port();
+    let mut d = Daemon::start_under_service_manager("fdstore", &[("test-infra.json", &policy(port))], &[("agent.json", ROLE)]);
+    let backend = d.backend();
+    let set = pinned_set(&d.pin_dir);
+    let want = store_names_of(&set);
+    let manager = d.manager.as_ref().expect("a service manager");
+    manager.wait("every pinned object stored", |_, names| sorted(names.to_vec()) == want);
+    assert!(manager.refused().is_empty(), "the service manager refused or dropped descriptors: {:#?}", manager.refused());
+    assert!(
+        want.len() * 2 <= manager.max(),
+        "FileDescriptorStoreMax={} in the unit has no room for a replacement (two sets of {} descriptors)",
+        manager.max(),
+        want.len()
+    );
+    let stored_ids = sorted(manager.stored_ids().into_iter().map(|(n, id)| format!("{n}={id}")).collect());
+    let status = d.status_json();
+    assert_eq!(status["lifecycle"]["fd_store"]["active"], true, "{status:#}");
+    assert_eq!(status["lifecycle"]["fd_store"]["stored"].as_u64(), Some(want.len() as u64), "{status:#}");
+    let programs = pinned_programs(&set);
+
+    let mut s = d.live_session("agent");
+    let sid = s.session_id.clone();
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(!out.contains(RAN), "{out}");
+
+    // The attack: the daemon is SIGKILLed (compat delivers it) and the pins go.
+    d.kill_hard();
+    std::fs::remove_dir_all(&d.pin_dir).expect("remove the pins");
+    for (program, id) in &programs {
+        assert!(program_alive(*id), "{program} (program {id}) was detached with its pins although the store holds its link");
+    }
+    let want_rc = if backend == "lsm" { "rc=126" } else { "rc=137" };
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(!out.contains(RAN) && out.contains(want_rc), "with the daemon dead and the pins removed, terraform apply was not refused: {out}");
+    let (out, _) = s.run(&connect_cmd(&d, "127.0.0.2", port));
+    assert!(out.contains("connect=errno1"), "with the daemon dead and the pins removed, a denied connect was not refused: {out}");
+
+    // Descriptors that are not what their names say: handed back too, never used.
+    let set_name = set.file_name().unwrap().to_string_lossy().into_owned();
+    let devnull = || OwnedFd::from(std::fs::File::open("/dev/null").expect("open /dev/null"));
+    let bogus = [
+        (format!("airlock.{set_name}.link.airlock_bogus"), d.manager.as_ref().expect("a service manager").dup_of(&format!("airlock.{set_name}.map.tagged_procs"))),
+        (format!("airlock.{set_name}.map.quarantine_x"), devnull()),
+        ("airlock.set-000000000001-1-0.link.airlock_fork".to_string(), devnull()),
+        ("something-else".to_string(), devnull()),
+    ];
+    for (name, fd) in bogus {
+        d.manager.as_ref().expect("a service manager").plant(&name, fd);
+    }
+
+    d.restart();
+    let status = d.status_json();
+    let fd = &status["lifecycle"]["fd_store"];
+    assert_eq!(status["lifecycle"]["startup"]["kind"], "adopted", "the restarted daemon did not adopt the set it took back: {status:#}\nlog:\n{}", d.current_log());
+    assert_eq!(fd["received"].as_u64(), Some(want.len() as u64 + 4), "{status:#}");
+    assert_eq!(fd["taken_back"].as_u64(), Some(want.len() as u64), "{status:#}");
+    assert_eq!(fd["repinned"].as_array().map(Vec::len), Some(want.len()), "every removed pin is pinned again: {status:#}");
+    let ignored: Vec<String> = fd["ignored"].as_array().unwrap().iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(ignored.len(), 4, "{ignored:#?}");
+    for why in ["not a BPF link but anon_inode:bpf-map", "not a BPF map but /dev/null", "meta record was not stored", "not an Airlock name"] {
+        assert!(ignored.iter().any(|i| i.contains(why)), "no descriptor was ignored because {why:?}: {ignored:#?}");
+    }
+    assert_eq!(fd["withdrawn"].as_u64(), Some(4), "{status:#}");
+    let log = d.current_log();
+    assert!(log.contains("took the enforcement back from systemd's file descriptor store"), "{log}");
+    assert!(log.contains("adopted the running enforcement"), "{log}");
+
+    // The same set, the same programs, pinned again where they were.
+    assert_eq!(pinned_set(&d.pin_dir), set, "the set was not pinned again under its own name");
+    assert_eq!(store_names_of(&set), want);
+    assert_eq!(pinned_programs(&set), programs, "the restarted daemon does not hold the programs it was handed back");
+    // The store holds the set once: nothing accumulated, the bogus entries left.
+    let manager = d.manager.as_ref().expect("a service manager");
+    manager.wait("the store back to the set alone", |_, names| sorted(names.to_vec()) == want);
+    assert_eq!(sorted(manager.stored_ids().into_iter().map(|(n, id)| format!("{n}={id}")).collect()), stored_ids, "the store holds other objects than before");
+
+    // Governed as before, and the session was re-adopted.
+    let me = status["sessions"].as_array().unwrap().iter().find(|x| x["id"] == sid.as_str()).cloned();
+    assert!(me.is_some_and(|m| m["state"] == "running"), "the session was not re-adopted: {status:#}");
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(!out.contains(RAN), "terraform apply ran after the restart: {out}");
+    let (out, _) = s.run("terraform plan");
+    assert!(out.contains(RAN), "{out}");
+    let (out, _) = s.run(&connect_cmd(&d, "127.0.0.2", port));
+    assert!(out.contains("connect=errno1"), "{out}");
+
+    // While systemd holds the links (the unit restarting), unload cannot detach and says why.
+    d.kill_hard();
+    let out = std::process::Command::new(AGENT).arg("unload").arg("--pin-dir").arg(&d.pin_dir).output().expect("unload");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("file descriptor store") && err.contains("systemctl stop"), "unload while the store holds the links: {err}");
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(!out.contains(RAN), "{out}");
+
+    // The unit stops: the store is emptied, and nothing is attached any more.
+    d.manager.as_ref().expect("a service manager").flush();
+    let deadline = std::time::Instant::now() + seconds(15);
+    while programs.iter().any(|(_, id)| program_alive(*id)) {
+        assert!(std::time::Instant::now() < deadline, "programs still loaded after the store was emptied and the pins removed: {programs:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = std::process::Command::new(AGENT).arg("unload").arg("--pin-dir").arg(&d.pin_dir).output().expect("unload");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!d.pin_dir.exists());
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(out.contains(RAN), "after the store was emptied and unload ran, the session should no longer be governed: {out}");
+    s.quit();
+    eprintln!("fdstore: {} descriptors stored for one set ({} programs); FileDescriptorStoreMax={}", want.len(), programs.len(), d.manager.as_ref().unwrap().max());
+    drop(denied);
+}
+
 kernel_tests!(
     restart_after_sigkill_readopts_the_sessions_and_audits_the_backlog,
     restart_replaces_pins_of_another_build_without_a_gap,
     restart_after_stop_and_unload,
     restart_repairs_a_set_with_a_missing_link_pin,
+    fd_store_holds_the_enforcement_when_the_daemon_is_killed_and_the_pins_removed,
 );

@@ -90,5 +90,23 @@ fn lifecycle(l: LifecycleStatus) -> pb::Lifecycle {
             pb::Startup { kind: "replaced".into(), old_sets, reason, tags_copied: tags_copied as u64, ..Default::default() }
         }
     };
-    pb::Lifecycle { pin_dir: l.pin_dir, pinned_set: l.pinned_set, startup: Some(startup), backlog_audited: l.backlog_audited, on_stop: l.on_stop }
+    let f = l.fd_store;
+    let fd_store = pb::FdStore {
+        active: f.active,
+        received: f.received,
+        taken_back: f.taken_back,
+        ignored: f.ignored,
+        repinned: f.repinned,
+        stored: f.stored,
+        withdrawn: f.withdrawn,
+        error: f.error,
+    };
+    pb::Lifecycle {
+        pin_dir: l.pin_dir,
+        pinned_set: l.pinned_set,
+        startup: Some(startup),
+        backlog_audited: l.backlog_audited,
+        on_stop: l.on_stop,
+        fd_store: Some(fd_store),
+    }
 }

@@ -59,6 +59,8 @@ pub struct Agent {
     /// Decisions read from the ring buffer at start (made while no daemon ran).
     pub backlog_audited: AtomicU64,
     pub release_on_exit: bool,
+    /// systemd's file descriptor store, as published at start.
+    pub fd_store: crate::protocol::FdStoreStatus,
     /// The gateway link's state and spool, when the daemon has a gateway.
     pub gateway: Option<GatewayHandle>,
     /// Approval requests and the grants their verdicts wrote.

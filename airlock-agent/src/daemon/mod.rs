@@ -11,6 +11,7 @@ mod api_ops;
 pub mod approval_ops;
 mod control;
 mod events;
+mod fd_store;
 mod gateway_ops;
 mod reload;
 mod revoke;
@@ -85,6 +86,8 @@ pub struct DaemonOptions {
 }
 
 pub fn run(opts: DaemonOptions) -> Result<()> {
+    // First, while this is the only thread: it clears LISTEN_* from the environment.
+    let inherited = crate::systemd::take_listen_fds();
     raise_descriptor_limit();
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditSink::open(&opts.state_dir.join(AUDIT_FILE))?;
@@ -113,8 +116,12 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     if UnixStream::connect(&opts.socket).is_ok() {
         bail!("another Airlock daemon is already answering on {}", opts.socket.display());
     }
-    let kernel = Kernel::start(&KernelOptions { backend: opts.backend, sizes: opts.sizes, pin_dir: opts.pin_dir.clone() })?;
+    let kernel = Kernel::start(&KernelOptions { backend: opts.backend, sizes: opts.sizes, pin_dir: opts.pin_dir.clone() }, inherited)?;
     tracing::info!(backend = %kernel.backend(), hooks = kernel.hooks().len(), set = %kernel.pinned_set().display(), "enforcement in force");
+    // At once: from here PID 1 holds the set's links too, whatever happens to
+    // the pins or this process. Replaced sets leave the store here, before
+    // they are retired, so their programs can detach.
+    let fd_store = fd_store::publish(&kernel);
 
     // The sessions and role slots of a previous daemon, reconciled with the
     // tags that are live in the kernel now.
@@ -166,6 +173,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         protected: Mutex::new(ProtectedFiles::default()),
         backlog_audited: AtomicU64::new(0),
         release_on_exit: opts.release_on_exit,
+        fd_store,
         gateway,
         approvals: Mutex::new(Approvals::persistent(opts.approvals, approvals_file)),
         notifier,
@@ -247,7 +255,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     // Loading parsed the kernel's BTF (megabytes, freed since): give the pages back.
     threads::release_free_heap();
     tracing::info!(socket = %opts.socket.display(), "ready");
-    let status = format!("enforcing ({}), {} session(s) re-adopted", agent.kernel.backend(), restored.running);
+    let mut status = format!("enforcing ({}), {} session(s) re-adopted", agent.kernel.backend(), restored.running);
+    if agent.fd_store.received > 0 {
+        status += &format!(", {} descriptor(s) taken back from the fd store", agent.fd_store.taken_back);
+    }
     crate::systemd::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 
     for origin in signals.forever() {
@@ -289,6 +300,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     };
     if agent.release_on_exit {
         let dir = agent.kernel.pin_dir().display().to_string();
+        fd_store::withdraw(&agent.kernel);
         agent.kernel.release()?;
         tracing::info!(pin_dir = %dir, "stopped; enforcement detached and unpinned (--release-on-exit)");
     } else {

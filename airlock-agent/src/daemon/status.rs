@@ -55,6 +55,7 @@ impl Agent {
                 startup: self.kernel.startup().clone(),
                 backlog_audited: self.backlog_audited.load(Ordering::Relaxed),
                 on_stop: if self.release_on_exit { "release".into() } else { "enforcement stays pinned".into() },
+                fd_store: self.fd_store.clone(),
             }),
         })
     }

@@ -6,6 +6,7 @@
 //! bpffs, and owned map handles opened from the pins keep the maps, so nothing
 //! here borrows and the enforcement outlives the daemon.
 
+pub mod fdstore;
 mod load;
 pub mod maps;
 pub mod mounts;
@@ -13,6 +14,7 @@ pub mod pins;
 mod probe;
 pub mod types;
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use airlock_policy::Table;
@@ -41,13 +43,20 @@ pub struct Kernel {
     released: bool,
     /// What this kernel cannot enforce with the chosen backend, for `status`.
     gaps: Vec<String>,
+    /// What the descriptors systemd handed back at start came to.
+    restored: fdstore::Restored,
 }
 
 impl Kernel {
     /// Probes the kernel, then adopts the compatible pinned set in the pin
     /// directory if one is running, else loads, attaches and pins a new one
     /// (carrying over the tags of any set it replaces).
-    pub fn start(opts: &KernelOptions) -> Result<Kernel> {
+    ///
+    /// `inherited` are the descriptors systemd's file descriptor store handed
+    /// back (name, descriptor): each is checked, what a valid set lacks in
+    /// the pin directory is pinned again from them, and all are closed before
+    /// the sets are looked at.
+    pub fn start(opts: &KernelOptions, inherited: Vec<(String, OwnedFd)>) -> Result<Kernel> {
         mounts::require_root()?;
         mounts::ensure_pseudo_filesystems()?;
         probe::bump_memlock_rlimit();
@@ -67,6 +76,7 @@ impl Kernel {
             },
         };
         let pins = PinRoot::lock(&opts.pin_dir)?;
+        let restored = fdstore::restore(&pins, inherited);
         let want = load::wanted_meta(backend, opts.sizes, Vec::new());
         let sets = pins.sets()?;
         // Newest first. A set is adopted only if it is this build's, complete,
@@ -94,7 +104,19 @@ impl Kernel {
             retiring: attached.retiring.into(),
             released: false,
             gaps: attached.gaps,
+            restored,
         })
+    }
+
+    /// What the descriptors systemd handed back at start came to.
+    pub fn restored(&self) -> &fdstore::Restored {
+        &self.restored
+    }
+
+    /// Every link and map of the set in force, and its meta record, opened
+    /// from their pins under their store names (for systemd's file descriptor store).
+    pub fn store_entries(&self) -> Result<Vec<fdstore::Entry>> {
+        fdstore::entries(&self.set)
     }
 
     /// Every map operation.
@@ -219,7 +241,16 @@ pub fn unload(pin_dir: &Path) -> Result<Vec<String>> {
             pin_dir.display()
         );
     }
+    let programs: Vec<u32> = pins::list_sets(pin_dir)?.iter().flat_map(|set| set.program_ids()).collect();
     let removed = pins::remove_all(pin_dir)?;
+    let held = pins::programs_alive(&programs);
+    if !held.is_empty() {
+        // Under systemd the unit's file descriptor store holds the links while
+        // the unit is active or restarting; stopping the unit empties it.
+        bail!(
+            "the pins are removed but programs {held:?} are still attached: something else holds their links. Under systemd that is the unit's file descriptor store while the unit is active or restarting: run `systemctl stop airlock-agent` (which empties it), then unload again"
+        );
+    }
     tracing::info!(pin_dir = %pin_dir.display(), removed = removed.len(), "enforcement unloaded");
     Ok(removed)
 }

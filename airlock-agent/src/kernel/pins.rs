@@ -30,7 +30,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 /// Version of this layout and of the meta record; a different one is never adopted.
 pub const LAYOUT: u32 = 1;
 /// Bytes of the meta record (JSON, NUL padded).
-const META_BYTES: u32 = 8192;
+pub const META_BYTES: u32 = 8192;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// What a pinned set is: enough to decide whether a daemon may adopt it.
@@ -55,6 +55,14 @@ pub struct SavedSizes {
     pub trie: u32,
     pub egress: u32,
     pub ringbuf_bytes: u32,
+}
+
+impl PinMeta {
+    /// Parses the record's bytes (JSON, NUL padded).
+    pub fn from_record(bytes: &[u8]) -> Result<PinMeta> {
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        serde_json::from_slice(&bytes[..end]).context("the meta record is not this layout's JSON")
+    }
 }
 
 impl From<MapSizes> for SavedSizes {
@@ -181,8 +189,7 @@ impl PinSet {
         let path = self.dir.join("meta");
         let map = MapHandle::from_pinned_path(&path).with_context(|| format!("open {} (an incomplete set has none)", path.display()))?;
         let bytes = map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?.context("the meta record is empty")?;
-        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-        serde_json::from_slice(&bytes[..end]).with_context(|| format!("parse the meta record in {}", path.display()))
+        PinMeta::from_record(&bytes).with_context(|| format!("parse the meta record in {}", path.display()))
     }
 
     /// Writes the meta record: from now on the set is complete.
@@ -207,6 +214,16 @@ impl PinSet {
     /// Names of the pinned links (the programs they attach).
     pub fn links(&self) -> Vec<String> {
         names_in(&self.dir.join("links"))
+    }
+
+    /// File names of the pinned maps (`.` of an object's map name is `_` here).
+    pub fn map_pins(&self) -> Vec<String> {
+        names_in(&self.dir.join("maps"))
+    }
+
+    /// The directory's own name (`set-...`).
+    pub fn name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Removes the set. Unpinning a link nobody else holds detaches its program;
@@ -276,24 +293,28 @@ impl PinSet {
     }
 }
 
+/// Which of the programs `ids` still exist.
+pub fn programs_alive(ids: &[u32]) -> Vec<u32> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            // SAFETY: plain syscall wrapper; a returned fd is ours to close.
+            let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(*id) };
+            if fd >= 0 {
+                // SAFETY: closing the fd we were just given.
+                unsafe { libc::close(fd) };
+            }
+            fd >= 0
+        })
+        .collect()
+}
+
 /// The kernel frees a released link's program asynchronously: wait (bounded)
 /// until none of `ids` exists, so "unloaded" means detached.
 pub fn wait_programs_gone(ids: &[u32]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let alive: Vec<u32> = ids
-            .iter()
-            .copied()
-            .filter(|id| {
-                // SAFETY: plain syscall wrapper; a returned fd is ours to close.
-                let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(*id) };
-                if fd >= 0 {
-                    // SAFETY: closing the fd we were just given.
-                    unsafe { libc::close(fd) };
-                }
-                fd >= 0
-            })
-            .collect();
+        let alive = programs_alive(ids);
         if alive.is_empty() {
             return;
         }

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod gateway;
 pub mod harness;
 pub mod pki;
+pub mod service_manager;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -137,6 +138,8 @@ pub struct Daemon {
     pub run_args: Vec<std::ffi::OsString>,
     /// How many daemon processes this test started on these directories.
     pub starts: u32,
+    /// The test's stand-in for systemd, when the daemon runs as a unit's main process.
+    pub manager: Option<service_manager::ServiceManager>,
     /// The audit lines read so far (the trail only grows): a poll parses
     /// only what was appended since.
     audit_read: std::sync::Mutex<AuditRead>,
@@ -158,24 +161,31 @@ pub fn unique_pin_dir(tag: &str) -> PathBuf {
 impl Daemon {
     /// Starts a daemon on `policy_dir` (inside a fresh temp dir) and waits until it answers.
     pub fn start(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
-        Self::start_inner::<&str>(tag, Some((policies, roles)), &[], false)
+        Self::start_inner::<&str>(tag, Some((policies, roles)), &[], false, false)
+    }
+
+    /// Like [`Daemon::start`], as the main process of a unit whose service
+    /// manager the test plays ([`service_manager::ServiceManager`]), and
+    /// without --release-on-exit, as the shipped unit runs it.
+    pub fn start_under_service_manager(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Daemon {
+        Self::start_inner::<&str>(tag, Some((policies, roles)), &[], false, true)
     }
 
     /// A daemon with no policy directory (its policy comes from a gateway:
     /// `extra` says which), with `--program-path <bin dir>`.
     pub fn start_without_policy_dir<S: AsRef<std::ffi::OsStr>>(tag: &str, extra: &[S]) -> Daemon {
-        Self::start_inner(tag, None, extra, true)
+        Self::start_inner(tag, None, extra, true, false)
     }
 
     /// The same, with extra arguments to `airlock-agent run` (e.g. `--ringbuf-kib 16`).
     pub fn start_with_args<S: AsRef<std::ffi::OsStr>>(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[S]) -> Daemon {
-        Self::start_inner(tag, Some((policies, roles)), extra, false)
+        Self::start_inner(tag, Some((policies, roles)), extra, false, false)
     }
 
     /// Like [`Daemon::start`], with `--program-path <bin dir>` (so the fake tools
     /// are fingerprinted as the protected programs, exec identity) and `extra` arguments.
     pub fn start_with(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)], extra: &[&str]) -> Daemon {
-        Self::start_inner(tag, Some((policies, roles)), extra, true)
+        Self::start_inner(tag, Some((policies, roles)), extra, true, false)
     }
 
     #[allow(clippy::type_complexity)]
@@ -184,6 +194,7 @@ impl Daemon {
         policy: Option<(&[(&str, &str)], &[(&str, &str)])>,
         extra: &[S],
         program_path: bool,
+        managed: bool,
     ) -> Daemon {
         require_root();
         let root = TempDir::new(tag);
@@ -215,13 +226,18 @@ impl Daemon {
             pin_dir.clone().into(),
             "--release-on-exit".into(),
         ]);
+        if managed {
+            run_args.retain(|a| a != "--release-on-exit");
+        }
         if program_path {
             run_args.push("--program-path".into());
             run_args.push(bin_dir.clone().into());
         }
         run_args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
-        let child = spawn_daemon(&root.0, &run_args, 1);
-        let mut daemon = Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root, pin_dir, run_args, starts: 1, audit_read: Default::default() };
+        let manager = managed.then(|| service_manager::ServiceManager::new(&root.0));
+        let child = spawn_daemon(&root.0, &run_args, 1, manager.as_ref());
+        let mut daemon =
+            Daemon { child, socket, state_dir, bin_dir, work_dir, _root: root, pin_dir, run_args, starts: 1, manager, audit_read: Default::default() };
         daemon.wait_ready();
         daemon
     }
@@ -253,7 +269,7 @@ impl Daemon {
     pub fn restart(&mut self) {
         assert!(matches!(self.child.try_wait(), Ok(Some(_))), "restart: the previous daemon still runs");
         self.starts += 1;
-        self.child = spawn_daemon(&self._root.0, &self.run_args, self.starts);
+        self.child = spawn_daemon(&self._root.0, &self.run_args, self.starts, self.manager.as_ref());
         self.wait_ready();
     }
 
@@ -419,9 +435,12 @@ fn daemon_log(root: &Path, n: u32) -> String {
     std::fs::read_to_string(root.join(name)).unwrap_or_default()
 }
 
-fn spawn_daemon(root: &Path, args: &[std::ffi::OsString], n: u32) -> Child {
+fn spawn_daemon(root: &Path, args: &[std::ffi::OsString], n: u32, manager: Option<&service_manager::ServiceManager>) -> Child {
     let name = if n <= 1 { "daemon.log".to_string() } else { format!("daemon.{n}.log") };
     let log = std::fs::File::create(root.join(name)).expect("create daemon log");
+    if let Some(manager) = manager {
+        return manager.spawn(AGENT, args, &[("AIRLOCK_LOG", "info")], log);
+    }
     Command::new(AGENT)
         .args(args)
         .env("AIRLOCK_LOG", "info")
@@ -450,6 +469,8 @@ impl Drop for Daemon {
                 }
             }
         }
+        // The unit is stopped: systemd (before 254) empties its descriptor store.
+        drop(self.manager.take());
         // --release-on-exit removed the pins; a daemon that was killed (or
         // failed) left them, and with them its programs: unload those.
         if self.pin_dir.exists() {
