@@ -47,6 +47,9 @@ export AIRLOCK_REQUIRE_BROWSER=1
 # The packages' test builds real .deb files with dpkg-deb and reads them back
 # (dpkg-dev and lintian, installed above); the same rule.
 export AIRLOCK_REQUIRE_PACKAGE=1
+# The systemd guests' fd store check (compat: enforcement without pins while
+# the daemon is down) must run, never skip: the packaged unit keeps the fds.
+export AIRLOCK_REQUIRE_FDSTORE=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
 echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends; the packages under systemd)"
