@@ -40,6 +40,20 @@ pub fn build_package(spec: &PackageSpec, binaries: &Binaries, root: &Path, out: 
     result
 }
 
+/// The first `@NAME@` (NAME in capitals, digits, `_`) left in a unit's text.
+fn leftover_placeholder(text: &str) -> Option<&str> {
+    let mut rest = text;
+    while let Some(start) = rest.find('@') {
+        let after = &rest[start + 1..];
+        let name_len = after.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap_or(after.len());
+        if name_len > 0 && after[name_len..].starts_with('@') {
+            return Some(&rest[start..start + name_len + 2]);
+        }
+        rest = after;
+    }
+    None
+}
+
 fn stage_and_build(spec: &PackageSpec, binaries: &Binaries, root: &Path, out: &Path, version: &str, profile: Profile, stage: &Path) -> Result<PathBuf> {
     for entry in spec.entries {
         let dest = under(stage, entry.dest);
@@ -47,8 +61,10 @@ fn stage_and_build(spec: &PackageSpec, binaries: &Binaries, root: &Path, out: &P
             Source::Binary(which) => strip_into(binaries.get(*which), &dest)?,
             Source::Unit(template, binary) => {
                 let text = read_text(&root.join(template))?.replace("@BINARY@", binary);
-                if text.contains('@') {
-                    bail!("{template}: a placeholder other than @BINARY@ is left in the unit");
+                // A placeholder is @NAME@ (capitals); a lone @ (the comment's
+                // `@system-service`, a unit name like getty@) is the unit's own text.
+                if let Some(left) = leftover_placeholder(&text) {
+                    bail!("{template}: a placeholder other than @BINARY@ is left in the unit: {left}");
                 }
                 write(&dest, text.as_bytes(), 0o644)?;
             }
@@ -307,5 +323,17 @@ fn remove_dir_if_exists(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("remove {}", dir.display())),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::leftover_placeholder;
+
+    #[test]
+    fn only_capital_placeholders_count() {
+        assert_eq!(leftover_placeholder("ExecStart=/usr/bin/x\n# outside @system-service\nWants=getty@tty1.service"), None);
+        assert_eq!(leftover_placeholder("ExecStart=@PREFIX@/bin/x"), Some("@PREFIX@"));
+        assert_eq!(leftover_placeholder("a @ b @C_1@"), Some("@C_1@"));
     }
 }
