@@ -316,7 +316,6 @@ t_purge() {
 }
 
 say "systemd $(systemctl --version | head -n 1 | cut -d' ' -f2) is PID 1 ($(cat /proc/1/comm)); kernel $(uname -r); lsm=$(cat /sys/kernel/security/lsm); backend expected: $BACKEND"
-say "booted in $(systemd-analyze 2>/dev/null | head -n 1)"
 echo "AIRLOCK-VM-SUITE=systemd"
 check install_both_packages t_install
 check agent_ready_under_type_notify t_ready
