@@ -16,7 +16,10 @@ packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
           chromium
           # cargo xtask package: dpkg-deb, dpkg-shlibdeps and strip build the
           # .deb packages, lintian checks them (docs/packaging.md).
-          dpkg-dev binutils lintian)
+          dpkg-dev binutils lintian
+          # cargo xtask vm-test: mmdebstrap and mke2fs -d build the systemd
+          # guests' Debian root (target/vm/rootfs-*.ext4, once per recipe).
+          mmdebstrap e2fsprogs)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 # Debian packages npm apart from node (NodeSource's nodejs bundles it).
 command -v npm >/dev/null 2>&1 || packages+=(npm)

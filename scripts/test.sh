@@ -6,7 +6,8 @@
 #     packages from that build, checked with lintian;
 #  2. cargo xtask vm-test: the kernel tests again inside Debian's 6.1 and 6.12
 #     kernels under qemu, with the LSM backend and with the compat backend,
-#     the guests side by side (vm-tests/matrix.toml).
+#     and the .deb packages in a Debian guest with systemd as PID 1 (both
+#     backends), the guests side by side (vm-tests/matrix.toml).
 # At the end (pass or fail) it prints the wall time of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +57,10 @@ export AIRLOCK_REQUIRE_KUBECTL=1
 # The packages' test builds real .deb files with dpkg-deb and reads them back
 # (dpkg-dev and lintian, installed above); the same rule.
 export AIRLOCK_REQUIRE_PACKAGE=1
+# The systemd guests' fd store check (compat: enforcement without pins while
+# the daemon is down) must run, never skip: the packaged unit keeps the fds.
+export AIRLOCK_REQUIRE_FDSTORE=1
 echo "test: kernel $(uname -r); running cargo xtask test"
 cargo xtask test
-echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends)"
+echo "test: running cargo xtask vm-test (Debian 6.1 and 6.12, LSM and compat backends; the packages under systemd)"
 cargo xtask vm-test

@@ -1,5 +1,6 @@
 //! One guest: qemu booting a kernel with the initramfs, the plan it runs
-//! (vm-tests/guest.sh reads it), and the test results read back from its
+//! (vm-tests/guest.sh reads it) or, for a systemd guest, its own disk and
+//! the share its checks run from, and the test results read back from its
 //! serial console.
 
 use std::collections::BTreeMap;
@@ -24,22 +25,64 @@ pub enum Outcome {
     Skipped(String),
 }
 
-/// One guest to boot: a kernel, a backend's `lsm=` list, and the suites to run.
+/// One guest to boot: a kernel, a backend's `lsm=` list, and what it runs.
 pub struct GuestPlan {
     pub kernel: String,
     pub backend: String,
     pub lsm: String,
     pub image: KernelImage,
     pub initramfs: PathBuf,
-    /// (suite name, test executable)
-    pub suites: Vec<(String, PathBuf)>,
-    pub filter: Option<String>,
+    pub kind: GuestKind,
+}
+
+/// What a guest boots into and runs.
+pub enum GuestKind {
+    /// The host's root, read-only over 9p (chroot): the kernel test suites.
+    Suites {
+        /// (suite name, test executable)
+        suites: Vec<(String, PathBuf)>,
+        filter: Option<String>,
+    },
+    /// A Debian root on its own disk with systemd as PID 1: the packaging
+    /// checks (vm-tests/systemd/checks.sh), run from a read-only 9p share.
+    Systemd { disk: PathBuf, share: PathBuf },
+}
+
+impl GuestPlan {
+    /// Names its console log, plan and disk: `KERNEL-BACKEND[-systemd]`.
+    pub fn label(&self) -> String {
+        format!("{}-{}{}", self.kernel, self.backend, self.guest_suffix())
+    }
+
+    pub fn guest_suffix(&self) -> &'static str {
+        match self.kind {
+            GuestKind::Suites { .. } => "",
+            GuestKind::Systemd { .. } => "-systemd",
+        }
+    }
+
+    /// How long it runs, roughly: the suites it runs (a systemd guest's checks count as one).
+    pub fn weight(&self) -> usize {
+        match &self.kind {
+            GuestKind::Suites { suites, .. } => suites.len(),
+            GuestKind::Systemd { .. } => 1,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            GuestKind::Suites { suites, .. } => format!("{} suites", suites.len()),
+            GuestKind::Systemd { .. } => "Debian bookworm with systemd as PID 1, the packages' checks".into(),
+        }
+    }
 }
 
 /// One guest's outcome.
 pub struct RunResult {
     pub kernel: String,
     pub backend: String,
+    /// "" for a 9p guest, "-systemd" for a systemd guest.
+    pub guest: &'static str,
     pub tests: BTreeMap<String, Outcome>,
     /// Each test's own time (`suite::test`, seconds), as the harness reports it.
     pub test_seconds: BTreeMap<String, f64>,
@@ -68,32 +111,46 @@ fn kvm_usable() -> bool {
     std::env::var("AIRLOCK_VM_KVM").is_ok_and(|v| v == "1") && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
+/// Shell-quotes a value for a plan (single quotes).
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// The plan guest.sh sources: shell assignments, single-quoted.
-fn plan_text(plan: &GuestPlan, workspace: &Path) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let suites: Vec<String> = plan.suites.iter().map(|(name, exe)| format!("{name}={}", exe.display())).collect();
+fn plan_text(backend: &str, suites: &[(String, PathBuf)], filter: Option<&str>, workspace: &Path) -> String {
+    let suites: Vec<String> = suites.iter().map(|(name, exe)| format!("{name}={}", exe.display())).collect();
     format!(
         "WORKSPACE={}\nBACKEND={}\nFILTER={}\nSUITES={}\n",
         quote(&workspace.display().to_string()),
-        quote(&plan.backend),
-        quote(plan.filter.as_deref().unwrap_or("")),
+        quote(backend),
+        quote(filter.unwrap_or("")),
         quote(&suites.join(" "))
     )
 }
 
 /// Boots the guest, runs its plan, and reads the results from the console.
 pub fn boot_and_test(plan: &GuestPlan, workspace: &Path, vm_dir: &Path) -> Result<RunResult> {
-    let label = format!("{}-{}", plan.kernel, plan.backend);
-    let plan_path = vm_dir.join(format!("plan-{label}.sh"));
-    std::fs::write(&plan_path, plan_text(plan, workspace)).with_context(|| format!("write {}", plan_path.display()))?;
-    let guest = workspace.join("vm-tests/guest.sh");
+    let label = plan.label();
     let console_log = vm_dir.join(format!("console-{label}.log"));
-    let append = format!(
-        "console=ttyS0 panic=-1 loglevel=4 lsm={} airlock_guest={} airlock_plan={}",
-        plan.lsm,
-        guest.display(),
-        plan_path.display()
-    );
+    let mut append = format!("console=ttyS0 panic=-1 loglevel=4 lsm={}", plan.lsm);
+    let mut guest_args: Vec<String> = Vec::new();
+    match &plan.kind {
+        GuestKind::Suites { suites, filter } => {
+            let plan_path = vm_dir.join(format!("plan-{label}.sh"));
+            std::fs::write(&plan_path, plan_text(&plan.backend, suites, filter.as_deref(), workspace))
+                .with_context(|| format!("write {}", plan_path.display()))?;
+            let guest = workspace.join("vm-tests/guest.sh");
+            append.push_str(&format!(" airlock_guest={} airlock_plan={}", guest.display(), plan_path.display()));
+            guest_args.extend(["-virtfs".into(), "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap".into()]);
+        }
+        GuestKind::Systemd { disk, share } => {
+            // Only failures in systemd's own status lines: the console carries the checks' results.
+            append.push_str(" systemd.show_status=error");
+            // The disk is this guest's own copy: nothing outlives the run, so no flushes.
+            guest_args.extend(["-drive".into(), format!("file={},format=raw,if=virtio,cache=unsafe", disk.display())]);
+            guest_args.extend(["-virtfs".into(), format!("local,path={},mount_tag=airlockchecks,security_model=passthrough,readonly=on", share.display())]);
+        }
+    }
 
     let mut cmd = Command::new("qemu-system-x86_64");
     if kvm_usable() {
@@ -112,7 +169,7 @@ pub fn boot_and_test(plan: &GuestPlan, workspace: &Path, vm_dir: &Path) -> Resul
         .arg("-initrd")
         .arg(&plan.initramfs)
         .args(["-append", &append])
-        .args(["-virtfs", "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap"])
+        .args(&guest_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -169,6 +226,7 @@ pub fn boot_and_test(plan: &GuestPlan, workspace: &Path, vm_dir: &Path) -> Resul
     Ok(RunResult {
         kernel: plan.kernel.clone(),
         backend: plan.backend.clone(),
+        guest: plan.guest_suffix(),
         tests: parser.tests,
         test_seconds: parser.test_seconds,
         suite_seconds: parser.suite_seconds,
@@ -288,17 +346,8 @@ mod tests {
 
     #[test]
     fn the_plan_quotes_what_it_passes() {
-        let image = KernelImage { version: "6.1".into(), vmlinuz: PathBuf::from("/k"), modules: Vec::new() };
-        let plan = GuestPlan {
-            kernel: "6.1".into(),
-            backend: "lsm".into(),
-            lsm: "bpf".into(),
-            image,
-            initramfs: PathBuf::from("/i"),
-            suites: vec![("kernel_a".into(), PathBuf::from("/t/kernel_a-1"))],
-            filter: Some("it's".into()),
-        };
-        let text = plan_text(&plan, Path::new("/w"));
+        let suites = vec![("kernel_a".to_string(), PathBuf::from("/t/kernel_a-1"))];
+        let text = plan_text("lsm", &suites, Some("it's"), Path::new("/w"));
         assert!(text.contains("SUITES='kernel_a=/t/kernel_a-1'") && text.contains(r"FILTER='it'\''s'"), "{text}");
     }
 }

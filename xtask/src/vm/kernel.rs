@@ -17,6 +17,16 @@ const GUEST_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p"];
 /// The guest's first stage.
 const INIT: &str = include_str!("../../../vm-tests/init.sh");
 
+/// What an initramfs holds besides busybox: its `/init`, the modules it
+/// loads (in order) and the directories that script expects.
+pub struct InitramfsSpec<'a> {
+    /// Distinguishes this initramfs's file from others for the same kernel.
+    pub name: &'a str,
+    pub init: &'a str,
+    pub modules: &'a [PathBuf],
+    pub dirs: &'a [&'a str],
+}
+
 /// A kernel ready to boot.
 #[derive(Clone)]
 pub struct KernelImage {
@@ -24,6 +34,8 @@ pub struct KernelImage {
     pub vmlinuz: PathBuf,
     /// Module files in load order, decompressed.
     pub modules: Vec<PathBuf>,
+    /// The package's lib/modules/VERSION, for guests that need other modules.
+    pub module_root: PathBuf,
 }
 
 /// Resolves, downloads and extracts a Debian kernel package (cached under target/vm).
@@ -55,8 +67,9 @@ pub fn prepare_kernel(meta_package: &str, vm_dir: &Path) -> Result<KernelImage> 
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
         .with_context(|| format!("no vmlinuz in {}", boot.display()))?;
     let version = vmlinuz.file_name().map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_string()).unwrap_or_default();
-    let modules = guest_modules(&root.join("lib/modules").join(&version), &vm_dir.join(format!("{package}.modules")))?;
-    Ok(KernelImage { version, vmlinuz, modules })
+    let module_root = root.join("lib/modules").join(&version);
+    let modules = guest_modules(&module_root, GUEST_MODULES, &vm_dir.join(format!("{package}.modules")))?;
+    Ok(KernelImage { version, vmlinuz, modules, module_root })
 }
 
 fn resolve_meta(meta: &str) -> Result<String> {
@@ -89,14 +102,14 @@ fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
 /// package carries no modules.dep (depmod writes it at install time), so the
 /// dependencies are read from each module's own .modinfo "depends=" entry;
 /// modules built into this kernel have no file and are skipped.
-fn guest_modules(module_root: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn guest_modules(module_root: &Path, wanted: &[&str], out_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files_by_name = BTreeMap::new();
     index_modules(&module_root.join("kernel"), &mut files_by_name)?;
     std::fs::create_dir_all(out_dir)?;
 
     let mut order: Vec<(String, Vec<u8>)> = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut stack: Vec<(String, bool)> = GUEST_MODULES.iter().rev().map(|m| (m.to_string(), false)).collect();
+    let mut stack: Vec<(String, bool)> = wanted.iter().rev().map(|m| (m.to_string(), false)).collect();
     let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Depth-first, dependencies before dependents.
     while let Some((name, expanded)) = stack.pop() {
@@ -191,17 +204,22 @@ pub fn find_busybox() -> Result<PathBuf> {
     bail!("no static busybox found: apt-get install busybox-static")
 }
 
-
+/// The initramfs of the guests that run the host's root over 9p.
 pub fn build_initramfs(image: &KernelImage, busybox: &Path, vm_dir: &Path) -> Result<PathBuf> {
-    let out = vm_dir.join(format!("initramfs-{}.cpio", image.version));
+    let spec = InitramfsSpec { name: "", init: INIT, modules: &image.modules, dirs: &["bin", "dev", "proc", "sys", "host", "modules", "tmp"] };
+    build_initramfs_with(image, busybox, vm_dir, &spec)
+}
+
+pub fn build_initramfs_with(image: &KernelImage, busybox: &Path, vm_dir: &Path, spec: &InitramfsSpec<'_>) -> Result<PathBuf> {
+    let out = vm_dir.join(format!("initramfs-{}{}.cpio", spec.name, image.version));
     let mut cpio = CpioWriter::default();
-    for dir in ["bin", "dev", "proc", "sys", "host", "modules", "tmp"] {
+    for dir in spec.dirs {
         cpio.dir(dir);
     }
     cpio.char_device("dev/console", 5, 1);
     cpio.file("bin/busybox", &std::fs::read(busybox).context("read busybox")?, 0o755);
-    cpio.file("init", INIT.as_bytes(), 0o755);
-    for module in &image.modules {
+    cpio.file("init", spec.init.as_bytes(), 0o755);
+    for module in spec.modules {
         let name = module.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         cpio.file(&format!("modules/{name}"), &std::fs::read(module)?, 0o644);
     }
