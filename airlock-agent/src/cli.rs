@@ -475,7 +475,7 @@ fn exit_code_for_launch(err: &anyhow::Error) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, masking, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, export, api, detect } => {
+        Command::Run { policy_dir, embedded_policy, gateway, state_dir, socket, backend, masking, program_paths, ringbuf_kib, dns_server, dns_timeout, pin_dir, release_on_exit, export, api, detect, metrics_listen } => {
             let dns = match dns_server {
                 None => DnsClient::system(),
                 Some(s) => DnsClient::with_server(
