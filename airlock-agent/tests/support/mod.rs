@@ -714,53 +714,39 @@ pub fn python() -> Result<PathBuf, String> {
     venv_python("import grpc, grpc_tools")
 }
 
-/// The venv's Python with the official MCP SDK (`mcp`) that scripts/setup.sh
-/// installs. Without it the test prints `skipped: ...` and is reported
-/// skipped, unless AIRLOCK_REQUIRE_PYTHON_MCP=1 (scripts/test.sh): then it fails.
+/// The venv's Python with the official MCP SDK (`mcp`) that scripts/setup.sh installs.
 pub fn python_mcp() -> PathBuf {
-    match venv_python("import mcp") {
-        Ok(python) => python,
-        Err(why) if std::env::var("AIRLOCK_REQUIRE_PYTHON_MCP").as_deref() == Ok("1") => {
-            panic!("AIRLOCK_REQUIRE_PYTHON_MCP=1 but there is no Python with the MCP SDK ({why}): run scripts/setup.sh (it installs mcp from PyPI into target/pyvenv)")
-        }
-        Err(why) => {
-            println!("skipped: no Python with the MCP SDK ({why}); scripts/setup.sh installs it");
-            harness::skip(format!("no Python with the MCP SDK: {why}"))
-        }
-    }
+    venv_python_or_skip("import mcp", "AIRLOCK_REQUIRE_PYTHON_MCP", "the MCP SDK (mcp)")
 }
 
 /// The venv's Python with what the export tests use (`ocsf-json-schema`,
-/// `jsonschema`, `opentelemetry-proto` on grpcio), installed by
-/// scripts/setup.sh. Without them the test prints `skipped: ...` and is
-/// reported skipped, unless AIRLOCK_REQUIRE_PYTHON_EXPORT=1 (scripts/test.sh):
-/// then it fails.
+/// `jsonschema`, `opentelemetry-proto` on grpcio), installed by scripts/setup.sh.
 pub fn python_export() -> PathBuf {
-    match venv_python("import grpc, jsonschema, ocsf_json_schema, opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc") {
-        Ok(python) => python,
-        Err(why) if std::env::var("AIRLOCK_REQUIRE_PYTHON_EXPORT").as_deref() == Ok("1") => {
-            panic!("AIRLOCK_REQUIRE_PYTHON_EXPORT=1 but there is no Python with the export tests' packages ({why}): run scripts/setup.sh (it installs them from PyPI into target/pyvenv)")
-        }
-        Err(why) => {
-            println!("skipped: no Python with ocsf-json-schema and opentelemetry-proto ({why}); scripts/setup.sh installs them");
-            harness::skip(format!("no Python with ocsf-json-schema and opentelemetry-proto: {why}"))
-        }
-    }
+    venv_python_or_skip(
+        "import grpc, jsonschema, ocsf_json_schema, opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc",
+        "AIRLOCK_REQUIRE_PYTHON_EXPORT",
+        "ocsf-json-schema and opentelemetry-proto",
+    )
 }
 
 /// The venv's Python with the official Prometheus client (`prometheus_client`,
-/// its parsers) that scripts/setup.sh installs. Without it the test prints
-/// `skipped: ...` and is reported skipped, unless
-/// AIRLOCK_REQUIRE_PYTHON_METRICS=1 (scripts/test.sh): then it fails.
+/// its parsers) that scripts/setup.sh installs.
 pub fn python_prometheus() -> PathBuf {
-    match venv_python("import prometheus_client.parser, prometheus_client.openmetrics.parser") {
+    venv_python_or_skip("import prometheus_client.parser, prometheus_client.openmetrics.parser", "AIRLOCK_REQUIRE_PYTHON_METRICS", "prometheus_client")
+}
+
+/// The venv's Python that can run `imports`. Without it the test prints
+/// `skipped: ...` and is reported skipped, unless `require_var`=1
+/// (scripts/test.sh sets it): then it fails.
+fn venv_python_or_skip(imports: &str, require_var: &str, what: &str) -> PathBuf {
+    match venv_python(imports) {
         Ok(python) => python,
-        Err(why) if std::env::var("AIRLOCK_REQUIRE_PYTHON_METRICS").as_deref() == Ok("1") => {
-            panic!("AIRLOCK_REQUIRE_PYTHON_METRICS=1 but there is no Python with prometheus_client ({why}): run scripts/setup.sh (it installs prometheus-client from PyPI into target/pyvenv)")
+        Err(why) if std::env::var(require_var).as_deref() == Ok("1") => {
+            panic!("{require_var}=1 but there is no Python with {what} ({why}): run scripts/setup.sh (it installs it from PyPI into target/pyvenv)")
         }
         Err(why) => {
-            println!("skipped: no Python with prometheus_client ({why}); scripts/setup.sh installs it");
-            harness::skip(format!("no Python with prometheus_client: {why}"))
+            println!("skipped: no Python with {what} ({why}); scripts/setup.sh installs it");
+            harness::skip(format!("no Python with {what}: {why}"))
         }
     }
 }
