@@ -235,19 +235,25 @@ fn a_collector_that_is_down_at_first_gets_the_records_once_it_starts() {
     let s = d.governed(Some("agent"), "terraform apply\n");
     let deny = d.wait_audit("the blocked terraform apply", |v| v["session_id"] == s.session_id.as_str() && v["decision"] == "deny");
     // The exporter tried and is retrying: the collector is down.
-    let deadline = Instant::now() + seconds(15);
-    while !d.log().contains("OTLP export failed") {
-        assert!(Instant::now() < deadline, "the exporter never tried the collector that is down; log:\n{}", d.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_log(&d, "OTLP export failed", seconds(15), "the exporter never tried the collector that is down");
     let receiver = Receiver::start(&python, port, &out.0.join("otlp.jsonl"));
     // Within the exporter's retry window (60 s), from the first attempt.
     let records = receiver.wait_for(&[id(&deny[0])], seconds(90), &d);
     let body: Value = serde_json::from_str(records[0].0["body"]["string_value"].as_str().expect("a string body")).expect("the body is JSON");
     assert_eq!((body["class_uid"].as_u64(), body["action"].as_str()), (Some(1007), Some("Denied")));
-    assert!(d.log().contains("OTLP export delivered after retries"), "{}", d.log());
+    // The receiver writes the records before it answers, and the exporter logs once the answer arrives.
+    wait_for_log(&d, "OTLP export delivered after retries", seconds(30), "the exporter received the collector's answer but never said it delivered after retries");
     drop(d);
     drop(receiver);
+}
+
+/// Waits (bounded) until the daemon's log says `needle`.
+fn wait_for_log(d: &Daemon, needle: &str, within: std::time::Duration, failure: &str) {
+    let deadline = Instant::now() + within;
+    while !d.log().contains(needle) {
+        assert!(Instant::now() < deadline, "{failure}; log:\n{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn the_gateway_exports_every_hosts_decisions_as_it_stores_them() {
