@@ -17,9 +17,18 @@ const POLICY: &str = r#"{
   "blocked_commands": ["terraform apply"] }"#;
 const STRICT: &str = r#"{ "id": "strict", "name": "Strict", "policies": ["test-infra"], "exec": { "deny_session_written": true } }"#;
 const PLAIN: &str = r#"{ "id": "plain", "name": "Plain", "policies": ["test-infra"] }"#;
+/// A policy that lets the dynamic loader and fileless files run.
+const LOOSE: &str = r#"{ "id": "loose", "name": "Loose", "exec": { "deny_direct_loader": false, "deny_fileless": false } }"#;
+const PLAIN_LOOSE: &str = r#"{ "id": "plain-loose", "name": "Plain, loose policy", "policies": ["loose"] }"#;
+const STRICT_LOOSE: &str = r#"{ "id": "strict-loose", "name": "Strict, loose policy", "policies": ["loose"], "exec": { "deny_session_written": true } }"#;
 
 fn daemon(tag: &str) -> Daemon {
-    Daemon::start_with(tag, &[("test-infra.json", POLICY)], &[("strict.json", STRICT), ("plain.json", PLAIN)], &[])
+    Daemon::start_with(
+        tag,
+        &[("test-infra.json", POLICY), ("loose.json", LOOSE)],
+        &[("strict.json", STRICT), ("plain.json", PLAIN), ("strict-loose.json", STRICT_LOOSE), ("plain-loose.json", PLAIN_LOOSE)],
+        &[],
+    )
 }
 
 fn written_deny(v: &Value, session: &str) -> bool {
@@ -68,6 +77,35 @@ fn strict_session_cannot_run_what_it_wrote() {
         "written by python",
         "python3 -c 'import os, shutil, sys; shutil.copyfile(sys.argv[1], \"dl\"); os.chmod(\"dl\", 0o755)' $BIN/kubectl && ./dl get pods",
     );
+    // creat(2) is an open for writing too (x86-64 has the system call; glibc's creat() uses openat).
+    if std::env::consts::ARCH == "x86_64" {
+        assert_denied(
+            &d,
+            "strict",
+            "created by creat(2)",
+            "python3 -c 'import ctypes, os, sys; fd = ctypes.CDLL(None, use_errno=True).syscall(85, b\"cr\", 0o755); os.write(fd, open(sys.argv[1], \"rb\").read())' $BIN/kubectl && ./cr get pods",
+        );
+    } else {
+        eprintln!("SKIPPED: created by creat(2): no creat system call on {}", std::env::consts::ARCH);
+    }
+}
+
+/// ld.so maps the program it loads, no exec of that file takes place: a strict
+/// role keeps running the loader directly denied, even where its policies allow it.
+fn strict_session_loader_stays_denied() {
+    let d = daemon("strict-loader");
+    let ld = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux-x86-64.so.2"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a glibc dynamic loader is installed");
+    let script = format!("cp $BIN/kubectl ./w && {ld} ./w get pods");
+    let s = d.governed(Some("strict-loose"), &script);
+    assert!(!s.tool_ran(), "the loader ran a written file:\n{}", s.all_output());
+    let id = s.session_id.clone();
+    d.wait_audit("a direct_loader deny", |v| v["session_id"] == id.as_str() && v["reason"] == "direct_loader");
+    // The same policy in a role without the switch lets the loader run it.
+    let s = d.governed(Some("plain-loose"), &format!("cp $BIN/kubectl ./w2 && {ld} ./w2 get pods"));
+    assert!(s.tool_ran(), "the loader did not run in a role without the switch:\n{}", s.all_output());
 }
 
 /// What a strict session did not write runs: installed programs, files an
@@ -136,5 +174,6 @@ kernel_tests!(
     strict_session_cannot_run_what_it_wrote,
     strict_session_runs_what_others_wrote,
     strict_session_scripts_per_backend,
+    strict_session_loader_stays_denied,
     strict_session_records_are_forgotten_after_the_session,
 );

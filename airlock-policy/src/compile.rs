@@ -460,7 +460,10 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         if !active.is_empty() && active.iter().all(|p| !p.exec.deny_fileless) {
             flags |= ROLE_ALLOW_FILELESS;
         }
-        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
+        // A strict role never lets the loader run a program directly: ld.so
+        // maps the file it loads, no exec of that file takes place, so a file
+        // the session wrote would run unseen.
+        if !compiled.deny_session_written && !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
             flags |= ROLE_ALLOW_LOADER;
         }
         for rule in &compiled.allow {

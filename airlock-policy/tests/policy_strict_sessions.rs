@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use airlock_common::abi::ROLE_DENY_SESSION_WRITTEN;
+use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN};
 use airlock_policy::{compile, load_dir, IdAllocator, PolicyErrors};
 
 const POLICY: &str = r#"{ "id": "p", "name": "P", "blocked_commands": ["terraform apply"] }"#;
@@ -59,6 +59,27 @@ fn an_unknown_role_exec_switch_is_named() {
     let s = Scratch::new("unknown", &[("r.json", r#"{"id":"r","name":"R","policies":["p"],"exec":{"deny_written":true}}"#)]);
     let errs = errors(&s);
     assert!(errs.to_string().contains("deny_written"), "{errs}");
+}
+
+/// ld.so maps the program it loads without an exec of it: a strict role
+/// keeps the loader denied even where every policy allows it.
+#[test]
+fn a_strict_role_keeps_the_direct_loader_denied() {
+    let s = Scratch::new(
+        "loader",
+        &[
+            ("plain.json", r#"{"id":"plain","name":"Plain","policies":["loose"]}"#),
+            ("strict.json", r#"{"id":"strict","name":"Strict","policies":["loose"],"exec":{"deny_session_written":true}}"#),
+        ],
+    );
+    fs::write(s.0.join("policies/loose.json"), r#"{"id":"loose","name":"Loose","exec":{"deny_direct_loader":false,"deny_fileless":false}}"#)
+        .expect("write policy");
+    let loaded = load_dir(&s.0).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = compile(&loaded, &mut IdAllocator::new());
+    let flags = |role: &str| compiled.role_sets.iter().find(|(name, _)| name == role).map(|(_, set)| set.flags).expect("role compiled");
+    assert_eq!(flags("plain") & (ROLE_ALLOW_LOADER | ROLE_ALLOW_FILELESS), ROLE_ALLOW_LOADER | ROLE_ALLOW_FILELESS);
+    assert_eq!(flags("strict") & ROLE_ALLOW_LOADER, 0, "the loader stays denied in a strict role");
+    assert_ne!(flags("strict") & ROLE_ALLOW_FILELESS, 0, "the fileless switch is the policies' to decide");
 }
 
 #[test]

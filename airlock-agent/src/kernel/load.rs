@@ -184,6 +184,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             ("airlock_compat_openat2", "sys_exit_openat2", &p.airlock_compat_openat2),
             ("airlock_compat_open", "sys_exit_open", &p.airlock_compat_open),
             ("airlock_compat_open_by_handle", "sys_exit_open_by_handle_at", &p.airlock_compat_open_by_handle),
+            ("airlock_compat_creat", "sys_exit_creat", &p.airlock_compat_creat),
         ] {
             let point = format!("tracepoint/syscalls/{syscall}");
             if !probe::tracepoint_exists(syscall) {
@@ -284,7 +285,7 @@ fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs
 }
 
 /// The compat backend's syscall tracepoints.
-fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 19] {
+fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 20] {
     [
         &mut p.airlock_compat_bpf,
         &mut p.airlock_compat_kill,
@@ -305,6 +306,7 @@ fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockPr
         &mut p.airlock_compat_openat2,
         &mut p.airlock_compat_open,
         &mut p.airlock_compat_open_by_handle,
+        &mut p.airlock_compat_creat,
     ]
 }
 

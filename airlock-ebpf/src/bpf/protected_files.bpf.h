@@ -171,4 +171,11 @@ int airlock_compat_open_by_handle(struct trace_event_raw_sys_exit *ctx)
 	return compat_open_exit(ctx);
 }
 
+/* creat(): an open for writing by another name (what strict sessions record). */
+SEC("tracepoint/syscalls/sys_exit_creat")
+int airlock_compat_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return compat_open_exit(ctx);
+}
+
 #endif
