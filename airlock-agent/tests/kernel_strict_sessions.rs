@@ -152,6 +152,52 @@ fn strict_session_scripts_per_backend() {
     assert_denied(&d, "strict", "a program the session compiled", "printf 'int main(void){return 0;}\\n' > m.c && cc -o m m.c && ./m && echo FAKE-TOOL-RAN");
 }
 
+/// The records live in the kernel: a daemon restart adopts them, and a
+/// replacement by another build (its programs and maps new) carries them over.
+fn strict_session_records_survive_restart_and_replacement() {
+    let mut d = daemon("strict-restart");
+    let mut s = d.live_session("strict");
+    let (out, rc) = s.run("cp $BIN/kubectl ./w1 && ./w1 get pods");
+    assert!(!out.contains(RAN) && rc != 0, "a written file ran: rc={rc} {out}");
+
+    d.kill_hard();
+    d.restart();
+    assert_eq!(d.status_json()["lifecycle"]["startup"]["kind"], "adopted", "log:\n{}", d.current_log());
+    let (out, rc) = s.run("./w1 get pods");
+    assert!(!out.contains(RAN) && rc != 0, "a written file ran after the restart: rc={rc} {out}");
+    let (out, _) = s.run("cp $BIN/kubectl ./w2");
+    assert!(!out.contains(RAN), "{out}");
+
+    // Make the pinned set look like another build's: its meta record names another object.
+    d.kill_hard();
+    let sets: Vec<std::path::PathBuf> = std::fs::read_dir(&d.pin_dir)
+        .expect("read the pin dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("set-")))
+        .collect();
+    assert_eq!(sets.len(), 1, "expected one pinned set: {sets:?}");
+    let meta = libbpf_rs::MapHandle::from_pinned_path(sets[0].join("meta")).expect("open the pinned meta record");
+    let mut value = meta.lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY).expect("read meta").expect("meta present");
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    let mut record: Value = serde_json::from_slice(&value[..end]).expect("meta is JSON");
+    record["object_hash"] = "0000000000000000".into();
+    let json = serde_json::to_vec(&record).expect("meta as JSON");
+    value.iter_mut().for_each(|b| *b = 0);
+    value[..json.len()].copy_from_slice(&json);
+    meta.update(&0u32.to_ne_bytes(), &value, libbpf_rs::MapFlags::ANY).expect("rewrite meta");
+    drop(meta);
+    d.restart();
+    assert_eq!(d.status_json()["lifecycle"]["startup"]["kind"], "replaced", "log:\n{}", d.current_log());
+    for file in ["./w1", "./w2"] {
+        let (out, rc) = s.run(&format!("{file} get pods"));
+        assert!(!out.contains(RAN) && rc != 0, "{file} ran after the replacement: rc={rc} {out}\nlog:\n{}", d.current_log());
+    }
+    let (out, _) = s.run("$BIN/kubectl get pods");
+    assert!(out.contains(RAN), "an installed program did not run after the replacement: {out}");
+    s.quit();
+}
+
 /// Strict sessions' records go once no process of the session is left.
 fn strict_session_records_are_forgotten_after_the_session() {
     let d = daemon("strict-forget");
@@ -175,5 +221,6 @@ kernel_tests!(
     strict_session_runs_what_others_wrote,
     strict_session_scripts_per_backend,
     strict_session_loader_stays_denied,
+    strict_session_records_survive_restart_and_replacement,
     strict_session_records_are_forgotten_after_the_session,
 );

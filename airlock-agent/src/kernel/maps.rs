@@ -253,6 +253,33 @@ impl Maps {
         gone
     }
 
+    /// Marks a session (its id's bytes) as one whose written files are not all known.
+    pub(super) fn mark_written_full(&self, session: &[u8]) {
+        if let Err(e) = self.session_written_full.update(session, as_bytes(&1u32), MapFlags::ANY) {
+            tracing::error!("a strict session's overflow mark could not be written: {e}");
+        }
+    }
+
+    /// Copies another set's strict-session records into these maps; a record
+    /// that does not fit marks its session overflowed. Returns (records copied,
+    /// sessions marked).
+    pub(super) fn copy_written_from(&self, written: &MapHandle, full: &MapHandle) -> (usize, usize) {
+        let (mut copied, mut overflowed) = (0, 0);
+        for key in written.keys() {
+            if self.session_written.update(&key, as_bytes(&1u32), MapFlags::ANY).is_ok() {
+                copied += 1;
+            } else if let Some(session) = key.get(..8) {
+                self.mark_written_full(session);
+                overflowed += 1;
+            }
+        }
+        for key in full.keys() {
+            self.mark_written_full(&key);
+            overflowed += 1;
+        }
+        (copied, overflowed)
+    }
+
     // ---- policy switch ----------------------------------------------------------
 
     /// Points a role slot at a rule set, in one map write.

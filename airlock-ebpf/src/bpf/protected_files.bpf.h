@@ -121,7 +121,7 @@ int BPF_PROG(airlock_guard_file_open, struct file *file)
 	struct file *opened = lsm_arg_addr(ctx, 0);
 	int verdict = guard_file_open(&tag, opened, GUARD_REFUSE);
 	if (verdict == 0)
-		written_record(&tag, opened);
+		verdict = written_record(&tag, opened);
 	return lsm_verdict(verdict);
 }
 

@@ -26,19 +26,20 @@
  * Records a file a governed process opened, when it is open for writing and
  * the session's role asks for it. A file the map cannot take marks the session
  * full (it executes nothing from then on); when even that mark cannot be
- * written the writer is killed, so no written file escapes both records.
+ * written the writer is killed (and, on LSM, its open refused), so no written
+ * file escapes both records. Returns the LSM verdict.
  */
-static __always_inline void written_record(const struct airlock_proc_tag *tag, struct file *file)
+static __always_inline int written_record(const struct airlock_proc_tag *tag, struct file *file)
 {
 	__u32 fmode = BPF_CORE_READ(file, f_mode);
 	if (!(fmode & WRITTEN_FMODE_WRITE))
-		return;
+		return 0;
 	if (!(exec_role_flags(tag) & AIRLOCK_ROLE_DENY_SESSION_WRITTEN))
-		return;
+		return 0;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	__u16 mode = BPF_CORE_READ(inode, i_mode);
 	if ((mode & WRITTEN_S_IFMT) != WRITTEN_S_IFREG)
-		return;
+		return 0;
 	struct airlock_written_key key = {
 		.session_id = tag->session_id,
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
@@ -46,11 +47,12 @@ static __always_inline void written_record(const struct airlock_proc_tag *tag, s
 	};
 	__u32 one = 1;
 	if (bpf_map_update_elem(&session_written, &key, &one, BPF_ANY) == 0)
-		return;
+		return 0;
 	__u64 session = tag->session_id;
 	if (bpf_map_update_elem(&session_written_full, &session, &one, BPF_ANY) == 0)
-		return;
+		return 0;
 	bpf_send_signal(SIGKILL);
+	return -EPERM;
 }
 
 /*
