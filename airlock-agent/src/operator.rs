@@ -529,6 +529,7 @@ pub fn policy_show(api: &ApiTarget, role: Option<String>, json: bool) -> Result<
     }
     println!("fileless exec: {}", if p.fileless_exec_allowed { "allowed" } else { "denied" });
     println!("dynamic loader run directly: {}", if p.direct_loader_allowed { "allowed" } else { "denied" });
+    println!("files the session wrote, executed: {}", if p.session_written_exec_denied { "denied" } else { "allowed" });
     Ok(0)
 }
 

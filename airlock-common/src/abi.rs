@@ -59,6 +59,9 @@ pub const REASON_APPROVAL_REQUIRED: u32 = 12;
 pub const REASON_RATE_LIMITED: u32 = 13;
 /// The command's time window is closed now.
 pub const REASON_OUTSIDE_TIME_WINDOW: u32 = 14;
+/// The role denies session-written files and the session wrote the executed
+/// file (or its written set overflowed and it can no longer tell).
+pub const REASON_SESSION_WRITTEN: u32 = 15;
 pub const REASON_TAMPER_AIRLOCK_FILES: u32 = 36;
 
 pub const BACKEND_COMPAT: u32 = 1;
@@ -522,6 +525,22 @@ pub const BLOCK_HARD: u32 = 1;
 pub const BLOCK_SOFT: u32 = 2;
 /// Never in role_sets: the kernel's own mark for a soft-blocked session.
 pub const ROLE_SOFT_BLOCKED: u32 = 1 << 6;
+/// Role flag: the role's sessions cannot execute a file they wrote (`exec.deny_session_written`).
+pub const ROLE_DENY_SESSION_WRITTEN: u32 = 1 << 7;
+
+/// A file a strict session opened for writing (map `session_written`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct WrittenKey {
+    pub session_id: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+unsafe impl Pod for WrittenKey {}
+
+/// Capacity of `session_written`; a session whose file it cannot take executes nothing more.
+pub const WRITTEN_MAX: u32 = 131072;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -45,6 +45,7 @@ fn abi_matches_compiled_object_btf() {
     layout!(btf, "airlock_session_block", SessionBlock, [kind, block_number]);
     layout!(btf, "airlock_grant_key", GrantKey, [session_id, kind, rule_id, argv_hash, exe_identity]);
     layout!(btf, "airlock_grant_value", GrantValue, [expires_ns, request]);
+    layout!(btf, "airlock_written_key", WrittenKey, [session_id, dev, ino]);
     layout!(btf, "airlock_program_key", ProgramKey, [set_id, pad, name_hash]);
     layout!(btf, "airlock_program_value", ProgramValue, [root_node, block_all_rule]);
     layout!(btf, "airlock_trie_key", TrieKey, [node, pad, word_hash]);
@@ -132,6 +133,9 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         ("AIRLOCK_BLOCK_HARD", BLOCK_HARD as u64),
         ("AIRLOCK_BLOCK_SOFT", BLOCK_SOFT as u64),
         ("AIRLOCK_ROLE_SOFT_BLOCKED", ROLE_SOFT_BLOCKED as u64),
+        ("AIRLOCK_ROLE_DENY_SESSION_WRITTEN", ROLE_DENY_SESSION_WRITTEN as u64),
+        ("AIRLOCK_REASON_SESSION_WRITTEN", REASON_SESSION_WRITTEN as u64),
+        ("AIRLOCK_WRITTEN_MAX", WRITTEN_MAX as u64),
         ("AIRLOCK_FLAG_GRANTED", FLAG_GRANTED as u64),
         ("AIRLOCK_GRANT_ONCE", GRANT_ONCE as u64),
         ("AIRLOCK_GRANT_RULE", GRANT_RULE as u64),

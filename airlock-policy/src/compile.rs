@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use airlock_common::abi::{
     word_hash, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue, ProgramKey, ProgramValue, RoleSet, RuleLimit, TrieKey,
-    TrieValue, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES,
+    TrieValue, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES,
 };
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -159,6 +159,8 @@ pub struct CompiledRole {
     pub allow: Vec<EgressRuleCompiled>,
     /// The role's `egress_default` is `deny`.
     pub egress_default_deny: bool,
+    /// The role's `exec.deny_session_written`: its sessions cannot execute files they wrote.
+    pub deny_session_written: bool,
     /// Protected files.
     pub files: Vec<FileRuleCompiled>,
 }
@@ -262,6 +264,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             hosts: Vec::new(),
             allow: Vec::new(),
             egress_default_deny: role.egress_default == EgressDefault::Deny,
+            deny_session_written: role.exec.deny_session_written,
             files: Vec::new(),
         };
         let mut listed = std::collections::BTreeSet::new();
@@ -457,7 +460,10 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         if !active.is_empty() && active.iter().all(|p| !p.exec.deny_fileless) {
             flags |= ROLE_ALLOW_FILELESS;
         }
-        if !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
+        // A strict role never lets the loader run a program directly: ld.so
+        // maps the file it loads, no exec of that file takes place, so a file
+        // the session wrote would run unseen.
+        if !compiled.deny_session_written && !active.is_empty() && active.iter().all(|p| !p.exec.deny_direct_loader) {
             flags |= ROLE_ALLOW_LOADER;
         }
         for rule in &compiled.allow {
@@ -484,6 +490,9 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         }
         if compiled.egress_default_deny {
             flags |= ROLE_EGRESS_DEFAULT_DENY;
+        }
+        if compiled.deny_session_written {
+            flags |= ROLE_DENY_SESSION_WRITTEN;
         }
         out.role_sets
             .push((role_id.clone(), RoleSet {

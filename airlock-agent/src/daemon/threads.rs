@@ -12,6 +12,8 @@ use super::agent::{lock, Agent};
 /// How often the watcher returns the allocator's free memory to the kernel.
 const HEAP_TRIM_EVERY: Duration = Duration::from_secs(10);
 const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// How often the files written by ended strict sessions are forgotten.
+const FORGET_WRITTEN_EVERY: Duration = Duration::from_secs(10);
 
 impl Agent {
     /// Every 0.5 s: asks for a reload if the policy files changed, marks
@@ -22,6 +24,7 @@ impl Agent {
         let watchdog = sd_notify::watchdog_enabled();
         let mut last_ping = Instant::now();
         let mut last_trim = Instant::now();
+        let mut last_forget = Instant::now();
         while !self.shutdown.load(Ordering::SeqCst) {
             std::thread::sleep(WATCH_EVERY);
             if last_trim.elapsed() >= HEAP_TRIM_EVERY {
@@ -35,6 +38,13 @@ impl Agent {
             }
             for id in lock(&self.sessions).reap() {
                 tracing::info!(session = %id, "session root exited");
+            }
+            if last_forget.elapsed() >= FORGET_WRITTEN_EVERY {
+                let gone = self.kernel.maps().forget_written_of_ended();
+                if gone > 0 {
+                    tracing::debug!(entries = gone, "forgot the files written by ended strict sessions");
+                }
+                last_forget = Instant::now();
             }
             self.approvals_tick();
             self.security_tick();

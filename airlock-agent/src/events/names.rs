@@ -32,6 +32,7 @@ pub fn reason_name(reason: u32) -> &'static str {
         abi::REASON_APPROVAL_REQUIRED => "approval_required",
         abi::REASON_RATE_LIMITED => "rate_limited",
         abi::REASON_OUTSIDE_TIME_WINDOW => "outside_time_window",
+        abi::REASON_SESSION_WRITTEN => "session_written",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
         abi::REASON_EGRESS_DEFAULT => "egress_default",
         abi::REASON_TAMPER_BPF => "tamper_bpf",

@@ -184,6 +184,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             ("airlock_compat_openat2", "sys_exit_openat2", &p.airlock_compat_openat2),
             ("airlock_compat_open", "sys_exit_open", &p.airlock_compat_open),
             ("airlock_compat_open_by_handle", "sys_exit_open_by_handle_at", &p.airlock_compat_open_by_handle),
+            ("airlock_compat_creat", "sys_exit_creat", &p.airlock_compat_creat),
         ] {
             let point = format!("tracepoint/syscalls/{syscall}");
             if !probe::tracepoint_exists(syscall) {
@@ -193,6 +194,9 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             attached(name, &point, prog.attach())?;
         }
     }
+    // Every open hook of the new set records now: the old sets' strict-session
+    // records come over last, so no write falls between the two.
+    copy_written(&old_sets, &maps);
     set.write_meta(&wanted_meta(backend, sizes, hooks.clone()))?;
 
     let startup = if old_sets.is_empty() {
@@ -206,6 +210,32 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
     };
     maps.set_config(backend, 0)?;
     Ok(Attached { backend, hooks, links, maps, sizes, pins, set, startup, retiring: old_sets, gaps })
+}
+
+/// Copies the old sets' strict-session records (files written, overflowed
+/// sessions). A record that cannot be copied marks its session overflowed in
+/// the new maps, which then executes nothing (fail closed). An old set without
+/// the maps (a build before strict sessions) had nothing to record.
+fn copy_written(old_sets: &[PinSet], maps: &Maps) {
+    let key_size = std::mem::size_of::<abi::WrittenKey>() as u32;
+    for set in old_sets {
+        let (Ok(written), Ok(full)) = (set.map("session_written"), set.map("session_written_full")) else {
+            continue;
+        };
+        if written.key_size() != key_size || full.key_size() != 8 {
+            tracing::warn!(set = %set.dir.display(), "the old strict-session maps have another layout; their sessions are marked overflowed");
+            for key in written.keys() {
+                if let Some(session) = key.get(..8) {
+                    maps.mark_written_full(session);
+                }
+            }
+            continue;
+        }
+        let (copied, overflowed) = maps.copy_written_from(&written, &full);
+        if copied + overflowed > 0 {
+            tracing::info!(set = %set.dir.display(), copied, overflowed, "strict-session records carried over");
+        }
+    }
 }
 
 /// Copies tagged and quarantined processes from old sets into the new maps:
@@ -284,7 +314,7 @@ fn guard_lsm_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs
 }
 
 /// The compat backend's syscall tracepoints.
-fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 19] {
+fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockProgs<'b>) -> [&'a mut libbpf_rs::OpenProgramMut<'b>; 20] {
     [
         &mut p.airlock_compat_bpf,
         &mut p.airlock_compat_kill,
@@ -305,6 +335,7 @@ fn guard_compat_programs<'a, 'b>(p: &'a mut airlock_ebpf::airlock::OpenAirlockPr
         &mut p.airlock_compat_openat2,
         &mut p.airlock_compat_open,
         &mut p.airlock_compat_open_by_handle,
+        &mut p.airlock_compat_creat,
     ]
 }
 

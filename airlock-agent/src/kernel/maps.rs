@@ -87,6 +87,8 @@ pub struct Maps {
     protected_inodes: MapHandle,
     approval_grants: MapHandle,
     session_blocks: MapHandle,
+    session_written: MapHandle,
+    session_written_full: MapHandle,
     policy: PolicyMaps,
 }
 
@@ -107,6 +109,8 @@ impl Maps {
             protected_inodes: by_name("protected_inodes")?,
             approval_grants: by_name("approval_grants")?,
             session_blocks: by_name("session_blocks")?,
+            session_written: by_name("session_written")?,
+            session_written_full: by_name("session_written_full")?,
             policy: PolicyMaps::open(&by_name)?,
         })
     }
@@ -212,6 +216,68 @@ impl Maps {
             *counts.entry(tag.session_id).or_insert(0) += 1;
         }
         counts
+    }
+
+    // ---- strict sessions ---------------------------------------------------------
+
+    /// Forgets the files written by sessions that have no process left (they
+    /// can execute nothing more), and their overflow marks. The keys are read
+    /// before the live sessions: a session that writes after the key snapshot
+    /// is not in it, and one that wrote before it was tagged before its first
+    /// write, so it is seen live. Session ids are random and never reused.
+    /// Returns how many entries went.
+    pub fn forget_written_of_ended(&self) -> usize {
+        let written: Vec<Vec<u8>> = self.session_written.keys().collect();
+        let full: Vec<Vec<u8>> = self.session_written_full.keys().collect();
+        if written.is_empty() && full.is_empty() {
+            return 0;
+        }
+        let live = self.processes_per_session();
+        let mut gone = 0;
+        for key in &written {
+            let Some(k) = from_bytes::<abi::WrittenKey>(key) else {
+                continue;
+            };
+            if !live.contains_key(&k.session_id) && self.session_written.delete(key).is_ok() {
+                gone += 1;
+            }
+        }
+        for key in &full {
+            let Some(session) = from_bytes::<u64>(key) else {
+                continue;
+            };
+            if !live.contains_key(&session) && self.session_written_full.delete(key).is_ok() {
+                gone += 1;
+            }
+        }
+        gone
+    }
+
+    /// Marks a session (its id's bytes) as one whose written files are not all known.
+    pub(super) fn mark_written_full(&self, session: &[u8]) {
+        if let Err(e) = self.session_written_full.update(session, as_bytes(&1u32), MapFlags::ANY) {
+            tracing::error!("a strict session's overflow mark could not be written: {e}");
+        }
+    }
+
+    /// Copies another set's strict-session records into these maps; a record
+    /// that does not fit marks its session overflowed. Returns (records copied,
+    /// sessions marked).
+    pub(super) fn copy_written_from(&self, written: &MapHandle, full: &MapHandle) -> (usize, usize) {
+        let (mut copied, mut overflowed) = (0, 0);
+        for key in written.keys() {
+            if self.session_written.update(&key, as_bytes(&1u32), MapFlags::ANY).is_ok() {
+                copied += 1;
+            } else if let Some(session) = key.get(..8) {
+                self.mark_written_full(session);
+                overflowed += 1;
+            }
+        }
+        for key in full.keys() {
+            self.mark_written_full(&key);
+            overflowed += 1;
+        }
+        (copied, overflowed)
     }
 
     // ---- policy switch ----------------------------------------------------------

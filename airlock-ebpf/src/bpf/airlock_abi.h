@@ -86,6 +86,9 @@ enum airlock_reason {
 	AIRLOCK_REASON_RATE_LIMITED = 13,
 	/* The command's time window (time_windows) is closed now; rule_id names it. */
 	AIRLOCK_REASON_OUTSIDE_TIME_WINDOW = 14,
+	/* The role denies session-written files (exec.deny_session_written) and the
+	 * session wrote the executed file, or its written set overflowed. */
+	AIRLOCK_REASON_SESSION_WRITTEN = 15,
 	/* A Unix socket path the kernel cannot put in canonical form (a ".."
 	 * component, or longer than AIRLOCK_UNIX_PATH_MAX) for a role with Unix rules. */
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
@@ -143,6 +146,8 @@ enum airlock_match_via {
 #define AIRLOCK_ROLE_EGRESS_DEFAULT_DENY (1U << 5)
 /* Never in role_sets: role_set_of's answer for a session under a soft security block. */
 #define AIRLOCK_ROLE_SOFT_BLOCKED (1U << 6)
+/* Role flag: the role's sessions cannot execute a file they wrote (exec.deny_session_written). */
+#define AIRLOCK_ROLE_DENY_SESSION_WRITTEN (1U << 7)
 /* Bytes of a Unix socket path the kernel matches and reports. */
 #define AIRLOCK_UNIX_PATH_MAX 128
 
@@ -152,6 +157,19 @@ struct airlock_proc_tag {
 	__u32 role_slot;
 	__u32 flags;
 };
+
+/*
+ * session_written: the regular files a session of a strict role opened for
+ * writing, by (session, device, inode). Not LRU: an eviction would let the
+ * session run what it wrote. When the map is full, the session is put in
+ * session_written_full and runs no file at all (fail closed).
+ */
+struct airlock_written_key {
+	__u64 session_id;
+	__u64 dev;
+	__u64 ino;
+};
+#define AIRLOCK_WRITTEN_MAX 131072
 
 /* role_sets: role slot -> the compiled rule set now in force for that role. */
 struct airlock_role_set {

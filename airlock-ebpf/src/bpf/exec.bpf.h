@@ -18,6 +18,7 @@
 #include "path.h"
 #include "exec_match.h"
 #include "exec_identity.h"
+#include "session_written.h"
 
 /* One exec's names and facts, as every rule set is judged against them. */
 struct exec_names {
@@ -162,12 +163,13 @@ static __always_inline __u32 limit_verdict(__u64 session_id, __u32 rule_id, bool
  * rule is left in s->words.rule_id. `consume`: take rate-limit tokens.
  */
 static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, struct exec_scratch *s,
-					struct exec_names *n, bool consume)
+					struct exec_names *n, struct file *file, bool consume)
 {
 	struct airlock_role_set rs;
 	__u32 reason = role_set_of(tag, &rs);
 	if (reason != AIRLOCK_REASON_NONE ||
-	    (rs.set_id == 0 && rs.approval_set_id == 0 && rs.limit_set_id == 0 && rs.every_exec_rule == 0))
+	    (rs.set_id == 0 && rs.approval_set_id == 0 && rs.limit_set_id == 0 && rs.every_exec_rule == 0 &&
+	     !(rs.flags & AIRLOCK_ROLE_DENY_SESSION_WRITTEN)))
 		return reason;
 	n->role_flags = rs.flags;
 	n->via = 0;
@@ -175,6 +177,9 @@ static __always_inline __u32 judge_exec(const struct airlock_proc_tag *tag, stru
 	/* A file with no name on disk cannot be told apart by name: refused unless the role allows it. */
 	if (n->id.fileless && !(rs.flags & AIRLOCK_ROLE_ALLOW_FILELESS))
 		return AIRLOCK_REASON_FILELESS;
+	/* A strict role: nothing the session wrote runs, whatever it is called or contains. */
+	if ((rs.flags & AIRLOCK_ROLE_DENY_SESSION_WRITTEN) && written_by_session(&s->written_key, tag->session_id, file))
+		return AIRLOCK_REASON_SESSION_WRITTEN;
 
 	if (rs.set_id) {
 		reason = judge_names(rs.set_id, s, n);
@@ -417,7 +422,7 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 		n.id.fileless = 1;
 	flags |= identity_event_flags(&n.id);
 
-	__u32 reason = judge_exec(&tag, s, &n, true);
+	__u32 reason = judge_exec(&tag, s, &n, BPF_CORE_READ(bprm, file), true);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
 		/* The #! handler put the script's path after the interpreter (and its optional argument). */
 		__u32 start = 0;
@@ -559,7 +564,7 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	 * interpreter's operands are judged only when it was executed directly. */
 	bool direct = BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename);
 	n.operands = direct;
-	__u32 reason = judge_exec(&tag, s, &n, false);
+	__u32 reason = judge_exec(&tag, s, &n, BPF_CORE_READ(bprm, file), false);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
 		/* A script's first pass (its own head) or its interpreter's (argv still the caller's). */
 		bool script = !direct || head_is_script(bprm);

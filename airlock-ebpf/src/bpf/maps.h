@@ -114,6 +114,25 @@ struct {
 	__type(value, struct airlock_rate_value);
 } rate_state SEC(".maps");
 
+/* Files strict sessions wrote (struct airlock_written_key). Not preallocated:
+ * only sessions of roles with exec.deny_session_written fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIRLOCK_WRITTEN_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct airlock_written_key);
+	__type(value, __u32);
+} session_written SEC(".maps");
+
+/* Sessions whose written set could not take a file: they execute nothing.
+ * Preallocated, so the mark itself cannot fail for want of memory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} session_written_full SEC(".maps");
+
 /* Hashed argument words of one exec, and the matcher's result. */
 struct exec_words {
 	__u64 word_hash[AIRLOCK_MAX_WORDS];
@@ -147,6 +166,8 @@ struct exec_scratch {
 	/* The ONCE grant's argument hash (args_hash). */
 	__u64 argv_hash;
 	struct airlock_grant_key grant_key;
+	/* The executed file, as session_written knows it. */
+	struct airlock_written_key written_key;
 };
 
 struct {

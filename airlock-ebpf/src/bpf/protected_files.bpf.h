@@ -13,6 +13,7 @@
 
 #include "guard_common.h"
 #include "exec_match.h"
+#include "session_written.h"
 
 #define CGROUP_SUPER_MAGIC 0x27e0eb
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -117,7 +118,11 @@ int BPF_PROG(airlock_guard_file_open, struct file *file)
 	struct airlock_proc_tag tag;
 	if (!current_tag(&tag))
 		return 0;
-	return lsm_verdict(guard_file_open(&tag, lsm_arg_addr(ctx, 0), GUARD_REFUSE));
+	struct file *opened = lsm_arg_addr(ctx, 0);
+	int verdict = guard_file_open(&tag, opened, GUARD_REFUSE);
+	if (verdict == 0)
+		verdict = written_record(&tag, opened);
+	return lsm_verdict(verdict);
 }
 
 /*
@@ -137,7 +142,8 @@ static __always_inline int compat_open_exit(struct trace_event_raw_sys_exit *ctx
 	struct file *file = current_fd_file(fd);
 	if (!file)
 		return 0;
-	guard_file_open(&tag, file, GUARD_KILL);
+	if (guard_file_open(&tag, file, GUARD_KILL) == 0)
+		written_record(&tag, file);
 	return 0;
 }
 
@@ -161,6 +167,13 @@ int airlock_compat_open(struct trace_event_raw_sys_exit *ctx)
 
 SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int airlock_compat_open_by_handle(struct trace_event_raw_sys_exit *ctx)
+{
+	return compat_open_exit(ctx);
+}
+
+/* creat(): an open for writing by another name (what strict sessions record). */
+SEC("tracepoint/syscalls/sys_exit_creat")
+int airlock_compat_creat(struct trace_event_raw_sys_exit *ctx)
 {
 	return compat_open_exit(ctx);
 }

@@ -268,8 +268,22 @@ pub struct Role {
     /// `deny`, in which case only the policies' `egress.allow` entries are reachable.
     #[serde(default)]
     pub egress_default: EgressDefault,
+    /// Exec switches of the role itself (strict sessions).
+    #[serde(default)]
+    pub exec: RoleExecOptions,
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// A role's exec switches. Off by default: they cost the role's sessions
+/// work on every open for writing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleExecOptions {
+    /// The role's sessions cannot execute a file they created or modified
+    /// (copies, downloads, builds, scripts run as `./script`).
+    #[serde(default)]
+    pub deny_session_written: bool,
 }
 
 /// A role's egress default.
