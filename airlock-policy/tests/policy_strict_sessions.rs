@@ -5,7 +5,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN};
-use airlock_policy::{compile, load_dir, IdAllocator, PolicyErrors};
+use airlock_policy::{compile, load_dir, CompiledPolicy, IdAllocator, PolicyErrors};
 
 const POLICY: &str = r#"{ "id": "p", "name": "P", "blocked_commands": ["terraform apply"] }"#;
 
@@ -30,6 +30,16 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+fn compiled(s: &Scratch) -> CompiledPolicy {
+    let loaded = load_dir(&s.0).unwrap_or_else(|e| panic!("{e}"));
+    compile(&loaded, &mut IdAllocator::new())
+}
+
+/// The kernel flags `role` compiled to.
+fn role_flags(compiled: &CompiledPolicy, role: &str) -> u32 {
+    compiled.role_sets.iter().find(|(name, _)| name == role).map(|(_, set)| set.flags).expect("role compiled")
 }
 
 fn errors(s: &Scratch) -> PolicyErrors {
@@ -74,9 +84,8 @@ fn a_strict_role_keeps_the_direct_loader_denied() {
     );
     fs::write(s.0.join("policies/loose.json"), r#"{"id":"loose","name":"Loose","exec":{"deny_direct_loader":false,"deny_fileless":false}}"#)
         .expect("write policy");
-    let loaded = load_dir(&s.0).unwrap_or_else(|e| panic!("{e}"));
-    let compiled = compile(&loaded, &mut IdAllocator::new());
-    let flags = |role: &str| compiled.role_sets.iter().find(|(name, _)| name == role).map(|(_, set)| set.flags).expect("role compiled");
+    let compiled = compiled(&s);
+    let flags = |role: &str| role_flags(&compiled, role);
     assert_eq!(flags("plain") & (ROLE_ALLOW_LOADER | ROLE_ALLOW_FILELESS), ROLE_ALLOW_LOADER | ROLE_ALLOW_FILELESS);
     assert_eq!(flags("strict") & ROLE_ALLOW_LOADER, 0, "the loader stays denied in a strict role");
     assert_ne!(flags("strict") & ROLE_ALLOW_FILELESS, 0, "the fileless switch is the policies' to decide");
@@ -92,9 +101,8 @@ fn the_switch_is_off_by_default_and_compiles_to_the_role_flag() {
             ("bare.json", r#"{"id":"bare","name":"Bare","exec":{"deny_session_written":true}}"#),
         ],
     );
-    let loaded = load_dir(&s.0).unwrap_or_else(|e| panic!("{e}"));
-    let compiled = compile(&loaded, &mut IdAllocator::new());
-    let flags = |role: &str| compiled.role_sets.iter().find(|(name, _)| name == role).map(|(_, set)| set.flags).expect("role compiled");
+    let compiled = compiled(&s);
+    let flags = |role: &str| role_flags(&compiled, role);
     assert_eq!(flags("plain") & ROLE_DENY_SESSION_WRITTEN, 0, "off unless the role asks");
     assert_ne!(flags("strict") & ROLE_DENY_SESSION_WRITTEN, 0);
     // A role with no policies at all still carries the switch to the kernel.
