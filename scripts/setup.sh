@@ -14,6 +14,8 @@ packages=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool gcc make
           busybox-static sudo python3 python3-venv perl iproute2 procps findutils coreutils
           qemu-system-x86 xz-utils file tmux openssh-client postgresql python3-aiosmtpd
           chromium
+          # The module-form tests run Debian's awscli as `python3 -m awscli`.
+          awscli
           # cargo xtask package: dpkg-deb, dpkg-shlibdeps and strip build the
           # .deb packages, lintian checks them (docs/packaging.md).
           dpkg-dev binutils lintian

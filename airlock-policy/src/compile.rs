@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::egress::{unix_key, EgressSink};
 use crate::exec_limits::{self, LimitRuleCompiled};
+use crate::launch_forms::{link_launchers, under_alias, ProgramAliases};
 use crate::load::LoadedPolicies;
 use crate::model::{EgressDefault, HomePattern, LimitPattern, Policy, Status};
 use crate::tables::PolicyTables;
@@ -163,6 +164,8 @@ pub struct CompiledRole {
     pub deny_session_written: bool,
     /// Protected files.
     pub files: Vec<FileRuleCompiled>,
+    /// The other names (Python modules) of the programs the rules name.
+    pub aliases: ProgramAliases,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,10 +226,21 @@ impl CompiledPolicy {
     }
 }
 
+/// Compiles every role into its own rule set with the shipped program
+/// aliases and the policies' own (see [`compile_with_aliases`]).
+pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy {
+    compile_with_aliases(loaded, ids, &ProgramAliases::default())
+}
+
 /// Compiles every role into its own rule set. Only active policies count;
 /// every key maps to the first rule that produced it, in role, policy and
-/// rule order, so the same input always yields the same tables.
-pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy {
+/// rule order, so the same input always yields the same tables. `found` are
+/// aliases the caller found on the host (console scripts), added to the
+/// shipped ones and the policies' `programs`.
+pub fn compile_with_aliases(loaded: &LoadedPolicies, ids: &mut IdAllocator, found: &ProgramAliases) -> CompiledPolicy {
+    let mut aliases = ProgramAliases::shipped();
+    aliases.extend(found);
+    aliases.add_policies(&loaded.policies);
     let mut out = CompiledPolicy {
         version: loaded.version(),
         roles: BTreeMap::new(),
@@ -266,6 +280,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             egress_default_deny: role.egress_default == EgressDefault::Deny,
             deny_session_written: role.exec.deny_session_written,
             files: Vec::new(),
+            aliases: ProgramAliases::default(),
         };
         let mut listed = std::collections::BTreeSet::new();
         for pid in &role.policies {
@@ -393,13 +408,20 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
         }
 
         for cmd in &compiled.commands {
+            for alias in aliases.of(&cmd.program) {
+                compiled.aliases.add(&cmd.program, alias);
+            }
+        }
+        let block_rules = with_aliases(&compiled.commands, &aliases);
+        for cmd in &block_rules {
             add_command(set_id, cmd, ids, &mut programs, &mut trie);
         }
+        link_launchers(set_id, &block_rules, ids, &mut programs, &mut trie, add_command);
         // Approval rules are a rule set of their own, judged after the block
         // rules: a command both name is blocked.
         if !compiled.approvals.is_empty() {
             compiled.approval_set_id = ids.set_id();
-            for cmd in &compiled.approvals {
+            for cmd in &with_aliases(&compiled.approvals, &aliases) {
                 add_command(compiled.approval_set_id, cmd, ids, &mut programs, &mut trie);
             }
         }
@@ -421,7 +443,7 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
             .collect();
         if !limited.is_empty() {
             compiled.limit_set_id = ids.set_id();
-            for cmd in &limited {
+            for cmd in &with_aliases(&limited, &aliases) {
                 add_command(compiled.limit_set_id, cmd, ids, &mut programs, &mut trie);
             }
         }
@@ -514,6 +536,11 @@ pub fn compile(loaded: &LoadedPolicies, ids: &mut IdAllocator) -> CompiledPolicy
     out.tables.allow4 = allow4.into_iter().collect();
     out.tables.allow6 = allow6.into_iter().collect();
     out
+}
+
+/// The rules, each followed by the same rule under every alias of its program.
+fn with_aliases(rules: &[CommandRule], aliases: &ProgramAliases) -> Vec<CommandRule> {
+    rules.iter().flat_map(|cmd| std::iter::once(cmd.clone()).chain(aliases.of(&cmd.program).map(|a| under_alias(cmd, a)))).collect()
 }
 
 fn add_command(

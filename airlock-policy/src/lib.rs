@@ -18,6 +18,7 @@ mod diag;
 mod egress;
 mod embedded;
 mod exec_limits;
+mod launch_forms;
 mod load;
 pub mod matcher;
 mod model;
@@ -25,17 +26,18 @@ mod tables;
 
 pub use bundle::{bundle_from_dir, bundle_path, sources_from_bundle};
 pub use compile::{
-    compile, CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled, FileRuleCompiled, HostRuleCompiled, IdAllocator,
+    compile, compile_with_aliases, CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled, FileRuleCompiled, HostRuleCompiled, IdAllocator,
     RuleKind, RuleRef, UnixRuleCompiled,
 };
 pub use diag::{Diagnostic, PolicyErrors};
 pub use egress::{host_entries, unix_key};
 pub use embedded::default_sources;
 pub use exec_limits::LimitRuleCompiled;
+pub use launch_forms::{ProgramAliases, LAUNCHERS, SHIPPED_PYTHON_MODULES};
 pub use load::{load_dir, load_sources, read_dir_sources, Format, LoadedPolicies, PolicySource, SourceKind};
 pub use model::{
     default_protected_files, gcra_admit, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern,
-    HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
+    AliasedProgram, ProgramForms, ProgramFormsMap, PythonModule, HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
     MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
 };
 pub use tables::{PolicyTables, RawEntry, Table};

@@ -11,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::compile::{CommandRule, CompiledPolicy, CompiledRole, EgressRuleCompiled};
+use crate::compile::{CompiledPolicy, CompiledRole, EgressRuleCompiled};
+use crate::launch_forms::{launched_words, LAUNCHERS};
 use airlock_common::abi::{
     word_hash, Egress4Key, Egress6Key, ProgramKey, ProgramValue, TrieKey, TrieValue, ARGV_MAX,
     ROLE_EGRESS_DEFAULT_DENY,
@@ -185,17 +186,13 @@ fn completions(words: &[String], args: &[Vec<u8>]) -> Option<Vec<usize>> {
 /// modelled here.
 pub fn match_exec_naive(role: &CompiledRole, input: &ExecInput) -> Decision {
     for cand in candidates(input) {
-        let rules: Vec<&CommandRule> = role
-            .commands
-            .iter()
-            .filter(|r| r.program.as_bytes() == cand.program)
-            .collect();
+        let rules = rules_naming(role, cand.program);
         if rules.is_empty() {
             continue;
         }
-        if let Some(r) = rules.iter().find(|r| r.words.is_empty()) {
+        if let Some((rule_id, _)) = rules.iter().find(|(_, words)| words.is_empty()) {
             return Decision::Deny {
-                rule_id: r.rule_id,
+                rule_id: *rule_id,
                 reason: DenyReason::Rule,
                 via: cand.via,
             };
@@ -209,10 +206,10 @@ pub fn match_exec_naive(role: &CompiledRole, input: &ExecInput) -> Decision {
         }
         let best = rules
             .iter()
-            .filter_map(|r| {
-                let mut key = completions(&r.words, cand.args)?;
+            .filter_map(|(rule_id, words)| {
+                let mut key = completions(words, cand.args)?;
                 key.reverse();
-                Some((key, r.rule_id))
+                Some((key, *rule_id))
             })
             .min_by(|a, b| a.0.cmp(&b.0));
         if let Some((_, rule_id)) = best {
@@ -224,6 +221,28 @@ pub fn match_exec_naive(role: &CompiledRole, input: &ExecInput) -> Decision {
         }
     }
     Decision::Allow
+}
+
+/// The rules that hold for `program`, as (rule, words after the program):
+/// its own, those of the programs it is an alias of, and for a launcher,
+/// every rule of the role with the launcher's subcommand and the program's
+/// name (or alias) in front of its words.
+fn rules_naming(role: &CompiledRole, program: &[u8]) -> Vec<(u32, Vec<String>)> {
+    let mut out: Vec<(u32, Vec<String>)> = role
+        .commands
+        .iter()
+        .filter(|r| r.program.as_bytes() == program || role.aliases.of(&r.program).any(|a| a.as_bytes() == program))
+        .map(|r| (r.rule_id, r.words.clone()))
+        .collect();
+    let launched = LAUNCHERS.iter().filter(|(launcher, _)| launcher.as_bytes() == program);
+    for (_, subcommand) in launched {
+        for r in role.commands.iter().filter(|r| !LAUNCHERS.iter().any(|(l, _)| *l == r.program)) {
+            for name in std::iter::once(r.program.as_str()).chain(role.aliases.of(&r.program)) {
+                out.push((r.rule_id, launched_words(subcommand, name, r)));
+            }
+        }
+    }
+    out
 }
 
 /// The kernel tables as hash maps, walked the way the BPF programs walk them.

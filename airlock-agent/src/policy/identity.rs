@@ -355,6 +355,11 @@ impl Identities {
         Ok(())
     }
 
+    /// Where protected programs are looked for now.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        search_dirs(&self.program_paths)
+    }
+
     pub fn installed(&self) -> &IdentityTable {
         &self.installed
     }

@@ -7,6 +7,7 @@
 //! stays in force and the error is kept for `status`.
 
 pub mod bundle_file;
+mod console_scripts;
 pub mod dns;
 pub mod effective;
 pub mod hostnames;
@@ -259,7 +260,8 @@ impl PolicyStore {
         for warning in &loaded.warnings {
             tracing::warn!("policy: {warning}");
         }
-        Ok(airlock_policy::compile(&loaded, &mut self.ids))
+        let found = console_scripts::find(&loaded, &self.identities.dirs());
+        Ok(airlock_policy::compile_with_aliases(&loaded, &mut self.ids, &found))
     }
 
     fn install_compiled(&mut self, kernel: &Kernel, mut compiled: CompiledPolicy) -> Result<String> {

@@ -15,12 +15,14 @@ mod egress;
 mod files;
 mod limit_rules;
 mod limits;
+mod programs;
 mod schedule;
 
 pub use egress::{parse_hostname, Cidr, Egress, EgressRule, HostRule, UnixRule, MAX_UNIX_PATTERN_LEN};
 pub use files::{default_protected_files, HomePattern, ProgramName, ProtectedFile, MAX_PROTECTED_DEPTH};
 pub use limit_rules::{LimitMap, LimitPattern};
 pub use limits::{MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_WORD_LEN};
+pub use programs::{AliasedProgram, ProgramForms, ProgramFormsMap, PythonModule};
 pub use schedule::{gcra_admit, RateLimit, TimeWindow};
 
 /// Deserializes a value from a string through `FromStr`. The parse fails
@@ -249,6 +251,10 @@ pub struct Policy {
     /// Credential files only the listed programs may open (defaults when absent; `[]` for none).
     #[serde(default = "default_protected_files")]
     pub protected_files: Vec<ProtectedFile>,
+    /// Other forms the programs its rules name run in (`python3 -m MODULE`),
+    /// besides the ones Airlock ships and finds on the host.
+    #[serde(default)]
+    pub programs: ProgramFormsMap,
     /// Where the policy came from (display name), for diagnostics and audit.
     #[serde(skip)]
     pub source: PathBuf,
