@@ -12,8 +12,8 @@ use super::workload::WorkloadResult;
 
 /// The targets.
 pub const UNTAGGED_EXEC_MAX: f64 = 1.01;
-pub const GOVERNED_EXEC_1000_MAX: f64 = 1.05;
-pub const GOVERNED_CONNECT_10000_MAX: f64 = 1.05;
+pub const GOVERNED_EXEC_1000_MAX: f64 = 1.03;
+pub const GOVERNED_CONNECT_10000_MAX: f64 = 1.03;
 pub const ZERO_DROP_RATE: f64 = 50_000.0;
 pub const RSS_MAX_MB: f64 = 30.0;
 
