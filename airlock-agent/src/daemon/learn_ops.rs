@@ -67,7 +67,7 @@ fn process_root(pid: u32) -> PathBuf {
 impl Agent {
     /// The learning thread: fingerprints queued execs and installs what is new.
     pub fn learn_loop(&self, rx: Receiver<LearnJob>) -> Result<()> {
-        let mut recent: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut recent: BTreeSet<(String, u64, u64)> = BTreeSet::new();
         while !self.shutdown.load(Ordering::SeqCst) {
             let job = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(job) => job,
@@ -80,16 +80,18 @@ impl Agent {
             let found = candidate(&job.program, &process_root(job.pid), &exe, "exec").or_else(|| candidate(&job.program, Path::new("/"), &exe, "exec"));
             let Some(found) = found else { continue };
             // A session running the same tool again and again costs one lookup.
-            let key = (found.program.clone(), format!("{}:{}", found.hash, found.size));
+            let key = (found.program.clone(), found.hash, found.size);
             if recent.contains(&key) {
                 continue;
             }
-            if recent.len() >= 1024 {
-                recent.clear();
-            }
-            recent.insert(key);
-            if let Err(e) = lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
-                tracing::error!("install a learned exec identity: {e:#}");
+            match lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
+                Ok(_) => {
+                    if recent.len() >= 1024 {
+                        recent.clear();
+                    }
+                    recent.insert(key);
+                }
+                Err(e) => tracing::error!("install a learned exec identity: {e:#}"),
             }
         }
         Ok(())

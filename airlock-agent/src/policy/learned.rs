@@ -253,9 +253,7 @@ mod tests {
     }
 
     fn base(programs: &[&str]) -> IdentityTable {
-        let mut t = IdentityTable::default();
-        t.programs = programs.iter().map(|p| (word_hash(p.as_bytes()), p.to_string())).collect();
-        t
+        IdentityTable { programs: programs.iter().map(|p| (word_hash(p.as_bytes()), p.to_string())).collect(), ..Default::default() }
     }
 
     fn entry(program: &str, hash: u64) -> LearnedEntry {
