@@ -74,7 +74,7 @@ pub struct Agent {
     /// Security findings and the blocks in force (this host's or the gateway's).
     pub security: Mutex<crate::security::Security>,
     /// Execs of protected programs' files, waiting to be learned (exec identity).
-    pub learner: super::learn_ops::LearnQueue,
+    pub learner: super::learn_queue::LearnQueue,
 }
 
 /// What `status` shows of the gateway link.

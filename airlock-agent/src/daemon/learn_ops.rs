@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use airlock_api::decision::EXEC;
@@ -15,39 +15,10 @@ use airlock_common::abi::word_hash;
 use anyhow::{Context, Result};
 
 use super::agent::{lock, Agent};
+use super::learn_queue::LearnJob;
 use crate::policy::learned::{candidate, on_session_path, LearnedEntry};
 use crate::policy::PolicyStore;
 
-/// Execs waiting to be fingerprinted; more are dropped (and counted).
-pub const LEARN_QUEUE: usize = 256;
-
-/// An exec whose file carries a protected program's name.
-pub struct LearnJob {
-    program: String,
-    executable: String,
-    pid: u32,
-}
-
-/// The event thread's side of the learning queue.
-pub struct LearnQueue {
-    tx: SyncSender<LearnJob>,
-    /// Jobs dropped because the queue was full.
-    pub dropped: AtomicU64,
-}
-
-impl LearnQueue {
-    pub fn new() -> (LearnQueue, Receiver<LearnJob>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(LEARN_QUEUE);
-        (LearnQueue { tx, dropped: AtomicU64::new(0) }, rx)
-    }
-
-    /// Never blocks: a full queue drops the job.
-    pub fn offer(&self, job: LearnJob) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(job) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// What an exec decision can teach: its file, when the file's own name is a
 /// protected program's (rule matching finds it by that name).

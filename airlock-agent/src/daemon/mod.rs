@@ -14,6 +14,7 @@ mod events;
 mod fd_store;
 mod gateway_ops;
 mod learn_ops;
+mod learn_queue;
 mod metrics_ops;
 mod reload;
 mod revoke;
@@ -172,7 +173,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         Some(config) => airlock_notify::Notifier::start(config).context("start the approval notifications")?,
         None => airlock_notify::Notifier::disabled(),
     };
-    let (learner, learn_jobs) = learn_ops::LearnQueue::new();
+    let (learner, learn_jobs) = learn_queue::LearnQueue::new();
     let agent = Arc::new(Agent {
         kernel,
         policy: Mutex::new(policy),

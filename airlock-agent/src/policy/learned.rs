@@ -25,7 +25,11 @@ use airlock_common::abi::{self, word_hash};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::identity::{fingerprint_regular_file, is_interpreter_name, is_multi_call_name, IdentityTable};
+use airlock_common::abi::{IdentityKey, IdentityValue};
+use airlock_policy::CompiledPolicy;
+
+use super::identity::{build, fingerprint_regular_file, is_interpreter_name, is_multi_call_name, search_dirs, IdentityTable};
+use crate::kernel::Kernel;
 
 /// Learned contents kept at most; the oldest learned goes first.
 pub const MAX_LEARNED: usize = 4096;
@@ -243,10 +247,75 @@ pub fn on_session_path(root: &Path, path_var: &str, cwd: &str, programs: &BTreeS
     found
 }
 
+/// The identity entries in the kernel: the scan's, replaced as a whole at
+/// each policy load, and the learned ones ([`LearnedStore`]) added to them.
+#[derive(Default)]
+pub struct Identities {
+    installed: IdentityTable,
+    /// The scan of the last policy load, without what was learned.
+    base: IdentityTable,
+    program_paths: Vec<PathBuf>,
+    learned: LearnedStore,
+}
+
+impl Identities {
+    pub fn new(program_paths: Vec<PathBuf>, learned: LearnedStore) -> Self {
+        Identities { program_paths, learned, ..Default::default() }
+    }
+
+    /// Rebuilds the table for `policy`, adds what was learned of the programs
+    /// it protects, and installs it: new and changed entries first, then the
+    /// ones no longer wanted are removed.
+    pub fn refresh(&mut self, kernel: &Kernel, policy: &CompiledPolicy) -> Result<()> {
+        let dirs = search_dirs(&self.program_paths);
+        let base = build(policy, &dirs, &self.program_paths);
+        for note in &base.notes {
+            tracing::info!("exec identity: {note}");
+        }
+        let next = self.learned.merged(&base);
+        self.install(kernel, next)?;
+        self.base = base;
+        tracing::info!(
+            names = self.installed.count(abi::IDKEY_NAME),
+            contents = self.installed.count(abi::IDKEY_CONTENT),
+            learned = self.learned.len(),
+            dirs = dirs.len(),
+            "exec identities installed"
+        );
+        Ok(())
+    }
+
+    /// Learns `found` and installs what is new. Returns how many were new.
+    pub fn learn(&mut self, kernel: &Kernel, found: Vec<LearnedEntry>) -> Result<usize> {
+        let added = self.learned.add(found, &self.base);
+        if added > 0 {
+            let next = self.learned.merged(&self.base);
+            self.install(kernel, next)?;
+        }
+        Ok(added)
+    }
+
+    fn install(&mut self, kernel: &Kernel, next: IdentityTable) -> Result<()> {
+        let entries: Vec<(IdentityKey, IdentityValue)> =
+            next.entries.iter().filter(|(k, v)| self.installed.entries.get(k) != Some(v)).map(|(k, v)| (*k, *v)).collect();
+        let stale: Vec<IdentityKey> = self.installed.entries.keys().filter(|k| !next.entries.contains_key(k)).copied().collect();
+        kernel.maps().update_identities(&entries, &stale)?;
+        self.installed = next;
+        Ok(())
+    }
+
+    pub fn installed(&self) -> &IdentityTable {
+        &self.installed
+    }
+
+    pub fn learned(&self) -> &LearnedStore {
+        &self.learned
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_common::abi::IdentityKey;
 
     fn content_key(hash: u64) -> IdentityKey {
         IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash }

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use crate::kernel::Kernel;
 use dns::{Answer, DnsClient};
 use hostnames::{HostStatus, HostTable};
-use identity::Identities;
+use learned::Identities;
 use origin::{Fingerprint, PolicyOrigin};
 use slots::{LiveIds, RoleSlots, SavedPolicyState, SavedRule};
 
