@@ -16,7 +16,8 @@ pub fn launch(socket: &Path, role: Option<String>, command: Vec<String>) -> Resu
     };
     let cwd = std::env::current_dir().context("read the current directory")?;
     let tty = nix::unistd::ttyname(std::io::stdin()).ok().map(|p| p.display().to_string());
-    let request = Request::Launch { role, command: command.clone(), cwd: cwd.display().to_string(), tty };
+    let path = std::env::var_os("PATH").map(|p| p.to_string_lossy().into_owned());
+    let request = Request::Launch { role, command: command.clone(), cwd: cwd.display().to_string(), tty, path };
     let response = call(socket, &request).context("refusing to start the command without Airlock governing it")?;
     let Response::Launched { session_id, role } = response else {
         bail!("the daemon answered the launch with something else: {response:?}");

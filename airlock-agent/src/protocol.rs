@@ -16,7 +16,16 @@ use crate::sessions::SessionInfo;
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// Makes the calling process the root of a new governed session.
-    Launch { role: Option<String>, command: Vec<String>, cwd: String, tty: Option<String> },
+    /// `path` is the caller's PATH (relative entries are `cwd`'s): the
+    /// protected programs it finds are learned by content (exec identity).
+    Launch {
+        role: Option<String>,
+        command: Vec<String>,
+        cwd: String,
+        tty: Option<String>,
+        #[serde(default)]
+        path: Option<String>,
+    },
     Status,
     Sessions,
     SetDefaultRole { role: String },
@@ -172,6 +181,13 @@ pub struct PolicyStatus {
     /// Fingerprints of protected programs found on this host.
     #[serde(default)]
     pub protected_contents: usize,
+    /// Contents learned from sessions, evicted to keep the bound, and execs not learned (queue full).
+    #[serde(default)]
+    pub learned_identities: usize,
+    #[serde(default)]
+    pub learned_evicted: u64,
+    #[serde(default)]
+    pub learn_dropped: u64,
 }
 
 /// Sends one request and reads its response.

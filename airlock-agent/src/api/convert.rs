@@ -52,6 +52,9 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
             loaded_at: r.policy.loaded_at,
             last_reload_error: r.policy.last_reload_error,
             protected_contents: r.policy.protected_contents as u64,
+            learned_identities: r.policy.learned_identities as u64,
+            learned_evicted: r.policy.learned_evicted,
+            learn_dropped: r.policy.learn_dropped,
             hostnames: r
                 .policy
                 .hostnames

@@ -29,6 +29,7 @@ pub const SESSIONS_FILE: &str = "restart/sessions.json";
 pub const POLICY_STATE_FILE: &str = "restart/policy-state.json";
 pub const APPROVALS_FILE: &str = "restart/approvals.json";
 pub const SECURITY_FILE: &str = "restart/security.json";
+pub const LEARNED_FILE: &str = "restart/learned-identities.json";
 pub const AUDIT_FILE: &str = "audit.jsonl";
 const DEFAULT_ROLE_FILE: &str = "default-role";
 const FALLBACK_ROLE: &str = "default";
@@ -72,6 +73,8 @@ pub struct Agent {
     pub last_denials: Mutex<std::collections::HashMap<String, airlock_api::v1::Decision>>,
     /// Security findings and the blocks in force (this host's or the gateway's).
     pub security: Mutex<crate::security::Security>,
+    /// Execs of protected programs' files, waiting to be learned (exec identity).
+    pub learner: super::learn_queue::LearnQueue,
 }
 
 /// What `status` shows of the gateway link.

@@ -75,7 +75,7 @@ impl Agent {
 
     fn handle(&self, peer: &Peer, request: Request) -> Result<Response> {
         match request {
-            Request::Launch { role, command, cwd, tty } => self.launch(peer, role, command, cwd, tty),
+            Request::Launch { role, command, cwd, tty, path } => self.launch(peer, role, command, cwd, tty, path),
             Request::Status => Ok(Response::Status(Box::new(self.status_report(peer)?))),
             Request::Sessions => Ok(Response::Sessions { sessions: peer.visible(lock(&self.sessions).list()) }),
             Request::DefaultRole => Ok(Response::DefaultRole { role: self.default_role() }),
@@ -100,7 +100,7 @@ impl Agent {
     /// Makes the caller the root of a new governed session: registered, its
     /// credential files protected, then tagged in the kernel. It is governed
     /// from the exec that follows.
-    fn launch(&self, peer: &Peer, role: Option<String>, command: Vec<String>, cwd: String, tty: Option<String>) -> Result<Response> {
+    fn launch(&self, peer: &Peer, role: Option<String>, command: Vec<String>, cwd: String, tty: Option<String>, path: Option<String>) -> Result<Response> {
         if command.is_empty() {
             bail!("no command to launch");
         }
@@ -152,6 +152,10 @@ impl Agent {
             }
         }
         self.refresh_protected().context("could not protect the session's credential files; refusing to start it")?;
+        // The programs its PATH finds are known by content before its first instruction.
+        if let Some(path) = &path {
+            self.learn_session_path(peer.pid, path, &info.cwd)?;
+        }
         // Registered before tagging, so the first event already finds its session.
         lock(&self.sessions).insert(id, info.clone());
         maps.tag(peer.pid, &ProcTag { session_id: id, role_slot, flags: 0 })

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::agent::{lock, Agent};
+use super::learn_ops::learn_job;
 use crate::events::decode::decode;
 use crate::events::enrich::{host_name, Enricher};
 
@@ -80,18 +81,22 @@ impl Agent {
             return;
         };
         let session = event.header().session_id;
-        let mut decision = {
+        let (mut decision, learn) = {
             let mut sessions = lock(&self.sessions);
             let policy = lock(&self.policy);
             let decision = enricher.enrich(&event, &sessions, &policy);
+            let learn = learn_job(&policy, &decision);
             if decision.kind == EXEC && decision.decision == ALLOW {
                 // The agent's own exec (launch's) has happened: ready -> running.
                 // Also from the backlog: a daemon killed before it drained that
                 // exec must not bring the session back as never started.
                 sessions.mark_running(session);
             }
-            decision
+            (decision, learn)
         };
+        if let Some(job) = learn {
+            self.learner.offer(job);
+        }
         let held = self.approval_step(&event, &mut decision);
         if decision.reason == "security_block" {
             self.name_security_block(&mut decision);

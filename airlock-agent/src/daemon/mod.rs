@@ -13,6 +13,8 @@ mod control;
 mod events;
 mod fd_store;
 mod gateway_ops;
+mod learn_ops;
+mod learn_queue;
 mod metrics_ops;
 mod reload;
 mod revoke;
@@ -53,7 +55,7 @@ use crate::policy::origin::PolicyOrigin;
 use crate::policy::PolicyStore;
 use crate::protected::ProtectedFiles;
 use crate::sessions::Sessions;
-use agent::{lock, Agent, GatewayHandle, APPROVALS_FILE, AUDIT_FILE, POLICY_STATE_FILE, RESTART_DIR, SECURITY_FILE, SESSIONS_FILE};
+use agent::{lock, Agent, GatewayHandle, APPROVALS_FILE, AUDIT_FILE, LEARNED_FILE, POLICY_STATE_FILE, RESTART_DIR, SECURITY_FILE, SESSIONS_FILE};
 use airlock_spool::{Spool, SpoolOptions};
 
 pub struct DaemonOptions {
@@ -138,7 +140,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let (sessions, restored) = Sessions::restore(opts.state_dir.join(SESSIONS_FILE), |pid| kernel.maps().tag_of(pid).map(|t| t.session_id))?;
     tracing::info!(dns = %opts.dns.describe(), "hostname rules are resolved with");
     let mut policy = PolicyStore::persistent(opts.policy, opts.dns, opts.state_dir.join(POLICY_STATE_FILE));
-    policy.set_program_paths(opts.program_paths);
+    let learned = crate::policy::learned::LearnedStore::open_or_set_aside(opts.state_dir.join(LEARNED_FILE), crate::policy::learned::MAX_LEARNED);
+    policy.set_identity_sources(opts.program_paths, learned);
     if *kernel.startup() != Startup::Fresh {
         policy.restore(&kernel)?;
         tracing::info!(running = restored.running, ended_while_down = restored.ended_while_down, "sessions re-adopted");
@@ -170,6 +173,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         Some(config) => airlock_notify::Notifier::start(config).context("start the approval notifications")?,
         None => airlock_notify::Notifier::disabled(),
     };
+    let (learner, learn_jobs) = learn_queue::LearnQueue::new();
     let agent = Arc::new(Agent {
         kernel,
         policy: Mutex::new(policy),
@@ -194,6 +198,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         notifier,
         last_denials: Mutex::new(Default::default()),
         security: Mutex::new(crate::security::Security::open(Some(security_file))),
+        learner,
     });
 
     // First of all, the decisions the kernel made while no daemon ran: they
@@ -240,6 +245,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         spawn("airlock-watch", &agent, |a| a.watch_loop())?,
         spawn("airlock-dns", &agent, |a| a.dns_loop())?,
         spawn("airlock-reload", &agent, |a| a.reload_loop())?,
+        spawn("airlock-learn", &agent, move |a| a.learn_loop(learn_jobs))?,
     ];
     match (opts.detection, agent.gateway.is_some()) {
         (Some(_), true) => tracing::info!("security detection runs at the gateway, over the whole org; this host applies the gateway's blocks"),

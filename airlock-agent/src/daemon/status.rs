@@ -26,6 +26,9 @@ impl Agent {
             loaded_at: store.loaded_at().map(crate::clock::rfc3339).unwrap_or_default(),
             last_reload_error: store.last_error().map(str::to_string),
             protected_contents: store.identities().installed().protected_contents(),
+            learned_identities: store.identities().learned().len(),
+            learned_evicted: store.identities().learned().evicted(),
+            learn_dropped: self.learner.dropped.load(Ordering::Relaxed),
             hostnames: store.host_status(),
         };
         drop(store);

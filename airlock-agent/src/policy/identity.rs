@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use airlock_common::abi::{self, word_hash, IdentityKey, IdentityValue};
 use airlock_common::identity::fingerprint_file;
 use airlock_policy::CompiledPolicy;
-use anyhow::Result;
 
-use crate::kernel::Kernel;
 
 /// Where protected programs are looked for, besides the daemon's PATH and `--program-path`.
 const STANDARD_BIN_DIRS: &[&str] =
@@ -73,6 +71,11 @@ pub fn is_interpreter_name(name: &str) -> bool {
             || (name.strip_prefix(base).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
                 && !name.contains("-config"))
     })
+}
+
+/// Is `name` a multi-call binary's (busybox, toybox)?
+pub(crate) fn is_multi_call_name(name: &str) -> bool {
+    MULTI_CALL.contains(&name)
 }
 
 fn is_loader_name(name: &str) -> bool {
@@ -148,6 +151,11 @@ impl IdentityTable {
                 return;
             }
         };
+        self.add_content(hash, size, flags, program, path);
+    }
+
+    /// Marks the content `hash` of a file of `size` bytes (found at `path`, for the notes).
+    pub(crate) fn add_content(&mut self, hash: u64, size: u64, flags: u32, program: Option<&str>, path: &Path) {
         // The kernel hashes a file's head only when its size is one of these.
         self.entries.entry(IdentityKey { kind: abi::IDKEY_SIZE, pad: 0, hash: size }).or_default();
         let value = self.entries.entry(IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash }).or_default();
@@ -185,7 +193,7 @@ impl IdentityTable {
         if let Some(p) = self.programs.get(&word_hash(name.as_bytes())) {
             return Some((p.clone(), "name"));
         }
-        let hash = fingerprint_regular_file(&real)?;
+        let (hash, _) = fingerprint_regular_file(&real)?;
         let value = self.entries.get(&IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash })?;
         let first = value.names[..value.nnames as usize].iter().find_map(|h| self.programs.get(h))?;
         Some((first.clone(), "content"))
@@ -194,11 +202,21 @@ impl IdentityTable {
     pub fn count(&self, kind: u32) -> usize {
         self.entries.keys().filter(|k| k.kind == kind).count()
     }
+
+    /// The protected names the content `hash` carries.
+    pub(crate) fn content_names(&self, hash: u64) -> Vec<u64> {
+        self.entries.get(&IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash }).map_or(Vec::new(), |v| v.names[..v.nnames as usize].to_vec())
+    }
+
+    /// What the kernel knows the content `hash` as (0: nothing).
+    pub(crate) fn content_flags(&self, hash: u64) -> u32 {
+        self.entries.get(&IdentityKey { kind: abi::IDKEY_CONTENT, pad: 0, hash }).map_or(0, |v| v.flags)
+    }
 }
 
-/// The fingerprint of a regular file, opened without blocking: the path comes
-/// from a governed session and could name a FIFO or a device.
-fn fingerprint_regular_file(path: &Path) -> Option<u64> {
+/// The fingerprint of a regular file and its size, opened without blocking:
+/// the path comes from a governed session and could name a FIFO or a device.
+pub(crate) fn fingerprint_regular_file(path: &Path) -> Option<(u64, u64)> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path).ok()?;
@@ -215,7 +233,7 @@ fn fingerprint_regular_file(path: &Path) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    Some(airlock_common::identity::fingerprint(&head, meta.len()))
+    Some((airlock_common::identity::fingerprint(&head, meta.len()), meta.len()))
 }
 
 /// How many names in `dirs` lead (through symlinks or hard links) to each file.
@@ -320,49 +338,6 @@ pub fn build(policy: &CompiledPolicy, dirs: &[PathBuf], explicit: &[PathBuf]) ->
         }
     }
     table
-}
-
-/// The identity entries in the kernel, replaced as a whole at each policy load.
-#[derive(Default)]
-pub struct Identities {
-    installed: IdentityTable,
-    program_paths: Vec<PathBuf>,
-}
-
-impl Identities {
-    pub fn new(program_paths: Vec<PathBuf>) -> Self {
-        Identities { installed: IdentityTable::default(), program_paths }
-    }
-
-    /// Rebuilds the table for `policy` and installs it: new and changed entries
-    /// first, then the ones no longer wanted are removed.
-    pub fn refresh(&mut self, kernel: &Kernel, policy: &CompiledPolicy) -> Result<()> {
-        let dirs = search_dirs(&self.program_paths);
-        let next = build(policy, &dirs, &self.program_paths);
-        for note in &next.notes {
-            tracing::info!("exec identity: {note}");
-        }
-        let entries: Vec<(IdentityKey, IdentityValue)> = next.entries.iter().map(|(k, v)| (*k, *v)).collect();
-        let stale: Vec<IdentityKey> = self.installed.entries.keys().filter(|k| !next.entries.contains_key(k)).copied().collect();
-        kernel.maps().update_identities(&entries, &stale)?;
-        tracing::info!(
-            names = next.count(abi::IDKEY_NAME),
-            contents = next.count(abi::IDKEY_CONTENT),
-            dirs = dirs.len(),
-            "exec identities installed"
-        );
-        self.installed = next;
-        Ok(())
-    }
-
-    /// Where protected programs are looked for now.
-    pub fn dirs(&self) -> Vec<PathBuf> {
-        search_dirs(&self.program_paths)
-    }
-
-    pub fn installed(&self) -> &IdentityTable {
-        &self.installed
-    }
 }
 
 #[cfg(test)]

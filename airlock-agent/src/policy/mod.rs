@@ -12,6 +12,7 @@ pub mod dns;
 pub mod effective;
 pub mod hostnames;
 pub mod identity;
+pub mod learned;
 pub mod origin;
 mod slots;
 mod windows;
@@ -29,7 +30,7 @@ use chrono::{DateTime, Utc};
 use crate::kernel::Kernel;
 use dns::{Answer, DnsClient};
 use hostnames::{HostStatus, HostTable};
-use identity::Identities;
+use learned::Identities;
 use origin::{Fingerprint, PolicyOrigin};
 use slots::{LiveIds, RoleSlots, SavedPolicyState, SavedRule};
 
@@ -134,9 +135,15 @@ impl PolicyStore {
         Ok(())
     }
 
-    /// Extra directories where protected programs are looked for (exec identity).
-    pub fn set_program_paths(&mut self, paths: Vec<PathBuf>) {
-        self.identities = Identities::new(paths);
+    /// Extra directories where protected programs are looked for, and the
+    /// contents learned so far (exec identity).
+    pub fn set_identity_sources(&mut self, paths: Vec<PathBuf>, learned: learned::LearnedStore) {
+        self.identities = Identities::new(paths, learned);
+    }
+
+    /// Adds learned contents of protected programs to the kernel's identities; returns how many were new.
+    pub fn learn_identities(&mut self, kernel: &Kernel, found: Vec<learned::LearnedEntry>) -> Result<usize> {
+        self.identities.learn(kernel, found)
     }
 
     pub fn identities(&self) -> &Identities {
