@@ -35,7 +35,7 @@ pub use exec_limits::LimitRuleCompiled;
 pub use load::{load_dir, load_sources, read_dir_sources, Format, LoadedPolicies, PolicySource, SourceKind};
 pub use model::{
     default_protected_files, gcra_admit, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern,
-    HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
+    HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, RawSockets, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
     MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
 };
 pub use tables::{PolicyTables, RawEntry, Table};

@@ -2,7 +2,7 @@
 //! compiled policy enforces for it, with hostnames' current addresses.
 
 use airlock_api::v1 as pb;
-use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN};
+use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_ALLOW_RAW_SOCKETS, ROLE_DENY_SESSION_WRITTEN};
 use airlock_policy::CompiledPolicy;
 use anyhow::{bail, Result};
 
@@ -62,6 +62,7 @@ pub fn effective_policy(compiled: &CompiledPolicy, generation: u32, role: &str, 
         fileless_exec_allowed: flags & ROLE_ALLOW_FILELESS != 0,
         direct_loader_allowed: flags & ROLE_ALLOW_LOADER != 0,
         session_written_exec_denied: flags & ROLE_DENY_SESSION_WRITTEN != 0,
+        raw_sockets: if flags & ROLE_ALLOW_RAW_SOCKETS != 0 { "allow" } else { "deny" }.to_string(),
     })
 }
 
