@@ -23,11 +23,13 @@ const NETTOOLS: &str = r#"{ "id": "nettools", "name": "Network tools", "policies
 const MIXED: &str = r#"{ "id": "mixed", "name": "Mixed", "policies": ["raw-ok", "test-net"] }"#;
 
 fn daemon(tag: &str) -> Daemon {
-    Daemon::start(
+    let d = Daemon::start(
         tag,
         &[("test-net.json", POLICY), ("raw-ok.json", RAW_OK)],
         &[("agent.json", AGENT), ("nettools.json", NETTOOLS), ("mixed.json", MIXED)],
-    )
+    );
+    write_file(&d.work_dir.join("mksock.py"), MKSOCK, 0o644);
+    d
 }
 
 /// socket(2) arguments (numbers: the test does not depend on python's names) and what the audit shows.
@@ -50,12 +52,23 @@ const CASES: &[Case] = &[
     Case { name: "AF_PACKET SOCK_DGRAM", family: 17, sock_type: 2, protocol: 0x0300, audit_family: "packet", audit_type: "dgram", packet: true },
 ];
 
-/// Prints CREATED, REFUSED (EPERM) or the errno; bash then prints the exit status.
+/// Creates one socket: prints CREATED, REFUSED (EPERM) or the errno.
+const MKSOCK: &str = r#"
+import socket, sys
+try:
+    socket.socket(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    print("CREATED")
+except PermissionError:
+    print("REFUSED")
+    sys.exit(1)
+except OSError as e:
+    print("ERRNO", e.errno)
+    sys.exit(2)
+"#;
+
+/// One line (live sessions run line by line), run in the daemon's work directory; bash then prints the exit status.
 fn create_script(c: &Case) -> String {
-    format!(
-        "python3 -c 'import socket, sys\ntry:\n    socket.socket({}, {}, {}); print(\"CREATED\")\nexcept PermissionError:\n    print(\"REFUSED\"); sys.exit(1)\nexcept OSError as e:\n    print(\"ERRNO\", e.errno); sys.exit(2)'; echo \"rc=$?\"",
-        c.family, c.sock_type, c.protocol
-    )
+    format!("python3 mksock.py {} {} {}; echo \"rc=$?\"", c.family, c.sock_type, c.protocol)
 }
 
 fn raw_deny(v: &Value, session: &str, c: &Case) -> bool {
@@ -82,7 +95,7 @@ fn creatable(d: &Daemon) -> Vec<&'static Case> {
         }
     }
     if out.is_empty() {
-        skip("this host creates no raw or packet socket for root");
+        harness::skip("this host creates no raw or packet socket for root");
     }
     out
 }
@@ -125,6 +138,8 @@ fn governed_root_cannot_create_raw_or_packet_sockets() {
 fn ungoverned_and_allowed_roles_create_raw_sockets() {
     let d = daemon("raw-allow");
     let cases = creatable(&d);
+    // Root can always open an IPv4 raw socket: an untagged one must not be refused while the daemon runs.
+    assert!(cases.iter().any(|c| c.family == 2), "an ungoverned root process could not create an AF_INET raw socket");
     for c in &cases {
         let s = d.governed(Some("nettools"), &create_script(c));
         assert!(!s.session_id.is_empty(), "{}: the session did not start: {}", c.name, s.all_output());
@@ -135,15 +150,15 @@ fn ungoverned_and_allowed_roles_create_raw_sockets() {
         });
     }
     // The role summary says so.
-    let out = d.cli(&["policy", "show", "--role", "nettools"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    if out.status.success() {
-        assert!(text.contains("raw IP and packet sockets: allowed"), "{text}");
-        let out = d.cli(&["policy", "show", "--role", "agent"]);
-        assert!(String::from_utf8_lossy(&out.stdout).contains("raw IP and packet sockets: denied"), "{}", String::from_utf8_lossy(&out.stdout));
-    } else {
-        panic!("policy show failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
-    }
+    let shown = |role: &str| {
+        let out = d.cli(&["policy", "show", "--role", role]);
+        assert!(out.status.success(), "policy show --role {role} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = shown("nettools");
+    assert!(text.contains("raw IP and packet sockets: allowed"), "{text}");
+    let text = shown("agent");
+    assert!(text.contains("raw IP and packet sockets: denied"), "{text}");
 }
 
 /// What each ping-socket step printed ("sendto4 EPERM", "connect6 OK", ...).
@@ -191,7 +206,7 @@ step("connect6", lambda: e.connect(("fd00::9", 0)))
     let o = d.ungoverned(&script);
     let plain = ping_steps(&String::from_utf8_lossy(&o.stdout));
     if plain.len() != 5 || plain.values().any(|v| v != "OK") {
-        skip(format!(
+        harness::skip(format!(
             "ping sockets in a new network namespace do not work here: {}{}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
@@ -221,8 +236,31 @@ step("connect6", lambda: e.connect(("fd00::9", 0)))
     }
 }
 
+/// The hooks are pinned like every other: a killed daemon leaves them
+/// enforcing, and its successor adopts them.
+fn raw_socket_refusal_holds_across_a_restart() {
+    let mut d = daemon("raw-restart");
+    let inet = &CASES[0];
+    let mut s = d.live_session("agent");
+    d.kill_hard();
+    let (out, _) = s.run(&create_script(inet));
+    assert!(out.contains("REFUSED"), "created while the daemon was down:\n{out}");
+    d.restart();
+    assert_eq!(d.status_json()["lifecycle"]["startup"]["kind"], "adopted", "log:\n{}", d.current_log());
+    let hooks = d.status_json()["hooks"].to_string();
+    let expected: &[&str] = if d.backend() == "lsm" { &["airlock_socket_create"] } else { &["airlock_sock_create", "airlock_compat_socket"] };
+    for hook in expected {
+        assert!(hooks.contains(hook), "{hook} not among the adopted hooks: {hooks}");
+    }
+    let (out, _) = s.run(&create_script(inet));
+    assert!(out.contains("REFUSED"), "created after the restart:\n{out}");
+    d.wait_audit("a raw_socket deny after the restart", |v| v["kind"] == "raw_socket" && v["decision"] == "deny" && v["reason"] == "raw_socket");
+    s.quit();
+}
+
 kernel_tests!(
     governed_root_cannot_create_raw_or_packet_sockets,
+    raw_socket_refusal_holds_across_a_restart,
     ungoverned_and_allowed_roles_create_raw_sockets,
     ping_sockets_follow_the_egress_rules,
 );

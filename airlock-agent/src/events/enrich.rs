@@ -279,7 +279,6 @@ fn raw_socket(r: &RawSocketEvent) -> RawSocket {
     let socket_type = match r.sock_type as i32 {
         libc::SOCK_RAW => "raw".to_string(),
         libc::SOCK_DGRAM => "dgram".to_string(),
-        libc::SOCK_PACKET => "packet".to_string(),
         other => other.to_string(),
     };
     let inet = matches!(r.family as i32, libc::AF_INET | libc::AF_INET6);

@@ -101,6 +101,7 @@ mod tests {
         assert!(e.unix_socket_rules.iter().any(|u| u.path == "/tmp/tmux-" && u.prefix));
         assert_eq!(e.protected_files.iter().find(|f| f.path == "~/.aws/credentials").map(|f| f.allowed_programs.clone()), Some(vec!["aws".to_string()]));
         assert!(!e.fileless_exec_allowed && !e.direct_loader_allowed, "denied unless every policy allows them");
+        assert_eq!(e.raw_sockets, "deny", "denied unless every policy allows them");
         assert!(effective_policy(&compiled, 3, "nobody", &hosts).is_err());
     }
 }
