@@ -16,6 +16,7 @@ const OMIT_WHEN_UNSET: &[&str] = &[
     ".airlock.v1.GuardDetail.target_pid",
     ".airlock.v1.GuardDetail.file",
     ".airlock.v1.GuardDetail.enforcement",
+    ".airlock.v1.RawSocket.enforcement",
     ".airlock.v1.StatusResponse.gateway",
 ];
 

@@ -424,6 +424,7 @@ fn decision_row(d: &pb::Decision) -> [String; 8] {
         },
         Some(Detail::EventsLost(l)) => format!("{} events lost ({} in all); the kernel enforced them", l.count, l.total),
         Some(Detail::Approval(a)) => format!("{} {} ({})", a.event, a.request_id, command()),
+        Some(Detail::RawSocket(r)) => format!("{}/{}/{} ({})", r.family, r.socket_type, r.protocol, command()),
         Some(Detail::Exec(_)) | Some(Detail::Revocation(_)) | None => command(),
     };
     let rule = d.rule.clone().unwrap_or_else(|| if d.decision == "deny" { d.reason.clone() } else { "-".into() });
@@ -531,6 +532,7 @@ pub fn policy_show(api: &ApiTarget, role: Option<String>, json: bool) -> Result<
     println!("fileless exec: {}", if p.fileless_exec_allowed { "allowed" } else { "denied" });
     println!("dynamic loader run directly: {}", if p.direct_loader_allowed { "allowed" } else { "denied" });
     println!("files the session wrote, executed: {}", if p.session_written_exec_denied { "denied" } else { "allowed" });
+    println!("raw IP and packet sockets: {}", if p.raw_sockets == "allow" { "allowed" } else { "denied" });
     Ok(0)
 }
 

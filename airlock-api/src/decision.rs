@@ -15,6 +15,8 @@ pub const FILE_OPEN: &str = "file_open";
 pub const TAG_FAILURE: &str = "tag_failure";
 pub const REVOKE: &str = "revoke";
 pub const EVENTS_LOST: &str = "events_lost";
+/// A raw (SOCK_RAW) or packet (AF_PACKET) socket a governed process tried to create.
+pub const RAW_SOCKET: &str = "raw_socket";
 /// The agent's spool to the gateway was full: decisions were counted, not shipped.
 pub const SHIPPING_LOST: &str = "shipping_lost";
 /// A step of an approval request (opened, decided, expired, cancelled, refused).
@@ -43,6 +45,7 @@ pub fn subject_of(d: &Decision) -> String {
         Some(Detail::Destination(dest)) => Some(format!("{}:{} {}", dest.address, dest.port, dest.protocol)),
         Some(Detail::UnixSocket(u)) => Some(u.path.clone()),
         Some(Detail::Guard(g)) => g.file.clone(),
+        Some(Detail::RawSocket(r)) => Some(format!("{} {} {}", r.family, r.socket_type, r.protocol)),
         _ => None,
     };
     let command = if d.argv.is_empty() { d.executable.clone() } else { d.argv.join(" ") };

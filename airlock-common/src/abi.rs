@@ -532,6 +532,25 @@ pub const ROLE_SOFT_BLOCKED: u32 = 1 << 6;
 /// Role flag: the role's sessions cannot execute a file they wrote (`exec.deny_session_written`).
 pub const ROLE_DENY_SESSION_WRITTEN: u32 = 1 << 7;
 
+// Raw and packet sockets (see struct airlock_raw_socket_event).
+pub const EVENT_RAW_SOCKET: u32 = 22;
+pub const REASON_RAW_SOCKET: u32 = 22;
+/// Role flag: every active policy of the role says `egress.raw_sockets: "allow"`.
+pub const ROLE_ALLOW_RAW_SOCKETS: u32 = 1 << 8;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawSocketEvent {
+    pub hdr: EventHeader,
+    pub family: u32,
+    /// Without SOCK_NONBLOCK / SOCK_CLOEXEC.
+    pub sock_type: u32,
+    pub protocol: u32,
+    pub pad: u32,
+}
+
+unsafe impl Pod for RawSocketEvent {}
+
 /// A file a strict session opened for writing (map `session_written`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

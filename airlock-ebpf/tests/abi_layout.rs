@@ -84,6 +84,7 @@ fn abi_matches_compiled_object_btf() {
     // Unix socket rules.
     layout!(btf, "airlock_unix_key", UnixKey, [prefixlen, set_id, path]);
     layout!(btf, "airlock_unix_event", UnixEvent, [hdr, path_len, sock_type, path]);
+    layout!(btf, "airlock_raw_socket_event", RawSocketEvent, [hdr, family, sock_type, protocol, pad]);
 }
 
 /// Every numeric constant of airlock_abi.h, C name first, with its Rust mirror.
@@ -135,6 +136,9 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         ("AIRLOCK_BLOCK_SOFT", BLOCK_SOFT as u64),
         ("AIRLOCK_ROLE_SOFT_BLOCKED", ROLE_SOFT_BLOCKED as u64),
         ("AIRLOCK_ROLE_DENY_SESSION_WRITTEN", ROLE_DENY_SESSION_WRITTEN as u64),
+        ("AIRLOCK_EVENT_RAW_SOCKET", EVENT_RAW_SOCKET as u64),
+        ("AIRLOCK_REASON_RAW_SOCKET", REASON_RAW_SOCKET as u64),
+        ("AIRLOCK_ROLE_ALLOW_RAW_SOCKETS", ROLE_ALLOW_RAW_SOCKETS as u64),
         ("AIRLOCK_REASON_SESSION_WRITTEN", REASON_SESSION_WRITTEN as u64),
         ("AIRLOCK_WRITTEN_MAX", WRITTEN_MAX as u64),
         ("AIRLOCK_FLAG_GRANTED", FLAG_GRANTED as u64),

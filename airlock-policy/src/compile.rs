@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use airlock_common::abi::{
     word_hash, EgressValue, FileAllowKey, FileRuleKey, FileRuleValue, ProgramKey, ProgramValue, RoleSet, RuleLimit, TrieKey,
-    TrieValue, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES,
+    TrieValue, ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_ALLOW_RAW_SOCKETS, ROLE_DENY_SESSION_WRITTEN, ROLE_EGRESS_DEFAULT_DENY, ROLE_UNIX_RULES,
 };
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -14,7 +14,7 @@ use crate::egress::{unix_key, EgressSink};
 use crate::exec_limits::{self, LimitRuleCompiled};
 use crate::launch_forms::{link_launchers, under_alias, ProgramAliases};
 use crate::load::LoadedPolicies;
-use crate::model::{EgressDefault, HomePattern, LimitPattern, Policy, Status};
+use crate::model::{EgressDefault, HomePattern, LimitPattern, Policy, RawSockets, Status};
 use crate::tables::PolicyTables;
 
 /// Hands out set, trie node and rule ids. Ids are never 0 (the kernel reads 0
@@ -481,6 +481,9 @@ pub fn compile_with_aliases(loaded: &LoadedPolicies, ids: &mut IdAllocator, foun
         let mut flags = 0;
         if !active.is_empty() && active.iter().all(|p| !p.exec.deny_fileless) {
             flags |= ROLE_ALLOW_FILELESS;
+        }
+        if !active.is_empty() && active.iter().all(|p| p.egress.raw_sockets == RawSockets::Allow) {
+            flags |= ROLE_ALLOW_RAW_SOCKETS;
         }
         // A strict role never lets the loader run a program directly: ld.so
         // maps the file it loads, no exec of that file takes place, so a file

@@ -37,7 +37,7 @@ pub use launch_forms::{ProgramAliases, LAUNCHERS, SHIPPED_PYTHON_MODULES};
 pub use load::{load_dir, load_sources, read_dir_sources, Format, LoadedPolicies, PolicySource, SourceKind};
 pub use model::{
     default_protected_files, gcra_admit, parse_hostname, Cidr, CommandPattern, Egress, EgressDefault, EgressRule, HomePattern,
-    AliasedProgram, ProgramForms, ProgramFormsMap, PythonModule, HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
+    AliasedProgram, ProgramForms, ProgramFormsMap, PythonModule, HostRule, Id, LimitMap, LimitPattern, Policy, ProgramName, ProtectedFile, RateLimit, RawSockets, Role, Status, TimeWindow, UnixRule, MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_PROTECTED_DEPTH,
     MAX_UNIX_PATTERN_LEN, MAX_WORD_LEN,
 };
 pub use tables::{PolicyTables, RawEntry, Table};

@@ -147,6 +147,9 @@ impl LoadedPolicies {
                 field("unix");
                 field(&u.text);
             }
+            if p.egress.raw_sockets == super::model::RawSockets::Allow {
+                field("raw_sockets=allow");
+            }
             for r in &p.rules {
                 field("rule");
                 field(&r.to_string());

@@ -1,7 +1,7 @@
 //! Ring-buffer records decoded into kernel events, and the byte layouts they
 //! carry (NUL-separated argv, paths sent leaf first).
 
-use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, UnixEvent};
+use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, RawSocketEvent, UnixEvent};
 
 /// A raw event, decoded but not yet enriched.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub enum KernelEvent {
     Unix(Box<UnixEvent>),
     /// A tamper attempt or a protected-file open.
     Guard(Box<GuardEvent>),
+    /// A raw or packet socket.
+    RawSocket(RawSocketEvent),
 }
 
 impl KernelEvent {
@@ -21,6 +23,7 @@ impl KernelEvent {
             KernelEvent::Net(e) => &e.hdr,
             KernelEvent::Unix(e) => &e.hdr,
             KernelEvent::Guard(e) => &e.hdr,
+            KernelEvent::RawSocket(e) => &e.hdr,
         }
     }
 }
@@ -33,6 +36,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
         abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
         abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
         abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => from_prefix_bytes::<GuardEvent>(bytes).map(KernelEvent::Guard),
+        abi::EVENT_RAW_SOCKET => from_bytes::<RawSocketEvent>(bytes).map(KernelEvent::RawSocket),
         _ => None,
     }
 }

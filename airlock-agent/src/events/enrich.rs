@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use airlock_api::decision::{ALLOW, DENY};
 use airlock_api::v1::decision::Detail;
-use airlock_api::v1::{Decision, DetectedProgram, Destination, ExecDetail, GuardDetail, UnixSocket};
-use airlock_common::abi::{self, GuardEvent, NetEvent, UnixEvent};
+use airlock_api::v1::{Decision, DetectedProgram, Destination, ExecDetail, GuardDetail, RawSocket, UnixSocket};
+use airlock_common::abi::{self, GuardEvent, NetEvent, RawSocketEvent, UnixEvent};
 
 use super::decode::{c_string, path_from_components, split_argv, KernelEvent};
 use super::names::{kind_name, op_name, reason_name, via_name};
@@ -122,10 +122,11 @@ impl Enricher {
                     d.cwd = image.cwd.clone();
                 }
             }
-            KernelEvent::Net(_) | KernelEvent::Unix(_) => {
+            KernelEvent::Net(_) | KernelEvent::Unix(_) | KernelEvent::RawSocket(_) => {
                 d.detail = match event {
                     KernelEvent::Net(n) if hdr.kind != abi::EVENT_TAG_FAILURE => Some(Detail::Destination(destination(n))),
                     KernelEvent::Unix(u) => Some(Detail::UnixSocket(unix_socket(u))),
+                    KernelEvent::RawSocket(r) => Some(Detail::RawSocket(raw_socket(r))),
                     _ => None,
                 };
                 // What the socket hook cannot carry: from the process's last exec, else /proc.
@@ -240,6 +241,9 @@ fn destination(n: &NetEvent) -> Destination {
     let protocol = match n.protocol as i32 {
         libc::IPPROTO_TCP => "tcp".to_string(),
         libc::IPPROTO_UDP => "udp".to_string(),
+        // Ping sockets (SOCK_DGRAM, IPPROTO_ICMP / IPPROTO_ICMPV6).
+        libc::IPPROTO_ICMP => "icmp".to_string(),
+        libc::IPPROTO_ICMPV6 => "icmpv6".to_string(),
         other => other.to_string(),
     };
     Destination { address: address.to_string(), port: n.port.into(), protocol }
@@ -264,9 +268,48 @@ fn unix_socket(u: &UnixEvent) -> UnixSocket {
     UnixSocket { path, socket_type, resolved: u.hdr.flags & abi::FLAG_UNIX_RESOLVED != 0, abstract_name }
 }
 
+/// The socket(2) arguments of a raw or packet socket, by name where they have a common one.
+fn raw_socket(r: &RawSocketEvent) -> RawSocket {
+    let family = match r.family as i32 {
+        libc::AF_INET => "inet".to_string(),
+        libc::AF_INET6 => "inet6".to_string(),
+        libc::AF_PACKET => "packet".to_string(),
+        other => other.to_string(),
+    };
+    let socket_type = match r.sock_type as i32 {
+        libc::SOCK_RAW => "raw".to_string(),
+        libc::SOCK_DGRAM => "dgram".to_string(),
+        other => other.to_string(),
+    };
+    let inet = matches!(r.family as i32, libc::AF_INET | libc::AF_INET6);
+    let protocol = match r.protocol as i32 {
+        libc::IPPROTO_ICMP if inet => "icmp".to_string(),
+        libc::IPPROTO_TCP if inet => "tcp".to_string(),
+        libc::IPPROTO_UDP if inet => "udp".to_string(),
+        libc::IPPROTO_ICMPV6 if inet => "icmpv6".to_string(),
+        libc::IPPROTO_RAW if inet => "raw".to_string(),
+        other => other.to_string(),
+    };
+    let enforcement = (r.hdr.decision == abi::DENY).then(|| if r.hdr.flags & abi::FLAG_KILLED_AFTER != 0 { "killed" } else { "refused" }.to_string());
+    RawSocket { family, socket_type, protocol, enforcement }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_sockets_are_named() {
+        let mut r = RawSocketEvent { family: libc::AF_INET as u32, sock_type: libc::SOCK_RAW as u32, protocol: 1, ..Default::default() };
+        r.hdr.decision = abi::DENY;
+        let want = RawSocket { family: "inet".into(), socket_type: "raw".into(), protocol: "icmp".into(), enforcement: Some("refused".into()) };
+        assert_eq!(raw_socket(&r), want);
+        r.family = libc::AF_PACKET as u32;
+        r.protocol = 0x0300;
+        r.hdr.flags = abi::FLAG_KILLED_AFTER;
+        let want = RawSocket { family: "packet".into(), socket_type: "raw".into(), protocol: "768".into(), enforcement: Some("killed".into()) };
+        assert_eq!(raw_socket(&r), want);
+    }
 
     #[test]
     fn interpreter_operand_is_chosen_like_the_kernel_does() {

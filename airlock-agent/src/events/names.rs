@@ -13,6 +13,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         abi::EVENT_UNIX_SENDMSG => kind::UNIX_SENDMSG,
         abi::EVENT_TAMPER => kind::TAMPER,
         abi::EVENT_FILE_OPEN => kind::FILE_OPEN,
+        abi::EVENT_RAW_SOCKET => kind::RAW_SOCKET,
         _ => "unknown",
     }
 }
@@ -35,6 +36,7 @@ pub fn reason_name(reason: u32) -> &'static str {
         abi::REASON_SESSION_WRITTEN => "session_written",
         abi::REASON_UNIX_PATH_UNCLEAR => "unix_path_unclear",
         abi::REASON_EGRESS_DEFAULT => "egress_default",
+        abi::REASON_RAW_SOCKET => "raw_socket",
         abi::REASON_TAMPER_BPF => "tamper_bpf",
         abi::REASON_TAMPER_SIGNAL => "tamper_signal",
         abi::REASON_TAMPER_PTRACE => "tamper_ptrace",

@@ -77,6 +77,10 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         p.airlock_unix_may_send.set_autoload(lsm);
         p.airlock_connect_unix.set_autoload(!lsm && compat_unix);
         p.airlock_sendmsg_unix.set_autoload(!lsm && compat_unix);
+        // Raw and packet sockets.
+        p.airlock_socket_create.set_autoload(lsm);
+        p.airlock_sock_create.set_autoload(!lsm);
+        p.airlock_compat_socket.set_autoload(!lsm);
         for prog in guard_lsm_programs(p) {
             prog.set_autoload(lsm);
         }
@@ -126,6 +130,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         attached("airlock_socket_sendmsg", "lsm/socket_sendmsg", p.airlock_socket_sendmsg.attach_lsm())?;
         attached("airlock_unix_stream_connect", "lsm/unix_stream_connect", p.airlock_unix_stream_connect.attach_lsm())?;
         attached("airlock_unix_may_send", "lsm/unix_may_send", p.airlock_unix_may_send.attach_lsm())?;
+        attached("airlock_socket_create", "lsm/socket_create", p.airlock_socket_create.attach_lsm())?;
         // Tamper resistance and protected files
         for (name, hook, prog) in [
             ("airlock_guard_bpf", "lsm/bpf", &p.airlock_guard_bpf),
@@ -161,6 +166,8 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             attached("airlock_connect_unix", &at("cgroup/connect_unix"), p.airlock_connect_unix.attach_cgroup(fd))?;
             attached("airlock_sendmsg_unix", &at("cgroup/sendmsg_unix"), p.airlock_sendmsg_unix.attach_cgroup(fd))?;
         }
+        // Raw inet sockets are refused at creation; packet sockets are punished below.
+        attached("airlock_sock_create", &at("cgroup/sock_create"), p.airlock_sock_create.attach_cgroup(fd))?;
         // Detection of what compat cannot refuse. A syscall this kernel
         // does not have (open on aarch64) has no tracepoint: skipped, and absent
         // from the hooks `status` lists.
@@ -185,6 +192,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             ("airlock_compat_open", "sys_exit_open", &p.airlock_compat_open),
             ("airlock_compat_open_by_handle", "sys_exit_open_by_handle_at", &p.airlock_compat_open_by_handle),
             ("airlock_compat_creat", "sys_exit_creat", &p.airlock_compat_creat),
+            ("airlock_compat_socket", "sys_enter_socket", &p.airlock_compat_socket),
         ] {
             let point = format!("tracepoint/syscalls/{syscall}");
             if !probe::tracepoint_exists(syscall) {

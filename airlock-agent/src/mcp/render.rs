@@ -97,7 +97,8 @@ pub fn policy_text(p: &pb::EffectivePolicy) -> String {
     }
     let _ = writeln!(t, "fileless execution (memfd, deleted files): {}", if p.fileless_exec_allowed { "allowed" } else { "denied" });
     let _ = writeln!(t, "the dynamic loader run directly: {}", if p.direct_loader_allowed { "allowed" } else { "denied" });
-    let _ = write!(t, "files the session wrote, executed: {}", if p.session_written_exec_denied { "denied" } else { "allowed" });
+    let _ = writeln!(t, "files the session wrote, executed: {}", if p.session_written_exec_denied { "denied" } else { "allowed" });
+    let _ = write!(t, "raw IP and packet sockets: {}", if p.raw_sockets == "allow" { "allowed" } else { "denied" });
     t
 }
 

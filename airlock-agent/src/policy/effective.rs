@@ -2,7 +2,7 @@
 //! compiled policy enforces for it, with hostnames' current addresses.
 
 use airlock_api::v1 as pb;
-use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN};
+use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_ALLOW_RAW_SOCKETS, ROLE_DENY_SESSION_WRITTEN};
 use airlock_policy::CompiledPolicy;
 use anyhow::{bail, Result};
 
@@ -62,6 +62,7 @@ pub fn effective_policy(compiled: &CompiledPolicy, generation: u32, role: &str, 
         fileless_exec_allowed: flags & ROLE_ALLOW_FILELESS != 0,
         direct_loader_allowed: flags & ROLE_ALLOW_LOADER != 0,
         session_written_exec_denied: flags & ROLE_DENY_SESSION_WRITTEN != 0,
+        raw_sockets: if flags & ROLE_ALLOW_RAW_SOCKETS != 0 { "allow" } else { "deny" }.to_string(),
     })
 }
 
@@ -100,6 +101,7 @@ mod tests {
         assert!(e.unix_socket_rules.iter().any(|u| u.path == "/tmp/tmux-" && u.prefix));
         assert_eq!(e.protected_files.iter().find(|f| f.path == "~/.aws/credentials").map(|f| f.allowed_programs.clone()), Some(vec!["aws".to_string()]));
         assert!(!e.fileless_exec_allowed && !e.direct_loader_allowed, "denied unless every policy allows them");
+        assert_eq!(e.raw_sockets, "deny", "denied unless every policy allows them");
         assert!(effective_policy(&compiled, 3, "nobody", &hosts).is_err());
     }
 }

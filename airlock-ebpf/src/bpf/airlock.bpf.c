@@ -11,6 +11,7 @@
 #include "exec.bpf.h"
 #include "net.bpf.h"
 #include "unix.bpf.h"
+#include "raw_socket.bpf.h"
 #include "protected_files.bpf.h"
 #include "tamper_lsm.bpf.h"
 #include "tamper_compat.bpf.h"
@@ -23,6 +24,7 @@ struct airlock_net_event *unused_net_event __attribute__((unused));
 struct airlock_guard_event *unused_guard_event __attribute__((unused));
 struct airlock_unix_event *unused_unix_event __attribute__((unused));
 struct airlock_unix_key *unused_unix_key __attribute__((unused));
+struct airlock_raw_socket_event *unused_raw_socket_event __attribute__((unused));
 
 /* Anchor the ABI's enums in BTF so the ABI test can check their values. */
 enum airlock_event_kind *unused_event_kind __attribute__((unused));

@@ -46,6 +46,8 @@ enum airlock_event_kind {
 	/* Connects and datagrams to Unix sockets (broker escapes). */
 	AIRLOCK_EVENT_UNIX_CONNECT = 20,
 	AIRLOCK_EVENT_UNIX_SENDMSG = 21,
+	/* A raw (SOCK_RAW) or packet (AF_PACKET) socket a governed process tried to create. */
+	AIRLOCK_EVENT_RAW_SOCKET = 22,
 };
 
 enum airlock_decision {
@@ -96,6 +98,8 @@ enum airlock_reason {
 	AIRLOCK_REASON_UNIX_PATH_UNCLEAR = 20,
 	/* The role's egress default is deny and no egress.allow entry covers the destination. */
 	AIRLOCK_REASON_EGRESS_DEFAULT = 21,
+	/* A raw or packet socket, and the role does not allow them (egress.raw_sockets). */
+	AIRLOCK_REASON_RAW_SOCKET = 22,
 	AIRLOCK_REASON_TAMPER_AIRLOCK_FILES = 36, /* a write to Airlock's policy, state or executable */
 };
 
@@ -150,6 +154,8 @@ enum airlock_match_via {
 #define AIRLOCK_ROLE_SOFT_BLOCKED (1U << 6)
 /* Role flag: the role's sessions cannot execute a file they wrote (exec.deny_session_written). */
 #define AIRLOCK_ROLE_DENY_SESSION_WRITTEN (1U << 7)
+/* Role flag: every active policy of the role says egress.raw_sockets "allow". */
+#define AIRLOCK_ROLE_ALLOW_RAW_SOCKETS (1U << 8)
 /* Bytes of a Unix socket path the kernel matches and reports. */
 #define AIRLOCK_UNIX_PATH_MAX 128
 
@@ -371,6 +377,19 @@ struct airlock_unix_event {
 	__u32 path_len;
 	__u32 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 unknown */
 	char path[AIRLOCK_UNIX_PATH_MAX];
+};
+
+/*
+ * A raw or packet socket refused (the AF_*, SOCK_* and protocol numbers of
+ * socket(2)). Compat refuses inet raw sockets at creation; an AF_PACKET
+ * socket there is created and its process killed (AIRLOCK_FLAG_KILLED_AFTER).
+ */
+struct airlock_raw_socket_event {
+	struct airlock_event_header hdr;
+	__u32 family;
+	__u32 sock_type; /* without SOCK_NONBLOCK / SOCK_CLOEXEC */
+	__u32 protocol;
+	__u32 pad;
 };
 
 /* What a governed process tried (airlock_guard_event.op). */

@@ -150,6 +150,19 @@ pub struct Egress {
     pub allow_hosts: Vec<HostRule>,
     /// Unix sockets a governed process may not connect or send to (broker escapes).
     pub unix_deny: Vec<UnixRule>,
+    /// Raw IP (SOCK_RAW) and packet (AF_PACKET) sockets; the role allows
+    /// them only when every one of its policies says `allow`.
+    pub raw_sockets: RawSockets,
+}
+
+/// `egress.raw_sockets`: such a socket builds its own packets, which no
+/// destination rule sees, so it is denied unless the policy says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSockets {
+    #[default]
+    Deny,
+    Allow,
 }
 
 /// `egress` as written.
@@ -162,6 +175,8 @@ struct EgressDoc {
     allow: Vec<EgressEntry>,
     #[serde(default)]
     unix_deny: Vec<UnixRule>,
+    #[serde(default)]
+    raw_sockets: RawSockets,
 }
 
 impl From<EgressDoc> for Egress {
@@ -179,7 +194,7 @@ impl From<EgressDoc> for Egress {
         };
         let (deny, deny_hosts) = split(doc.deny);
         let (allow, allow_hosts) = split(doc.allow);
-        Egress { deny, deny_hosts, allow, allow_hosts, unix_deny: doc.unix_deny }
+        Egress { deny, deny_hosts, allow, allow_hosts, unix_deny: doc.unix_deny, raw_sockets: doc.raw_sockets }
     }
 }
 

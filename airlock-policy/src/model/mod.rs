@@ -18,7 +18,7 @@ mod limits;
 mod programs;
 mod schedule;
 
-pub use egress::{parse_hostname, Cidr, Egress, EgressRule, HostRule, UnixRule, MAX_UNIX_PATTERN_LEN};
+pub use egress::{parse_hostname, Cidr, Egress, EgressRule, HostRule, RawSockets, UnixRule, MAX_UNIX_PATTERN_LEN};
 pub use files::{default_protected_files, HomePattern, ProgramName, ProtectedFile, MAX_PROTECTED_DEPTH};
 pub use limit_rules::{LimitMap, LimitPattern};
 pub use limits::{MAX_COMMAND_WORDS, MAX_ID_LEN, MAX_WORD_LEN};

@@ -116,6 +116,7 @@ pub fn what(d: &Decision) -> String {
             format!("{} {}:{}", dest.protocol, dest.address, dest.port)
         }
         Some(Detail::UnixSocket(u)) => format!("unix {}", u.path),
+        Some(Detail::RawSocket(r)) => format!("raw socket {} {} {}", r.family, r.socket_type, r.protocol),
         _ if !d.argv.is_empty() => d.argv.join(" "),
         _ => d.executable.clone(),
     }
