@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::egress::{unix_key, EgressSink};
 use crate::exec_limits::{self, LimitRuleCompiled};
-use crate::launch_forms::{link_launchers, under_alias, ProgramAliases};
+use crate::launch_forms::{launched_words, link_launchers, ProgramAliases};
 use crate::load::LoadedPolicies;
 use crate::model::{EgressDefault, HomePattern, LimitPattern, Policy, RawSockets, Status};
 use crate::tables::PolicyTables;
@@ -416,7 +416,18 @@ pub fn compile_with_aliases(loaded: &LoadedPolicies, ids: &mut IdAllocator, foun
         for cmd in &block_rules {
             add_command(set_id, cmd, ids, &mut programs, &mut trie);
         }
-        link_launchers(set_id, &block_rules, ids, &mut programs, &mut trie, add_command);
+        let names: Vec<&str> = block_rules.iter().map(|c| c.program.as_str()).collect();
+        let conflicts = link_launchers(set_id, &names, || ids.node_id(), &mut programs, &mut trie);
+        for conflict in &conflicts {
+            for cmd in block_rules.iter().filter(|c| c.program == conflict.program) {
+                let launched = CommandRule {
+                    program: conflict.launcher.to_string(),
+                    words: launched_words(conflict.subcommand, &cmd.program, &cmd.words),
+                    ..cmd.clone()
+                };
+                add_command(set_id, &launched, ids, &mut programs, &mut trie);
+            }
+        }
         // Approval rules are a rule set of their own, judged after the block
         // rules: a command both name is blocked.
         if !compiled.approvals.is_empty() {
@@ -543,7 +554,10 @@ pub fn compile_with_aliases(loaded: &LoadedPolicies, ids: &mut IdAllocator, foun
 
 /// The rules, each followed by the same rule under every alias of its program.
 fn with_aliases(rules: &[CommandRule], aliases: &ProgramAliases) -> Vec<CommandRule> {
-    rules.iter().flat_map(|cmd| std::iter::once(cmd.clone()).chain(aliases.of(&cmd.program).map(|a| under_alias(cmd, a)))).collect()
+    rules
+        .iter()
+        .flat_map(|cmd| std::iter::once(cmd.clone()).chain(aliases.of(&cmd.program).map(|a| CommandRule { program: a.to_string(), ..cmd.clone() })))
+        .collect()
 }
 
 fn add_command(

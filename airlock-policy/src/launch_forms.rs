@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use airlock_common::abi::{word_hash, ProgramKey, ProgramValue, TrieKey, TrieValue};
 
-use crate::compile::{CommandRule, IdAllocator};
 use crate::model::{Policy, Status};
 
 /// Modules that Airlock knows run a program, as (program, module).
@@ -104,43 +103,47 @@ impl ProgramAliases {
     }
 }
 
-/// The rule as it holds for `alias`, another name of its program.
-pub(crate) fn under_alias(cmd: &CommandRule, alias: &str) -> CommandRule {
-    CommandRule { program: alias.to_string(), ..cmd.clone() }
+/// The words a launched form of a rule must show after the launcher: the
+/// launcher's subcommand, the program's name (or an alias), then the rule's words.
+pub fn launched_words(subcommand: &[&str], name: &str, words: &[String]) -> Vec<String> {
+    subcommand.iter().map(|w| (*w).to_string()).chain(std::iter::once(name.to_string())).chain(words.iter().cloned()).collect()
 }
 
-/// The words a launched form of `cmd` must show after the launcher: the
-/// launcher's subcommand, the program's name (or an alias), then the rule's words.
-pub fn launched_words(subcommand: &[&str], name: &str, cmd: &CommandRule) -> Vec<String> {
-    subcommand.iter().map(|w| (*w).to_string()).chain(std::iter::once(name.to_string())).chain(cmd.words.iter().cloned()).collect()
+/// A launcher whose trie already leads elsewhere after a program's name: the
+/// policy has rules of its own under the launcher for that program.
+pub(crate) struct LauncherConflict {
+    pub launcher: &'static str,
+    pub subcommand: &'static [&'static str],
+    pub program: String,
 }
 
 /// Links every launcher of [`LAUNCHERS`] to the programs rule set `set_id`
-/// names, in place. `commands` are the set's rules (aliases included), used
-/// where the policy has rules of its own under a launcher for a program:
-/// there, the program's rules are added as launcher rules instead of linked,
-/// so the policy's own nodes never lead into another program's trie.
+/// names (`names`: the set's program names, aliases included), in place.
+/// Where the policy has rules of its own under a launcher for a program, the
+/// link is not made, so the policy's own nodes never lead into another
+/// program's trie; those are returned, for the caller to add the program's
+/// rules under the launcher instead.
 pub(crate) fn link_launchers(
     set_id: u32,
-    commands: &[CommandRule],
-    ids: &mut IdAllocator,
+    names: &[&str],
+    mut node_id: impl FnMut() -> u32,
     programs: &mut BTreeMap<ProgramKey, ProgramValue>,
     trie: &mut BTreeMap<TrieKey, TrieValue>,
-    add_command: impl Fn(u32, &CommandRule, &mut IdAllocator, &mut BTreeMap<ProgramKey, ProgramValue>, &mut BTreeMap<TrieKey, TrieValue>),
-) {
+) -> Vec<LauncherConflict> {
     let mut named: BTreeMap<u64, (&str, ProgramValue)> = BTreeMap::new();
-    for cmd in commands.iter().filter(|c| !is_launcher(&c.program)) {
-        let key = ProgramKey { set_id, pad: 0, name_hash: word_hash(cmd.program.as_bytes()) };
+    for name in names.iter().filter(|n| !is_launcher(n)) {
+        let key = ProgramKey { set_id, pad: 0, name_hash: word_hash(name.as_bytes()) };
         if let Some(value) = programs.get(&key) {
-            named.entry(key.name_hash).or_insert((cmd.program.as_str(), *value));
+            named.entry(key.name_hash).or_insert((name, *value));
         }
     }
+    let mut conflicts = Vec::new();
     if named.is_empty() {
-        return;
+        return conflicts;
     }
     for (launcher, subcommand) in LAUNCHERS {
         let key = ProgramKey { set_id, pad: 0, name_hash: word_hash(launcher.as_bytes()) };
-        let root = *programs.entry(key).or_insert_with(|| ProgramValue { root_node: ids.node_id(), block_all_rule: 0 });
+        let root = *programs.entry(key).or_insert_with(|| ProgramValue { root_node: node_id(), block_all_rule: 0 });
         if root.block_all_rule != 0 {
             continue;
         }
@@ -148,21 +151,14 @@ pub(crate) fn link_launchers(
         for word in *subcommand {
             let entry = trie.entry(TrieKey { node, pad: 0, word_hash: word_hash(word.as_bytes()) }).or_default();
             if entry.next_node == 0 {
-                entry.next_node = ids.node_id();
+                entry.next_node = node_id();
             }
             node = entry.next_node;
         }
         for (&name_hash, (name, program)) in &named {
             let entry = trie.entry(TrieKey { node, pad: 0, word_hash: name_hash }).or_default();
             if entry.next_node != 0 && entry.next_node != program.root_node {
-                let own: Vec<CommandRule> = commands
-                    .iter()
-                    .filter(|c| c.program == *name)
-                    .map(|c| CommandRule { program: launcher.to_string(), words: launched_words(subcommand, name, c), ..c.clone() })
-                    .collect();
-                for cmd in &own {
-                    add_command(set_id, cmd, ids, programs, trie);
-                }
+                conflicts.push(LauncherConflict { launcher, subcommand, program: name.to_string() });
                 continue;
             }
             entry.next_node = program.root_node;
@@ -171,4 +167,5 @@ pub(crate) fn link_launchers(
             }
         }
     }
+    conflicts
 }

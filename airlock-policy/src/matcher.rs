@@ -238,7 +238,7 @@ fn rules_naming(role: &CompiledRole, program: &[u8]) -> Vec<(u32, Vec<String>)> 
     for (_, subcommand) in launched {
         for r in role.commands.iter().filter(|r| !LAUNCHERS.iter().any(|(l, _)| *l == r.program)) {
             for name in std::iter::once(r.program.as_str()).chain(role.aliases.of(&r.program)) {
-                out.push((r.rule_id, launched_words(subcommand, name, r)));
+                out.push((r.rule_id, launched_words(subcommand, name, &r.words)));
             }
         }
     }
