@@ -2,44 +2,19 @@
 //! active policy of it says "allow", and refused with the file and field when
 //! it is neither.
 
-use std::fs;
-use std::path::PathBuf;
-
 use airlock_common::abi::ROLE_ALLOW_RAW_SOCKETS;
-use airlock_policy::{compile, load_dir, CompiledPolicy, IdAllocator, PolicyErrors, RawSockets};
+use airlock_policy::{load_dir, CompiledPolicy, PolicyErrors, RawSockets};
 
-/// A scratch policy directory, removed when dropped.
-struct Scratch(PathBuf);
+mod common;
 
-impl Scratch {
-    fn new(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("airlock-policy-raw-{}-{tag}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("policies")).expect("mkdir policies");
-        fs::create_dir_all(dir.join("roles")).expect("mkdir roles");
-        for (name, text) in policies {
-            fs::write(dir.join("policies").join(name), text).expect("write policy");
-        }
-        for (name, text) in roles {
-            fs::write(dir.join("roles").join(name), text).expect("write role");
-        }
-        Scratch(dir)
-    }
-}
+use common::{role_flags, Scratch};
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+fn scratch(tag: &str, policies: &[(&str, &str)], roles: &[(&str, &str)]) -> Scratch {
+    Scratch::new("raw", tag, policies, roles)
 }
 
 fn compiled(s: &Scratch) -> CompiledPolicy {
-    let loaded = load_dir(&s.0).unwrap_or_else(|e| panic!("{e}"));
-    compile(&loaded, &mut IdAllocator::new())
-}
-
-fn role_flags(compiled: &CompiledPolicy, role: &str) -> u32 {
-    compiled.role_sets.iter().find(|(name, _)| name == role).map(|(_, set)| set.flags).expect("role compiled")
+    s.compiled()
 }
 
 const PLAIN: &str = r#"{ "id": "plain", "name": "Plain", "egress": { "deny": ["10.0.0.0/8"] } }"#;
@@ -48,7 +23,7 @@ const DENY: &str = r#"{ "id": "rawno", "name": "Raw no", "egress": { "raw_socket
 
 #[test]
 fn raw_sockets_are_denied_unless_every_policy_of_the_role_allows_them() {
-    let s = Scratch::new(
+    let s = scratch(
         "flags",
         &[("plain.json", PLAIN), ("rawok.json", ALLOW), ("rawno.json", DENY)],
         &[
@@ -76,7 +51,7 @@ fn raw_sockets_are_denied_unless_every_policy_of_the_role_allows_them() {
 
 #[test]
 fn a_bad_value_is_refused_with_file_and_field() {
-    let s = Scratch::new(
+    let s = scratch(
         "bad",
         &[("p.json", "{\n  \"id\": \"p\",\n  \"name\": \"P\",\n  \"egress\": {\n    \"raw_sockets\": \"sometimes\"\n  }\n}\n")],
         &[("r.json", r#"{"id":"r","name":"R","policies":["p"]}"#)],
@@ -96,8 +71,8 @@ fn a_bad_value_is_refused_with_file_and_field() {
 
 #[test]
 fn allowing_raw_sockets_changes_the_policy_version() {
-    let plain = Scratch::new("v1", &[("p.json", r#"{"id":"p","name":"P"}"#)], &[]);
-    let allow = Scratch::new("v2", &[("p.json", r#"{"id":"p","name":"P","egress":{"raw_sockets":"allow"}}"#)], &[]);
+    let plain = scratch("v1", &[("p.json", r#"{"id":"p","name":"P"}"#)], &[]);
+    let allow = scratch("v2", &[("p.json", r#"{"id":"p","name":"P","egress":{"raw_sockets":"allow"}}"#)], &[]);
     let version = |s: &Scratch| load_dir(&s.0).unwrap_or_else(|e| panic!("{e}")).version();
     assert_ne!(version(&plain), version(&allow));
 }

@@ -1,45 +1,21 @@
 //! The role switch `exec.deny_session_written`: parsed with located errors,
 //! off by default, and compiled into the role's kernel flags.
 
-use std::fs;
-use std::path::PathBuf;
-
 use airlock_common::abi::{ROLE_ALLOW_FILELESS, ROLE_ALLOW_LOADER, ROLE_DENY_SESSION_WRITTEN};
-use airlock_policy::{compile, load_dir, CompiledPolicy, IdAllocator, PolicyErrors};
+use airlock_policy::{load_dir, CompiledPolicy, PolicyErrors};
 
 const POLICY: &str = r#"{ "id": "p", "name": "P", "blocked_commands": ["terraform apply"] }"#;
 
-/// A scratch policy directory, removed when dropped.
-struct Scratch(PathBuf);
+mod common;
 
-impl Scratch {
-    fn new(tag: &str, roles: &[(&str, &str)]) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("airlock-policy-strict-{}-{tag}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("policies")).expect("mkdir policies");
-        fs::create_dir_all(dir.join("roles")).expect("mkdir roles");
-        fs::write(dir.join("policies/p.json"), POLICY).expect("write policy");
-        for (name, text) in roles {
-            fs::write(dir.join("roles").join(name), text).expect("write role");
-        }
-        Scratch(dir)
-    }
-}
+use common::{role_flags, Scratch};
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+fn scratch(tag: &str, roles: &[(&str, &str)]) -> Scratch {
+    Scratch::new("strict", tag, &[("p.json", POLICY)], roles)
 }
 
 fn compiled(s: &Scratch) -> CompiledPolicy {
-    let loaded = load_dir(&s.0).unwrap_or_else(|e| panic!("{e}"));
-    compile(&loaded, &mut IdAllocator::new())
-}
-
-/// The kernel flags `role` compiled to.
-fn role_flags(compiled: &CompiledPolicy, role: &str) -> u32 {
-    compiled.role_sets.iter().find(|(name, _)| name == role).map(|(_, set)| set.flags).expect("role compiled")
+    s.compiled()
 }
 
 fn errors(s: &Scratch) -> PolicyErrors {
@@ -51,7 +27,7 @@ fn errors(s: &Scratch) -> PolicyErrors {
 
 #[test]
 fn a_non_boolean_is_refused_with_file_line_and_field() {
-    let s = Scratch::new(
+    let s = scratch(
         "bad",
         &[("r.json", "{\n  \"id\": \"r\",\n  \"name\": \"R\",\n  \"policies\": [\"p\"],\n  \"exec\": {\n    \"deny_session_written\": \"yes\"\n  }\n}\n")],
     );
@@ -66,7 +42,7 @@ fn a_non_boolean_is_refused_with_file_line_and_field() {
 
 #[test]
 fn an_unknown_role_exec_switch_is_named() {
-    let s = Scratch::new("unknown", &[("r.json", r#"{"id":"r","name":"R","policies":["p"],"exec":{"deny_written":true}}"#)]);
+    let s = scratch("unknown", &[("r.json", r#"{"id":"r","name":"R","policies":["p"],"exec":{"deny_written":true}}"#)]);
     let errs = errors(&s);
     assert!(errs.to_string().contains("deny_written"), "{errs}");
 }
@@ -75,14 +51,14 @@ fn an_unknown_role_exec_switch_is_named() {
 /// keeps the loader denied even where every policy allows it.
 #[test]
 fn a_strict_role_keeps_the_direct_loader_denied() {
-    let s = Scratch::new(
+    let s = scratch(
         "loader",
         &[
             ("plain.json", r#"{"id":"plain","name":"Plain","policies":["loose"]}"#),
             ("strict.json", r#"{"id":"strict","name":"Strict","policies":["loose"],"exec":{"deny_session_written":true}}"#),
         ],
     );
-    fs::write(s.0.join("policies/loose.json"), r#"{"id":"loose","name":"Loose","exec":{"deny_direct_loader":false,"deny_fileless":false}}"#)
+    std::fs::write(s.0.join("policies/loose.json"), r#"{"id":"loose","name":"Loose","exec":{"deny_direct_loader":false,"deny_fileless":false}}"#)
         .expect("write policy");
     let compiled = compiled(&s);
     let flags = |role: &str| role_flags(&compiled, role);
@@ -93,7 +69,7 @@ fn a_strict_role_keeps_the_direct_loader_denied() {
 
 #[test]
 fn the_switch_is_off_by_default_and_compiles_to_the_role_flag() {
-    let s = Scratch::new(
+    let s = scratch(
         "flags",
         &[
             ("plain.json", r#"{"id":"plain","name":"Plain","policies":["p"]}"#),
