@@ -215,7 +215,19 @@ impl Db {
         let err = |e: rusqlite::Error| sqlite_error(path, e);
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        // Switching a new database to WAL while another replica does the same
+        // can be refused as busy at once, without the busy handler: retry it
+        // for as long as the busy timeout would have waited.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         // WAL + NORMAL: a power loss can lose the last commits, never corrupt the file.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(err)?;
