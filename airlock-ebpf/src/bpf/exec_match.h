@@ -225,60 +225,12 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 }
 
 /*
- * A Python module operand (python3 -m awscli.clidriver): the hash of its
- * top-level package (the bytes up to the first '.') and of the whole name.
- */
-struct module_hash_ctx {
-	const char *argv;
-	__u32 off;
-	bool dotted;
-	__u64 top;
-	__u64 full;
-};
-
-static long module_hash_step(__u64 i, struct module_hash_ctx *c)
-{
-	__u8 ch = c->argv[(c->off + i) & ARGV_MASK];
-	if (ch == 0)
-		return 1;
-	if (ch == '.')
-		c->dotted = true;
-	if (!c->dotted)
-		c->top = fnv_step(c->top, ch);
-	c->full = fnv_step(c->full, ch);
-	return 0;
-}
-
-/*
- * Where an option word names a module. Python reads "-Im" as "-I -m": flags
- * that take no value may come before the m, and the module may follow in the
- * same word ("-mawscli"). Returns 0 when the word is no module option, 1
- * when the module is the next word, and otherwise the offset of the module
- * within argv plus 2.
- */
-static __always_inline __u32 module_option(const char *argv, __u32 off)
-{
-	for (__u32 j = 1; j < 8; j++) {
-		__u8 ch = argv[(off + j) & ARGV_MASK];
-		if (ch == 'm')
-			return argv[(off + j + 1) & ARGV_MASK] ? off + j + 1 + 2 : 1;
-		if (!(ch == 'b' || ch == 'B' || ch == 'd' || ch == 'E' || ch == 'i' || ch == 'I' || ch == 'O' ||
-		      ch == 'P' || ch == 'q' || ch == 's' || ch == 'S' || ch == 'u' || ch == 'v' || ch == 'x'))
-			return 0;
-	}
-	return 0;
-}
-
-/*
  * The operands of an interpreter or loader. The first word
  * after argv[0] that is not an option is the program it runs (its basename
  * names it; the words after it are its arguments), unless it is the code of a
  * -c option. Later words among the first AIRLOCK_OPERAND_WORDS are tried too
  * when they are paths, so an option that takes a value (python3 -W ignore
- * /x/aws ...) does not hide the program. A module named by -m (joined or not,
- * "runpy" followed by its own module operand) is the program too, by its
- * top-level package and by its full name: the compiler installs the modules
- * that run a protected program as names of that program.
+ * /x/aws ...) does not hide the program.
  */
 /*
  * A plain bounded loop, not bpf_loop: the state carried from word to word
@@ -294,46 +246,12 @@ AIRLOCK_GLOBAL int judge_operands(__u32 set_id, struct exec_scratch *s)
 	const char *argv = s->evt.argv;
 	__u32 nwords = words->nwords;
 	bool seen_first = false;
-	bool module_next = false;
 	for (__u32 k = 1; k <= AIRLOCK_OPERAND_WORDS; k++) {
 		if (k >= nwords)
 			break;
 		__u32 off = words->off[k & WORDS_MASK];
-		__u32 module_off = 0;
-		if (argv[off & ARGV_MASK] == '-') {
-			if (seen_first)
-				continue;
-			__u32 m = module_option(argv, off);
-			if (m == 1)
-				module_next = true;
-			if (m < 2)
-				continue;
-			module_off = m - 2;
-		} else if (module_next) {
-			module_off = off;
-		}
-		if (module_off) {
-			struct module_hash_ctx mc = {
-				.argv = argv,
-				.off = module_off,
-				.top = AIRLOCK_FNV_OFFSET,
-				.full = AIRLOCK_FNV_OFFSET,
-			};
-			bpf_loop(AIRLOCK_FILENAME_MAX, module_hash_step, &mc, 0);
-			module_next = false;
-			if (mc.full == AIRLOCK_RUNPY_HASH) {
-				/* python3 -m runpy awscli ...: runpy's operand is the module. */
-				module_next = true;
-				continue;
-			}
-			seen_first = true;
-			int reason = judge_program(set_id, mc.top, k + 1, words);
-			if (!reason && mc.full != mc.top)
-				reason = judge_program(set_id, mc.full, k + 1, words);
-			if (reason)
-				return reason;
+		if (argv[off & ARGV_MASK] == '-')
 			continue;
-		}
 		bool first = !seen_first;
 		seen_first = true;
 		if (first && k >= 2) {
