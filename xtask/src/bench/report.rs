@@ -16,6 +16,8 @@ pub const GOVERNED_EXEC_1000_MAX: f64 = 1.03;
 pub const GOVERNED_CONNECT_10000_MAX: f64 = 1.03;
 pub const ZERO_DROP_RATE: f64 = 50_000.0;
 pub const RSS_MAX_MB: f64 = 30.0;
+/// Daemon CPU per governed exec (1,000 rules), the median over rounds.
+pub const DAEMON_CPU_PER_EXEC_MAX_US: f64 = 10.0;
 
 /// `cargo xtask bench gateway` owns what is between these markers in
 /// docs/benchmarks.md; the main bench carries it over when it rewrites the file.
@@ -216,6 +218,18 @@ fn zero_drop_verdict(t: &Throughput) -> (bool, String) {
     let decisions: u64 = at_rate.iter().map(|l| l.decisions).sum();
     let rate = at_rate.iter().map(|l| l.generated_rate).fold(f64::INFINITY, f64::min);
     (drops == 0, format!("{} drops of {} decisions at {}/s{unpaced}", thousands(drops), thousands(decisions), thousands(rate as u64)))
+}
+
+/// The paced 50,000/s level: every decision of it in the decision store.
+fn store_keeps_every_decision(t: &Throughput) -> (bool, String) {
+    let paced: Vec<_> = t.levels.iter().filter(|l| l.target_rate as f64 == ZERO_DROP_RATE).collect();
+    if paced.is_empty() {
+        return (false, "no paced 50,000/s level was run".to_string());
+    }
+    let dropped: u64 = paced.iter().map(|l| l.store_dropped).sum();
+    let stored: u64 = paced.iter().map(|l| l.stored_in_db).sum();
+    let decisions: u64 = paced.iter().map(|l| l.decisions).sum();
+    (dropped == 0 && stored >= decisions, format!("{} of {} stored, {} dropped", thousands(stored), thousands(decisions), thousands(dropped)))
 }
 
 fn memory_table(r: &Report) -> Table {
@@ -445,6 +459,20 @@ impl Report<'_> {
         ratio_line("governed connect, 10,000 CIDRs", Self::config(self.connect, 10_000).map(|c| &c.governed_ratio), GOVERNED_CONNECT_10000_MAX);
         let (ok, text) = zero_drop_verdict(self.throughput);
         lines.push(format!("zero ring-buffer drops at 50,000 decisions/s: {text}: {}", if ok { "met" } else { "MISSED" }));
+        match Self::config(self.exec, 1_000).and_then(|c| Summary::of(&c.usage.storm_cpu_ns_per_op)) {
+            Some(s) => {
+                let us = s.median / 1000.0;
+                let verdict = if us <= DAEMON_CPU_PER_EXEC_MAX_US { "met".to_string() } else { format!("MISSED by {:.2} µs", us - DAEMON_CPU_PER_EXEC_MAX_US) };
+                lines.push(format!(
+                    "daemon CPU per governed exec, 1,000 rules: median {us:.2} µs (min {:.2}, max {:.2}), target ≤ {DAEMON_CPU_PER_EXEC_MAX_US:.0} µs: {verdict}",
+                    s.min / 1000.0,
+                    s.max / 1000.0
+                ));
+            }
+            None => lines.push("daemon CPU per governed exec, 1,000 rules: no data".to_string()),
+        }
+        let (ok, text) = store_keeps_every_decision(self.throughput);
+        lines.push(format!("the decision store keeps every decision at 50,000/s: {text}: {}", if ok { "met" } else { "MISSED" }));
         let (rss, map) = self.peak_rss_kb();
         let rss_mb = rss as f64 / 1024.0;
         let verdict = if rss_mb <= RSS_MAX_MB { "met".to_string() } else { format!("MISSED by {:.1} MB", rss_mb - RSS_MAX_MB) };
