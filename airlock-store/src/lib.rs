@@ -4,9 +4,11 @@
 //!
 //! Writing: one writer thread owns the write connection and takes whole
 //! batches (everything one ring-buffer drain produced) as one transaction, so
-//! the event thread never waits on the disk. If the writer falls far behind,
-//! batches are dropped and counted (`dropped`), never queued without bound:
-//! enforcement and the audit trail do not depend on the store.
+//! the event thread never waits on the disk. A burst the writer cannot keep up
+//! with goes to a file ([`spill`]) and is stored from there as soon as the
+//! writer has caught up; memory stays bounded. Only when that file is full too
+//! (or a write fails) are batches dropped and counted (`dropped`): enforcement
+//! and the audit trail never depend on the store.
 //!
 //! Reading: WAL mode, so queries run on their own connection while the writer
 //! commits. See [`schema`] for the tables.
@@ -15,6 +17,7 @@ mod filter;
 mod legacy;
 mod retention;
 pub mod schema;
+pub mod spill;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +36,7 @@ use rusqlite::{params_from_iter, Connection};
 pub use filter::where_clause;
 pub use retention::{apply_retention, used_bytes};
 pub use writer::insert;
+use spill::Spill;
 use writer::{Backlog, Batch};
 
 /// Retention: decisions older than `max_age` go, and the oldest go first
@@ -49,8 +53,8 @@ impl Default for Retention {
     }
 }
 
-/// Decisions waiting for the writer, at most (a few MB);
-/// beyond that, batches are dropped and counted. Bounds the daemon's memory.
+/// Decisions waiting for the writer in memory, at most (a few MB); beyond
+/// that, batches go to the spill file. Bounds the daemon's memory.
 pub const MAX_PENDING: usize = 4_096;
 /// The event thread hands a batch over at the latest when it holds this many.
 pub const MAX_BATCH: usize = 1_024;
@@ -109,6 +113,8 @@ pub struct Store {
     queue: SyncSender<Batch>,
     reader: Mutex<Connection>,
     dropped: Arc<AtomicU64>,
+    /// Decisions that arrived while the writer was behind, on disk.
+    spill: Arc<Spill>,
     /// Batches submitted and not yet written, and the decisions in them.
     pending: Arc<AtomicUsize>,
     pending_rows: Arc<AtomicUsize>,
@@ -125,6 +131,13 @@ impl Store {
         let writer = schema::open_for_writing(&path)?;
         let last: i64 = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM decisions", [], |r| r.get(0))?;
         let reader = schema::open_for_reading(&path)?;
+        let (spill, recovered) = Spill::open(dir)?;
+        if recovered.rows > 0 || recovered.torn_bytes > 0 {
+            tracing::info!(decisions = recovered.rows, torn_bytes = recovered.torn_bytes, path = %spill.path().display(),
+                "decisions spilled by the last run are stored now");
+        }
+        let spill = Arc::new(spill);
+        let next_id = (last as u64).max(recovered.max_id) + 1;
 
         let (queue, batches) = mpsc::sync_channel(QUEUE_BATCHES);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -136,9 +149,10 @@ impl Store {
                 let dropped = dropped.clone();
                 let pending = pending.clone();
                 let pending_rows = pending_rows.clone();
+                let spill = spill.clone();
                 move || {
                     writer::yield_to_the_audit_trail();
-                    let backlog = Backlog { dropped: &dropped, pending: &pending, pending_rows: &pending_rows };
+                    let backlog = Backlog { dropped: &dropped, pending: &pending, pending_rows: &pending_rows, spill: &spill };
                     writer::writer_loop(writer, batches, retention, backlog)
                 }
             })
@@ -149,10 +163,11 @@ impl Store {
             queue,
             reader: Mutex::new(reader),
             dropped,
+            spill,
             pending,
             pending_rows,
             last_warning: AtomicU64::new(0),
-            next_id: AtomicU64::new(last as u64 + 1),
+            next_id: AtomicU64::new(next_id),
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -174,31 +189,52 @@ impl Store {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Batches, and decisions, waiting for the writer.
+    /// Batches in memory, and decisions in memory or spilled, waiting for the writer.
     pub fn queued(&self) -> (usize, usize) {
-        (self.pending.load(Ordering::Relaxed), self.pending_rows.load(Ordering::Relaxed))
+        (self.pending.load(Ordering::Relaxed), self.pending_rows.load(Ordering::Relaxed) + self.spill.rows() as usize)
     }
 
-    /// Hands one batch to the writer; never blocks.
+    /// Hands one batch to the writer; never blocks. While anything is
+    /// spilled, later batches are spilled behind it, so the store fills in order.
     pub fn submit(&self, batch: Vec<Row>) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len();
-        let full = self.pending_rows.load(Ordering::Relaxed) + n > MAX_PENDING;
-        // Counted before the send: the writer may finish the batch before try_send returns.
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        self.pending_rows.fetch_add(n, Ordering::Relaxed);
-        let sent = !full && self.queue.try_send(Batch::Decisions(batch)).is_ok();
-        if !sent {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            self.pending_rows.fetch_sub(n, Ordering::Relaxed);
-            let total = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            // At most one warning a second: a store that cannot keep up must not flood the log too.
-            let now = now_ns() / 1_000_000_000;
-            if self.last_warning.swap(now as u64, Ordering::Relaxed) != now as u64 {
-                tracing::warn!(dropped = n, total, "decision store behind: decisions dropped from the store (the audit trail has them)");
+        let behind = self.spill.rows() > 0 || self.pending_rows.load(Ordering::Relaxed) + n > MAX_PENDING;
+        let batch = if behind {
+            batch
+        } else {
+            // Counted before the send: the writer may finish the batch before try_send returns.
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            self.pending_rows.fetch_add(n, Ordering::Relaxed);
+            match self.queue.try_send(Batch::Decisions(batch)) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.pending.fetch_sub(1, Ordering::Relaxed);
+                    self.pending_rows.fetch_sub(n, Ordering::Relaxed);
+                    let (mpsc::TrySendError::Full(Batch::Decisions(batch)) | mpsc::TrySendError::Disconnected(Batch::Decisions(batch))) = e else {
+                        return;
+                    };
+                    batch
+                }
             }
+        };
+        if self.spill.append(&batch) {
+            // Wakes a writer waiting on an empty queue; a full queue means it is busy anyway.
+            let _ = self.queue.try_send(Batch::Spilled);
+            self.warn_at_most_once_a_second(|| tracing::warn!(spilled = n, waiting = self.spill.rows(), "decision store behind: decisions spilled to disk until the writer catches up"));
+            return;
+        }
+        let total = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        self.warn_at_most_once_a_second(|| tracing::warn!(dropped = n, total, "decision store behind and its spill full: decisions dropped from the store (the audit trail has them)"));
+    }
+
+    /// A store that cannot keep up must not flood the log too.
+    fn warn_at_most_once_a_second(&self, warn: impl FnOnce()) {
+        let now = (now_ns() / 1_000_000_000) as u64;
+        if self.last_warning.swap(now, Ordering::Relaxed) != now {
+            warn();
         }
     }
 

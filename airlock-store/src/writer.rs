@@ -1,14 +1,16 @@
 //! The writer thread: owns the write connection, takes whole batches (one
-//! ring-buffer drain each) as one transaction, and applies retention.
+//! ring-buffer drain each) as one transaction, stores what was spilled once
+//! its queue is empty, and applies retention.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rusqlite::Connection;
 
 use crate::retention::apply_retention;
+use crate::spill::Spill;
 use crate::{now_ns, Retention, Row};
 
 /// How often the writer applies the retention limit.
@@ -16,6 +18,8 @@ const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 pub enum Batch {
     Decisions(Vec<Row>),
+    /// Something was spilled: a writer waiting on an empty queue looks.
+    Spilled,
     Stop,
 }
 
@@ -24,6 +28,7 @@ pub struct Backlog<'a> {
     pub dropped: &'a AtomicU64,
     pub pending: &'a AtomicUsize,
     pub pending_rows: &'a AtomicUsize,
+    pub spill: &'a Spill,
 }
 
 impl Backlog<'_> {
@@ -54,25 +59,60 @@ pub fn writer_loop(mut conn: Connection, batches: Receiver<Batch>, retention: Re
             }
             last_retention = Instant::now();
         }
-        match batches.recv_timeout(Duration::from_secs(5)) {
-            Ok(Batch::Decisions(batch)) => {
-                let n = batch.len() as u64;
-                if let Err(e) = insert(&mut conn, &batch) {
-                    backlog.dropped.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(decisions = n, "decision store write failed (the audit trail has them): {e:#}");
+        // The queue holds what came before the spill began: it goes first.
+        let next = if backlog.spill.rows() > 0 {
+            match batches.try_recv() {
+                Ok(batch) => Ok(batch),
+                Err(TryRecvError::Empty) => {
+                    store_spilled(&mut conn, &backlog);
+                    continue;
                 }
-                backlog.done(&batch);
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             }
-            Ok(Batch::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        } else {
+            batches.recv_timeout(Duration::from_secs(5))
+        };
+        match next {
+            Ok(Batch::Decisions(batch)) => store_batch(&mut conn, &batch, &backlog),
+            Ok(Batch::Spilled) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Batch::Stop) | Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    // Everything submitted before the stop is written.
-    while let Ok(Batch::Decisions(batch)) = batches.try_recv() {
-        if insert(&mut conn, &batch).is_err() {
-            backlog.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    // Everything queued before the stop is written; a spill stays on disk for the next start.
+    while let Ok(next) = batches.try_recv() {
+        if let Batch::Decisions(batch) = next {
+            store_batch(&mut conn, &batch, &backlog);
         }
-        backlog.done(&batch);
+    }
+}
+
+fn store_batch(conn: &mut Connection, batch: &[Row], backlog: &Backlog<'_>) {
+    if let Err(e) = insert(conn, batch) {
+        backlog.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tracing::error!(decisions = batch.len(), "decision store write failed (the audit trail has them): {e:#}");
+    }
+    backlog.done(batch);
+}
+
+/// One chunk of the spill into the database.
+fn store_spilled(conn: &mut Connection, backlog: &Backlog<'_>) {
+    match backlog.spill.take() {
+        Ok((rows, unreadable)) => {
+            backlog.dropped.fetch_add(unreadable, Ordering::Relaxed);
+            if rows.is_empty() {
+                return;
+            }
+            if let Err(e) = insert(conn, &rows) {
+                backlog.dropped.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                tracing::error!(decisions = rows.len(), "decision store write failed (the audit trail has them): {e:#}");
+            }
+        }
+        Err(e) => {
+            // A spill that cannot be read back would hold every later batch: it is given up, and counted.
+            let lost = backlog.spill.discard();
+            backlog.dropped.fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(decisions = lost, "the decision store's spill could not be read; its decisions are dropped from the store (the audit trail has them): {e:#}");
+        }
     }
 }
 

@@ -157,7 +157,7 @@ impl prometheus_client::collector::Collector for Collector {
             "Lines written to the audit trail by this daemon",
             s.audit_lines,
         )?;
-        counter(&mut e, "store_dropped_decisions", "Decisions the decision store could not take (queue full or write failed); the audit trail has them", s.store.dropped)?;
+        counter(&mut e, "store_dropped_decisions", "Decisions the decision store could not take (spill full or write failed); the audit trail has them", s.store.dropped)?;
         gauge(
             &mut e,
             "store_pending_decisions",
