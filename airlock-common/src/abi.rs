@@ -440,13 +440,18 @@ pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
 
 /// Reads a variable-length record whose tail may be cut short; missing bytes read as zero.
 pub fn from_prefix_bytes<T: Pod>(bytes: &[u8]) -> Option<Box<T>> {
-    let size = std::mem::size_of::<T>();
-    if bytes.len() > size {
+    if bytes.len() > std::mem::size_of::<T>() {
         return None;
     }
-    let mut buf = vec![0u8; size];
-    buf[..bytes.len()].copy_from_slice(bytes);
-    from_bytes::<T>(&buf).map(Box::new)
+    // Straight into a zeroed box: an exec event is kilobytes, and copying it
+    // through a buffer and the stack was a measurable part of the event thread.
+    let mut boxed = Box::<T>::new_zeroed();
+    // SAFETY: T is Pod, so all zeros is a valid T and so is any byte pattern
+    // written over it; the copy writes at most size_of::<T>() bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), boxed.as_mut_ptr().cast::<u8>(), bytes.len());
+        Some(boxed.assume_init())
+    }
 }
 
 #[cfg(test)]

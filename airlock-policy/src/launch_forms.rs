@@ -92,15 +92,6 @@ impl ProgramAliases {
     pub fn of<'a>(&'a self, program: &str) -> impl Iterator<Item = &'a str> + 'a {
         self.0.get(program).into_iter().flatten().map(String::as_str)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Every (program, alias) pair.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().flat_map(|(p, aliases)| aliases.iter().map(move |a| (p.as_str(), a.as_str())))
-    }
 }
 
 /// The words a launched form of a rule must show after the launcher: the

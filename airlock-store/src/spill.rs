@@ -118,6 +118,8 @@ impl Spill {
     pub fn take(&self) -> Result<(Vec<Row>, u64)> {
         let mut f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if f.start >= f.end {
+            // Counted under the same lock as the appends: nothing is waiting.
+            self.rows.store(0, Ordering::Relaxed);
             return Ok((Vec::new(), 0));
         }
         let mut header = [0u8; HEADER];
@@ -147,6 +149,10 @@ impl Spill {
                 }
             }
             at = end;
+        }
+        if at == 0 {
+            // Appends write whole records, so a record that does not fit what is left is damage.
+            anyhow::bail!("{} holds a record longer than the file at offset {}", self.path.display(), f.start);
         }
         f.start += at as u64;
         self.rows.fetch_sub(rows.len() as u64 + unreadable, Ordering::Relaxed);

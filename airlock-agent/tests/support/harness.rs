@@ -2,7 +2,10 @@
 //! suite lists its tests in `kernel_tests!`. A suite needs root; for a normal
 //! user every test is reported as ignored with the reason, never as passed,
 //! and a test that cannot check something in this environment calls [`skip`]
-//! and is reported as ignored with its reason too.
+//! and is reported as ignored with its reason too. A test that checks some of
+//! its cases and cannot check others calls [`skip_part`] for each of those: it
+//! goes on, and if it passes it is reported as ignored with those reasons, so
+//! that the part it could not check never counts as passed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -15,6 +18,19 @@ struct Skipped(String);
 /// skipped by the runners, never as passed).
 pub fn skip(reason: impl Into<String>) -> ! {
     std::panic::panic_any(Skipped(reason.into()))
+}
+
+thread_local! {
+    /// What the running test could not check (each test runs on its own thread).
+    static SKIPPED_PARTS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes a part of the running test that this environment cannot check; the
+/// test goes on with the rest.
+pub fn skip_part(reason: impl Into<String>) {
+    let reason = reason.into();
+    eprintln!("SKIPPED (part): {reason}");
+    SKIPPED_PARTS.with(|p| p.borrow_mut().push(reason));
 }
 
 /// Runs `tests` (name, function) with the command line's filters and threads.
@@ -38,13 +54,16 @@ pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
                     return Ok(Completion::ignored_with("needs root"));
                 }
                 let started = std::time::Instant::now();
+                SKIPPED_PARTS.with(|p| p.borrow_mut().clear());
                 let outcome = catch_unwind(AssertUnwindSafe(test));
+                let skipped_parts = SKIPPED_PARTS.with(|p| std::mem::take(&mut *p.borrow_mut()));
                 // Where the suites' time goes (the vm-tests under TCG are CI's longest phase).
                 // One write, so the line is not interleaved with the other thread's output.
                 let line = format!("test-time: {name} {:.1} s\n", started.elapsed().as_secs_f64());
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                 match outcome {
-                    Ok(()) => Ok(Completion::Completed),
+                    Ok(()) if skipped_parts.is_empty() => Ok(Completion::Completed),
+                    Ok(()) => Ok(Completion::ignored_with(format!("the rest passed; not checked here: {}", skipped_parts.join("; ")))),
                     Err(payload) => match payload.downcast::<Skipped>() {
                         Ok(skipped) => Ok(Completion::ignored_with(skipped.0)),
                         Err(payload) => Err(Failed::from(panic_message(&*payload))),
