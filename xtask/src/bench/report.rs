@@ -7,7 +7,7 @@ use super::stats::Summary;
 use super::storms::{thousands, ConfigResult, Storm, StormResult};
 use super::sys::{BpfSnapshot, Machine};
 use super::store::StoreResult;
-use super::throughput::Throughput;
+use super::throughput::{Level, Throughput};
 use super::workload::WorkloadResult;
 
 /// The targets.
@@ -198,7 +198,7 @@ fn throughput_table(t: &Throughput) -> Table {
 /// generated at least 95% of that): all of them without a drop. The unpaced
 /// run is reported beside it, since it shows where drops begin.
 fn zero_drop_verdict(t: &Throughput) -> (bool, String) {
-    let paced: Vec<_> = t.levels.iter().filter(|l| l.target_rate as f64 == ZERO_DROP_RATE).collect();
+    let paced = paced_levels(t);
     let at_rate: Vec<_> = if paced.is_empty() {
         t.levels.iter().filter(|l| l.generated_rate >= ZERO_DROP_RATE * 0.95).collect()
     } else {
@@ -220,9 +220,14 @@ fn zero_drop_verdict(t: &Throughput) -> (bool, String) {
     (drops == 0, format!("{} drops of {} decisions at {}/s{unpaced}", thousands(drops), thousands(decisions), thousands(rate as u64)))
 }
 
+/// The levels paced at the 50,000/s of the targets.
+fn paced_levels(t: &Throughput) -> Vec<&Level> {
+    t.levels.iter().filter(|l| l.target_rate as f64 == ZERO_DROP_RATE).collect()
+}
+
 /// The paced 50,000/s level: every decision of it in the decision store.
 fn store_keeps_every_decision(t: &Throughput) -> (bool, String) {
-    let paced: Vec<_> = t.levels.iter().filter(|l| l.target_rate as f64 == ZERO_DROP_RATE).collect();
+    let paced = paced_levels(t);
     if paced.is_empty() {
         return (false, "no paced 50,000/s level was run".to_string());
     }
