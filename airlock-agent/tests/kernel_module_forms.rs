@@ -75,8 +75,9 @@ fn assert_runs(d: &Daemon, case: &str, script: &str) {
     assert!(found.is_empty(), "{case}: denies in a session whose program ran: {found:#?}");
 }
 
-/// `python3 -m MODULE` and `-Bm MODULE`, where MODULE is a console script's
-/// package the daemon found on its own.
+/// `python3 -m MODULE`, `-mMODULE`, `-Im MODULE`, `-m MODULE.sub`,
+/// `-m runpy MODULE` and `-W VALUE -m MODULE`, where MODULE is a console script's package the daemon
+/// found on its own.
 fn python_module_forms_are_the_program() {
     let tools = TempDir::new("forms-tools");
     install_mytool_script(&tools.0);
@@ -87,7 +88,12 @@ fn python_module_forms_are_the_program() {
     assert_runs(&d, "python3 -m mytoolpkg.cli status", &format!("{py} -m mytoolpkg.cli status"));
     let rule = "mytool deploy";
     assert_denied(&d, "-m MODULE", &format!("{py} -m mytoolpkg deploy"), rule, Some("interpreter"));
+    assert_denied(&d, "-mMODULE", &format!("{py} -mmytoolpkg deploy"), rule, Some("interpreter"));
     assert_denied(&d, "-Bm MODULE", &format!("{py} -Bm mytoolpkg deploy"), rule, Some("interpreter"));
+    assert_denied(&d, "-u -m MODULE.sub", &format!("{py} -u -m mytoolpkg.cli deploy"), rule, Some("interpreter"));
+    assert_denied(&d, "-m runpy MODULE", &format!("{py} -m runpy mytoolpkg deploy"), rule, Some("interpreter"));
+    assert_denied(&d, "-W VALUE -m MODULE", &format!("{py} -W ignore -m mytoolpkg deploy"), rule, Some("interpreter"));
+    assert_denied(&d, "-X VALUE -mMODULE", &format!("{py} -X utf8 -mmytoolpkg deploy"), rule, Some("interpreter"));
     // The console script itself, by its own name, as before.
     assert_denied(&d, "the console script", &format!("PYTHONPATH=$PWD/py {}/mytool deploy", tools.0.display()), rule, None);
 }
@@ -106,6 +112,9 @@ fn the_aws_cli_as_a_module_is_aws() {
     for (case, script) in [
         ("python3 -m awscli", format!("{PYTHON} -m awscli {create}")),
         ("python3 -Im awscli", format!("{PYTHON} -Im awscli {create}")),
+        ("python3 -m awscli.__main__", format!("{PYTHON} -m awscli.__main__ {create}")),
+        ("python3 -mawscli", format!("{PYTHON} -mawscli {create}")),
+        ("python3 -m runpy awscli", format!("{PYTHON} -m runpy awscli {create}")),
     ] {
         let s = d.governed(Some("agent"), &script);
         assert!(!s.session_id.is_empty(), "{case}: the session did not start: {}", s.all_output());

@@ -23,6 +23,9 @@ pub fn word_hash(bytes: &[u8]) -> u64 {
         .fold(FNV_OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
 }
 
+/// `word_hash(b"runpy")`: `python3 -m runpy MODULE` runs MODULE.
+pub const RUNPY_HASH: u64 = 0x797f_b36a_3311_93b5;
+
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_CONNECT: u32 = 2;
 pub const EVENT_SENDMSG: u32 = 3;
@@ -463,6 +466,7 @@ mod tests {
         assert_eq!(word_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(word_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(word_hash(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(word_hash(b"runpy"), RUNPY_HASH);
     }
 }
 

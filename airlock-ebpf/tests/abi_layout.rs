@@ -101,6 +101,7 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         ("AIRLOCK_MAX_ROLES", MAX_ROLES as u64),
         ("AIRLOCK_FNV_OFFSET", FNV_OFFSET),
         ("AIRLOCK_FNV_PRIME", FNV_PRIME),
+        ("AIRLOCK_RUNPY_HASH", RUNPY_HASH),
         ("AIRLOCK_EVENT_EXEC", EVENT_EXEC as u64),
         ("AIRLOCK_EVENT_CONNECT", EVENT_CONNECT as u64),
         ("AIRLOCK_EVENT_SENDMSG", EVENT_SENDMSG as u64),

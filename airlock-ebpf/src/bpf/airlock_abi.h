@@ -29,6 +29,8 @@
 /* 64-bit FNV-1a, the hash of program names and argument words. */
 #define AIRLOCK_FNV_OFFSET 0xcbf29ce484222325ULL
 #define AIRLOCK_FNV_PRIME 0x100000001b3ULL
+/* FNV-1a of "runpy": python3 -m runpy MODULE runs MODULE. */
+#define AIRLOCK_RUNPY_HASH 0x797fb36a331193b5ULL
 
 enum airlock_event_kind {
 	AIRLOCK_EVENT_EXEC = 1,

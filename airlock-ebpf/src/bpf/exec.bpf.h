@@ -93,6 +93,13 @@ AIRLOCK_GLOBAL int judge_names(__u32 set_id, struct exec_scratch *s, struct exec
 	if (n->operands && (n->id.id_flags & AIRLOCK_ID_INTERPRETER)) {
 		/* python3 /x/aws iam create-role: the script is the program. */
 		reason = judge_operands(set_id, s);
+		/* python3 -mawscli, -m awscli.clidriver, -m runpy awscli: the module
+		 * is a name of the program it runs, by its package and its full name. */
+		if (!reason && find_module(s)) {
+			reason = judge_program(set_id, s->module.top, s->module.args, words);
+			if (!reason && s->module.full != s->module.top)
+				reason = judge_program(set_id, s->module.full, s->module.args, words);
+		}
 		if (reason) {
 			n->via = AIRLOCK_VIA_INTERPRETER;
 			return reason;

@@ -225,6 +225,131 @@ AIRLOCK_GLOBAL int judge_program(__u32 set_id, __u64 program_hash, __u32 args_st
 }
 
 /*
+ * A Python module operand (python3 -m awscli.clidriver): the hash of its
+ * top-level package (the bytes up to the first '.') and of the whole name.
+ */
+struct module_hash_ctx {
+	const char *argv;
+	__u32 off;
+	__u32 dotted;
+	__u64 top;
+	__u64 full;
+};
+
+static long module_hash_step(__u64 i, struct module_hash_ctx *c)
+{
+	__u8 ch = c->argv[(c->off + i) & ARGV_MASK];
+	if (ch == 0)
+		return 1;
+	if (ch == '.')
+		c->dotted = 1;
+	if (!c->dotted)
+		c->top = fnv_step(c->top, ch);
+	c->full = fnv_step(c->full, ch);
+	return 0;
+}
+
+/* Hashes the module name at argv offset `off` into s->module. */
+AIRLOCK_GLOBAL int module_hash(struct exec_scratch *s, __u32 off)
+{
+	if (!s)
+		return 0;
+	struct module_hash_ctx c = {
+		.argv = s->evt.argv,
+		.off = off,
+		.dotted = loop_state_zero,
+		.top = AIRLOCK_FNV_OFFSET,
+		.full = AIRLOCK_FNV_OFFSET,
+	};
+	bpf_loop(AIRLOCK_FILENAME_MAX, module_hash_step, &c, 0);
+	s->module.top = c.top;
+	s->module.full = c.full;
+	return 0;
+}
+
+enum module_option_kind {
+	NOT_MODULE_OPTION,
+	MODULE_IS_NEXT_WORD,
+	VALUE_IS_NEXT_WORD,
+	/* Larger values: the module's argv offset, plus MODULE_IN_WORD. */
+	MODULE_IN_WORD,
+};
+
+/*
+ * What an option word says about the module. Python reads "-Im" as "-I -m":
+ * flags that take no value may come before the m, and the module may follow
+ * in the same word ("-mawscli"). "-W" and "-X" take the next word as their
+ * value, which is then no operand.
+ */
+static __always_inline __u32 module_option(const char *argv, __u32 off)
+{
+	__u8 first = argv[(off + 1) & ARGV_MASK];
+	if ((first == 'W' || first == 'X') && argv[(off + 2) & ARGV_MASK] == 0)
+		return VALUE_IS_NEXT_WORD;
+	for (__u32 j = 1; j < 8; j++) {
+		__u8 ch = argv[(off + j) & ARGV_MASK];
+		if (ch == 'm')
+			return argv[(off + j + 1) & ARGV_MASK] ? off + j + 1 + MODULE_IN_WORD : MODULE_IS_NEXT_WORD;
+		if (!(ch == 'b' || ch == 'B' || ch == 'd' || ch == 'E' || ch == 'i' || ch == 'I' || ch == 'O' ||
+		      ch == 'P' || ch == 'q' || ch == 's' || ch == 'S' || ch == 'u' || ch == 'v' || ch == 'x'))
+			return NOT_MODULE_OPTION;
+	}
+	return NOT_MODULE_OPTION;
+}
+
+/*
+ * The module an interpreter's -m runs, joined to its option or not, after
+ * "runpy" (which runs its own module operand). Leaves in s->module the hashes
+ * of its top-level package and whole name and the index of its first argument
+ * word; returns whether there is one. It judges nothing itself: the exec
+ * program's deepest call chain (judge_names, judge_program, the trie steps)
+ * already fills Debian 6.1's 512-byte stack bound, so this frame, and
+ * module_hash's, must stay off that chain.
+ */
+AIRLOCK_GLOBAL int find_module(struct exec_scratch *s)
+{
+	if (!s)
+		return 0;
+	struct exec_words *words = &s->words;
+	const char *argv = s->evt.argv;
+	__u32 nwords = words->nwords;
+	bool module_next = false;
+	bool value_next = false;
+	for (__u32 k = 1; k <= AIRLOCK_OPERAND_WORDS; k++) {
+		if (k >= nwords)
+			break;
+		__u32 off = words->off[k & WORDS_MASK];
+		__u32 module_off = off;
+		if (value_next) {
+			value_next = false;
+			continue;
+		}
+		if (argv[off & ARGV_MASK] == '-') {
+			__u32 kind = module_option(argv, off);
+			if (kind == MODULE_IS_NEXT_WORD)
+				module_next = true;
+			if (kind == VALUE_IS_NEXT_WORD)
+				value_next = true;
+			if (kind < MODULE_IN_WORD)
+				continue;
+			module_off = kind - MODULE_IN_WORD;
+		} else if (!module_next) {
+			/* The first operand is a script: what follows are its arguments. */
+			return 0;
+		}
+		module_hash(s, module_off);
+		module_next = false;
+		if (s->module.full == AIRLOCK_RUNPY_HASH) {
+			module_next = true;
+			continue;
+		}
+		s->module.args = k + 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * The operands of an interpreter or loader. The first word
  * after argv[0] that is not an option is the program it runs (its basename
  * names it; the words after it are its arguments), unless it is the code of a

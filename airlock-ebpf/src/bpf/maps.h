@@ -160,6 +160,13 @@ struct exec_scratch {
 	struct airlock_exec_event evt;
 	struct exec_words words;
 	__u64 argv0_base_hash;
+	/* The module an interpreter's -m runs (find_module). */
+	struct {
+		__u64 top;
+		__u64 full;
+		__u32 args;
+		__u32 pad;
+	} module;
 	/* The executed file's first bytes (bprm->buf) and fingerprint. */
 	__u8 head[AIRLOCK_HEAD_LEN];
 	__u64 content_hash;
