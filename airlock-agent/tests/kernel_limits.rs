@@ -66,10 +66,14 @@ fn a_rate_limit_refuses_the_exec_over_it_per_session() {
     live.quit();
 }
 
-/// `HH:MM:SS` of a UTC instant `offset` from now.
+/// The UTC clock time `offset` from now, as the daemon writes it in block
+/// messages and rules: `HH:MM:SS`, or `HH:MM` on a whole minute.
 fn utc_clock(offset: Duration) -> String {
     let secs = (SystemTime::now() + offset).duration_since(UNIX_EPOCH).expect("after 1970").as_secs() % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    match secs % 60 {
+        0 => format!("{:02}:{:02}", secs / 3600, secs / 60 % 60),
+        s => format!("{:02}:{:02}:{s:02}", secs / 3600, secs / 60 % 60),
+    }
 }
 
 fn wait_until(at: Instant) {
