@@ -7,6 +7,9 @@
 //! - connect, sendmsg, unix_connect, unix_sendmsg: Network Activity (4001),
 //!   outbound; allowed: Open (connect) or Traffic (sendmsg), denied: Refuse
 //!   (the kernel refused the attempt before any packet left).
+//! - raw_socket: Network Activity, outbound; denied: Refuse, allowed: Open.
+//!   No destination is known when a socket is made: the endpoint is the
+//!   source, this host.
 //! - tamper and file_open on a file: File System Activity (1001), the
 //!   activity by operation; tamper aimed at a process or the kernel: Process
 //!   Activity with Terminate (signals), Open (ptrace, descriptor grabs),
@@ -20,7 +23,7 @@
 
 use airlock_api::decision as kinds;
 use airlock_api::v1::decision::Detail;
-use airlock_api::v1::{Decision, Destination, GuardDetail, UnixSocket};
+use airlock_api::v1::{Decision, Destination, GuardDetail, RawSocket, UnixSocket};
 use serde_json::{json, Map, Value};
 
 /// The OCSF schema version every event states (`metadata.version`).
@@ -65,6 +68,7 @@ pub fn event(d: &Decision, producer: &Producer) -> Option<Value> {
         (kinds::EXEC, _) => process_launch(d),
         (kinds::CONNECT | kinds::SENDMSG, Some(Detail::Destination(dest))) => network(d, denied, Endpoint::Address(dest)),
         (kinds::UNIX_CONNECT | kinds::UNIX_SENDMSG, Some(Detail::UnixSocket(u))) => network(d, denied, Endpoint::Unix(u)),
+        (kinds::RAW_SOCKET, Some(Detail::RawSocket(r))) => raw_socket(d, denied, r, host_name(d, producer)),
         (kinds::TAMPER | kinds::FILE_OPEN, Some(Detail::Guard(g))) => guard(d, g),
         _ => return None,
     };
@@ -146,12 +150,7 @@ fn network(d: &Decision, denied: bool, to: Endpoint<'_>) -> Partial {
     let endpoint = match to {
         Endpoint::Address(dest) => {
             let protocol = dest.protocol.to_ascii_lowercase();
-            if let Some(number) = match protocol.as_str() {
-                "tcp" => Some(6),
-                "udp" => Some(17),
-                "icmp" => Some(1),
-                _ => None,
-            } {
+            if let Some(number) = protocol_number(&protocol) {
                 connection.insert("protocol_num".into(), json!(number));
             }
             if !protocol.is_empty() {
@@ -175,6 +174,43 @@ fn network(d: &Decision, denied: bool, to: Endpoint<'_>) -> Partial {
     };
     let mut fields = Map::new();
     fields.insert("dst_endpoint".into(), endpoint);
+    fields.insert("connection_info".into(), Value::Object(connection));
+    fields.insert("actor".into(), actor(d, Some(process(d))));
+    Partial { class_uid: NETWORK_ACTIVITY, activity_id, activity_name, fields }
+}
+
+/// The IANA number of an IP protocol by the name Airlock records.
+fn protocol_number(name: &str) -> Option<u32> {
+    match name {
+        "icmp" => Some(1),
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmpv6" => Some(58),
+        "raw" => Some(255),
+        _ => None,
+    }
+}
+
+/// A raw IP or packet socket being made. It has no destination yet, so the
+/// endpoint OCSF asks for is the source: this host. A packet socket's
+/// protocol is an ethertype, not an IP protocol: its protocol name is `packet`.
+fn raw_socket(d: &Decision, denied: bool, r: &RawSocket, host: &str) -> Partial {
+    let (activity_id, activity_name) = if denied { (5, "Refuse") } else { (1, "Open") };
+    let mut connection = Map::new();
+    connection.insert("direction_id".into(), json!(2));
+    connection.insert("direction".into(), json!("Outbound"));
+    if r.family == "packet" {
+        connection.insert("protocol_name".into(), json!("packet"));
+    } else {
+        if let Some(number) = protocol_number(&r.protocol) {
+            connection.insert("protocol_num".into(), json!(number));
+        }
+        if !r.protocol.is_empty() {
+            connection.insert("protocol_name".into(), json!(r.protocol));
+        }
+    }
+    let mut fields = Map::new();
+    fields.insert("src_endpoint".into(), json!({ "hostname": host }));
     fields.insert("connection_info".into(), Value::Object(connection));
     fields.insert("actor".into(), actor(d, Some(process(d))));
     Partial { class_uid: NETWORK_ACTIVITY, activity_id, activity_name, fields }
@@ -296,9 +332,14 @@ fn metadata(d: &Decision, producer: &Producer) -> Value {
     m
 }
 
-fn device(d: &Decision, producer: &Producer) -> Value {
+/// The host a decision was made on: its own, else the exporter's.
+fn host_name<'a>(d: &'a Decision, producer: &'a Producer) -> &'a str {
     let host = if d.host.is_empty() { producer.hostname.as_str() } else { d.host.as_str() };
-    let host = if host.is_empty() { "unknown" } else { host };
+    if host.is_empty() { "unknown" } else { host }
+}
+
+fn device(d: &Decision, producer: &Producer) -> Value {
+    let host = host_name(d, producer);
     json!({ "hostname": host, "name": host, "type_id": 0, "type": "Unknown" })
 }
 
@@ -380,6 +421,12 @@ fn unmapped(d: &Decision) -> Value {
             put("socket_type", json!(s.socket_type));
             put("socket_resolved", json!(s.resolved));
             put("abstract_name", json!(s.abstract_name));
+        }
+        Some(Detail::RawSocket(r)) => {
+            put("socket_family", json!(r.family));
+            put("socket_type", json!(r.socket_type));
+            put("socket_protocol", json!(r.protocol));
+            put("enforcement", json!(r.enforcement.as_deref().unwrap_or_default()));
         }
         Some(Detail::Guard(g)) => {
             put("operation", json!(g.operation));

@@ -1,5 +1,5 @@
 use super::*;
-use airlock_api::v1::{ExecDetail, Revocation};
+use airlock_api::v1::{ExecDetail, RawSocket, Revocation};
 
 fn producer() -> Producer {
     Producer { version: "0.1.0".into(), hostname: "exporter-host".into() }
@@ -138,6 +138,34 @@ fn connects_are_network_activity_refused_or_opened() {
         (Some(4001), Some("unix"), Some("/run/docker.sock"))
     );
     assert_eq!(e["unmapped"]["socket_path"], "/run/docker.sock");
+}
+
+#[test]
+fn raw_and_packet_sockets_are_network_activity_without_a_destination() {
+    let mut d = base(kinds::RAW_SOCKET, kinds::DENY);
+    d.reason = "raw_socket".into();
+    d.detail = Some(Detail::RawSocket(RawSocket {
+        family: "inet".into(),
+        socket_type: "raw".into(),
+        protocol: "icmp".into(),
+        enforcement: Some("refused".into()),
+    }));
+    let e = event(&d, &producer()).expect("a raw socket is exported");
+    assert_eq!((e["class_uid"].as_u64(), e["activity_name"].as_str(), e["action"].as_str()), (Some(4001), Some("Refuse"), Some("Denied")));
+    assert_eq!(e["connection_info"]["protocol_name"], "icmp");
+    assert_eq!(e["connection_info"]["protocol_num"], 1);
+    assert!(e.get("dst_endpoint").is_none(), "a socket being made has no destination: {e:#}");
+    assert_eq!(e["src_endpoint"], json!({ "hostname": "build-7" }));
+    assert_eq!(e["actor"]["process"]["pid"], 4321);
+    assert_eq!((e["unmapped"]["socket_family"].as_str(), e["unmapped"]["enforcement"].as_str()), (Some("inet"), Some("refused")));
+
+    d.decision = kinds::ALLOW.into();
+    d.detail = Some(Detail::RawSocket(RawSocket { family: "packet".into(), socket_type: "raw".into(), protocol: "768".into(), enforcement: None }));
+    let e = event(&d, &producer()).expect("a packet socket is exported");
+    assert_eq!((e["activity_name"].as_str(), e["action"].as_str()), (Some("Open"), Some("Allowed")));
+    assert_eq!(e["connection_info"]["protocol_name"], "packet");
+    assert!(e["connection_info"].get("protocol_num").is_none(), "an ethertype is no IP protocol number: {e:#}");
+    assert_eq!(e["unmapped"]["socket_protocol"], "768");
 }
 
 #[test]
