@@ -76,8 +76,8 @@ fn assert_runs(d: &Daemon, case: &str, script: &str) {
 }
 
 /// `python3 -m MODULE`, `-mMODULE`, `-Im MODULE`, `-m MODULE.sub`,
-/// `-m runpy MODULE` and `-W VALUE -m MODULE`, where MODULE is a console script's package the daemon
-/// found on its own.
+/// `-m runpy MODULE` and `-W VALUE -m MODULE`, where MODULE is a console
+/// script's package the daemon found on its own.
 fn python_module_forms_are_the_program() {
     let tools = TempDir::new("forms-tools");
     install_mytool_script(&tools.0);

@@ -144,18 +144,8 @@ fn network(d: &Decision, denied: bool, to: Endpoint<'_>) -> Partial {
         (false, false) => (1, "Open"),
         (false, true) => (6, "Traffic"),
     };
-    let mut connection = Map::new();
-    connection.insert("direction_id".into(), json!(2));
-    connection.insert("direction".into(), json!("Outbound"));
-    let endpoint = match to {
+    let (endpoint, connection) = match to {
         Endpoint::Address(dest) => {
-            let protocol = dest.protocol.to_ascii_lowercase();
-            if let Some(number) = protocol_number(&protocol) {
-                connection.insert("protocol_num".into(), json!(number));
-            }
-            if !protocol.is_empty() {
-                connection.insert("protocol_name".into(), json!(protocol));
-            }
             let mut ep = Map::new();
             if dest.address.parse::<std::net::IpAddr>().is_ok() {
                 ep.insert("ip".into(), json!(dest.address));
@@ -165,18 +155,30 @@ fn network(d: &Decision, denied: bool, to: Endpoint<'_>) -> Partial {
             if dest.port > 0 {
                 ep.insert("port".into(), json!(dest.port));
             }
-            Value::Object(ep)
+            (Value::Object(ep), outbound_connection(&dest.protocol.to_ascii_lowercase()))
         }
-        Endpoint::Unix(u) => {
-            connection.insert("protocol_name".into(), json!("unix"));
-            json!({ "name": u.path, "type": "Unix socket" })
-        }
+        Endpoint::Unix(u) => (json!({ "name": u.path, "type": "Unix socket" }), outbound_connection("unix")),
     };
     let mut fields = Map::new();
     fields.insert("dst_endpoint".into(), endpoint);
-    fields.insert("connection_info".into(), Value::Object(connection));
+    fields.insert("connection_info".into(), connection);
     fields.insert("actor".into(), actor(d, Some(process(d))));
     Partial { class_uid: NETWORK_ACTIVITY, activity_id, activity_name, fields }
+}
+
+/// An outbound connection's `connection_info`: the protocol by name, and by
+/// number when it is an IP protocol.
+fn outbound_connection(protocol: &str) -> Value {
+    let mut connection = Map::new();
+    connection.insert("direction_id".into(), json!(2));
+    connection.insert("direction".into(), json!("Outbound"));
+    if let Some(number) = protocol_number(protocol) {
+        connection.insert("protocol_num".into(), json!(number));
+    }
+    if !protocol.is_empty() {
+        connection.insert("protocol_name".into(), json!(protocol));
+    }
+    Value::Object(connection)
 }
 
 /// The IANA number of an IP protocol by the name Airlock records.
@@ -196,22 +198,10 @@ fn protocol_number(name: &str) -> Option<u32> {
 /// protocol is an ethertype, not an IP protocol: its protocol name is `packet`.
 fn raw_socket(d: &Decision, denied: bool, r: &RawSocket, host: &str) -> Partial {
     let (activity_id, activity_name) = if denied { (5, "Refuse") } else { (1, "Open") };
-    let mut connection = Map::new();
-    connection.insert("direction_id".into(), json!(2));
-    connection.insert("direction".into(), json!("Outbound"));
-    if r.family == "packet" {
-        connection.insert("protocol_name".into(), json!("packet"));
-    } else {
-        if let Some(number) = protocol_number(&r.protocol) {
-            connection.insert("protocol_num".into(), json!(number));
-        }
-        if !r.protocol.is_empty() {
-            connection.insert("protocol_name".into(), json!(r.protocol));
-        }
-    }
+    let protocol = if r.family == "packet" { "packet" } else { r.protocol.as_str() };
     let mut fields = Map::new();
     fields.insert("src_endpoint".into(), json!({ "hostname": host }));
-    fields.insert("connection_info".into(), Value::Object(connection));
+    fields.insert("connection_info".into(), outbound_connection(protocol));
     fields.insert("actor".into(), actor(d, Some(process(d))));
     Partial { class_uid: NETWORK_ACTIVITY, activity_id, activity_name, fields }
 }
