@@ -544,9 +544,12 @@ fn a_block_lifted_in_the_control_room_lets_the_user_launch_again() {
         assert!(!out.contains(RAN), "{out}");
     }
     let mut blocks = Vec::new();
-    wait_for("the gateway's hard block on the user", 60, || {
+    // The rule places one block per subject (the user and the session), and
+    // the two can land in different detector runs: wait for both, so that
+    // the lifts below cover every block in force.
+    wait_for("the gateway's hard blocks on the user and the session", 60, || {
         blocks = gw.json(&["security", "blocks", "--status", "active"])["blocks"].as_array().cloned().unwrap_or_default();
-        blocks.iter().any(|b| b["subject_kind"] == "user" && b["subject"] == "root" && b["kind"] == "hard")
+        blocks.iter().any(|b| b["subject_kind"] == "user" && b["subject"] == "root" && b["kind"] == "hard") && blocks.iter().any(|b| b["subject_kind"] == "session")
     });
     let user_block = blocks.iter().find(|b| b["subject_kind"] == "user").and_then(|b| b["id"].as_str()).expect("the user's block").to_string();
     wait_for("the block in force on the host", 30, || !a.governed(Some("agent"), "terraform plan").tool_ran());

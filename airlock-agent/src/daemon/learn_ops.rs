@@ -3,7 +3,7 @@
 //! exec whose file carries a protected program's name, fingerprinted by a
 //! background thread so the event path never waits on a file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -16,9 +16,11 @@ use anyhow::{Context, Result};
 
 use super::agent::{lock, Agent};
 use super::learn_queue::LearnJob;
-use crate::policy::learned::{candidate, on_session_path, LearnedEntry};
+use crate::policy::learned::{candidate_file, on_session_path, FileStamp, LearnedEntry};
 use crate::policy::PolicyStore;
 
+/// Files the learning thread remembers as read; past this it starts again.
+const MAX_KNOWN_FILES: usize = 4096;
 
 /// What an exec decision can teach: its file, when the file's own name is a
 /// protected program's (rule matching finds it by that name).
@@ -36,9 +38,12 @@ fn process_root(pid: u32) -> PathBuf {
 }
 
 impl Agent {
-    /// The learning thread: fingerprints queued execs and installs what is new.
+    /// The learning thread: fingerprints queued execs and installs what is
+    /// new. A file already read for a program, and unchanged since (its
+    /// [`FileStamp`]), costs one `stat` and is not read again: a session
+    /// runs the same few tools again and again.
     pub fn learn_loop(&self, rx: Receiver<LearnJob>) -> Result<()> {
-        let mut recent: BTreeSet<(String, u64, u64)> = BTreeSet::new();
+        let mut known: HashSet<(String, FileStamp)> = HashSet::new();
         while !self.shutdown.load(Ordering::SeqCst) {
             let job = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(job) => job,
@@ -48,19 +53,20 @@ impl Agent {
             // As the process saw it while it lives (chroot, its own mount
             // namespace), else where the daemon sees that path.
             let exe = PathBuf::from(&job.executable);
-            let found = candidate(&job.program, &process_root(job.pid), &exe, "exec").or_else(|| candidate(&job.program, Path::new("/"), &exe, "exec"));
-            let Some(found) = found else { continue };
-            // A session running the same tool again and again costs one lookup.
-            let key = (found.program.clone(), found.hash, found.size);
-            if recent.contains(&key) {
+            let Some(file) = candidate_file(&job.program, &process_root(job.pid), &exe).or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
+                continue;
+            };
+            if known.contains(&(job.program.clone(), file.stamp)) {
                 continue;
             }
+            let Some((found, read_stamp)) = file.read(&job.program, &exe, "exec") else { continue };
+            let program = found.program.clone();
             match lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
                 Ok(_) => {
-                    if recent.len() >= 1024 {
-                        recent.clear();
+                    if known.len() >= MAX_KNOWN_FILES {
+                        known.clear();
                     }
-                    recent.insert(key);
+                    known.insert((program, read_stamp));
                 }
                 Err(e) => tracing::error!("install a learned exec identity: {e:#}"),
             }

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use airlock_policy::{LoadedPolicies, ProgramAliases, Status};
 
+use super::dir_names::names_in_dir;
+
 /// Bytes of a script read: entry-point scripts are a few lines.
 const SCRIPT_HEAD: u64 = 16 * 1024;
 
@@ -39,11 +41,12 @@ fn named_programs(loaded: &LoadedPolicies) -> BTreeSet<String> {
 /// `dirs` run, as aliases of those programs.
 pub fn find(loaded: &LoadedPolicies, dirs: &[PathBuf]) -> ProgramAliases {
     let mut out = ProgramAliases::default();
-    for program in named_programs(loaded) {
-        for dir in dirs {
-            for module in script_modules(&dir.join(&program)) {
+    let programs = named_programs(loaded);
+    for dir in dirs {
+        for program in names_in_dir(dir, &programs) {
+            for module in script_modules(&dir.join(program)) {
                 tracing::debug!(program, module, dir = %dir.display(), "console script: module runs the program");
-                out.add(&program, &module);
+                out.add(program, &module);
             }
         }
     }

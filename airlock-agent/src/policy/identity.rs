@@ -214,9 +214,9 @@ impl IdentityTable {
     }
 }
 
-/// The fingerprint of a regular file and its size, opened without blocking:
+/// The fingerprint of a regular file and the file's metadata, opened without blocking:
 /// the path comes from a governed session and could name a FIFO or a device.
-pub(crate) fn fingerprint_regular_file(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn fingerprint_regular_file(path: &Path) -> Option<(u64, std::fs::Metadata)> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path).ok()?;
@@ -233,7 +233,7 @@ pub(crate) fn fingerprint_regular_file(path: &Path) -> Option<(u64, u64)> {
             Err(_) => return None,
         }
     }
-    Some((airlock_common::identity::fingerprint(&head, meta.len()), meta.len()))
+    Some((airlock_common::identity::fingerprint(&head, meta.len()), meta))
 }
 
 /// How many names in `dirs` lead (through symlinks or hard links) to each file.

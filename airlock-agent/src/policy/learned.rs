@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use airlock_common::abi::{IdentityKey, IdentityValue};
 use airlock_policy::CompiledPolicy;
 
+use super::dir_names::names_in_dir;
 use super::identity::{build, fingerprint_regular_file, is_interpreter_name, is_multi_call_name, search_dirs, IdentityTable};
 use crate::kernel::Kernel;
 
@@ -199,11 +200,41 @@ fn follow(root: &Path, path: PathBuf) -> PathBuf {
     path
 }
 
+/// A file's identity and change stamp as `stat` gives them. Writing a file
+/// sets its ctime and replacing it changes its inode, and no user can set a
+/// ctime back: an unchanged stamp is an unchanged content, to the file
+/// system's timestamp tick (a same-size rewrite within one tick keeps it).
+/// That is no new gap: learning reads a file after its exec in any case, so
+/// what it learns is the file as it is then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        FileStamp { dev: meta.dev(), ino: meta.ino(), size: meta.size(), mtime_ns: ns(meta.mtime(), meta.mtime_nsec()), ctime_ns: ns(meta.ctime(), meta.ctime_nsec()) }
+    }
+}
+
+/// The file a session sees at `path` (absolute) under `root`, found as a
+/// [`candidate`] would read it, and its stamp; nothing of it is read.
+pub struct CandidateFile {
+    real: PathBuf,
+    pub stamp: FileStamp,
+}
+
 /// The file a session sees at `path` (absolute), looked up under `root` (its
-/// root directory, `/proc/PID/root`, or `/`), as `program`, if it can stand
-/// for it: a regular, executable file under a name that is neither an
-/// interpreter's nor a multi-call binary's.
-pub fn candidate(program: &str, root: &Path, path: &Path, source: &str) -> Option<LearnedEntry> {
+/// root directory, `/proc/PID/root`, or `/`), if it can stand for `program`:
+/// a regular, executable file under a name that is neither an interpreter's
+/// nor a multi-call binary's.
+pub fn candidate_file(program: &str, root: &Path, path: &Path) -> Option<CandidateFile> {
     use std::os::unix::fs::PermissionsExt;
     if is_interpreter_name(program) || is_multi_call_name(program) {
         return None;
@@ -216,15 +247,31 @@ pub fn candidate(program: &str, root: &Path, path: &Path, source: &str) -> Optio
     if real.file_name().is_some_and(|n| is_multi_call_name(&n.to_string_lossy())) {
         return None;
     }
-    let (hash, size) = fingerprint_regular_file(&real)?;
-    Some(LearnedEntry {
-        program: program.to_string(),
-        hash,
-        size,
-        path: path.display().to_string(),
-        source: source.to_string(),
-        learned_at: crate::clock::now_rfc3339(),
-    })
+    Some(CandidateFile { real, stamp: FileStamp::of(&meta) })
+}
+
+impl CandidateFile {
+    /// Reads the file's fingerprint: the entry that learns it as `program`,
+    /// and the stamp of the file that was read (it may have been replaced
+    /// since it was found).
+    pub fn read(&self, program: &str, path: &Path, source: &str) -> Option<(LearnedEntry, FileStamp)> {
+        let (hash, meta) = fingerprint_regular_file(&self.real)?;
+        let entry = LearnedEntry {
+            program: program.to_string(),
+            hash,
+            size: meta.len(),
+            path: path.display().to_string(),
+            source: source.to_string(),
+            learned_at: crate::clock::now_rfc3339(),
+        };
+        Some((entry, FileStamp::of(&meta)))
+    }
+}
+
+/// The file a session sees at `path` under `root` ([`candidate_file`]), read
+/// and fingerprinted as `program`.
+pub fn candidate(program: &str, root: &Path, path: &Path, source: &str) -> Option<LearnedEntry> {
+    candidate_file(program, root, path)?.read(program, path, source).map(|(entry, _)| entry)
 }
 
 /// The protected programs found in the directories of a session's `PATH`
@@ -238,7 +285,8 @@ pub fn on_session_path(root: &Path, path_var: &str, cwd: &str, programs: &BTreeS
         if !dir.is_absolute() || !seen.insert(dir.clone()) {
             continue;
         }
-        for program in programs {
+        let under_root = root.join(dir.strip_prefix("/").unwrap_or(&dir));
+        for program in names_in_dir(&under_root, programs) {
             if let Some(c) = candidate(program, root, &dir.join(program), "launch") {
                 found.push(c);
             }
@@ -422,6 +470,48 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].program, "terraform");
         assert_eq!(found[0].path, tool.display().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_rewritten_or_replaced_file_has_a_new_stamp() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = temp_file("stamp");
+        let dir = file.parent().expect("dir").to_path_buf();
+        let tool = dir.join("terraform");
+        let write = |content: &[u8]| {
+            std::fs::write(&tool, content).expect("write");
+            std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        write(b"#!/bin/sh\necho one\n");
+        let first = candidate_file("terraform", Path::new("/"), &tool).expect("an executable file is a candidate");
+        let again = candidate_file("terraform", Path::new("/"), &tool).expect("still a candidate");
+        assert_eq!(first.stamp, again.stamp, "an untouched file keeps its stamp");
+        let (entry, read_stamp) = first.read("terraform", &tool, "exec").expect("readable");
+        assert_eq!(read_stamp, first.stamp, "the file read is the file found");
+
+        write(b"#!/bin/sh\necho three\n");
+        let rewritten = candidate_file("terraform", Path::new("/"), &tool).expect("a candidate");
+        assert_ne!(rewritten.stamp, first.stamp, "a rewrite in place kept the stamp");
+        let (changed, _) = rewritten.read("terraform", &tool, "exec").expect("readable");
+        assert_ne!(changed.hash, entry.hash);
+
+        // A same-size rewrite within one timestamp tick is told by its times;
+        // setting them moves the ctime as well.
+        let handle = std::fs::File::options().write(true).open(&tool).expect("open");
+        handle.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).expect("set mtime");
+        drop(handle);
+        let touched = candidate_file("terraform", Path::new("/"), &tool).expect("a candidate");
+        assert_ne!(touched.stamp, rewritten.stamp, "new times kept the stamp");
+
+        let other = dir.join("other");
+        std::fs::write(&other, b"#!/bin/sh\necho three\n").expect("write");
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&other, &tool).expect("rename over");
+        let replaced = candidate_file("terraform", Path::new("/"), &tool).expect("a candidate");
+        assert_ne!(replaced.stamp, touched.stamp, "a file renamed over it kept the stamp");
+
+        assert!(candidate_file("python3", Path::new("/"), &tool).is_none(), "an interpreter's name is never a candidate");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
