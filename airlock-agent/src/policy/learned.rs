@@ -470,6 +470,10 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].program, "terraform");
         assert_eq!(found[0].path, tool.display().to_string());
+        // With the names of a thousand rules, each directory is listed instead.
+        let many: BTreeSet<String> = programs.iter().cloned().chain((0..1000).map(|i| format!("tool{i}"))).collect();
+        let listed = on_session_path(Path::new("/"), "bin:/nonexistent", &dir.display().to_string(), &many);
+        assert_eq!(listed.iter().map(|c| (&c.program, &c.path)).collect::<Vec<_>>(), vec![(&found[0].program, &found[0].path)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
