@@ -30,15 +30,19 @@ pub const MAX_SPILL_BYTES: u64 = 256 << 20;
 const READ_CHUNK: u64 = 1 << 20;
 const HEADER: usize = 12;
 
+/// The event thread appends and the writer thread alone takes and discards.
+/// Positioned reads and writes need no lock on the file: the lock guards the
+/// offsets, and the writer reads and decodes a chunk without it, because
+/// appends only ever write past the end it saw.
 pub struct Spill {
     path: PathBuf,
-    inner: Mutex<SpillFile>,
+    file: File,
+    offsets: Mutex<Offsets>,
     /// Decisions in the file and not yet read back.
     rows: AtomicU64,
 }
 
-struct SpillFile {
-    file: File,
+struct Offsets {
     /// Where the next record is appended.
     end: u64,
     /// Where the writer reads next.
@@ -76,7 +80,7 @@ impl Spill {
             recovered.torn_bytes = len - at;
             file.set_len(at).with_context(|| format!("cut the torn tail of {}", path.display()))?;
         }
-        let spill = Spill { path, inner: Mutex::new(SpillFile { file, end: at, start: 0 }), rows: AtomicU64::new(recovered.rows) };
+        let spill = Spill { path, file, offsets: Mutex::new(Offsets { end: at, start: 0 }), rows: AtomicU64::new(recovered.rows) };
         Ok((spill, recovered))
     }
 
@@ -98,11 +102,11 @@ impl Spill {
             bytes.extend_from_slice(&(row.body.len() as u32).to_le_bytes());
             bytes.extend_from_slice(&row.body);
         }
-        let mut f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
         if f.end + bytes.len() as u64 > MAX_SPILL_BYTES {
             return false;
         }
-        if let Err(e) = f.file.write_all_at(&bytes, f.end) {
+        if let Err(e) = self.file.write_all_at(&bytes, f.end) {
             tracing::error!(path = %self.path.display(), "could not append to the decision store's spill: {e}");
             // A partial write is overwritten by the next append, which starts at the same place.
             return false;
@@ -114,30 +118,34 @@ impl Spill {
 
     /// Takes the oldest records (about a megabyte of them) out of the file;
     /// empties the file once everything was taken. A record that cannot be
-    /// decoded is skipped and counted in the second value.
+    /// decoded is skipped and counted in the second value. Only the writer
+    /// thread calls it.
     pub fn take(&self) -> Result<(Vec<Row>, u64)> {
-        let mut f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if f.start >= f.end {
-            // Counted under the same lock as the appends: nothing is waiting.
-            self.rows.store(0, Ordering::Relaxed);
-            return Ok((Vec::new(), 0));
-        }
+        let (start, end) = {
+            let f = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+            if f.start >= f.end {
+                // Counted under the same lock as the appends: nothing is waiting.
+                self.rows.store(0, Ordering::Relaxed);
+                return Ok((Vec::new(), 0));
+            }
+            (f.start, f.end)
+        };
         let mut header = [0u8; HEADER];
-        f.file.read_exact_at(&mut header, f.start).with_context(|| format!("read {}", self.path.display()))?;
+        self.file.read_exact_at(&mut header, start).with_context(|| format!("read {}", self.path.display()))?;
         // At least one whole record, however long.
-        let want = (f.end - f.start).min(READ_CHUNK.max(HEADER as u64 + parse_header(&header).1));
+        let want = (end - start).min(READ_CHUNK.max(HEADER as u64 + parse_header(&header).1));
         let mut chunk = vec![0u8; want as usize];
-        f.file.read_exact_at(&mut chunk, f.start).with_context(|| format!("read {}", self.path.display()))?;
+        self.file.read_exact_at(&mut chunk, start).with_context(|| format!("read {}", self.path.display()))?;
         let mut rows = Vec::new();
         let mut unreadable = 0;
         let mut at = 0usize;
         while at + HEADER <= chunk.len() {
             let (id, body_len) = parse_header(&chunk[at..at + HEADER]);
-            let end = at + HEADER + body_len as usize;
-            if end > chunk.len() {
+            let record_end = at + HEADER + body_len as usize;
+            if record_end > chunk.len() {
                 break;
             }
-            let body = Bytes::copy_from_slice(&chunk[at + HEADER..end]);
+            let body = Bytes::copy_from_slice(&chunk[at + HEADER..record_end]);
             match Decision::decode(body.as_ref()) {
                 Ok(mut d) => {
                     d.id = id;
@@ -148,17 +156,18 @@ impl Spill {
                     tracing::error!(id, "a spilled decision is not readable, skipped: {e}");
                 }
             }
-            at = end;
+            at = record_end;
         }
         if at == 0 {
             // Appends write whole records, so a record that does not fit what is left is damage.
-            anyhow::bail!("{} holds a record longer than the file at offset {}", self.path.display(), f.start);
+            anyhow::bail!("{} holds a record longer than the file at offset {start}", self.path.display());
         }
-        f.start += at as u64;
+        let mut f = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        f.start = start + at as u64;
         self.rows.fetch_sub(rows.len() as u64 + unreadable, Ordering::Relaxed);
         if f.start >= f.end {
             // Caught up: the next burst starts an empty file.
-            f.file.set_len(0).with_context(|| format!("empty {}", self.path.display()))?;
+            self.file.set_len(0).with_context(|| format!("empty {}", self.path.display()))?;
             f.start = 0;
             f.end = 0;
         }
@@ -169,8 +178,8 @@ impl Spill {
 impl Spill {
     /// Empties the file whatever it holds; returns how many decisions that was.
     pub fn discard(&self) -> u64 {
-        let mut f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.file.set_len(0) {
+        let mut f = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.file.set_len(0) {
             tracing::error!(path = %self.path.display(), "could not empty the decision store's spill: {e}");
         }
         f.start = 0;
@@ -277,6 +286,38 @@ mod tests {
         assert_eq!(store.dropped(), 0);
         drop(store);
         assert_eq!(std::fs::metadata(&path).expect("the spill file").len(), 0, "the spill was not emptied");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn appends_racing_takes_lose_and_repeat_nothing() {
+        let dir = temp_dir("race");
+        let (spill, _) = Spill::open(&dir).expect("open an empty spill");
+        let spill = std::sync::Arc::new(spill);
+        const BATCHES: u64 = 400;
+        const PER_BATCH: u64 = 250;
+        let appender = {
+            let spill = spill.clone();
+            std::thread::spawn(move || {
+                for b in 0..BATCHES {
+                    let rows: Vec<Row> = (1..=PER_BATCH).map(|i| Row::of(&decision(b * PER_BATCH + i))).collect();
+                    assert!(spill.append(&rows), "batch {b} was refused");
+                }
+            })
+        };
+        let mut taken = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while taken.len() < (BATCHES * PER_BATCH) as usize {
+            assert!(Instant::now() < deadline, "took {} of {} decisions", taken.len(), BATCHES * PER_BATCH);
+            let (rows, unreadable) = spill.take().expect("take");
+            assert_eq!(unreadable, 0);
+            taken.extend(rows.iter().map(|r| r.id as u64));
+        }
+        appender.join().expect("the appender");
+        assert_eq!(taken, (1..=BATCHES * PER_BATCH).collect::<Vec<_>>(), "decisions were lost, repeated or reordered");
+        assert_eq!(spill.take().expect("take").0.len(), 0);
+        assert_eq!(spill.rows(), 0);
+        assert_eq!(std::fs::metadata(dir.join(SPILL_FILE)).expect("the spill file").len(), 0, "caught up, the file is emptied");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
