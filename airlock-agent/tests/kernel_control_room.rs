@@ -545,8 +545,8 @@ fn a_block_lifted_in_the_control_room_lets_the_user_launch_again() {
     }
     let mut blocks = Vec::new();
     // The rule places one block per subject (the user and the session), and
-    // the two can land in different detector runs: wait for both, so that
-    // the lifts below cover every block in force.
+    // a detection pass stores them one after the other: wait for both, so
+    // that the lifts below cover every block in force.
     wait_for("the gateway's hard blocks on the user and the session", 60, || {
         blocks = gw.json(&["security", "blocks", "--status", "active"])["blocks"].as_array().cloned().unwrap_or_default();
         blocks.iter().any(|b| b["subject_kind"] == "user" && b["subject"] == "root" && b["kind"] == "hard") && blocks.iter().any(|b| b["subject_kind"] == "session")
