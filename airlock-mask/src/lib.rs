@@ -12,7 +12,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 mod pii;
 mod secrets;
@@ -106,6 +106,9 @@ impl Masker {
 
     /// Masks what is recognised in free text: a script, a message quoting a command line.
     pub fn mask_text(&self, text: &str) -> String {
+        if !may_hold_findings(text) {
+            return text.to_string();
+        }
         let mut findings = Vec::new();
         secrets::find(text, &mut findings);
         pii::find(text, &mut findings);
@@ -141,6 +144,15 @@ impl Masker {
     fn render(&self, value: &str, kind: Kind) -> String {
         strategy::render(self.strategy, kind, value, self.hash_key.as_deref())
     }
+}
+
+/// Whether any pattern of the recognisers matches somewhere in `text`: one
+/// pass over it, where the recognisers take one per pattern. Most words of a
+/// command line hold nothing, and every exec's words are masked.
+fn may_hold_findings(text: &str) -> bool {
+    static ANY: OnceLock<RegexSet> = OnceLock::new();
+    ANY.get_or_init(|| RegexSet::new(secrets::text_patterns().into_iter().chain(pii::text_patterns())).expect("the built-in patterns compile as a set"))
+        .is_match(text)
 }
 
 /// What a strategy wrote: recognisers must not find values in it again. A

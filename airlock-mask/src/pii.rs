@@ -38,6 +38,12 @@ fn patterns() -> &'static Patterns {
     })
 }
 
+/// The patterns [`find`] searches free text with, as source.
+pub(crate) fn text_patterns() -> Vec<&'static str> {
+    let p = patterns();
+    vec![p.email.as_str(), p.digit_groups.as_str(), p.ssn.as_str(), p.uk_nino.as_str(), p.es_dni.as_str(), p.de_tax_id.as_str()]
+}
+
 /// Personal data in free text, in order of precedence.
 pub(crate) fn find(text: &str, out: &mut Vec<Finding>) {
     let p = patterns();

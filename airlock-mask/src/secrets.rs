@@ -84,6 +84,9 @@ pub(crate) fn secret_option_kind(name: &str) -> Option<Kind> {
 
 /// A whole word `NAME=value` whose name says it holds a secret: the value's range and kind.
 pub(crate) fn env_assignment(word: &str) -> Option<(Range<usize>, Kind)> {
+    if !word.contains('=') {
+        return None;
+    }
     let caps = patterns().env_assignment.captures(word)?;
     let value = caps.get(2)?;
     Some((value.range(), kind_for_name(&caps[1])))
@@ -111,6 +114,14 @@ pub(crate) fn classify(value: &str, otherwise: Kind) -> Kind {
         .iter()
         .find(|(re, _)| re.find(value).is_some_and(|m| m.range() == (0..value.len())))
         .map_or(otherwise, |&(_, kind)| kind)
+}
+
+/// The patterns [`find`] searches free text with, as source.
+pub(crate) fn text_patterns() -> Vec<&'static str> {
+    let p = patterns();
+    let mut sources = vec![p.url_password.as_str(), p.inline_option.as_str(), p.inline_assignment.as_str(), p.header_credential.as_str()];
+    sources.extend(p.by_form.iter().map(|(re, _)| re.as_str()));
+    sources
 }
 
 /// Credentials in free text, in order of precedence.

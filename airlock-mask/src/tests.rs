@@ -268,3 +268,35 @@ fn checksums_hold_for_known_values() {
         assert!(!pii::is_de_tax_id(id), "{id}");
     }
 }
+
+#[test]
+fn the_one_pass_check_passes_every_text_the_recognisers_find_something_in() {
+    let texts = [
+        "https://user:pa55w0rd99@example.com/x",
+        "Authorization: Bearer abcdefghijklmnop",
+        "mysql --password hunter2hunter2 && curl -u bob:s3cretpass@x.io -d card=5555555555554444",
+        "DB_PASSWORD=hunter2hunter2",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123",
+        "xoxb-1234567890-abcdef",
+        "eyJhbGciOi.eyJzdWIiOi.sig",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+        "alice@example.com",
+        "4111 1111 1111 1111",
+        "123-45-6789",
+        "AB123456C",
+        "12345678Z",
+        "86095742719",
+    ];
+    for text in texts {
+        let mut findings = Vec::new();
+        secrets::find(text, &mut findings);
+        pii::find(text, &mut findings);
+        assert!(!findings.is_empty(), "the corpus must hold something in {text:?}");
+        assert!(may_hold_findings(text), "the one-pass check let {text:?} through unmasked");
+    }
+    for inert in ["/bin/true", "terraform", "apply", "-auto-approve", "./main.tf", "status"] {
+        assert!(!may_hold_findings(inert), "{inert:?} holds nothing to mask");
+        assert_eq!(masker(Strategy::Full).mask_text(inert), inert);
+    }
+}

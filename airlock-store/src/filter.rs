@@ -26,8 +26,10 @@ pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
     }
     match Verdict::try_from(f.decision).unwrap_or(Verdict::Unspecified) {
         Verdict::Unspecified => {}
-        Verdict::Allow => eq("decision", ALLOW, &mut sql, &mut args),
-        Verdict::Deny => eq("decision", DENY, &mut sql, &mut args),
+        // Constants, not parameters: the planner uses the partial index of denials
+        // only when it can see that the query asks for denials.
+        Verdict::Allow => sql.push_str(&format!(" AND decision = '{ALLOW}'")),
+        Verdict::Deny => sql.push_str(&format!(" AND decision = '{DENY}'")),
     }
     let user = f.user.trim();
     if !user.is_empty() {

@@ -31,7 +31,9 @@ CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ns);
 CREATE INDEX IF NOT EXISTS decisions_session ON decisions(session_id, id);
 CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user, id);
 CREATE INDEX IF NOT EXISTS decisions_role ON decisions(role, id);
-CREATE INDEX IF NOT EXISTS decisions_verdict ON decisions(decision, id);
+-- Denials are a few percent of the rows: allowed rows are not written into their index.
+CREATE INDEX IF NOT EXISTS decisions_denied ON decisions(id) WHERE decision = 'deny';
+DROP INDEX IF EXISTS decisions_verdict;
 CREATE INDEX IF NOT EXISTS decisions_kind ON decisions(kind, decision, id);
 ";
 
@@ -63,4 +65,40 @@ pub fn open_for_writing(path: &Path) -> Result<Connection> {
 
 pub fn open_for_reading(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_api::v1::{DecisionFilter, Verdict};
+
+    fn index_names(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn an_older_store_loses_its_verdict_index_and_denials_use_their_own() {
+        let dir = std::env::temp_dir().join(format!("airlock-store-schema-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("decisions.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(&SCHEMA.replace("DROP INDEX IF EXISTS decisions_verdict;", "")).unwrap();
+            old.execute_batch("CREATE INDEX decisions_verdict ON decisions(decision, id)").unwrap();
+            assert!(index_names(&old).contains(&"decisions_verdict".to_string()));
+        }
+        let conn = open_for_writing(&path).unwrap();
+        let names = index_names(&conn);
+        assert!(!names.contains(&"decisions_verdict".to_string()), "{names:?}");
+        assert!(names.contains(&"decisions_denied".to_string()), "{names:?}");
+
+        // Allowed rows are most rows: they are kept out of the index the denial queries read.
+        let (sql, args) = crate::filter::where_clause(&DecisionFilter { decision: Verdict::Deny as i32, ..Default::default() });
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE {sql} ORDER BY id DESC LIMIT 100")).unwrap();
+        let plan: Vec<String> = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(plan.iter().any(|step| step.contains("decisions_denied")), "{plan:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -4,6 +4,7 @@
 //! background thread so the event path never waits on a file.
 
 use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -15,7 +16,7 @@ use airlock_common::abi::word_hash;
 use anyhow::{Context, Result};
 
 use super::agent::{lock, Agent};
-use super::learn_queue::LearnJob;
+use super::learn_queue::{LearnJob, LEARN_QUEUE};
 use crate::policy::learned::{candidate_file, on_session_path, FileStamp, LearnedEntry};
 use crate::policy::PolicyStore;
 
@@ -37,41 +38,64 @@ fn process_root(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root"))
 }
 
+/// What decides the file a path names for a process: its root directory
+/// (`chroot`) and its mount namespace (a bind mount over a path in
+/// `unshare -m`), as (device, inode) of each. `None` once it has exited: its
+/// path is then looked up from the daemon's own `/`, as for every other
+/// exited process.
+fn process_view(pid: u32) -> Option<[u64; 4]> {
+    let root = std::fs::metadata(process_root(pid)).ok()?;
+    let mounts = std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok()?;
+    Some([root.dev(), root.ino(), mounts.dev(), mounts.ino()])
+}
+
 impl Agent {
     /// The learning thread: fingerprints queued execs and installs what is
     /// new. A file already read for a program, and unchanged since (its
     /// [`FileStamp`]), costs one `stat` and is not read again: a session
-    /// runs the same few tools again and again.
+    /// runs the same few tools again and again. Jobs come in bursts (one per
+    /// drain of the ring); within a burst, the same program at the same path
+    /// under the same root is looked at once.
     pub fn learn_loop(&self, rx: Receiver<LearnJob>) -> Result<()> {
         let mut known: HashSet<(String, FileStamp)> = HashSet::new();
         while !self.shutdown.load(Ordering::SeqCst) {
-            let job = match rx.recv_timeout(Duration::from_millis(500)) {
+            let first = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            // As the process saw it while it lives (chroot, its own mount
-            // namespace), else where the daemon sees that path.
-            let exe = PathBuf::from(&job.executable);
-            let Some(file) = candidate_file(&job.program, &process_root(job.pid), &exe).or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
-                continue;
-            };
-            if known.contains(&(job.program.clone(), file.stamp)) {
-                continue;
-            }
-            let Some((found, read_stamp)) = file.read(&job.program, &exe, "exec") else { continue };
-            let program = found.program.clone();
-            match lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
-                Ok(_) => {
-                    if known.len() >= MAX_KNOWN_FILES {
-                        known.clear();
-                    }
-                    known.insert((program, read_stamp));
+            let mut looked_at = HashSet::new();
+            for job in std::iter::once(first).chain(rx.try_iter().take(LEARN_QUEUE)) {
+                if looked_at.insert((job.program.clone(), job.executable.clone(), process_view(job.pid))) {
+                    self.learn_exec(&mut known, &job, &process_root(job.pid));
                 }
-                Err(e) => tracing::error!("install a learned exec identity: {e:#}"),
             }
         }
         Ok(())
+    }
+
+    /// One exec's file: read and installed unless it is known and unchanged.
+    fn learn_exec(&self, known: &mut HashSet<(String, FileStamp)>, job: &LearnJob, root: &Path) {
+        // As the process saw it while it lives (chroot, its own mount
+        // namespace), else where the daemon sees that path.
+        let exe = PathBuf::from(&job.executable);
+        let Some(file) = candidate_file(&job.program, root, &exe).or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
+            return;
+        };
+        if known.contains(&(job.program.clone(), file.stamp)) {
+            return;
+        }
+        let Some((found, read_stamp)) = file.read(&job.program, &exe, "exec") else { return };
+        let program = found.program.clone();
+        match lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
+            Ok(_) => {
+                if known.len() >= MAX_KNOWN_FILES {
+                    known.clear();
+                }
+                known.insert((program, read_stamp));
+            }
+            Err(e) => tracing::error!("install a learned exec identity: {e:#}"),
+        }
     }
 
     /// The protected programs on a launching session's PATH, learned before
@@ -90,5 +114,24 @@ impl Agent {
             tracing::info!(added, "exec identities learned from the session's PATH");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_view_is_its_root_and_mount_namespace_and_none_once_it_exits() {
+        let own = process_view(std::process::id()).expect("this process's view");
+        let root = std::fs::metadata("/").expect("stat /");
+        assert_eq!(own[..2], [root.dev(), root.ino()]);
+        let mounts = std::fs::metadata("/proc/self/ns/mnt").expect("stat the mount namespace");
+        assert_eq!(own[2..], [mounts.dev(), mounts.ino()]);
+
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait for true");
+        assert_eq!(process_view(pid), None, "an exited (reaped) process has no view");
     }
 }
