@@ -3,7 +3,7 @@
 //! exec whose file carries a protected program's name, fingerprinted by a
 //! background thread so the event path never waits on a file.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -34,6 +34,33 @@ pub fn learn_job(policy: &PolicyStore, d: &Decision) -> Option<LearnJob> {
     Some(LearnJob { program: program.clone(), executable: d.executable.clone(), pid: d.pid })
 }
 
+/// The files the learning thread has read, by stamp, with the programs each
+/// was learned as (one file may carry several protected names).
+#[derive(Default)]
+struct KnownFiles {
+    by_stamp: HashMap<FileStamp, Vec<String>>,
+    count: usize,
+}
+
+impl KnownFiles {
+    fn holds(&self, stamp: FileStamp, program: &str) -> bool {
+        self.by_stamp.get(&stamp).is_some_and(|programs| programs.iter().any(|p| p == program))
+    }
+
+    /// Past [`MAX_KNOWN_FILES`] it starts again: a forgotten file costs one more read.
+    fn add(&mut self, stamp: FileStamp, program: String) {
+        if self.count >= MAX_KNOWN_FILES {
+            self.by_stamp.clear();
+            self.count = 0;
+        }
+        let programs = self.by_stamp.entry(stamp).or_default();
+        if !programs.contains(&program) {
+            programs.push(program);
+            self.count += 1;
+        }
+    }
+}
+
 fn process_root(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root"))
 }
@@ -57,17 +84,18 @@ impl Agent {
     /// drain of the ring); within a burst, the same program at the same path
     /// under the same root is looked at once.
     pub fn learn_loop(&self, rx: Receiver<LearnJob>) -> Result<()> {
-        let mut known: HashSet<(String, FileStamp)> = HashSet::new();
+        let mut known = KnownFiles::default();
         while !self.shutdown.load(Ordering::SeqCst) {
             let first = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let burst: Vec<LearnJob> = std::iter::once(first).chain(rx.try_iter().take(LEARN_QUEUE)).collect();
             let mut looked_at = HashSet::new();
-            for job in std::iter::once(first).chain(rx.try_iter().take(LEARN_QUEUE)) {
-                if looked_at.insert((job.program.clone(), job.executable.clone(), process_view(job.pid))) {
-                    self.learn_exec(&mut known, &job, &process_root(job.pid));
+            for job in &burst {
+                if looked_at.insert((job.program.as_str(), job.executable.as_str(), process_view(job.pid))) {
+                    self.learn_exec(&mut known, job, &process_root(job.pid));
                 }
             }
         }
@@ -75,25 +103,20 @@ impl Agent {
     }
 
     /// One exec's file: read and installed unless it is known and unchanged.
-    fn learn_exec(&self, known: &mut HashSet<(String, FileStamp)>, job: &LearnJob, root: &Path) {
+    fn learn_exec(&self, known: &mut KnownFiles, job: &LearnJob, root: &Path) {
         // As the process saw it while it lives (chroot, its own mount
         // namespace), else where the daemon sees that path.
         let exe = PathBuf::from(&job.executable);
         let Some(file) = candidate_file(&job.program, root, &exe).or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
             return;
         };
-        if known.contains(&(job.program.clone(), file.stamp)) {
+        if known.holds(file.stamp, &job.program) {
             return;
         }
         let Some((found, read_stamp)) = file.read(&job.program, &exe, "exec") else { return };
         let program = found.program.clone();
         match lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
-            Ok(_) => {
-                if known.len() >= MAX_KNOWN_FILES {
-                    known.clear();
-                }
-                known.insert((program, read_stamp));
-            }
+            Ok(_) => known.add(read_stamp, program),
             Err(e) => tracing::error!("install a learned exec identity: {e:#}"),
         }
     }
@@ -120,6 +143,26 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_files_are_known_per_program_and_forgotten_together_past_the_bound() {
+        let stamp = |path: &str| FileStamp::of(&std::fs::symlink_metadata(path).expect("stat"));
+        let (a, b) = (stamp("/"), stamp("/proc"));
+        let mut known = KnownFiles::default();
+        known.add(a, "terraform".into());
+        known.add(a, "tf".into());
+        known.add(a, "tf".into());
+        assert!(known.holds(a, "terraform") && known.holds(a, "tf"));
+        assert!(!known.holds(a, "kubectl") && !known.holds(b, "terraform"));
+        assert_eq!(known.count, 2, "a pair added twice counts once");
+        for i in known.count..MAX_KNOWN_FILES {
+            known.add(b, format!("p{i}"));
+        }
+        assert!(known.holds(a, "terraform"), "at the bound nothing is forgotten yet");
+        known.add(b, "one more".into());
+        assert!(!known.holds(a, "terraform") && known.holds(b, "one more"), "past it, all is forgotten at once");
+        assert_eq!(known.count, 1);
+    }
 
     #[test]
     fn a_process_view_is_its_root_and_mount_namespace_and_none_once_it_exits() {

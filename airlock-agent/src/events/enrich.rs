@@ -17,6 +17,7 @@ use super::names::{kind_name, op_name, reason_name, via_name};
 use super::procs::{ProcCache, ProcImage};
 use crate::kernel::Backend;
 use crate::masking::Masking;
+use crate::policy::learned::under_root;
 use crate::policy::PolicyStore;
 use crate::sessions::{format_session_id, Sessions};
 
@@ -197,7 +198,7 @@ fn detect_program(tgid: u32, cwd: &str, file: &str, policy: &PolicyStore) -> Opt
     let via_root = procfs::process::Process::new(tgid as i32)
         .and_then(|p| p.root())
         .ok()
-        .map(|root| root.join(seen.strip_prefix("/").unwrap_or(&seen)));
+        .map(|root| under_root(&root, &seen));
     let identities = policy.identities().installed();
     let (program, by) = via_root.and_then(|p| identities.program_of_file(&p)).or_else(|| identities.program_of_file(&seen))?;
     Some(DetectedProgram { program, by: by.to_string() })

@@ -181,6 +181,12 @@ fn learnable(base: &IdentityTable, hash: u64) -> bool {
 /// Symlinks followed from a found name to its file.
 const MAX_LINKS: usize = 8;
 
+/// An absolute `path` as a process whose root directory is `root` sees it
+/// (`/proc/PID/root`, or `/`).
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
 /// `path` (under `root`) with its last component's symlinks followed,
 /// absolute targets under `root`. Directories on the way are resolved by the
 /// kernel, an absolute symlink among them from the daemon's root: learning
@@ -192,7 +198,7 @@ fn follow(root: &Path, path: PathBuf) -> PathBuf {
             break;
         };
         path = if target.is_absolute() {
-            root.join(target.strip_prefix("/").unwrap_or(&target))
+            under_root(root, &target)
         } else {
             path.parent().map(|p| p.join(&target)).unwrap_or(target)
         };
@@ -216,7 +222,8 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(meta: &std::fs::Metadata) -> FileStamp {
+    /// The stamp of the file `stat` or `fstat` described.
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
         FileStamp { dev: meta.dev(), ino: meta.ino(), size: meta.size(), mtime_ns: ns(meta.mtime(), meta.mtime_nsec()), ctime_ns: ns(meta.ctime(), meta.ctime_nsec()) }
@@ -239,7 +246,7 @@ pub fn candidate_file(program: &str, root: &Path, path: &Path) -> Option<Candida
     if is_interpreter_name(program) || is_multi_call_name(program) {
         return None;
     }
-    let real = follow(root, root.join(path.strip_prefix("/").unwrap_or(path)));
+    let real = follow(root, under_root(root, path));
     let meta = std::fs::symlink_metadata(&real).ok()?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return None;
@@ -285,8 +292,7 @@ pub fn on_session_path(root: &Path, path_var: &str, cwd: &str, programs: &BTreeS
         if !dir.is_absolute() || !seen.insert(dir.clone()) {
             continue;
         }
-        let under_root = root.join(dir.strip_prefix("/").unwrap_or(&dir));
-        for program in names_in_dir(&under_root, programs) {
+        for program in names_in_dir(&under_root(root, &dir), programs) {
             if let Some(c) = candidate(program, root, &dir.join(program), "launch") {
                 found.push(c);
             }
