@@ -82,7 +82,7 @@ impl Agent {
     /// [`FileStamp`]), costs one `stat` and is not read again: a session
     /// runs the same few tools again and again. Jobs come in bursts (one per
     /// drain of the ring); within a burst, the same program at the same path
-    /// under the same root is looked at once.
+    /// in the same process view (root and mount namespace) is looked at once.
     pub fn learn_loop(&self, rx: Receiver<LearnJob>) -> Result<()> {
         let mut known = KnownFiles::default();
         while !self.shutdown.load(Ordering::SeqCst) {
@@ -94,8 +94,15 @@ impl Agent {
             let burst: Vec<LearnJob> = std::iter::once(first).chain(rx.try_iter().take(LEARN_QUEUE)).collect();
             let mut looked_at = HashSet::new();
             for job in &burst {
-                if looked_at.insert((job.program.as_str(), job.executable.as_str(), process_view(job.pid))) {
-                    self.learn_exec(&mut known, job, &process_root(job.pid));
+                let key = (job.program.as_str(), job.executable.as_str(), process_view(job.pid));
+                if looked_at.contains(&key) {
+                    continue;
+                }
+                let seen_in_view = self.learn_exec(&mut known, job, &process_root(job.pid));
+                // A process that exited before its lookup was looked up from `/`,
+                // which says nothing of the file its view holds: a later job of that view looks again.
+                if seen_in_view || key.2.is_none() {
+                    looked_at.insert(key);
                 }
             }
         }
@@ -103,22 +110,26 @@ impl Agent {
     }
 
     /// One exec's file: read and installed unless it is known and unchanged.
-    fn learn_exec(&self, known: &mut KnownFiles, job: &LearnJob, root: &Path) {
+    /// Returns whether the file was found through the process's own root.
+    fn learn_exec(&self, known: &mut KnownFiles, job: &LearnJob, root: &Path) -> bool {
         // As the process saw it while it lives (chroot, its own mount
         // namespace), else where the daemon sees that path.
         let exe = PathBuf::from(&job.executable);
-        let Some(file) = candidate_file(&job.program, root, &exe).or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
-            return;
+        let in_view = candidate_file(&job.program, root, &exe);
+        let seen_in_view = in_view.is_some();
+        let Some(file) = in_view.or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
+            return seen_in_view;
         };
         if known.holds(file.stamp, &job.program) {
-            return;
+            return seen_in_view;
         }
-        let Some((found, read_stamp)) = file.read(&job.program, &exe, "exec") else { return };
+        let Some((found, read_stamp)) = file.read(&job.program, &exe, "exec") else { return seen_in_view };
         let program = found.program.clone();
         match lock(&self.policy).learn_identities(&self.kernel, vec![found]) {
             Ok(_) => known.add(read_stamp, program),
             Err(e) => tracing::error!("install a learned exec identity: {e:#}"),
         }
+        seen_in_view
     }
 
     /// The protected programs on a launching session's PATH, learned before
