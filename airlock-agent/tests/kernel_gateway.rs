@@ -571,9 +571,12 @@ fn a_block_made_from_one_hosts_decisions_is_enforced_on_another() {
         assert!(!out.contains(RAN), "{out}");
     }
     let mut blocks = Vec::new();
-    wait_for("the gateway's hard block on the user", 60, || {
+    // One detector pass places a block per subject (the user and host a's
+    // session) and stores them one after the other: wait for both, so that
+    // the lifts below cover every block in force.
+    wait_for("the gateway's hard blocks on the user and the session", 60, || {
         blocks = gateway_blocks(&gw);
-        blocks.iter().any(|b| b["subject_kind"] == "user" && b["subject"] == "root" && b["kind"] == "hard")
+        blocks.iter().any(|b| b["subject_kind"] == "user" && b["subject"] == "root" && b["kind"] == "hard") && blocks.iter().any(|b| b["subject_kind"] == "session")
     });
     let user_block = blocks.iter().find(|b| b["subject_kind"] == "user").cloned().expect("the user's block");
     let id = user_block["id"].as_str().unwrap_or_default().to_string();
@@ -599,6 +602,11 @@ fn a_block_made_from_one_hosts_decisions_is_enforced_on_another() {
         out.contains(RAN)
     });
     assert!(b.governed(Some("agent"), "terraform plan").tool_ran(), "host b still refuses the user's new sessions");
+    // Each host hears of the lifts over its own stream.
+    wait_for("no block in force on host a", 30, || {
+        let out = a.cli(&["security", "blocks", "--status", "active", "--json"]);
+        out.status.success() && serde_json::from_slice::<Vec<Value>>(&out.stdout).is_ok_and(|active| active.is_empty())
+    });
     let (out, _) = on_a.run("terraform plan");
     assert!(out.contains(RAN), "host a still enforces a lifted block: {out}");
     on_a.quit();
