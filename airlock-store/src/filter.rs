@@ -21,7 +21,12 @@ pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
     match DecisionKind::try_from(f.kind).unwrap_or(DecisionKind::Unspecified) {
         DecisionKind::Unspecified => {}
         DecisionKind::Exec => eq("kind", EXEC, &mut sql, &mut args),
-        DecisionKind::Connect => sql.push_str(&format!(" AND kind IN ({})", quoted(&CONNECT_KINDS))),
+        // Unary plus: the kind index is no help to a list of kinds, whose rows it
+        // holds in one id range per kind, to be sorted again for a newest-first page.
+        // Without it a store the planner has no statistics for yet sorts every
+        // matching row; with it the page is read newest-first (by the denial index
+        // when denials are asked for) and stops at the page's end.
+        DecisionKind::Connect => sql.push_str(&format!(" AND +kind IN ({})", quoted(&CONNECT_KINDS))),
         DecisionKind::Other => sql.push_str(&format!(" AND kind NOT IN ('{EXEC}', {})", quoted(&CONNECT_KINDS))),
     }
     match Verdict::try_from(f.decision).unwrap_or(Verdict::Unspecified) {

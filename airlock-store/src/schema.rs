@@ -70,7 +70,7 @@ pub fn open_for_reading(path: &Path) -> Result<Connection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_api::v1::{DecisionFilter, Verdict};
+    use airlock_api::v1::{DecisionFilter, DecisionKind, Verdict};
 
     fn index_names(conn: &Connection) -> Vec<String> {
         let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").unwrap();
@@ -99,6 +99,14 @@ mod tests {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE {sql} ORDER BY id DESC LIMIT 100")).unwrap();
         let plan: Vec<String> = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
         assert!(plan.iter().any(|step| step.contains("decisions_denied")), "{plan:?}");
+
+        // Denied connections (a list of kinds) are read from the same index, newest first, with no sort.
+        let filter = DecisionFilter { decision: Verdict::Deny as i32, kind: DecisionKind::Connect as i32, ..Default::default() };
+        let (sql, args) = crate::filter::where_clause(&filter);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE {sql} ORDER BY id DESC LIMIT 100")).unwrap();
+        let plan: Vec<String> = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(plan.iter().any(|step| step.contains("decisions_denied")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -81,6 +81,8 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         p.airlock_socket_create.set_autoload(lsm);
         p.airlock_sock_create.set_autoload(!lsm);
         p.airlock_compat_socket.set_autoload(!lsm);
+        // Raw sockets of roles that allow them (and, on compat, ping sockets), packet by packet.
+        p.airlock_sock_tag.set_autoload(lsm);
         for prog in guard_lsm_programs(p) {
             prog.set_autoload(lsm);
         }
@@ -122,6 +124,11 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
     }
     let p = &skel.progs;
     attached("airlock_sched_exec", "tp_btf/sched_process_exec", p.airlock_sched_exec.attach())?;
+    let cgroup_root = mounts::cgroup2_root()?;
+    let cgroup = std::fs::File::open(&cgroup_root).with_context(|| format!("open the cgroup2 root {}", cgroup_root.display()))?;
+    let cgroup_fd = cgroup.as_raw_fd();
+    let at = |hook: &str| format!("{hook} on {}", cgroup_root.display());
+    attached("airlock_packet_egress", &at("cgroup/egress"), p.airlock_packet_egress.attach_cgroup(cgroup_fd))?;
     if lsm {
         attached("airlock_enter_execve", "tracepoint/syscalls/sys_enter_execve", p.airlock_enter_execve.attach())?;
         attached("airlock_enter_execveat", "tracepoint/syscalls/sys_enter_execveat", p.airlock_enter_execveat.attach())?;
@@ -131,6 +138,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         attached("airlock_unix_stream_connect", "lsm/unix_stream_connect", p.airlock_unix_stream_connect.attach_lsm())?;
         attached("airlock_unix_may_send", "lsm/unix_may_send", p.airlock_unix_may_send.attach_lsm())?;
         attached("airlock_socket_create", "lsm/socket_create", p.airlock_socket_create.attach_lsm())?;
+        attached("airlock_sock_tag", &at("cgroup/sock_create"), p.airlock_sock_tag.attach_cgroup(cgroup_fd))?;
         // Tamper resistance and protected files
         for (name, hook, prog) in [
             ("airlock_guard_bpf", "lsm/bpf", &p.airlock_guard_bpf),
@@ -154,10 +162,7 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             attached(name, hook, prog.attach_lsm())?;
         }
     } else {
-        let root = mounts::cgroup2_root()?;
-        let cgroup = std::fs::File::open(&root).with_context(|| format!("open the cgroup2 root {}", root.display()))?;
-        let fd = cgroup.as_raw_fd();
-        let at = |hook: &str| format!("{hook} on {}", root.display());
+        let fd = cgroup_fd;
         attached("airlock_connect4", &at("cgroup/connect4"), p.airlock_connect4.attach_cgroup(fd))?;
         attached("airlock_connect6", &at("cgroup/connect6"), p.airlock_connect6.attach_cgroup(fd))?;
         attached("airlock_sendmsg4", &at("cgroup/sendmsg4"), p.airlock_sendmsg4.attach_cgroup(fd))?;

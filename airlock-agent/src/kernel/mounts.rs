@@ -9,7 +9,7 @@ use nix::mount::{mount, MsFlags};
 pub fn cgroup2_root() -> Result<PathBuf> {
     find_mount("cgroup2")?.context(
         "no cgroup2 file system is mounted (looked in /proc/self/mountinfo); \
-         the compat backend attaches its egress programs to the cgroup2 root",
+         Airlock attaches its egress programs to the cgroup2 root",
     )
 }
 

@@ -11,6 +11,7 @@
 #include "exec.bpf.h"
 #include "net.bpf.h"
 #include "unix.bpf.h"
+#include "packet.bpf.h"
 #include "raw_socket.bpf.h"
 #include "protected_files.bpf.h"
 #include "tamper_lsm.bpf.h"

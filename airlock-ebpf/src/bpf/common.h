@@ -120,11 +120,10 @@ static __always_inline __u32 rule_set_of(const struct airlock_proc_tag *tag, __u
 	return reason;
 }
 
-static __always_inline void header_fill(struct airlock_event_header *hdr, __u32 kind,
-					const struct airlock_proc_tag *tag)
+/* The header fields that do not depend on which task the hook runs in. */
+static __always_inline void header_fill_session(struct airlock_event_header *hdr, __u32 kind,
+						const struct airlock_proc_tag *tag)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
 	struct airlock_config *cfg = config_get();
 
 	hdr->kind = kind;
@@ -135,14 +134,23 @@ static __always_inline void header_fill(struct airlock_event_header *hdr, __u32 
 	hdr->ktime_ns = bpf_ktime_get_boot_ns();
 	hdr->role_slot = tag->role_slot;
 	hdr->policy_generation = cfg ? cfg->policy_generation : 0;
-	hdr->pid = (__u32)pid_tgid;
-	hdr->tgid = pid_tgid >> 32;
 	hdr->ppid = 0;
-	hdr->uid = (__u32)uid_gid;
-	hdr->gid = uid_gid >> 32;
 	hdr->backend = cfg ? cfg->backend : 0;
 	hdr->flags = 0;
 	hdr->pad = 0;
+}
+
+static __always_inline void header_fill(struct airlock_event_header *hdr, __u32 kind,
+					const struct airlock_proc_tag *tag)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	header_fill_session(hdr, kind, tag);
+	hdr->pid = (__u32)pid_tgid;
+	hdr->tgid = pid_tgid >> 32;
+	hdr->uid = (__u32)uid_gid;
+	hdr->gid = uid_gid >> 32;
 	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
 }
 

@@ -326,6 +326,29 @@ struct {
 	__type(value, __u32);
 } file_allow SEC(".maps");
 
+/*
+ * The governed process that created a socket whose packets are judged one by
+ * one (packet.bpf.h). Kept with the socket, so it goes when the socket does.
+ * cgroup_skb/egress cannot always ask who is sending (the current task helpers
+ * reach cgroup_skb programs only in newer kernels than Debian's 6.1), and the
+ * creator's session is the one the socket answers to.
+ */
+struct socket_owner {
+	struct airlock_proc_tag tag;
+	__u32 pid;
+	__u32 tgid;
+	__u32 uid;
+	__u32 gid;
+	char comm[AIRLOCK_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct socket_owner);
+} socket_owners SEC(".maps");
+
 /* Working memory of the guard hooks: the event is too large for the BPF stack. */
 struct guard_scratch {
 	struct airlock_guard_event evt;

@@ -77,6 +77,53 @@ static __always_inline bool is_loopback(__u16 family, __u32 addr4_be, const __u3
 }
 
 /*
+ * The reason a governed process may not reach the destination
+ * (AIRLOCK_REASON_NONE: it may), and in *rule_id the rule that decided.
+ * addr6_be is NULL for IPv4.
+ */
+static __always_inline __u32 egress_decide(const struct airlock_proc_tag *tag, __u16 family, __u32 addr4_be,
+					   const __u32 *addr6_be, __u16 port_be, __u32 *rule_id)
+{
+	*rule_id = 0;
+	struct airlock_role_set rs;
+	__u32 reason = role_set_of(tag, &rs);
+	__u32 set_id = rs.set_id;
+	if (reason != AIRLOCK_REASON_NONE || !set_id)
+		return reason;
+	*rule_id = family == AF_INET ? egress_lookup4(set_id, addr4_be, port_be) : egress_lookup6(set_id, addr6_be, port_be);
+	if (*rule_id)
+		return AIRLOCK_REASON_RULE;
+	bool default_deny = rs.flags & AIRLOCK_ROLE_EGRESS_DEFAULT_DENY;
+	bool soft_blocked = rs.flags & AIRLOCK_ROLE_SOFT_BLOCKED;
+	if (!default_deny && !soft_blocked)
+		return AIRLOCK_REASON_NONE;
+	/* An allow decision names the allow rule that let it through. */
+	*rule_id = egress_allow_rule(set_id, family, addr4_be, addr6_be, port_be);
+	if (!*rule_id && default_deny)
+		return AIRLOCK_REASON_EGRESS_DEFAULT;
+	if (!*rule_id && !is_loopback(family, addr4_be, addr6_be))
+		return AIRLOCK_REASON_SECURITY_BLOCK;
+	return AIRLOCK_REASON_NONE;
+}
+
+/* The decision and destination of a network event whose header is filled. */
+static __always_inline void net_event_fill(struct airlock_net_event *e, __u32 reason, __u32 rule_id, __u16 family,
+					   __u32 addr4_be, const __u32 *addr6_be, __u16 port_be, __u32 protocol)
+{
+	e->hdr.decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
+	e->hdr.reason = reason;
+	e->hdr.rule_id = rule_id;
+	e->family = family;
+	e->port = bpf_ntohs(port_be);
+	e->protocol = protocol;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (family == AF_INET)
+		__builtin_memcpy(e->addr, &addr4_be, 4);
+	else if (addr6_be)
+		__builtin_memcpy(e->addr, addr6_be, 16);
+}
+
+/*
  * Decides one connection of the current process. addr6 is NULL for IPv4.
  * Returns AIRLOCK_ALLOW or AIRLOCK_DENY and writes the audit event.
  */
@@ -88,26 +135,8 @@ static __always_inline __u32 egress_judge(__u32 kind, __u16 family, __u32 addr4_
 	if (!tag_of(tgid, &tag))
 		return AIRLOCK_ALLOW;
 
-	__u32 rule_id = 0;
-	struct airlock_role_set rs;
-	__u32 reason = role_set_of(&tag, &rs);
-	__u32 set_id = rs.set_id;
-	if (reason == AIRLOCK_REASON_NONE && set_id) {
-		rule_id = family == AF_INET ? egress_lookup4(set_id, addr4_be, port_be)
-					    : egress_lookup6(set_id, addr6_be, port_be);
-		bool default_deny = rs.flags & AIRLOCK_ROLE_EGRESS_DEFAULT_DENY;
-		bool soft_blocked = rs.flags & AIRLOCK_ROLE_SOFT_BLOCKED;
-		if (rule_id) {
-			reason = AIRLOCK_REASON_RULE;
-		} else if (default_deny || soft_blocked) {
-			/* An allow decision names the allow rule that let it through. */
-			rule_id = egress_allow_rule(set_id, family, addr4_be, addr6_be, port_be);
-			if (!rule_id && default_deny)
-				reason = AIRLOCK_REASON_EGRESS_DEFAULT;
-			else if (!rule_id && !is_loopback(family, addr4_be, addr6_be))
-				reason = AIRLOCK_REASON_SECURITY_BLOCK;
-		}
-	}
+	__u32 rule_id;
+	__u32 reason = egress_decide(&tag, family, addr4_be, addr6_be, port_be, &rule_id);
 	__u32 decision = reason ? AIRLOCK_DENY : AIRLOCK_ALLOW;
 
 	struct airlock_net_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -116,17 +145,7 @@ static __always_inline __u32 egress_judge(__u32 kind, __u16 family, __u32 addr4_
 		return decision;
 	}
 	header_fill(&e->hdr, kind, &tag);
-	e->hdr.decision = decision;
-	e->hdr.reason = reason;
-	e->hdr.rule_id = rule_id;
-	e->family = family;
-	e->port = bpf_ntohs(port_be);
-	e->protocol = protocol;
-	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	if (family == AF_INET)
-		__builtin_memcpy(e->addr, &addr4_be, 4);
-	else if (addr6_be)
-		__builtin_memcpy(e->addr, addr6_be, 16);
+	net_event_fill(e, reason, rule_id, family, addr4_be, addr6_be, port_be, protocol);
 	bpf_ringbuf_submit(e, events_wakeup_flag());
 	account(decision, 0);
 	return decision;

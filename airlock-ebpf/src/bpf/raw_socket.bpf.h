@@ -20,12 +20,11 @@
 #define AIRLOCK_RAW_SOCKET_BPF_H
 
 #include "common.h"
+#include "packet.bpf.h"
 
 #define AF_UNIX 1
 #define AF_NETLINK 16
 #define AF_PACKET 17
-#define SOCK_RAW 3
-#define SOCK_TYPE_MASK 0xf
 
 static __always_inline bool raw_socket_kind(__u32 family, __u32 type)
 {
@@ -78,15 +77,18 @@ int BPF_PROG(airlock_socket_create, int family, int type, int protocol, int kern
 	return lsm_verdict(raw_socket_judge(family, type, protocol, 0) == AIRLOCK_DENY ? -EPERM : 0);
 }
 
-/* Compat: inet sockets, refused at creation (0 = EPERM). */
+/*
+ * Compat: inet sockets, refused at creation (0 = EPERM). A raw socket it lets
+ * through, and a ping socket, is tagged for cgroup_skb/egress (packet.bpf.h).
+ */
 SEC("cgroup/sock_create")
 int airlock_sock_create(struct bpf_sock *ctx)
 {
 	__u32 family = ctx->family;
 	__u32 type = ctx->type;
-	if (!raw_socket_kind(family, type))
-		return 1;
-	return raw_socket_judge(family, type, ctx->protocol, 0) == AIRLOCK_DENY ? 0 : 1;
+	if (raw_socket_kind(family, type) && raw_socket_judge(family, type, ctx->protocol, 0) == AIRLOCK_DENY)
+		return 0;
+	return socket_owner_tag(ctx, true) ? 1 : 0;
 }
 
 /* Compat: what cgroup/sock_create does not see; the caller is killed. */

@@ -284,6 +284,7 @@ pub fn attachment_fits(attach_point: &str, attachment: &Attachment) -> Result<()
             "connect_unix" => libbpf_sys::BPF_CGROUP_UNIX_CONNECT,
             "sendmsg_unix" => libbpf_sys::BPF_CGROUP_UNIX_SENDMSG,
             "sock_create" => libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
+            "egress" => libbpf_sys::BPF_CGROUP_INET_EGRESS,
             _ => return Err(format!("unknown cgroup hook in {attach_point}")),
         };
         return match attachment {
