@@ -158,7 +158,10 @@ fn print_status(r: &pb::StatusResponse) {
         println!("  rules:        {}", p.rules);
         println!("  loaded at:    {}", p.loaded_at);
         println!("  identities:   {} protected program contents fingerprinted", p.protected_contents);
-        println!("  learned:      {} contents learned from sessions, {} evicted, {} execs not learned (queue full)", p.learned_identities, p.learned_evicted, p.learn_dropped);
+        println!(
+            "  learned:      {} contents learned from sessions, {} evicted, {} execs not learned (queue full), {} not read (content already known)",
+            p.learned_identities, p.learned_evicted, p.learn_dropped, p.learn_already_known
+        );
         if let Some(e) = &p.last_reload_error {
             println!("  LAST RELOAD REFUSED: {e}");
         }

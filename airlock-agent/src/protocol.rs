@@ -188,6 +188,9 @@ pub struct PolicyStatus {
     pub learned_evicted: u64,
     #[serde(default)]
     pub learn_dropped: u64,
+    /// Execs of a protected name whose content the kernel already knew as that name: not read again.
+    #[serde(default)]
+    pub learn_already_known: u64,
 }
 
 /// Sends one request and reads its response.

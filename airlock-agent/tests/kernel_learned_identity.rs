@@ -113,6 +113,13 @@ fn learned_from_an_exec_survives_reload_and_restart() {
     assert_runs(&d, "terraform plan by its name", "tools/terraform plan");
     d.wait_status("the exec's terraform learned", |s| s["policy"]["learned_identities"].as_u64().unwrap_or(0) > before);
     assert_denied(&d, "copy of the learned program", "cp tools/terraform tf && ./tf apply");
+    // Run by its name again, the file is not read again: the kernel reports its
+    // content as already known as terraform, and nothing more is learned.
+    let known = |s: &Value| s["policy"]["learn_already_known"].as_u64().unwrap_or(0);
+    let (known_before, learned_now) = (known(&d.status_json()), learned(&d));
+    assert_runs(&d, "terraform plan again", "tools/terraform plan");
+    d.wait_status("the second exec counted as already known", |s| known(s) > known_before);
+    assert_eq!(learned(&d), learned_now, "an exec of a known content learned something");
 
     // A reload (the policy file rewritten) keeps it.
     let generation = d.status_json()["policy"]["generation"].as_u64().unwrap_or(0);

@@ -87,6 +87,8 @@ pub const FLAG_FILELESS: u32 = 1 << 4;
 pub const FLAG_LOADER: u32 = 1 << 5;
 pub const FLAG_INTERPRETER: u32 = 1 << 6;
 pub const FLAG_IDENTITY: u32 = 1 << 7;
+/// The content is already known as the protected program the file's own name is.
+pub const FLAG_CONTENT_IS_NAME: u32 = 1 << 11;
 /// An approval rule named the exec and a grant let it run.
 pub const FLAG_GRANTED: u32 = 1 << 10;
 

@@ -55,6 +55,7 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
             learned_identities: r.policy.learned_identities as u64,
             learned_evicted: r.policy.learned_evicted,
             learn_dropped: r.policy.learn_dropped,
+            learn_already_known: r.policy.learn_already_known,
             hostnames: r
                 .policy
                 .hostnames

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::agent::{lock, Agent};
-use super::learn_ops::learn_job;
+use super::learn_ops::{content_already_known, learn_job};
 use crate::events::decode::decode;
 use crate::events::enrich::{host_name, Enricher};
 
@@ -95,7 +95,11 @@ impl Agent {
             (decision, learn)
         };
         if let Some(job) = learn {
-            self.learner.offer(job);
+            if content_already_known(event.header().flags) {
+                self.learner.already_known.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.learner.offer(job);
+            }
         }
         let held = self.approval_step(&event, &mut decision);
         if decision.reason == "security_block" {

@@ -34,6 +34,13 @@ pub fn learn_job(policy: &PolicyStore, d: &Decision) -> Option<LearnJob> {
     Some(LearnJob { program: program.clone(), executable: d.executable.clone(), pid: d.pid })
 }
 
+/// Whether the kernel found the exec's content already known as the program
+/// its file is named after: the file would teach nothing, so it is not read.
+/// Most execs of a session are of tools it ran before.
+pub fn content_already_known(event_flags: u32) -> bool {
+    event_flags & airlock_common::abi::FLAG_CONTENT_IS_NAME != 0
+}
+
 /// The files the learning thread has read, by stamp, with the programs each
 /// was learned as (one file may carry several protected names).
 #[derive(Default)]

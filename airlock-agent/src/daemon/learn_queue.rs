@@ -19,12 +19,14 @@ pub struct LearnQueue {
     tx: SyncSender<LearnJob>,
     /// Jobs dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Execs not queued because the kernel already knew their content as their name.
+    pub already_known: AtomicU64,
 }
 
 impl LearnQueue {
     pub fn new() -> (LearnQueue, Receiver<LearnJob>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(LEARN_QUEUE);
-        (LearnQueue { tx, dropped: AtomicU64::new(0) }, rx)
+        (LearnQueue { tx, dropped: AtomicU64::new(0), already_known: AtomicU64::new(0) }, rx)
     }
 
     /// Never blocks: a full queue drops the job.

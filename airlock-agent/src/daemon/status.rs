@@ -29,6 +29,7 @@ impl Agent {
             learned_identities: store.identities().learned().len(),
             learned_evicted: store.identities().learned().evicted(),
             learn_dropped: self.learner.dropped.load(Ordering::Relaxed),
+            learn_already_known: self.learner.already_known.load(Ordering::Relaxed),
             hostnames: store.host_status(),
         };
         drop(store);

@@ -132,6 +132,9 @@ enum airlock_match_via {
 #define AIRLOCK_FLAG_LOADER (1U << 5)      /* the executed file is the dynamic loader */
 #define AIRLOCK_FLAG_INTERPRETER (1U << 6) /* the executed file is an interpreter */
 #define AIRLOCK_FLAG_IDENTITY (1U << 7)    /* the content is a protected program's */
+/* The content is already known as the protected program the file's own name is:
+ * reading the file would teach the daemon nothing. */
+#define AIRLOCK_FLAG_CONTENT_IS_NAME (1U << 11)
 /* An approval rule named the exec and a grant let it run (grant_request names it). */
 #define AIRLOCK_FLAG_GRANTED (1U << 10)
 
