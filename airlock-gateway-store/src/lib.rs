@@ -36,7 +36,7 @@ pub use error::StoreError;
 pub use hosts::{Host, HostContact};
 pub use orgs::Org;
 pub use security::{
-    effective_status, in_force, is_block_id, is_finding_id, NewFinding, BLOCK_ACKNOWLEDGED, BLOCK_ACTIVE, BLOCK_EXPIRED, BLOCK_LIFTED, BLOCK_STATUSES,
+    effective_status, in_force, is_block_id, is_finding_id, NewFinding, PreparedFinding, BLOCK_ACKNOWLEDGED, BLOCK_ACTIVE, BLOCK_EXPIRED, BLOCK_LIFTED, BLOCK_STATUSES,
     MAX_SECURITY_PAGE,
 };
 pub use security_inputs::{SecuritySettingsVersion, TokenUseRow};

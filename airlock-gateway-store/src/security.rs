@@ -106,18 +106,24 @@ fn page(limit: u32) -> i64 {
     })
 }
 
-impl GatewayStore {
-    /// Stores a finding and the block it places (in one transaction);
-    /// returns both as stored.
-    pub async fn insert_finding(&self, org_id: i64, new: &NewFinding, now_ns: i64) -> Result<(SecurityFinding, Option<SecurityBlock>), StoreError> {
-        let mut f = new.finding.clone();
+/// A finding and the block it places, with their ids and times: what the
+/// store writes, known before it is written.
+#[derive(Debug, Clone)]
+pub struct PreparedFinding {
+    pub finding: SecurityFinding,
+    pub block: Option<SecurityBlock>,
+}
+
+impl NewFinding {
+    /// Gives the finding (and its block, when it places one) ids and times.
+    pub fn prepare(&self, now_ns: i64) -> Result<PreparedFinding, StoreError> {
+        let mut f = self.finding.clone();
         f.id = random_id("fnd-")?;
         f.created_unix_nanos = now_ns;
-        let mut stmts = Vec::new();
-        let placed = match &new.block_kind {
+        let block = match &self.block_kind {
             None => None,
             Some(kind) => {
-                let secs = i64::try_from(new.block_secs).unwrap_or(i64::MAX);
+                let secs = i64::try_from(self.block_secs).unwrap_or(i64::MAX);
                 let b = SecurityBlock {
                     id: random_id("blk-")?,
                     kind: kind.clone(),
@@ -135,46 +141,72 @@ impl GatewayStore {
                     ..Default::default()
                 };
                 f.block_id = b.id.clone();
-                stmts.push(Stmt::new(
-                    "INSERT INTO security_blocks(org_id, block_id, kind, subject_kind, subject, rule, finding_id, created_ns, expires_ns, status, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    vec![
-                        org_id.into(),
-                        b.id.as_str().into(),
-                        b.kind.as_str().into(),
-                        b.subject_kind.as_str().into(),
-                        b.subject.as_str().into(),
-                        b.rule.as_str().into(),
-                        b.finding_id.as_str().into(),
-                        now_ns.into(),
-                        b.expires_unix_nanos.into(),
-                        BLOCK_ACTIVE.into(),
-                        Value::Bytes(b.encode_to_vec()),
-                    ],
-                ));
                 Some(b)
             }
         };
-        stmts.insert(
-            0,
-            Stmt::new(
-                "INSERT INTO security_findings(org_id, finding_id, rule, severity, subject_kind, subject, created_ns, block_id, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        Ok(PreparedFinding { finding: f, block })
+    }
+}
+
+impl PreparedFinding {
+    fn statements(&self, org_id: i64) -> Vec<Stmt> {
+        let f = &self.finding;
+        let mut stmts = vec![Stmt::new(
+            "INSERT INTO security_findings(org_id, finding_id, rule, severity, subject_kind, subject, created_ns, block_id, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                org_id.into(),
+                f.id.as_str().into(),
+                f.rule.as_str().into(),
+                f.severity.as_str().into(),
+                f.subject_kind.as_str().into(),
+                f.subject.as_str().into(),
+                f.created_unix_nanos.into(),
+                f.block_id.as_str().into(),
+                Value::Bytes(f.encode_to_vec()),
+            ],
+        )];
+        if let Some(b) = &self.block {
+            stmts.push(Stmt::new(
+                "INSERT INTO security_blocks(org_id, block_id, kind, subject_kind, subject, rule, finding_id, created_ns, expires_ns, status, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 vec![
                     org_id.into(),
-                    f.id.as_str().into(),
-                    f.rule.as_str().into(),
-                    f.severity.as_str().into(),
-                    f.subject_kind.as_str().into(),
-                    f.subject.as_str().into(),
-                    now_ns.into(),
-                    f.block_id.as_str().into(),
-                    Value::Bytes(f.encode_to_vec()),
+                    b.id.as_str().into(),
+                    b.kind.as_str().into(),
+                    b.subject_kind.as_str().into(),
+                    b.subject.as_str().into(),
+                    b.rule.as_str().into(),
+                    b.finding_id.as_str().into(),
+                    b.created_unix_nanos.into(),
+                    b.expires_unix_nanos.into(),
+                    BLOCK_ACTIVE.into(),
+                    Value::Bytes(b.encode_to_vec()),
                 ],
-            ),
-        );
-        self.db.transaction(stmts).await?;
-        Ok((f, placed))
+            ));
+        }
+        stmts
+    }
+}
+
+impl GatewayStore {
+    /// Stores a finding and the block it places (in one transaction);
+    /// returns both as stored.
+    pub async fn insert_finding(&self, org_id: i64, new: &NewFinding, now_ns: i64) -> Result<(SecurityFinding, Option<SecurityBlock>), StoreError> {
+        let prepared = new.prepare(now_ns)?;
+        self.insert_findings(org_id, std::slice::from_ref(&prepared)).await?;
+        Ok((prepared.finding, prepared.block))
+    }
+
+    /// Stores the findings of one detection pass and the blocks they place in
+    /// one transaction: a pass that blocks a user and a session together is
+    /// seen by every reader (an agent's stream, a listing) whole or not at all.
+    pub async fn insert_findings(&self, org_id: i64, findings: &[PreparedFinding]) -> Result<(), StoreError> {
+        let stmts: Vec<Stmt> = findings.iter().flat_map(|f| f.statements(org_id)).collect();
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        self.db.transaction(stmts).await.map(|_| ())
     }
 
     /// The org's findings, newest first.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use airlock_api::v1::{Decision, DecisionFilter, SecurityBlock, SecurityFinding};
 use airlock_detect::{BlockKind, Baseline, Input, RuleName, Settings, Subject, TokenUse};
-use airlock_gateway_store::{FleetQuery, NewFinding, Org, StoreError};
+use airlock_gateway_store::{FleetQuery, NewFinding, Org, PreparedFinding, StoreError};
 
 use crate::hub::Hub;
 use crate::security::{finding_message, stored_settings};
@@ -127,6 +127,7 @@ pub async fn run_org(hub: &Hub, org: &Org, now_ns: i64) -> anyhow::Result<OrgRep
 
     let mut in_force = hub.store.blocks_in_force(org.id, now_ns).await?;
     let recent = hub.store.findings_since(org.id, since).await?;
+    let mut pass = Vec::new();
     for f in findings {
         let wanted = wanted_block(&f.subject, f.severity.block_kind());
         let message = finding_message(&f, &evidence);
@@ -141,11 +142,18 @@ pub async fn run_org(hub: &Hub, org: &Org, now_ns: i64) -> anyhow::Result<OrgRep
             block_kind: block_kind.map(|k| kind_name(k).to_string()),
             block_secs: block_kind.map(|k| settings.block_secs(k)).unwrap_or(0),
         };
-        let (stored, placed) = hub.store.insert_finding(org.id, &new, now_ns).await?;
+        let prepared = new.prepare(now_ns)?;
+        if let Some(b) = &prepared.block {
+            // A later finding of this pass on the same subject is covered by it.
+            in_force.push(b.clone());
+        }
+        pass.push(prepared);
+    }
+    hub.store.insert_findings(org.id, &pass).await?;
+    for PreparedFinding { finding: stored, block: placed } in pass {
         tracing::info!(org = %org.name, finding = %stored.id, rule = %stored.rule, severity = %stored.severity, subject = %format!("{} {}", stored.subject_kind, stored.subject), "security finding: {}", stored.summary);
         if let Some(b) = placed {
             tracing::warn!(org = %org.name, block = %b.id, kind = %b.kind, subject = %format!("{} {}", b.subject_kind, b.subject), expires = %crate::rfc3339(b.expires_unix_nanos), "security block placed");
-            in_force.push(b.clone());
             report.blocks.push(b);
         }
         report.findings.push(stored);

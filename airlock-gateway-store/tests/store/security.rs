@@ -3,12 +3,13 @@
 //! versions; API token uses kept one row per (token, address).
 
 use airlock_api::v1::{Measure, SecurityFinding};
-use airlock_gateway_store::{is_block_id, is_finding_id, GatewayStore, NewFinding, StoreError};
+use airlock_gateway_store::{is_block_id, is_finding_id, GatewayStore, NewFinding, PreparedFinding, StoreError};
 
 use crate::common::Ctx;
 
 both_backends!(
     a_finding_places_a_block_that_is_acknowledged_then_lifted,
+    a_detection_pass_is_stored_whole_or_not_at_all,
     of_two_concurrent_lifts_exactly_one_wins,
     blocks_expire_at_read_time,
     settings_are_versioned_and_token_uses_bounded,
@@ -71,6 +72,32 @@ async fn a_finding_places_a_block_that_is_acknowledged_then_lifted(ctx: &Ctx) {
     let refused = s.acknowledge_block(acme, &b.id, "ops", "", now + 3 * SEC).await.unwrap_err();
     assert!(matches!(&refused, StoreError::Refused(m) if m.contains("lifted by admin")), "{refused:?}");
     assert!(matches!(s.list_blocks(acme, "maybe", 0, now).await, Err(StoreError::Refused(_))));
+}
+
+/// One pass blocks a user and a session: both findings and both blocks are
+/// written in one transaction, and a pass that fails part-way leaves nothing.
+async fn a_detection_pass_is_stored_whole_or_not_at_all(ctx: &Ctx) {
+    let s = &ctx.store;
+    let acme = org(s, "acme").await;
+    let now = 1_000 * SEC;
+    let user = NewFinding { finding: SecurityFinding { subject_kind: "user".into(), ..finding("alice") }, block_kind: Some("hard".into()), block_secs: 60 };
+    let session = NewFinding { finding: finding("s1"), block_kind: Some("hard".into()), block_secs: 60 };
+    let pass: Vec<PreparedFinding> = [&user, &session].iter().map(|n| n.prepare(now).unwrap()).collect();
+    assert!(pass.iter().all(|p| p.block.as_ref().is_some_and(|b| b.finding_id == p.finding.id)), "{pass:?}");
+    s.insert_findings(acme, &pass).await.unwrap();
+    let mut blocked: Vec<String> = s.blocks_in_force(acme, now).await.unwrap().into_iter().map(|b| format!("{} {}", b.subject_kind, b.subject)).collect();
+    blocked.sort();
+    assert_eq!(blocked, ["session s1", "user alice"]);
+    assert_eq!(s.list_findings(acme, 0).await.unwrap().len(), 2);
+
+    // The second finding of this pass repeats the first's id: the database refuses it, and the first is not kept either.
+    let other = org(s, "other").await;
+    let first = session.prepare(now).unwrap();
+    let refused = s.insert_findings(other, &[first.clone(), first]).await;
+    assert!(refused.is_err(), "a duplicate finding id was stored");
+    assert!(s.list_findings(other, 0).await.unwrap().is_empty(), "half a pass was stored");
+    assert!(s.blocks_in_force(other, now).await.unwrap().is_empty(), "half a pass's blocks were stored");
+    assert!(s.insert_findings(other, &[]).await.is_ok(), "an empty pass writes nothing and succeeds");
 }
 
 async fn of_two_concurrent_lifts_exactly_one_wins(ctx: &Ctx) {
