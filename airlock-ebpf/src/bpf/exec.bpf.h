@@ -306,15 +306,12 @@ static __always_inline bool head_is_script(struct linux_binprm *bprm)
 	return head[0] == '#' && head[1] == '!';
 }
 
-/* Event flags for what the identity lookup found; exe_hash is the file's own name. */
-static __always_inline __u32 identity_event_flags(const struct exec_identity_facts *id, __u64 exe_hash)
+/* Event flags for what the identity lookup found. */
+static __always_inline __u32 identity_event_flags(const struct exec_identity_facts *id)
 {
 	__u32 flags = 0;
-#pragma unroll
-	for (int i = 0; i < AIRLOCK_IDENTITY_NAMES; i++) {
-		if (id->names[i] && id->names[i] == exe_hash)
-			flags |= AIRLOCK_FLAG_CONTENT_IS_NAME;
-	}
+	if (id->id_flags & ID_FACT_CONTENT_IS_NAME)
+		flags |= AIRLOCK_FLAG_CONTENT_IS_NAME;
 	if (id->fileless)
 		flags |= AIRLOCK_FLAG_FILELESS;
 	if (id->id_flags & AIRLOCK_ID_LOADER)
@@ -432,7 +429,7 @@ int BPF_PROG(airlock_sched_exec, struct task_struct *task, pid_t old_pid, struct
 	 * interpreter): one passed as an open file descriptor has no name to judge. */
 	if (script && filename_is_dev_fd(e->filename))
 		n.id.fileless = 1;
-	flags |= identity_event_flags(&n.id, exe_name.hash);
+	flags |= identity_event_flags(&n.id);
 
 	__u32 reason = judge_exec(&tag, s, &n, BPF_CORE_READ(bprm, file), true);
 	if (reason == AIRLOCK_REASON_APPROVAL_REQUIRED) {
@@ -568,7 +565,7 @@ int BPF_PROG(airlock_bprm_check, struct linux_binprm *bprm, int ret)
 	n.exe_hash = exe_name.hash;
 
 	identity_of(s, bprm, exe_name.hash, &n.id);
-	flags |= identity_event_flags(&n.id, exe_name.hash);
+	flags |= identity_event_flags(&n.id);
 
 	/* A #! script comes here first as itself, then as its interpreter with the
 	 * caller's argv[0]: either way the script's name is matched. On that second

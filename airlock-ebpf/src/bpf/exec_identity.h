@@ -19,6 +19,14 @@
 
 #define HEAD_MASK (AIRLOCK_HEAD_LEN - 1)
 
+/*
+ * Not an AIRLOCK_ID_* flag of the daemon's: set in id_flags when the content
+ * is already known as the program the file's own name is. Kept in id_flags,
+ * not in a field or a loop of its own, because the LSM exec check's combined
+ * stack is within a few bytes of Debian 6.1's 512-byte bound.
+ */
+#define ID_FACT_CONTENT_IS_NAME (1U << 31)
+
 /* What the exec hooks learned about the executed file besides its name. */
 struct exec_identity_facts {
 	__u32 id_flags; /* AIRLOCK_ID_* of the file's name, argv[0]'s basename and the content */
@@ -109,10 +117,13 @@ static __always_inline void identity_of(struct exec_scratch *s, struct linux_bin
 		v = identity_get(AIRLOCK_IDKEY_CONTENT, s->content_hash);
 	}
 	if (v) {
-		f->id_flags |= v->flags;
+		f->id_flags |= v->flags & ~ID_FACT_CONTENT_IS_NAME;
 #pragma unroll
-		for (int i = 0; i < AIRLOCK_IDENTITY_NAMES; i++)
+		for (int i = 0; i < AIRLOCK_IDENTITY_NAMES; i++) {
 			f->names[i] = v->names[i];
+			if (v->names[i] == exe_hash)
+				f->id_flags |= ID_FACT_CONTENT_IS_NAME;
+		}
 	}
 	v = identity_get(AIRLOCK_IDKEY_NAME, exe_hash);
 	if (v)
