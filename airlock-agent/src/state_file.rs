@@ -12,9 +12,12 @@ use serde::Serialize;
 pub fn write_atomically<T: Serialize + ?Sized>(file: &Path, value: &T) -> Result<()> {
     let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
+        // Encoded whole before the file is touched: the encoder writes a token
+        // at a time, a system call each on an unbuffered file.
+        let mut encoded = serde_json::to_vec_pretty(value).context("encode the state")?;
+        encoded.push(b'\n');
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, value)?;
-        f.write_all(b"\n")?;
+        f.write_all(&encoded).with_context(|| format!("write {}", tmp.display()))?;
         f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
         std::fs::rename(&tmp, file).with_context(|| format!("rename {} to {}", tmp.display(), file.display()))
     })();

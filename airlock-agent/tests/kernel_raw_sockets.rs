@@ -10,6 +10,8 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use support::*;
 
@@ -45,58 +47,85 @@ struct Case {
     protocol: u32,
     audit_family: &'static str,
     audit_type: &'static str,
+    audit_protocol: &'static str,
     packet: bool,
 }
 
 const CASES: &[Case] = &[
-    Case { name: "AF_INET SOCK_RAW ICMP", family: 2, sock_type: 3, protocol: 1, audit_family: "inet", audit_type: "raw", packet: false },
-    Case { name: "AF_INET SOCK_RAW UDP", family: 2, sock_type: 3, protocol: 17, audit_family: "inet", audit_type: "raw", packet: false },
-    Case { name: "AF_INET6 SOCK_RAW ICMPv6", family: 10, sock_type: 3, protocol: 58, audit_family: "inet6", audit_type: "raw", packet: false },
+    Case { name: "AF_INET SOCK_RAW ICMP", family: 2, sock_type: 3, protocol: 1, audit_family: "inet", audit_type: "raw", audit_protocol: "icmp", packet: false },
+    Case { name: "AF_INET SOCK_RAW UDP", family: 2, sock_type: 3, protocol: 17, audit_family: "inet", audit_type: "raw", audit_protocol: "udp", packet: false },
+    Case { name: "AF_INET6 SOCK_RAW ICMPv6", family: 10, sock_type: 3, protocol: 58, audit_family: "inet6", audit_type: "raw", audit_protocol: "icmpv6", packet: false },
     // ETH_P_ALL in network order.
-    Case { name: "AF_PACKET SOCK_RAW", family: 17, sock_type: 3, protocol: 0x0300, audit_family: "packet", audit_type: "raw", packet: true },
-    Case { name: "AF_PACKET SOCK_DGRAM", family: 17, sock_type: 2, protocol: 0x0300, audit_family: "packet", audit_type: "dgram", packet: true },
+    Case { name: "AF_PACKET SOCK_RAW", family: 17, sock_type: 3, protocol: 0x0300, audit_family: "packet", audit_type: "raw", audit_protocol: "768", packet: true },
+    Case { name: "AF_PACKET SOCK_DGRAM", family: 17, sock_type: 2, protocol: 0x0300, audit_family: "packet", audit_type: "dgram", audit_protocol: "768", packet: true },
 ];
 
-/// Creates one socket: prints CREATED, REFUSED (EPERM) or the errno.
+impl Case {
+    /// How mksock.py names it: `family:type:protocol`.
+    fn spec(&self) -> String {
+        format!("{}:{}:{}", self.family, self.sock_type, self.protocol)
+    }
+
+    fn audited_as(&self, v: &Value) -> bool {
+        v["kind"] == "raw_socket"
+            && v["raw_socket"]["family"] == self.audit_family
+            && v["raw_socket"]["socket_type"] == self.audit_type
+            && v["raw_socket"]["protocol"] == self.audit_protocol
+    }
+}
+
+/// Creates each socket named `family:type:protocol` on its command line, in
+/// order, and prints what became of it: CREATED, REFUSED (EPERM) or the errno.
+/// One interpreter for all of them: under TCG, starting python3 is the
+/// slowest part of a case.
 const MKSOCK: &str = r#"
 import socket, sys
-try:
-    socket.socket(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
-    print("CREATED")
-except PermissionError:
-    print("REFUSED")
-    sys.exit(1)
-except OSError as e:
-    print("ERRNO", e.errno)
-    sys.exit(2)
+for spec in sys.argv[1:]:
+    family, kind, protocol = (int(n) for n in spec.split(":"))
+    try:
+        socket.socket(family, kind, protocol)
+        print("CASE", spec, "CREATED", flush=True)
+    except PermissionError:
+        print("CASE", spec, "REFUSED", flush=True)
+    except OSError as e:
+        print("CASE", spec, "ERRNO", e.errno, flush=True)
 "#;
 
-/// One line (live sessions run line by line), run in the daemon's work directory; bash then prints the exit status.
-fn create_script(c: &Case) -> String {
-    format!("python3 mksock.py {} {} {}; echo \"rc=$?\"", c.family, c.sock_type, c.protocol)
+/// One line (live sessions run line by line), run in the daemon's work
+/// directory; bash then prints the exit status.
+fn create_script(cases: &[&Case]) -> String {
+    let specs: Vec<String> = cases.iter().map(|c| c.spec()).collect();
+    format!("python3 mksock.py {}; echo \"rc=$?\"", specs.join(" "))
+}
+
+/// What became of each case (by spec) in a script's output.
+fn created(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("CASE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(spec, what)| (spec.to_string(), what.to_string()))
+        .collect()
 }
 
 fn raw_deny(v: &Value, session: &str, c: &Case) -> bool {
-    v["session_id"] == session
-        && v["kind"] == "raw_socket"
-        && v["decision"] == "deny"
-        && v["reason"] == "raw_socket"
-        && v["raw_socket"]["family"] == c.audit_family
-        && v["raw_socket"]["socket_type"] == c.audit_type
-        && v["raw_socket"]["protocol"].as_str().is_some_and(|p| !p.is_empty())
+    v["session_id"] == session && v["decision"] == "deny" && v["reason"] == "raw_socket" && c.audited_as(v)
 }
 
 /// The cases this host can create at all (an ungoverned root process): a
 /// kernel without IPv6 or packet sockets cannot tell us anything about them.
 fn creatable(d: &Daemon) -> Vec<&'static Case> {
+    let o = d.ungoverned(&create_script(&CASES.iter().collect::<Vec<_>>()));
+    let outcomes = created(&String::from_utf8_lossy(&o.stdout));
     let mut out = Vec::new();
     for c in CASES {
-        let o = d.ungoverned(&create_script(c));
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        if text.contains("CREATED") {
-            out.push(c);
-        } else {
-            harness::skip_part(format!("{}: an ungoverned root process cannot create it here either: {}", c.name, text.trim()));
+        match outcomes.get(&c.spec()).map(String::as_str) {
+            Some("CREATED") => out.push(c),
+            other => harness::skip_part(format!(
+                "{}: an ungoverned root process cannot create it here either: {}{}",
+                c.name,
+                other.unwrap_or("no outcome printed; "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
         }
     }
     if out.is_empty() {
@@ -110,25 +139,34 @@ fn creatable(d: &Daemon) -> Vec<&'static Case> {
 fn governed_root_cannot_create_raw_or_packet_sockets() {
     let d = daemon("raw-deny");
     let lsm = d.backend() == "lsm";
-    for c in creatable(&d) {
-        let s = d.governed(Some("agent"), &create_script(c));
-        assert!(!s.session_id.is_empty(), "{}: the session did not start: {}", c.name, s.all_output());
+    let cases = creatable(&d);
+    // Compat cannot refuse an AF_PACKET socket: the process dies on its way
+    // back, so each of those gets a session of its own.
+    let (killed, refused): (Vec<&Case>, Vec<&Case>) = cases.iter().partition(|c| c.packet && !lsm);
+    let sessions = std::iter::once(refused).chain(killed.into_iter().map(|c| vec![c])).filter(|group| !group.is_empty());
+    for group in sessions {
+        let s = d.governed(Some("agent"), &create_script(&group));
         let out = s.all_output();
-        assert!(!out.contains("CREATED"), "{}: a governed root process created it:\n{out}", c.name);
-        if c.packet && !lsm {
-            // Compat cannot refuse an AF_PACKET socket: the process dies on its way back (SIGKILL: 128 + 9).
-            assert!(out.contains("rc=137"), "{}: not killed on compat:\n{out}", c.name);
-        } else {
-            assert!(out.contains("REFUSED") && out.contains("rc=1"), "{}: not refused with EPERM:\n{out}", c.name);
-        }
+        assert!(!s.session_id.is_empty(), "the session did not start: {out}");
+        let outcomes = created(&out);
         let id = s.session_id.clone();
-        let lines = d.wait_audit(&format!("{}: a raw_socket deny in session {id}", c.name), |v| raw_deny(v, &id, c));
-        let want = if c.packet && !lsm { "killed" } else { "refused" };
-        assert_eq!(lines[0]["raw_socket"]["enforcement"], want, "{}: {:#}", c.name, lines[0]);
+        for c in group {
+            let outcome = outcomes.get(&c.spec()).map(String::as_str);
+            let want = if c.packet && !lsm {
+                // SIGKILL: 128 + 9, before it could print anything.
+                assert!(outcome.is_none() && out.contains("rc=137"), "{}: not killed on compat:\n{out}", c.name);
+                "killed"
+            } else {
+                assert_eq!(outcome, Some("REFUSED"), "{}: not refused with EPERM:\n{out}", c.name);
+                "refused"
+            };
+            let lines = d.wait_audit(&format!("{}: a raw_socket deny in session {id}", c.name), |v| raw_deny(v, &id, c));
+            assert_eq!(lines[0]["raw_socket"]["enforcement"], want, "{}: {:#}", c.name, lines[0]);
+        }
     }
     // A role that has one policy saying "allow" and another that does not: denied.
     let inet = &CASES[0];
-    let s = d.governed(Some("mixed"), &create_script(inet));
+    let s = d.governed(Some("mixed"), &create_script(&[inet]));
     assert!(!s.all_output().contains("CREATED"), "a role whose policies disagree allowed raw sockets:\n{}", s.all_output());
     // Ordinary sockets and netlink (SOCK_RAW is its only type) are not raw sockets here.
     let s = d.governed(
@@ -145,13 +183,15 @@ fn ungoverned_and_allowed_roles_create_raw_sockets() {
     let cases = creatable(&d);
     // Root can always open an IPv4 raw socket: an untagged one must not be refused while the daemon runs.
     assert!(cases.iter().any(|c| c.family == 2), "an ungoverned root process could not create an AF_INET raw socket");
+    let s = d.governed(Some("nettools"), &create_script(&cases));
+    let out = s.all_output();
+    assert!(!s.session_id.is_empty() && out.contains("rc=0"), "the session did not start or did not finish: {out}");
+    let outcomes = created(&out);
+    let id = s.session_id.clone();
     for c in &cases {
-        let s = d.governed(Some("nettools"), &create_script(c));
-        assert!(!s.session_id.is_empty(), "{}: the session did not start: {}", c.name, s.all_output());
-        assert!(s.all_output().contains("CREATED") && s.all_output().contains("rc=0"), "{}: refused in a role that allows it:\n{}", c.name, s.all_output());
-        let id = s.session_id.clone();
+        assert_eq!(outcomes.get(&c.spec()).map(String::as_str), Some("CREATED"), "{}: refused in a role that allows it:\n{out}", c.name);
         d.wait_audit(&format!("{}: a raw_socket allow in session {id}", c.name), |v| {
-            v["session_id"] == id.as_str() && v["kind"] == "raw_socket" && v["decision"] == "allow" && v["raw_socket"]["family"] == c.audit_family
+            v["session_id"] == id.as_str() && v["decision"] == "allow" && c.audited_as(v)
         });
     }
     // The role summary says so.
@@ -166,13 +206,36 @@ fn ungoverned_and_allowed_roles_create_raw_sockets() {
     assert!(text.contains("raw IP and packet sockets: denied"), "{text}");
 }
 
-/// What each ping-socket step printed ("sendto4 EPERM", "connect6 OK", ...).
-fn ping_steps(out: &str) -> std::collections::BTreeMap<String, String> {
+/// What each socket step printed ("sendto4 EPERM", "connect6 OK", ...).
+fn printed_steps(out: &str) -> BTreeMap<String, String> {
     out.lines()
         .filter_map(|l| l.strip_prefix("STEP "))
         .filter_map(|l| l.split_once(' '))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Runs the Python steps of `py` in a network namespace of their own (set up
+/// by `setup`), first untagged and then governed by `role`; each top-level
+/// `step(` or `sent(` line of `py` is one step. Untagged, every step must succeed, or this host cannot tell us anything and the test is
+/// skipped. Returns the governed session and what each of its steps printed.
+fn steps_in_own_network(d: &Daemon, role: &str, what: &str, setup: &str, py: &str) -> (Session, BTreeMap<String, String>) {
+    write_file(&d.work_dir.join("steps.py"), py, 0o644);
+    let script = format!("unshare -n bash -c \"{setup} && python3 steps.py\"; echo \"rc=$?\"");
+    let expected = py.lines().filter(|l| l.starts_with("step(") || l.starts_with("sent(")).count();
+    let o = d.ungoverned(&script);
+    let plain = printed_steps(&String::from_utf8_lossy(&o.stdout));
+    if plain.len() != expected || plain.values().any(|v| v != "OK") {
+        harness::skip(format!(
+            "{what} in a new network namespace do not work here: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let s = d.governed(Some(role), &script);
+    let steps = printed_steps(&s.all_output());
+    assert_eq!(steps.len(), expected, "the {what} steps did not all run:\n{}", s.all_output());
+    (s, steps)
 }
 
 /// ICMP datagram ("ping") sockets to an address the policy denies, inside a
@@ -219,22 +282,8 @@ sent("sendto6", socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO
 e = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
 step("connect6", lambda: e.connect(("fd00::9", 0)))
 "#;
-    write_file(&d.work_dir.join("ping.py"), py, 0o644);
     let setup = "ip link set lo up && sysctl -qw net.ipv4.ping_group_range='0 2147483647' && ip -6 addr add fd00::9/128 dev lo nodad";
-    let script = format!("unshare -n bash -c \"{setup} && python3 ping.py\"; echo \"rc=$?\"");
-    // The same steps untagged: all reach the address (else this host cannot tell us anything).
-    let o = d.ungoverned(&script);
-    let plain = ping_steps(&String::from_utf8_lossy(&o.stdout));
-    if plain.len() != 5 || plain.values().any(|v| v != "OK") {
-        harness::skip(format!(
-            "ping sockets in a new network namespace do not work here: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    let s = d.governed(Some("agent"), &script);
-    let steps = ping_steps(&s.all_output());
-    assert_eq!(steps.len(), 5, "the ping steps did not all run:\n{}", s.all_output());
+    let (s, steps) = steps_in_own_network(&d, "agent", "ping sockets", setup, py);
     let step = |k: &str| steps.get(k).map(String::as_str).unwrap_or_default();
     assert_eq!(step("sendto4-allowed"), "OK", "an allowed address was refused:\n{}", s.all_output());
     assert_eq!(step("connect4"), "EPERM", "{}", s.all_output());
@@ -293,21 +342,8 @@ step("connected-header-says-denied", lambda: connected.send(ipv4_udp("127.0.0.9"
 icmp6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 step("icmp6-denied", lambda: icmp6.sendto(b"\x80\x00\x00\x00\x00\x01\x00\x01", ("fd00::9", 0)))
 "#;
-    write_file(&d.work_dir.join("raw_send.py"), py, 0o644);
     let setup = "ip link set lo up && ip -6 addr add fd00::9/128 dev lo nodad";
-    let script = format!("unshare -n bash -c \"{setup} && python3 raw_send.py\"; echo \"rc=$?\"");
-    let o = d.ungoverned(&script);
-    let plain = ping_steps(&String::from_utf8_lossy(&o.stdout));
-    if plain.len() != 6 || plain.values().any(|v| v != "OK") {
-        harness::skip(format!(
-            "raw sockets in a new network namespace do not send here: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    let s = d.governed(Some("rawnet"), &script);
-    let steps = ping_steps(&s.all_output());
-    assert_eq!(steps.len(), 6, "the raw socket steps did not all run:\n{}", s.all_output());
+    let (s, steps) = steps_in_own_network(&d, "rawnet", "raw socket sends", setup, py);
     let step = |k: &str| steps.get(k).map(String::as_str).unwrap_or_default();
     for allowed in ["icmp-allowed", "header-says-allowed"] {
         assert_eq!(step(allowed), "OK", "{allowed}: an allowed packet was dropped:\n{}", s.all_output());
@@ -337,7 +373,7 @@ fn raw_socket_refusal_holds_across_a_restart() {
     let inet = &CASES[0];
     let mut s = d.live_session("agent");
     d.kill_hard();
-    let (out, _) = s.run(&create_script(inet));
+    let (out, _) = s.run(&create_script(&[inet]));
     assert!(out.contains("REFUSED"), "created while the daemon was down:\n{out}");
     d.restart();
     assert_eq!(d.status_json()["lifecycle"]["startup"]["kind"], "adopted", "log:\n{}", d.current_log());
@@ -350,7 +386,7 @@ fn raw_socket_refusal_holds_across_a_restart() {
     for hook in expected {
         assert!(hooks.contains(hook), "{hook} not among the adopted hooks: {hooks}");
     }
-    let (out, _) = s.run(&create_script(inet));
+    let (out, _) = s.run(&create_script(&[inet]));
     assert!(out.contains("REFUSED"), "created after the restart:\n{out}");
     d.wait_audit("a raw_socket deny after the restart", |v| v["kind"] == "raw_socket" && v["decision"] == "deny" && v["reason"] == "raw_socket");
     s.quit();

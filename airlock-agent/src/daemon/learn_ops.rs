@@ -146,7 +146,7 @@ impl Agent {
         if programs.is_empty() || path.is_empty() {
             return Ok(());
         }
-        let found: Vec<LearnedEntry> = on_session_path(&process_root(pid), path, cwd, &programs);
+        let found: Vec<LearnedEntry> = on_session_path(&mut lock(&self.learner.path_dirs), &process_root(pid), path, cwd, &programs);
         if found.is_empty() {
             return Ok(());
         }

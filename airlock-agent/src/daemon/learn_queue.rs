@@ -3,6 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
+
+use crate::policy::dir_names::DirNameCache;
 
 /// Execs waiting to be fingerprinted; more are dropped (and counted).
 pub const LEARN_QUEUE: usize = 256;
@@ -21,12 +24,14 @@ pub struct LearnQueue {
     pub dropped: AtomicU64,
     /// Execs not queued because the kernel already knew their content as their name.
     pub already_known: AtomicU64,
+    /// The protected names found in the directories of launching sessions' PATHs.
+    pub path_dirs: Mutex<DirNameCache>,
 }
 
 impl LearnQueue {
     pub fn new() -> (LearnQueue, Receiver<LearnJob>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(LEARN_QUEUE);
-        (LearnQueue { tx, dropped: AtomicU64::new(0), already_known: AtomicU64::new(0) }, rx)
+        (LearnQueue { tx, dropped: AtomicU64::new(0), already_known: AtomicU64::new(0), path_dirs: Mutex::default() }, rx)
     }
 
     /// Never blocks: a full queue drops the job.

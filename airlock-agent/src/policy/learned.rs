@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use airlock_common::abi::{IdentityKey, IdentityValue};
 use airlock_policy::CompiledPolicy;
 
-use super::dir_names::names_in_dir;
+use super::dir_names::DirNameCache;
 use super::identity::{build, fingerprint_regular_file, is_interpreter_name, is_multi_call_name, search_dirs, IdentityTable};
 use crate::kernel::Kernel;
 
@@ -283,8 +283,15 @@ pub fn candidate(program: &str, root: &Path, path: &Path, source: &str) -> Optio
 
 /// The protected programs found in the directories of a session's `PATH`
 /// (relative entries, and empty ones, are the session's `cwd`), looked up
-/// under `root`.
-pub fn on_session_path(root: &Path, path_var: &str, cwd: &str, programs: &BTreeSet<String>) -> Vec<LearnedEntry> {
+/// under `root`. Which names each directory holds comes from `listings` while
+/// the directory is unchanged; each file found is looked at afresh.
+pub fn on_session_path(
+    listings: &mut DirNameCache,
+    root: &Path,
+    path_var: &str,
+    cwd: &str,
+    programs: &BTreeSet<String>,
+) -> Vec<LearnedEntry> {
     let mut seen = BTreeSet::new();
     let mut found = Vec::new();
     for entry in path_var.split(':').take(MAX_PATH_DIRS) {
@@ -292,8 +299,8 @@ pub fn on_session_path(root: &Path, path_var: &str, cwd: &str, programs: &BTreeS
         if !dir.is_absolute() || !seen.insert(dir.clone()) {
             continue;
         }
-        for program in names_in_dir(&under_root(root, &dir), programs) {
-            if let Some(c) = candidate(program, root, &dir.join(program), "launch") {
+        for program in listings.names_in_dir(&under_root(root, &dir), programs) {
+            if let Some(c) = candidate(&program, root, &dir.join(&program), "launch") {
                 found.push(c);
             }
         }
@@ -472,13 +479,14 @@ mod tests {
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::write(dir.join("bin/python3"), b"x").expect("write");
         let programs: BTreeSet<String> = ["terraform", "python3", "kubectl"].into_iter().map(String::from).collect();
-        let found = on_session_path(Path::new("/"), "bin:/nonexistent", &dir.display().to_string(), &programs);
+        let mut listings = DirNameCache::default();
+        let found = on_session_path(&mut listings, Path::new("/"), "bin:/nonexistent", &dir.display().to_string(), &programs);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].program, "terraform");
         assert_eq!(found[0].path, tool.display().to_string());
         // With the names of a thousand rules, each directory is listed instead.
         let many: BTreeSet<String> = programs.iter().cloned().chain((0..1000).map(|i| format!("tool{i}"))).collect();
-        let listed = on_session_path(Path::new("/"), "bin:/nonexistent", &dir.display().to_string(), &many);
+        let listed = on_session_path(&mut listings, Path::new("/"), "bin:/nonexistent", &dir.display().to_string(), &many);
         assert_eq!(listed.iter().map(|c| (&c.program, &c.path)).collect::<Vec<_>>(), vec![(&found[0].program, &found[0].path)]);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -8,7 +8,7 @@
 
 pub mod bundle_file;
 mod console_scripts;
-mod dir_names;
+pub mod dir_names;
 pub mod dns;
 pub mod effective;
 pub mod hostnames;
