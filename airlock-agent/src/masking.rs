@@ -44,6 +44,7 @@ impl MaskArgs {
             bail!("--mask-strategy hash needs --mask-hash-key-file: an unkeyed hash of a short password can be reversed by hashing guesses");
         }
         let masker = Masker::new(strategy, hash_key.clone()).context("--mask-strategy")?;
+        airlock_mask::compile_patterns();
         Ok(Masking::new(Some(masker), hash_key))
     }
 }

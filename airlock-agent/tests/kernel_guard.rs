@@ -579,7 +579,75 @@ fn guard_airlock_own_files_cannot_be_rewritten() {
     assert!(gen(&status) <= first + 1, "the policy was replaced: {:#}", status["policy"]);
 }
 
+const FTRACE_SWITCH: &str = "/proc/sys/kernel/ftrace_enabled";
+
+fn ftrace_switch() -> String {
+    std::fs::read_to_string(FTRACE_SWITCH).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+/// Puts function tracing back on when the test ends, however it ends: the
+/// machine's other tests and programs rely on it.
+struct FtraceOn;
+
+impl Drop for FtraceOn {
+    fn drop(&mut self) {
+        if ftrace_switch() == "0" {
+            let _ = std::fs::write(FTRACE_SWITCH, "1");
+        }
+    }
+}
+
+/// kernel.ftrace_enabled at 0 makes the kernel skip every ftrace call site,
+/// and with them the BPF trampolines every LSM program runs on. A governed
+/// root cannot turn it off: LSM refuses the open (the shell cannot create the
+/// redirection), compat kills the writer before it writes. Anyone else who
+/// does finds it back on within a tick of an LSM daemon, and the exec check
+/// refusing again.
+fn guard_function_tracing_stays_on() {
+    if !Path::new(FTRACE_SWITCH).exists() {
+        harness::skip("this kernel has no kernel.ftrace_enabled (built without ftrace: no trampolines to switch off)");
+    }
+    let _restore = FtraceOn;
+    let d = daemon("ftrace");
+    let backend = d.backend();
+    let s = d.governed(
+        Some("agent"),
+        &format!("sh -c 'echo 0 > {FTRACE_SWITCH}'; echo \"rcftrace=$?\"\nterraform apply; echo \"rcapply=$?\"\n"),
+    );
+    let out = s.all_output();
+    assert_eq!(ftrace_switch(), "1", "a governed root turned function tracing off:\n{out}");
+    if backend == "lsm" {
+        assert!(out.contains("rcftrace=2") && out.contains("Operation not permitted"), "the open was not refused:\n{out}");
+        assert!(out.contains("rcapply=126"), "the exec check did not refuse terraform apply:\n{out}");
+    } else {
+        assert!(out.contains("rcftrace=137"), "the writer was not killed:\n{out}");
+        assert!(out.contains("rcapply=137"), "{out}");
+    }
+    let lines = tamper_lines(&d, &s.session_id, "tamper_control_fs", "open");
+    assert!(
+        lines.iter().any(|v| v["guard"]["file"] == FTRACE_SWITCH && v["guard"]["enforcement"] == enforcement(&backend)),
+        "{lines:#?}"
+    );
+    if backend != "lsm" {
+        return;
+    }
+    // Off by an ungoverned root: back on within a tick, and the hooks with it.
+    if std::fs::write(FTRACE_SWITCH, "0").is_err() || ftrace_switch() != "0" {
+        harness::skip_part("this kernel refuses to turn function tracing off (a permanent ftrace user, such as a live patch, holds it)");
+        return;
+    }
+    let deadline = Instant::now() + seconds(15);
+    while ftrace_switch() != "1" {
+        assert!(Instant::now() < deadline, "the daemon left function tracing off; log:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log().contains("kernel.ftrace_enabled was 0"), "{}", d.log());
+    let s = d.governed(Some("agent"), "terraform apply; echo \"rcapply=$?\"");
+    assert!(s.all_output().contains("rcapply=126"), "the exec check is not back:\n{}", s.all_output());
+}
+
 kernel_tests!(
+    guard_function_tracing_stays_on,
     guard_tamper_with_the_daemon_is_refused_or_killed,
     guard_control_filesystems_and_daemon_proc_files,
     guard_sigkill_of_the_daemon,

@@ -146,6 +146,16 @@ impl Masker {
     }
 }
 
+/// Compiles every built-in pattern now instead of when the first text is
+/// masked (a few milliseconds): a daemon pays it at start, not in the launch of
+/// its first session.
+pub fn compile_patterns() {
+    may_hold_findings("");
+    already_masked("");
+    secrets::patterns();
+    pii::patterns();
+}
+
 /// Whether any pattern of the recognisers matches somewhere in `text`: one
 /// pass over it, where the recognisers take one per pattern. Most words of a
 /// command line hold nothing, and every exec's words are masked.

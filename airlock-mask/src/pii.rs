@@ -10,7 +10,7 @@ use regex::{Match, Regex};
 use crate::strategy::Kind;
 use crate::Finding;
 
-struct Patterns {
+pub(crate) struct Patterns {
     email: Regex,
     digit_groups: Regex,
     ssn: Regex,
@@ -19,7 +19,7 @@ struct Patterns {
     de_tax_id: Regex,
 }
 
-fn patterns() -> &'static Patterns {
+pub(crate) fn patterns() -> &'static Patterns {
     static P: OnceLock<Patterns> = OnceLock::new();
     P.get_or_init(|| {
         let compile = |re: &str| Regex::new(re).expect("built-in personal data pattern compiles");

@@ -36,7 +36,7 @@ const SECRET_OPTIONS: &[&str] = &[
 /// Variable names that hold a secret contain one of these.
 const SECRET_NAME_PARTS: &str = "PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL";
 
-struct Patterns {
+pub(crate) struct Patterns {
     env_assignment: Regex,
     /// The option and assignment shapes inside a longer word: a `bash -c '...'` script.
     inline_option: Regex,
@@ -46,7 +46,7 @@ struct Patterns {
     header_credential: Regex,
 }
 
-fn patterns() -> &'static Patterns {
+pub(crate) fn patterns() -> &'static Patterns {
     static P: OnceLock<Patterns> = OnceLock::new();
     P.get_or_init(|| {
         let compile = |re: &str| Regex::new(re).expect("built-in secret pattern compiles");

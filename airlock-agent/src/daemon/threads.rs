@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::agent::{lock, Agent};
+use crate::kernel::types::Backend;
 
 /// How often the watcher returns the allocator's free memory to the kernel.
 const HEAP_TRIM_EVERY: Duration = Duration::from_secs(10);
@@ -17,7 +18,8 @@ const FORGET_WRITTEN_EVERY: Duration = Duration::from_secs(10);
 
 impl Agent {
     /// Every 0.5 s: asks for a reload if the policy files changed, marks
-    /// sessions whose root process exited, re-resolves the protected files,
+    /// sessions whose root process exited, keeps the LSM hooks' function
+    /// tracing on ([`crate::kernel::ftrace`]), re-resolves the protected files,
     /// and feeds systemd's watchdog (from the loop that also reaps: a wedged
     /// daemon misses it and systemd restarts it).
     pub fn watch_loop(&self) -> Result<()> {
@@ -50,6 +52,13 @@ impl Agent {
             self.security_tick();
             if let Err(e) = lock(&self.policy).apply_time_windows(&self.kernel) {
                 tracing::error!("time windows: {e:#}");
+            }
+            if self.kernel.backend() == Backend::Lsm {
+                match crate::kernel::ftrace::keep_on() {
+                    Ok(true) => tracing::error!("kernel.ftrace_enabled was 0, which stops every LSM hook (their BPF trampolines are ftrace call sites); it is set back to 1"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("the LSM hooks need kernel.ftrace_enabled at 1: {e:#}"),
+                }
             }
             // Files created (or replaced) since the last tick become protected.
             if let Err(e) = self.refresh_protected() {

@@ -7,6 +7,7 @@
 //! here borrows and the enforcement outlives the daemon.
 
 pub mod fdstore;
+pub mod ftrace;
 mod load;
 pub mod maps;
 pub mod mounts;

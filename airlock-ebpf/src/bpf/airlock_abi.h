@@ -69,7 +69,7 @@ enum airlock_reason {
 	AIRLOCK_REASON_TAMPER_SIGNAL = 31,     /* a signal to the daemon */
 	AIRLOCK_REASON_TAMPER_PTRACE = 32,     /* ptrace, its memory, its fds, its /proc files */
 	AIRLOCK_REASON_TAMPER_KERNEL_CODE = 33, /* module loading, kexec */
-	AIRLOCK_REASON_TAMPER_CONTROL_FS = 34, /* bpffs, cgroupfs writes */
+	AIRLOCK_REASON_TAMPER_CONTROL_FS = 34, /* bpffs, cgroupfs writes, kernel.ftrace_enabled */
 	AIRLOCK_REASON_PROTECTED_FILE = 35,    /* a protected file, opened by a program the policy does not allow */
 	AIRLOCK_REASON_QUARANTINE = 4,
 	/* The session's role is no longer in the policy set: fail closed. */

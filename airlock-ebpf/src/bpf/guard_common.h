@@ -49,6 +49,34 @@ static __always_inline __u32 proc_inode_pid(struct inode *inode)
 	return pid_nr(BPF_CORE_READ(pi, pid));
 }
 
+/* Whether a dentry's name is the literal `want`, `len` (at most 15) characters. */
+static __always_inline bool dentry_named(struct dentry *d, const char *want, __u32 len)
+{
+	char name[16] = {};
+	if (!d || BPF_CORE_READ(d, d_name.len) != len)
+		return false;
+	if (bpf_probe_read_kernel(name, len & 15, BPF_CORE_READ(d, d_name.name)) != 0)
+		return false;
+#pragma unroll
+	for (__u32 i = 0; i < 15; i++) {
+		if (i < len && name[i] != want[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * /proc/sys/kernel/ftrace_enabled (a procfs file, by its name and its
+ * directory's, so a bind mount or a procfs of its own is the same file).
+ * Writing 0 turns every ftrace call site into a no-op, and with them the BPF
+ * trampolines the LSM programs run on: the LSM backend's hooks stop running.
+ */
+static __always_inline bool is_ftrace_switch(struct file *file)
+{
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	return dentry_named(d, "ftrace_enabled", 14) && dentry_named(BPF_CORE_READ(d, d_parent), "kernel", 6);
+}
+
 /* Whether an inode is one of Airlock's own files or directories. */
 static __always_inline bool is_self_inode(struct inode *inode)
 {

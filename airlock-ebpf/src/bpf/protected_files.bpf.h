@@ -96,6 +96,9 @@ static __always_inline int guard_file_open(const struct airlock_proc_tag *tag, s
 		__u32 pid = proc_inode_pid(inode);
 		if (is_daemon_tid(pid))
 			return guard_tamper(tag, AIRLOCK_REASON_TAMPER_PTRACE, AIRLOCK_OP_OPEN, pid, fmode, file, mode);
+		/* The switch that would stop every LSM hook (guard_common.h). */
+		if (is_ftrace_switch(file))
+			return guard_tamper(tag, AIRLOCK_REASON_TAMPER_CONTROL_FS, AIRLOCK_OP_OPEN, 0, fmode, file, mode);
 	}
 	/* Writing into Airlock's policy or state directory (an existing file or a new one). */
 	if ((fmode & GUARD_FMODE_WRITE) && is_self_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)))
