@@ -98,13 +98,19 @@ fn create_script(cases: &[&Case]) -> String {
     format!("python3 mksock.py {}; echo \"rc=$?\"", specs.join(" "))
 }
 
+/// The lines of a script's output that start with `tag` (`CASE`, `STEP`), as
+/// what each names and what became of it: "2:3:1" → "REFUSED", "sendto4" → "EPERM".
+fn outcomes(out: &str, tag: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' '))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, what)| (name.to_string(), what.to_string()))
+        .collect()
+}
+
 /// What became of each case (by spec) in a script's output.
 fn created(out: &str) -> BTreeMap<String, String> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix("CASE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(spec, what)| (spec.to_string(), what.to_string()))
-        .collect()
+    outcomes(out, "CASE")
 }
 
 fn raw_deny(v: &Value, session: &str, c: &Case) -> bool {
@@ -208,11 +214,7 @@ fn ungoverned_and_allowed_roles_create_raw_sockets() {
 
 /// What each socket step printed ("sendto4 EPERM", "connect6 OK", ...).
 fn printed_steps(out: &str) -> BTreeMap<String, String> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix("STEP "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    outcomes(out, "STEP")
 }
 
 /// Runs the Python steps of `py` in a network namespace of their own (set up
