@@ -632,6 +632,9 @@ fn guard_function_tracing_stays_on() {
         return;
     }
     // Off by an ungoverned root: back on within a tick, and the hooks with it.
+    // Meanwhile every LSM hook is off, for a test running beside this one
+    // too, and its daemon would turn the switch back on instead of this one.
+    harness::alone();
     if std::fs::write(FTRACE_SWITCH, "0").is_err() || ftrace_switch() != "0" {
         harness::skip_part("this kernel refuses to turn function tracing off (a permanent ftrace user, such as a live patch, holds it)");
         return;

@@ -7,7 +7,9 @@
 //! goes on, and if it passes it is reported as ignored with those reasons, so
 //! that the part it could not check never counts as passed.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -33,6 +35,31 @@ pub fn skip_part(reason: impl Into<String>) {
     SKIPPED_PARTS.with(|p| p.borrow_mut().push(reason));
 }
 
+/// Held by every running test, shared; [`alone`] takes it whole.
+static RUNNING: RwLock<()> = RwLock::new(());
+
+/// How the running test holds [`RUNNING`] (kept only to be dropped at its end).
+enum Hold {
+    Shared { _guard: RwLockReadGuard<'static, ()> },
+    Alone { _guard: RwLockWriteGuard<'static, ()> },
+}
+
+thread_local! {
+    static HOLD: RefCell<Option<Hold>> = const { RefCell::new(None) };
+}
+
+/// Waits until no other test of this suite runs, and keeps the rest from
+/// starting until the running test ends. For a test that changes what the
+/// whole kernel does for a moment (a switch every daemon's hooks depend on),
+/// which a test running beside it would see.
+pub fn alone() {
+    HOLD.with(|hold| {
+        hold.borrow_mut().take();
+        let whole = RUNNING.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *hold.borrow_mut() = Some(Hold::Alone { _guard: whole });
+    });
+}
+
 /// Runs `tests` (name, function) with the command line's filters and threads.
 pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
     let args = Arguments::from_args();
@@ -55,7 +82,9 @@ pub fn run(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
                 }
                 let started = std::time::Instant::now();
                 SKIPPED_PARTS.with(|p| p.borrow_mut().clear());
+                HOLD.with(|hold| *hold.borrow_mut() = Some(Hold::Shared { _guard: RUNNING.read().unwrap_or_else(|poisoned| poisoned.into_inner()) }));
                 let outcome = catch_unwind(AssertUnwindSafe(test));
+                HOLD.with(|hold| hold.borrow_mut().take());
                 let skipped_parts = SKIPPED_PARTS.with(|p| std::mem::take(&mut *p.borrow_mut()));
                 // Where the suites' time goes (the vm-tests under TCG are CI's longest phase).
                 // One write, so the line is not interleaved with the other thread's output.
