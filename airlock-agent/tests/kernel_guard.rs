@@ -639,12 +639,12 @@ fn guard_function_tracing_stays_on() {
         harness::skip_part("this kernel refuses to turn function tracing off (a permanent ftrace user, such as a live patch, holds it)");
         return;
     }
+    // The daemon writes the switch first and logs after: both are waited for.
     let deadline = Instant::now() + seconds(15);
-    while ftrace_switch() != "1" {
-        assert!(Instant::now() < deadline, "the daemon left function tracing off; log:\n{}", d.log());
+    while ftrace_switch() != "1" || !d.log().contains("kernel.ftrace_enabled was 0") {
+        assert!(Instant::now() < deadline, "the daemon did not turn function tracing back on (it reads {}); log:\n{}", ftrace_switch(), d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(d.log().contains("kernel.ftrace_enabled was 0"), "{}", d.log());
     let s = d.governed(Some("agent"), "terraform apply; echo \"rcapply=$?\"");
     assert!(s.all_output().contains("rcapply=126"), "the exec check is not back:\n{}", s.all_output());
 }
