@@ -108,11 +108,6 @@ fn outcomes(out: &str, tag: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What became of each case (by spec) in a script's output.
-fn created(out: &str) -> BTreeMap<String, String> {
-    outcomes(out, "CASE")
-}
-
 fn raw_deny(v: &Value, session: &str, c: &Case) -> bool {
     v["session_id"] == session && v["decision"] == "deny" && v["reason"] == "raw_socket" && c.audited_as(v)
 }
@@ -121,10 +116,10 @@ fn raw_deny(v: &Value, session: &str, c: &Case) -> bool {
 /// kernel without IPv6 or packet sockets cannot tell us anything about them.
 fn creatable(d: &Daemon) -> Vec<&'static Case> {
     let o = d.ungoverned(&create_script(&CASES.iter().collect::<Vec<_>>()));
-    let outcomes = created(&String::from_utf8_lossy(&o.stdout));
+    let made = outcomes(&String::from_utf8_lossy(&o.stdout), "CASE");
     let mut out = Vec::new();
     for c in CASES {
-        match outcomes.get(&c.spec()).map(String::as_str) {
+        match made.get(&c.spec()).map(String::as_str) {
             Some("CREATED") => out.push(c),
             other => harness::skip_part(format!(
                 "{}: an ungoverned root process cannot create it here either: {}{}",
@@ -154,10 +149,10 @@ fn governed_root_cannot_create_raw_or_packet_sockets() {
         let s = d.governed(Some("agent"), &create_script(&group));
         let out = s.all_output();
         assert!(!s.session_id.is_empty(), "the session did not start: {out}");
-        let outcomes = created(&out);
+        let made = outcomes(&out, "CASE");
         let id = s.session_id.clone();
         for c in group {
-            let outcome = outcomes.get(&c.spec()).map(String::as_str);
+            let outcome = made.get(&c.spec()).map(String::as_str);
             let want = if c.packet && !lsm {
                 // SIGKILL: 128 + 9, before it could print anything.
                 assert!(outcome.is_none() && out.contains("rc=137"), "{}: not killed on compat:\n{out}", c.name);
@@ -192,10 +187,10 @@ fn ungoverned_and_allowed_roles_create_raw_sockets() {
     let s = d.governed(Some("nettools"), &create_script(&cases));
     let out = s.all_output();
     assert!(!s.session_id.is_empty() && out.contains("rc=0"), "the session did not start or did not finish: {out}");
-    let outcomes = created(&out);
+    let made = outcomes(&out, "CASE");
     let id = s.session_id.clone();
     for c in &cases {
-        assert_eq!(outcomes.get(&c.spec()).map(String::as_str), Some("CREATED"), "{}: refused in a role that allows it:\n{out}", c.name);
+        assert_eq!(made.get(&c.spec()).map(String::as_str), Some("CREATED"), "{}: refused in a role that allows it:\n{out}", c.name);
         d.wait_audit(&format!("{}: a raw_socket allow in session {id}", c.name), |v| {
             v["session_id"] == id.as_str() && v["decision"] == "allow" && c.audited_as(v)
         });
@@ -212,11 +207,6 @@ fn ungoverned_and_allowed_roles_create_raw_sockets() {
     assert!(text.contains("raw IP and packet sockets: denied"), "{text}");
 }
 
-/// What each socket step printed ("sendto4 EPERM", "connect6 OK", ...).
-fn printed_steps(out: &str) -> BTreeMap<String, String> {
-    outcomes(out, "STEP")
-}
-
 /// Runs the Python steps of `py` in a network namespace of their own (set up
 /// by `setup`), first untagged and then governed by `role`; each top-level
 /// `step(` or `sent(` line of `py` is one step. Untagged, every step must succeed, or this host cannot tell us anything and the test is
@@ -226,7 +216,7 @@ fn steps_in_own_network(d: &Daemon, role: &str, what: &str, setup: &str, py: &st
     let script = format!("unshare -n bash -c \"{setup} && python3 steps.py\"; echo \"rc=$?\"");
     let expected = py.lines().filter(|l| l.starts_with("step(") || l.starts_with("sent(")).count();
     let o = d.ungoverned(&script);
-    let plain = printed_steps(&String::from_utf8_lossy(&o.stdout));
+    let plain = outcomes(&String::from_utf8_lossy(&o.stdout), "STEP");
     if plain.len() != expected || plain.values().any(|v| v != "OK") {
         harness::skip(format!(
             "{what} in a new network namespace do not work here: {}{}",
@@ -235,7 +225,7 @@ fn steps_in_own_network(d: &Daemon, role: &str, what: &str, setup: &str, py: &st
         ));
     }
     let s = d.governed(Some(role), &script);
-    let steps = printed_steps(&s.all_output());
+    let steps = outcomes(&s.all_output(), "STEP");
     assert_eq!(steps.len(), expected, "the {what} steps did not all run:\n{}", s.all_output());
     (s, steps)
 }

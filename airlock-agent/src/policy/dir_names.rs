@@ -59,12 +59,18 @@ struct CachedDir {
 }
 
 impl DirNameCache {
-    /// [`names_in_dir`], from the cache when `dir` is unchanged since it was looked at.
-    pub fn names_in_dir(&mut self, dir: &Path, names: &BTreeSet<String>) -> Vec<String> {
+    /// Looks for `names` from now on (once per lookup of many directories, not
+    /// per directory): findings made for other names are dropped.
+    pub fn look_for(&mut self, names: &BTreeSet<String>) {
         if *names != self.names {
             self.by_dir.clear();
             self.names = names.clone();
         }
+    }
+
+    /// [`names_in_dir`] for the names of [`Self::look_for`], from the cache
+    /// when `dir` is unchanged since it was looked at.
+    pub fn names_in_dir(&mut self, dir: &Path) -> Vec<String> {
         // Followed like the listing follows it: the directory a symlink leads to.
         let Ok(meta) = std::fs::metadata(dir) else {
             return Vec::new();
@@ -78,7 +84,7 @@ impl DirNameCache {
         // next stamp differ, and the directory is looked at again.
         let looked_at = SystemTime::now();
         self.looked_at += 1;
-        let found: Vec<String> = names_in_dir(dir, names).into_iter().cloned().collect();
+        let found: Vec<String> = names_in_dir(dir, &self.names).into_iter().cloned().collect();
         let settled = meta.modified().ok().and_then(|m| looked_at.duration_since(m).ok()).is_some_and(|age| age >= SETTLED);
         if settled {
             if self.by_dir.len() >= MAX_CACHED_DIRS {
@@ -104,10 +110,11 @@ mod tests {
         std::fs::write(dir.join("terraform"), b"x").expect("write");
         let names: BTreeSet<String> = ["aws", "terraform"].into_iter().map(String::from).collect();
         let mut cache = DirNameCache::default();
+        cache.look_for(&names);
 
         // Just changed: its stamp could be shared by a change still to come.
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["terraform"]);
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["terraform"]);
+        assert_eq!(cache.names_in_dir(&dir), vec!["terraform"]);
+        assert_eq!(cache.names_in_dir(&dir), vec!["terraform"]);
         assert_eq!(cache.looked_at, 2, "a directory changed within SETTLED is not kept");
 
         let settle = |dir: &Path| {
@@ -116,23 +123,24 @@ mod tests {
             handle.set_times(std::fs::FileTimes::new().set_modified(long_ago)).expect("set the directory's mtime");
         };
         settle(&dir);
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["terraform"]);
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["terraform"]);
+        assert_eq!(cache.names_in_dir(&dir), vec!["terraform"]);
+        assert_eq!(cache.names_in_dir(&dir), vec!["terraform"]);
         assert_eq!(cache.looked_at, 3, "a settled, unchanged directory is looked at once");
 
         std::fs::write(dir.join("aws"), b"x").expect("write");
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["aws", "terraform"], "a program added is found");
+        assert_eq!(cache.names_in_dir(&dir), vec!["aws", "terraform"], "a program added is found");
         settle(&dir);
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["aws", "terraform"]);
+        assert_eq!(cache.names_in_dir(&dir), vec!["aws", "terraform"]);
         std::fs::remove_file(dir.join("terraform")).expect("rm");
-        assert_eq!(cache.names_in_dir(&dir, &names), vec!["aws"], "a program removed is gone");
+        assert_eq!(cache.names_in_dir(&dir), vec!["aws"], "a program removed is gone");
         settle(&dir);
-        cache.names_in_dir(&dir, &names);
+        cache.names_in_dir(&dir);
         let looked = cache.looked_at;
         let fewer: BTreeSet<String> = ["terraform"].into_iter().map(String::from).collect();
-        assert!(cache.names_in_dir(&dir, &fewer).is_empty());
+        cache.look_for(&fewer);
+        assert!(cache.names_in_dir(&dir).is_empty());
         assert_eq!(cache.looked_at, looked + 1, "other names are looked for afresh");
-        assert!(cache.names_in_dir(&dir.join("missing"), &names).is_empty());
+        assert!(cache.names_in_dir(&dir.join("missing")).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -292,6 +292,7 @@ pub fn on_session_path(
     cwd: &str,
     programs: &BTreeSet<String>,
 ) -> Vec<LearnedEntry> {
+    listings.look_for(programs);
     let mut seen = BTreeSet::new();
     let mut found = Vec::new();
     for entry in path_var.split(':').take(MAX_PATH_DIRS) {
@@ -299,7 +300,7 @@ pub fn on_session_path(
         if !dir.is_absolute() || !seen.insert(dir.clone()) {
             continue;
         }
-        for program in listings.names_in_dir(&under_root(root, &dir), programs) {
+        for program in listings.names_in_dir(&under_root(root, &dir)) {
             if let Some(c) = candidate(&program, root, &dir.join(&program), "launch") {
                 found.push(c);
             }
