@@ -79,7 +79,10 @@ pub(crate) fn option_name(word: &str) -> Option<&str> {
 /// The kind of value a secret option takes, if `name` is one.
 pub(crate) fn secret_option_kind(name: &str) -> Option<Kind> {
     let lower = name.to_ascii_lowercase();
-    SECRET_OPTIONS.iter().any(|o| lower == *o || lower.ends_with(&format!("-{o}"))).then(|| kind_for_name(&lower))
+    SECRET_OPTIONS
+        .iter()
+        .any(|o| lower == *o || lower.strip_suffix(o).is_some_and(|rest| rest.ends_with('-')))
+        .then(|| kind_for_name(&lower))
 }
 
 /// A whole word `NAME=value` whose name says it holds a secret: the value's range and kind.

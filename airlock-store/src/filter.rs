@@ -6,7 +6,8 @@ use airlock_api::decision::{ALLOW, CONNECT_KINDS, DENY, EXEC};
 use airlock_api::v1::{DecisionFilter, DecisionKind, Verdict};
 use rusqlite::types::Value;
 
-/// SQL and arguments for a filter; every filter the API has, as bound parameters.
+/// SQL and arguments for a filter; every filter the API has, as bound
+/// parameters.
 pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
     let mut sql = String::from("1");
     let mut args = Vec::new();
@@ -17,7 +18,7 @@ pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
         }
     }
     eq("session_id", f.session_id.trim(), &mut sql, &mut args);
-    eq("role", f.role.trim(), &mut sql, &mut args);
+    owner_conditions(f, &mut sql, &mut args);
     match DecisionKind::try_from(f.kind).unwrap_or(DecisionKind::Unspecified) {
         DecisionKind::Unspecified => {}
         DecisionKind::Exec => eq("kind", EXEC, &mut sql, &mut args),
@@ -36,20 +37,7 @@ pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
         Verdict::Allow => sql.push_str(&format!(" AND decision = '{ALLOW}'")),
         Verdict::Deny => sql.push_str(&format!(" AND decision = '{DENY}'")),
     }
-    let user = f.user.trim();
-    if !user.is_empty() {
-        match user.parse::<u32>() {
-            Ok(uid) => {
-                sql.push_str(" AND (user = ? OR uid = ?)");
-                args.push(Value::Text(user.to_string()));
-                args.push(Value::Integer(uid.into()));
-            }
-            Err(_) => {
-                sql.push_str(" AND user = ?");
-                args.push(Value::Text(user.to_string()));
-            }
-        }
-    }
+    // The query adds the id bounds of a time range ([`crate::page`]).
     if f.since_unix_nanos > 0 {
         sql.push_str(" AND time_ns >= ?");
         args.push(Value::Integer(f.since_unix_nanos));
@@ -65,6 +53,38 @@ pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
         args.push(Value::Text(text.to_ascii_lowercase()));
     }
     (sql, args)
+}
+
+/// The filter's user and role as SQL over the columns `user`, `uid` and
+/// `role`, which both `decisions` and `session_owners` have; `1` for a filter
+/// with neither.
+pub fn owner_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
+    let mut sql = String::from("1");
+    let mut args = Vec::new();
+    owner_conditions(f, &mut sql, &mut args);
+    (sql, args)
+}
+
+fn owner_conditions(f: &DecisionFilter, sql: &mut String, args: &mut Vec<Value>) {
+    let role = f.role.trim();
+    if !role.is_empty() {
+        sql.push_str(" AND role = ?");
+        args.push(Value::Text(role.to_string()));
+    }
+    let user = f.user.trim();
+    if !user.is_empty() {
+        match user.parse::<u32>() {
+            Ok(uid) => {
+                sql.push_str(" AND (user = ? OR uid = ?)");
+                args.push(Value::Text(user.to_string()));
+                args.push(Value::Integer(uid.into()));
+            }
+            Err(_) => {
+                sql.push_str(" AND user = ?");
+                args.push(Value::Text(user.to_string()));
+            }
+        }
+    }
 }
 
 /// Constant kind names as an SQL list (they are ours, never user input).

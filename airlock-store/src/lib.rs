@@ -15,6 +15,7 @@
 
 mod filter;
 mod legacy;
+mod page;
 mod retention;
 pub mod schema;
 pub mod spill;
@@ -33,7 +34,7 @@ use bytes::Bytes;
 use prost::Message;
 use rusqlite::{params_from_iter, Connection};
 
-pub use filter::where_clause;
+pub use filter::{owner_clause, where_clause};
 pub use retention::{apply_retention, used_bytes};
 pub use writer::insert;
 use spill::Spill;
@@ -250,32 +251,11 @@ impl Store {
     /// (0: from the newest). Returns the page and the cursor of the next one.
     pub fn query(&self, filter: &DecisionFilter, before: u64, page: usize) -> Result<(Vec<Decision>, Option<u64>)> {
         let page = page.clamp(1, MAX_PAGE);
-        let (mut sql, mut args) = where_clause(filter);
-        if before > 0 {
-            sql.push_str(" AND d.id < ?");
-            args.push(rusqlite::types::Value::Integer(before as i64));
-        }
-        let sql = format!(
-            "SELECT d.id, b.body FROM decisions AS d JOIN bodies AS b ON b.id = d.id WHERE {sql} ORDER BY d.id DESC LIMIT {}",
-            page + 1
-        );
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(&sql).context("prepare the decision query")?;
-        let mut rows = stmt.query(params_from_iter(args.iter()))?;
-        let mut out = Vec::with_capacity(page);
-        let mut more = false;
-        while let Some(row) = rows.next()? {
-            if out.len() == page {
-                more = true;
-                break;
-            }
-            let id: i64 = row.get(0)?;
-            let body: Vec<u8> = row.get(1)?;
-            let mut d = Decision::decode(body.as_slice()).with_context(|| format!("decision {id} in the store is not readable"))?;
-            legacy::upgrade(&mut d, &body);
-            d.id = id as u64;
-            out.push(d);
-        }
+        let mut ids = page::newest_ids(&conn, filter, before, page + 1)?;
+        let more = ids.len() > page;
+        ids.truncate(page);
+        let out = read_bodies(&conn, &ids)?;
         let next = if more { out.last().map(|d| d.id) } else { None };
         Ok((out, next))
     }
@@ -294,6 +274,26 @@ impl Drop for Store {
     }
 }
 
+/// The decisions with these ids, in this order.
+fn read_bodies(conn: &Connection, ids: &[i64]) -> Result<Vec<Decision>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    let mut stmt = conn.prepare_cached(&format!("SELECT id, body FROM bodies WHERE id IN ({placeholders})")).context("prepare the body query")?;
+    let mut rows = stmt.query(params_from_iter(ids.iter()))?;
+    let mut by_id = std::collections::HashMap::with_capacity(ids.len());
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let body: Vec<u8> = row.get(1)?;
+        let mut d = Decision::decode(body.as_slice()).with_context(|| format!("decision {id} in the store is not readable"))?;
+        legacy::upgrade(&mut d, &body);
+        d.id = id as u64;
+        by_id.insert(id, d);
+    }
+    ids.iter().map(|id| by_id.remove(id).with_context(|| format!("decision {id} has no body in the store"))).collect()
+}
+
 pub fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
@@ -304,7 +304,6 @@ mod tests {
     use airlock_api::decision::matches;
     use airlock_api::v1::decision::Detail;
     use airlock_api::v1::{DecisionKind, Destination, Verdict};
-    use schema::SCHEMA;
 
     fn decision(id: u64, t: i64, session: &str, kind: &str, verdict: &str, argv: &[&str]) -> Decision {
         Decision {
@@ -396,7 +395,7 @@ mod tests {
         let path = dir.join("decisions.db");
         let mut conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        schema::create_tables(&conn).unwrap();
         let long = "x".repeat(400);
         let batch: Vec<Row> = (1..=5_000u64).map(|i| Row::of(&decision(i, i as i64 * 1_000, "s", "exec", "allow", &["echo", &long]))).collect();
         insert(&mut conn, &batch).unwrap();
@@ -415,6 +414,28 @@ mod tests {
         assert!(used_bytes(&conn).unwrap() <= before / 2);
         let newest: i64 = conn.query_row("SELECT MAX(id) FROM decisions", [], |r| r.get(0)).unwrap();
         assert_eq!(newest, 5000, "the newest decisions are kept");
+        // Buckets go with their last decision, and the rest still bound every decision's id.
+        let oldest: i64 = conn.query_row("SELECT MIN(id) FROM decisions", [], |r| r.get(0)).unwrap();
+        let stale: i64 = conn.query_row("SELECT COUNT(*) FROM time_buckets WHERE last_id < ?1", [oldest], |r| r.get(0)).unwrap();
+        assert_eq!(stale, 0);
+        let unbounded: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM decisions AS d WHERE NOT EXISTS (SELECT 1 FROM time_buckets AS b
+                   WHERE b.minute = d.time_ns / 60000000000 AND d.id BETWEEN b.first_id AND b.last_id)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unbounded, 0);
+        // The session stays listed while it has decisions, and goes with its last one.
+        let owners: i64 = conn.query_row("SELECT COUNT(*) FROM session_owners", [], |r| r.get(0)).unwrap();
+        assert_eq!(owners, 1);
+        let everything = Retention { max_age: Duration::from_nanos(1), max_bytes: u64::MAX };
+        apply_retention(&mut conn, everything, 10_000_000).unwrap();
+        for table in ["decisions", "bodies", "time_buckets", "session_owners"] {
+            let left: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+            assert_eq!(left, 0, "{table}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -434,12 +455,23 @@ mod tests {
         };
         let kinds = ["exec", "connect", "sendmsg", "unix_connect", "tamper", "file_open", "revoke", "events_lost"];
         let mut all = Vec::new();
-        for i in 1..=400u64 {
+        for i in 1..=1_000u64 {
             let kind = kinds[next(kinds.len() as u64) as usize];
-            let mut d = decision(i, 1_000 + next(100) as i64, ["s1", "s2", "s3"][next(3) as usize], kind, ["allow", "deny", ""][next(3) as usize], &[]);
-            d.user = ["alice", "bob"][next(2) as usize].into();
-            d.uid = if d.user == "alice" { 1000 } else { 1001 };
-            d.role = ["agent", "ci"][next(2) as usize].into();
+            // Five seconds apart, up to 20 s out of order: minutes whose ids overlap.
+            let t = 1_000 + (i as i64 * 5 + next(41) as i64 - 20) * 1_000_000_000;
+            // Half the rows are carol's, in the role "bulk", in more sessions than
+            // page::MOST_SESSIONS_MERGED; the rest are alice's and bob's in a few,
+            // including the session "" (decisions of no session), where users mix.
+            let bulk = next(2) == 0;
+            let session = if bulk { format!("x{}", next(200)) } else { ["", "s1", "s2"][next(3) as usize].to_string() };
+            let mut d = decision(i, t, &session, kind, ["allow", "deny", ""][next(3) as usize], &[]);
+            d.user = if bulk { "carol".into() } else { ["alice", "bob"][next(2) as usize].into() };
+            d.uid = match d.user.as_str() {
+                "alice" => 1000,
+                "bob" => 1001,
+                _ => 1002,
+            };
+            d.role = if bulk { "bulk".into() } else { ["agent", "ci"][next(2) as usize].into() };
             d.argv = if next(4) == 0 { Vec::new() } else { vec!["Terraform".into(), ["apply", "plan"][next(2) as usize].into()] };
             d.executable = "/usr/bin/terraform".into();
             d.detail = match kind {
@@ -450,18 +482,23 @@ mod tests {
             };
             all.push(d);
         }
-        store.submit(all.iter().map(Row::of).collect());
+        let carols: std::collections::HashSet<&str> = all.iter().filter(|d| d.user == "carol").map(|d| d.session_id.as_str()).collect();
+        assert!(carols.len() > page::MOST_SESSIONS_MERGED, "{} sessions", carols.len());
+        // In batches of 100, as drains hand them over.
+        for chunk in all.chunks(100) {
+            store.submit(chunk.iter().map(Row::of).collect());
+        }
         wait_for(&store, all.len() as u64);
         let texts = ["", "terraform apply", "10.0.0.1", "docker.sock", ".aws", "TERRAFORM", "nothing"];
-        for _ in 0..300 {
+        for _ in 0..600 {
             let f = DecisionFilter {
-                session_id: ["", "s1", "s2"][next(3) as usize].into(),
-                user: ["", "alice", "1001", "carol"][next(4) as usize].into(),
-                role: ["", "agent"][next(2) as usize].into(),
+                session_id: ["", "s1", "s2", "x7"][next(4) as usize].into(),
+                user: ["", "alice", "1001", "carol", "1002", "dave"][next(6) as usize].into(),
+                role: ["", "agent", "bulk"][next(3) as usize].into(),
                 kind: next(4) as i32,
                 decision: next(3) as i32,
-                since_unix_nanos: [0, 1_030][next(2) as usize],
-                until_unix_nanos: [0, 1_070][next(2) as usize],
+                since_unix_nanos: [0, 600_000_000_000, 700_000_001_000][next(3) as usize],
+                until_unix_nanos: [0, 1_200_000_000_000, 1_500_000_001_000][next(3) as usize],
                 text: texts[next(texts.len() as u64) as usize].into(),
             };
             let (sql, _) = store.query(&f, 0, MAX_PAGE).unwrap();

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use rusqlite::Connection;
 
+use crate::schema::bucket_of;
 use crate::Retention;
 
 /// At most this many rows are deleted per retention transaction, so a large
@@ -23,7 +24,12 @@ pub fn apply_retention(conn: &mut Connection, retention: Retention, now_ns: i64)
     let mut deleted = 0u64;
     let cutoff = now_ns.saturating_sub(retention.max_age.as_nanos().min(i64::MAX as u128) as i64);
     loop {
-        let n = delete_where(conn, "time_ns < ?1 LIMIT ?2", rusqlite::params![cutoff, RETENTION_CHUNK])?;
+        // Every decision older than the cutoff is at or below the highest id of the cutoff's minute.
+        let n = delete_where(
+            conn,
+            "id <= (SELECT COALESCE(MAX(last_id), 0) FROM time_buckets WHERE minute <= ?3) AND time_ns < ?1 LIMIT ?2",
+            rusqlite::params![cutoff, RETENTION_CHUNK, bucket_of(cutoff)],
+        )?;
         deleted += n as u64;
         if (n as i64) < RETENTION_CHUNK {
             break;
@@ -42,7 +48,7 @@ pub fn apply_retention(conn: &mut Connection, retention: Retention, now_ns: i64)
         let target = retention.max_bytes as f64 * 0.9;
         let share = 1.0 - target / used as f64;
         let n = ((count as f64 * share).ceil() as i64).clamp(1, RETENTION_CHUNK);
-        let removed = delete_where(conn, "1 ORDER BY id LIMIT ?2", rusqlite::params![0, n])?;
+        let removed = delete_where(conn, "?1 ORDER BY id LIMIT ?2", rusqlite::params![1, n])?;
         deleted += removed as u64;
         // Freed pages go to the freelist; give them back so "used" falls.
         conn.execute_batch("PRAGMA incremental_vacuum")?;
@@ -57,7 +63,8 @@ pub fn apply_retention(conn: &mut Connection, retention: Retention, now_ns: i64)
 }
 
 /// Deletes the decisions (and their bodies) that `condition` selects, in one
-/// transaction; `?1` and `?2` of the condition are bound to `params`.
+/// transaction, with the time buckets and the sessions that no longer hold
+/// any decision; the condition's parameters are bound to `params`.
 fn delete_where(conn: &mut Connection, condition: &str, params: impl rusqlite::Params + Clone) -> Result<usize> {
     let tx = conn.transaction()?;
     tx.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)", [])?;
@@ -65,6 +72,10 @@ fn delete_where(conn: &mut Connection, condition: &str, params: impl rusqlite::P
     tx.execute(&format!("INSERT INTO doomed SELECT id FROM decisions WHERE {condition}"), params)?;
     let n = tx.execute("DELETE FROM decisions WHERE id IN (SELECT id FROM doomed)", [])?;
     tx.execute("DELETE FROM bodies WHERE id IN (SELECT id FROM doomed)", [])?;
+    if n > 0 {
+        tx.execute("DELETE FROM time_buckets WHERE last_id < (SELECT COALESCE(MIN(id), 9223372036854775807) FROM decisions)", [])?;
+        tx.execute("DELETE FROM session_owners WHERE NOT EXISTS (SELECT 1 FROM decisions WHERE decisions.session_id = session_owners.session_id)", [])?;
+    }
     tx.commit()?;
     Ok(n)
 }

@@ -4,6 +4,12 @@
 //! searchable text lowercased) so that a text search that must scan reads as
 //! little as possible; the whole decision, as its protobuf encoding, is in
 //! `bodies` under the same id and is read only for the rows returned.
+//!
+//! Every index costs each insert a B-tree descent, and the insert is most of
+//! the daemon's CPU per decision. So rows are indexed by session, by kind and
+//! verdict, and (denials only) by id; time and user or role filters go
+//! through small tables that an insert touches once per batch
+//! ([`TIME_BUCKETS`], [`SESSION_OWNERS`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,15 +33,58 @@ CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ns);
 CREATE INDEX IF NOT EXISTS decisions_session ON decisions(session_id, id);
-CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user, id);
-CREATE INDEX IF NOT EXISTS decisions_role ON decisions(role, id);
 -- Denials are a few percent of the rows: allowed rows are not written into their index.
 CREATE INDEX IF NOT EXISTS decisions_denied ON decisions(id) WHERE decision = 'deny';
 DROP INDEX IF EXISTS decisions_verdict;
 CREATE INDEX IF NOT EXISTS decisions_kind ON decisions(kind, decision, id);
 ";
+
+/// The ids each minute of decision time spans. It replaces an index on
+/// `time_ns`, which cost every insert a B-tree descent: a time bound becomes
+/// an id bound, read from a row per minute that an insert updates once per
+/// batch. Kernel times are not strictly in id order, so a minute keeps both
+/// its lowest and its highest id.
+pub const TIME_BUCKETS: &str = "
+CREATE TABLE time_buckets (
+    minute INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL
+);
+INSERT INTO time_buckets SELECT time_ns / 60000000000, MIN(id), MAX(id) FROM decisions GROUP BY 1;
+DROP INDEX IF EXISTS decisions_time;
+";
+
+/// The user, uid and role each session's decisions carry. It replaces an
+/// index on `user` and one on `role`, which cost every insert two B-tree
+/// descents: a user or role filter becomes a list of sessions, read through
+/// the session index (see [`crate::page`]). An insert adds a row only for a
+/// session (or a user of it) not seen before, once per batch.
+pub const SESSION_OWNERS: &str = "
+CREATE TABLE session_owners (
+    session_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (session_id, user, uid, role)
+) WITHOUT ROWID;
+INSERT INTO session_owners SELECT DISTINCT session_id, user, uid, role FROM decisions;
+DROP INDEX IF EXISTS decisions_user;
+DROP INDEX IF EXISTS decisions_role;
+";
+
+/// Tables that replace an index, each made (and filled from the decisions
+/// already stored) when a store does not have it yet.
+const INDEX_TABLES: [(&str, &str); 2] = [("time_buckets", TIME_BUCKETS), ("session_owners", SESSION_OWNERS)];
+
+/// Nanoseconds per bucket of [`TIME_BUCKETS`].
+pub const BUCKET_NS: i64 = 60_000_000_000;
+
+/// The bucket of a time, as the SQL above computes it (division truncates in
+/// both; all that matters is that later times never get earlier buckets).
+pub fn bucket_of(time_ns: i64) -> i64 {
+    time_ns / BUCKET_NS
+}
 
 pub fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags).with_context(|| format!("open the decision store {}", path.display()))?;
@@ -57,10 +106,24 @@ pub fn open_for_writing(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Statement journals and sorter spills in memory, never in temporary files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.execute_batch(SCHEMA).context("create the decision store's tables")?;
+    create_tables(&conn)?;
     // Row counts per index value let the planner choose between an index and the newest-first scan.
     conn.execute_batch("PRAGMA optimize=0x10002").context("analyze the decision store")?;
     Ok(conn)
+}
+
+/// The tables and indexes, made where missing; the index tables of a store
+/// that predates them are filled from its decisions.
+pub fn create_tables(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SCHEMA).context("create the decision store's tables")?;
+    for (table, sql) in INDEX_TABLES {
+        let exists: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)", [table], |r| r.get(0))?;
+        if !exists {
+            // One scan fills it, in one transaction with the removal of the index it replaces.
+            conn.execute_batch(&format!("BEGIN; {sql} COMMIT;")).with_context(|| format!("make the decision store's {table} table"))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn open_for_reading(path: &Path) -> Result<Connection> {
@@ -106,6 +169,56 @@ mod tests {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE {sql} ORDER BY id DESC LIMIT 100")).unwrap();
         let plan: Vec<String> = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
         assert!(plan.iter().any(|step| step.contains("decisions_denied")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_older_store_gets_time_buckets_for_its_index_on_time() {
+        let dir = std::env::temp_dir().join(format!("airlock-store-buckets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("decisions.db");
+        let minute = BUCKET_NS;
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            old.execute_batch("CREATE INDEX decisions_time ON decisions(time_ns)").unwrap();
+            // Ids 1-3 in minute 10, 4 back in minute 9 (out of order), 5-6 in minute 11.
+            for (id, t) in [(1, 10 * minute), (2, 10 * minute + 5), (3, 11 * minute - 1), (4, 10 * minute - 1), (5, 11 * minute), (6, 11 * minute + 7)] {
+                old.execute(
+                    "INSERT INTO decisions (id, time_ns, session_id, user, uid, role, kind, decision, subject) VALUES (?1, ?2, 's', 'u', 0, 'r', 'exec', 'allow', '')",
+                    rusqlite::params![id, t],
+                )
+                .unwrap();
+            }
+        }
+        let conn = open_for_writing(&path).unwrap();
+        assert!(!index_names(&conn).contains(&"decisions_time".to_string()));
+        let mut stmt = conn.prepare("SELECT minute, first_id, last_id FROM time_buckets ORDER BY minute").unwrap();
+        let buckets: Vec<(i64, i64, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(buckets, vec![(9, 4, 4), (10, 1, 3), (11, 5, 6)]);
+
+        let ids = |f: &DecisionFilter| -> Vec<i64> {
+            let mut ids = crate::page::newest_ids(&conn, f, 0, 100).unwrap();
+            ids.sort_unstable();
+            ids
+        };
+        let since = |t: i64| DecisionFilter { since_unix_nanos: t, ..Default::default() };
+        let until = |t: i64| DecisionFilter { until_unix_nanos: t, ..Default::default() };
+        assert_eq!(ids(&since(10 * minute)), vec![1, 2, 3, 5, 6]);
+        assert_eq!(ids(&since(10 * minute + 1)), vec![2, 3, 5, 6]);
+        assert_eq!(ids(&since(11 * minute)), vec![5, 6]);
+        assert_eq!(ids(&since(12 * minute)), Vec::<i64>::new());
+        assert_eq!(ids(&until(10 * minute)), vec![4]);
+        assert_eq!(ids(&until(11 * minute)), vec![1, 2, 3, 4]);
+        assert_eq!(ids(&until(9 * minute)), Vec::<i64>::new());
+
+        // A time range reads a stretch of ids, newest first, with no sort and no scan of the rest.
+        let (sql, args) = crate::page::conditions(&conn, &DecisionFilter { since_unix_nanos: 11 * minute, ..Default::default() }, 0).unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE {sql} ORDER BY id DESC LIMIT 100")).unwrap();
+        let plan: Vec<String> = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(plan.iter().any(|step| step.contains("SEARCH decisions USING INTEGER PRIMARY KEY (rowid>?)")), "{plan:?}");
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use rusqlite::Connection;
 
 use crate::retention::apply_retention;
+use crate::schema::bucket_of;
 use crate::spill::Spill;
 use crate::{now_ns, Retention, Row};
 
@@ -128,10 +129,46 @@ pub fn insert(conn: &mut Connection, batch: &[Row]) -> Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let mut bodies = tx.prepare_cached("INSERT OR IGNORE INTO bodies (id, body) VALUES (?1, ?2)")?;
+        let mut buckets = tx.prepare_cached(
+            "INSERT INTO time_buckets (minute, first_id, last_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT (minute) DO UPDATE SET first_id = MIN(first_id, excluded.first_id), last_id = MAX(last_id, excluded.last_id)",
+        )?;
         for r in batch {
             stmt.execute(rusqlite::params![r.id, r.time_ns, r.session_id, r.user, r.uid, r.role, r.kind, r.decision, r.subject])?;
             bodies.execute(rusqlite::params![r.id, r.body.as_ref()])?;
         }
+        for (minute, first_id, last_id) in id_spans_by_minute(batch) {
+            buckets.execute(rusqlite::params![minute, first_id, last_id])?;
+        }
+        let mut owners = tx.prepare_cached("INSERT OR IGNORE INTO session_owners (session_id, user, uid, role) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut seen: Vec<&Row> = Vec::with_capacity(2);
+        for r in batch {
+            let same = |o: &&Row| o.session_id == r.session_id && o.user == r.user && o.uid == r.uid && o.role == r.role;
+            if !seen.iter().any(same) {
+                owners.execute(rusqlite::params![r.session_id, r.user, r.uid, r.role])?;
+                // Past a few owners a batch is unusual: the insert's own lookup does the rest.
+                if seen.len() < 64 {
+                    seen.push(r);
+                }
+            }
+        }
     }
     tx.commit().context("commit a batch of decisions")
+}
+
+/// The lowest and highest id of each minute in a batch; a batch rarely spans
+/// more than two minutes, so a short list beats a map.
+fn id_spans_by_minute(batch: &[Row]) -> Vec<(i64, i64, i64)> {
+    let mut spans: Vec<(i64, i64, i64)> = Vec::with_capacity(2);
+    for r in batch {
+        let minute = bucket_of(r.time_ns);
+        match spans.iter_mut().find(|s| s.0 == minute) {
+            Some(span) => {
+                span.1 = span.1.min(r.id);
+                span.2 = span.2.max(r.id);
+            }
+            None => spans.push((minute, r.id, r.id)),
+        }
+    }
+    spans
 }
