@@ -140,12 +140,18 @@ mod tests {
         stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
     }
 
-    #[test]
-    fn an_older_store_loses_its_verdict_index_and_denials_use_their_own() {
-        let dir = std::env::temp_dir().join(format!("airlock-store-schema-{}", std::process::id()));
+    /// An empty directory of its own, and the store's path in it.
+    fn scratch_store(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("airlock-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("decisions.db");
+        (dir, path)
+    }
+
+    #[test]
+    fn an_older_store_loses_its_verdict_index_and_denials_use_their_own() {
+        let (dir, path) = scratch_store("schema");
         {
             let old = Connection::open(&path).unwrap();
             old.execute_batch(&SCHEMA.replace("DROP INDEX IF EXISTS decisions_verdict;", "")).unwrap();
@@ -175,10 +181,7 @@ mod tests {
 
     #[test]
     fn an_older_store_gets_time_buckets_for_its_index_on_time() {
-        let dir = std::env::temp_dir().join(format!("airlock-store-buckets-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("decisions.db");
+        let (dir, path) = scratch_store("buckets");
         let minute = BUCKET_NS;
         {
             let old = Connection::open(&path).unwrap();
