@@ -1,6 +1,7 @@
 //! The decision store: an embedded SQLite database, `<dir>/decisions.db`,
 //! that the API queries. The agent writes every decision here as one of its
-//! sinks (the audit trail is another); the gateway reuses it for a fleet.
+//! sinks (the audit trail is another). The gateway has its own store
+//! (`airlock-gateway-store`), for a fleet.
 //!
 //! Writing: one writer thread owns the write connection and takes whole
 //! batches (everything one ring-buffer drain produced) as one transaction, so
