@@ -253,10 +253,16 @@ impl Store {
     pub fn query(&self, filter: &DecisionFilter, before: u64, page: usize) -> Result<(Vec<Decision>, Option<u64>)> {
         let page = page.clamp(1, MAX_PAGE);
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ids = page::newest_ids(&conn, filter, before, page + 1)?;
+        // A page takes several statements: one read transaction makes them see one
+        // snapshot, so a commit of the writer (or its retention) between them never
+        // shows one session's rows of a batch and not another's, or drops a body
+        // whose id was already read.
+        let snapshot = conn.unchecked_transaction().context("begin a read of the decision store")?;
+        let mut ids = page::newest_ids(&snapshot, filter, before, page + 1)?;
         let more = ids.len() > page;
         ids.truncate(page);
-        let out = read_bodies(&conn, &ids)?;
+        let out = read_bodies(&snapshot, &ids)?;
+        snapshot.finish().context("end a read of the decision store")?;
         let next = if more { out.last().map(|d| d.id) } else { None };
         Ok((out, next))
     }

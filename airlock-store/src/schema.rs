@@ -73,9 +73,15 @@ DROP INDEX IF EXISTS decisions_user;
 DROP INDEX IF EXISTS decisions_role;
 ";
 
-/// Tables that replace an index, each made (and filled from the decisions
-/// already stored) when a store does not have it yet.
-const INDEX_TABLES: [(&str, &str); 2] = [("time_buckets", TIME_BUCKETS), ("session_owners", SESSION_OWNERS)];
+/// Tables that replace indexes: each made (and filled from the decisions
+/// already stored) when a store does not have it yet, and made again when one
+/// of the indexes it replaces is back, which means that an agent from before
+/// the table wrote to the store meanwhile (a downgrade and an upgrade) and
+/// left the table behind.
+const INDEX_TABLES: [(&str, &str, &[&str]); 2] = [
+    ("time_buckets", TIME_BUCKETS, &["decisions_time"]),
+    ("session_owners", SESSION_OWNERS, &["decisions_user", "decisions_role"]),
+];
 
 /// Nanoseconds per bucket of [`TIME_BUCKETS`].
 pub const BUCKET_NS: i64 = 60_000_000_000;
@@ -116,11 +122,19 @@ pub fn open_for_writing(path: &Path) -> Result<Connection> {
 /// that predates them are filled from its decisions.
 pub fn create_tables(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA).context("create the decision store's tables")?;
-    for (table, sql) in INDEX_TABLES {
-        let exists: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)", [table], |r| r.get(0))?;
-        if !exists {
-            // One scan fills it, in one transaction with the removal of the index it replaces.
-            conn.execute_batch(&format!("BEGIN; {sql} COMMIT;")).with_context(|| format!("make the decision store's {table} table"))?;
+    let exists = |kind: &str, name: &str| -> Result<bool> {
+        Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = ?1 AND name = ?2)", [kind, name], |r| r.get(0))?)
+    };
+    for (table, sql, replaced) in INDEX_TABLES {
+        let mut stale = false;
+        for index in replaced {
+            stale |= exists("index", index)?;
+        }
+        if stale || !exists("table", table)? {
+            // One scan fills it, in one transaction with the removal of the indexes it replaces.
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}; {sql}")).with_context(|| format!("make the decision store's {table} table"))?;
+            tx.commit().with_context(|| format!("make the decision store's {table} table"))?;
         }
     }
     Ok(())
@@ -180,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn an_older_store_gets_time_buckets_for_its_index_on_time() {
+    fn an_older_store_gets_time_buckets_for_its_index_on_time_and_again_after_a_downgrade() {
         let (dir, path) = scratch_store("buckets");
         let minute = BUCKET_NS;
         {
@@ -201,6 +215,24 @@ mod tests {
         let mut stmt = conn.prepare("SELECT minute, first_id, last_id FROM time_buckets ORDER BY minute").unwrap();
         let buckets: Vec<(i64, i64, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(buckets, vec![(9, 4, 4), (10, 1, 3), (11, 5, 6)]);
+        drop(stmt);
+        drop(conn);
+
+        // An older agent writes meanwhile (its schema brings the index back), then this one starts again.
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch("CREATE INDEX decisions_time ON decisions(time_ns)").unwrap();
+            old.execute(
+                "INSERT INTO decisions (id, time_ns, session_id, user, uid, role, kind, decision, subject) VALUES (7, ?1, 's', 'u', 0, 'r', 'exec', 'allow', '')",
+                [12 * minute],
+            )
+            .unwrap();
+        }
+        let conn = open_for_writing(&path).unwrap();
+        assert!(!index_names(&conn).contains(&"decisions_time".to_string()));
+        let mut stmt = conn.prepare("SELECT minute, first_id, last_id FROM time_buckets ORDER BY minute").unwrap();
+        let buckets: Vec<(i64, i64, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(buckets, vec![(9, 4, 4), (10, 1, 3), (11, 5, 6), (12, 7, 7)]);
 
         let ids = |f: &DecisionFilter| -> Vec<i64> {
             let mut ids = crate::page::newest_ids(&conn, f, 0, 100).unwrap();
@@ -209,10 +241,11 @@ mod tests {
         };
         let since = |t: i64| DecisionFilter { since_unix_nanos: t, ..Default::default() };
         let until = |t: i64| DecisionFilter { until_unix_nanos: t, ..Default::default() };
-        assert_eq!(ids(&since(10 * minute)), vec![1, 2, 3, 5, 6]);
-        assert_eq!(ids(&since(10 * minute + 1)), vec![2, 3, 5, 6]);
-        assert_eq!(ids(&since(11 * minute)), vec![5, 6]);
-        assert_eq!(ids(&since(12 * minute)), Vec::<i64>::new());
+        assert_eq!(ids(&since(10 * minute)), vec![1, 2, 3, 5, 6, 7]);
+        assert_eq!(ids(&since(10 * minute + 1)), vec![2, 3, 5, 6, 7]);
+        assert_eq!(ids(&since(11 * minute)), vec![5, 6, 7]);
+        assert_eq!(ids(&since(12 * minute)), vec![7]);
+        assert_eq!(ids(&since(13 * minute)), Vec::<i64>::new());
         assert_eq!(ids(&until(10 * minute)), vec![4]);
         assert_eq!(ids(&until(11 * minute)), vec![1, 2, 3, 4]);
         assert_eq!(ids(&until(9 * minute)), Vec::<i64>::new());
