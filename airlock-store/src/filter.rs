@@ -6,8 +6,7 @@ use airlock_api::decision::{ALLOW, CONNECT_KINDS, DENY, EXEC};
 use airlock_api::v1::{DecisionFilter, DecisionKind, Verdict};
 use rusqlite::types::Value;
 
-/// SQL and arguments for a filter; every filter the API has, as bound
-/// parameters.
+/// SQL and arguments for a filter; every filter the API has, as bound parameters.
 pub fn where_clause(f: &DecisionFilter) -> (String, Vec<Value>) {
     let mut sql = String::from("1");
     let mut args = Vec::new();

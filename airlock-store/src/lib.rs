@@ -35,7 +35,7 @@ use bytes::Bytes;
 use prost::Message;
 use rusqlite::{params_from_iter, Connection};
 
-pub use filter::{owner_clause, where_clause};
+pub use filter::where_clause;
 pub use retention::{apply_retention, used_bytes};
 pub use writer::insert;
 use spill::Spill;

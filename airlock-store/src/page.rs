@@ -15,7 +15,7 @@ use rusqlite::{params_from_iter, Connection};
 use airlock_api::v1::DecisionFilter;
 
 use crate::filter::{owner_clause, where_clause};
-use crate::schema::bucket_of;
+use crate::schema::{bucket_of, highest_id_through, lowest_id_from};
 
 /// Sessions whose newest ids are read one by one and merged.
 pub const MOST_SESSIONS_MERGED: usize = 64;
@@ -53,16 +53,12 @@ pub fn conditions(conn: &Connection, filter: &DecisionFilter, before: u64) -> Re
         args.push(Value::Integer(before as i64));
     }
     if filter.since_unix_nanos > 0 {
-        let lowest: Option<i64> = conn
-            .query_row("SELECT MIN(first_id) FROM time_buckets WHERE minute >= ?1", [bucket_of(filter.since_unix_nanos)], |r| r.get(0))
-            .context("read the time buckets")?;
+        let lowest = lowest_id_from(conn, bucket_of(filter.since_unix_nanos))?;
         sql.push_str(" AND decisions.id >= ?");
         args.push(Value::Integer(lowest.unwrap_or(i64::MAX)));
     }
     if filter.until_unix_nanos > 0 {
-        let highest: Option<i64> = conn
-            .query_row("SELECT MAX(last_id) FROM time_buckets WHERE minute <= ?1", [bucket_of(filter.until_unix_nanos - 1)], |r| r.get(0))
-            .context("read the time buckets")?;
+        let highest = highest_id_through(conn, bucket_of(filter.until_unix_nanos - 1))?;
         sql.push_str(" AND decisions.id <= ?");
         args.push(Value::Integer(highest.unwrap_or(0)));
     }

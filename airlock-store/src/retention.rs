@@ -4,7 +4,7 @@
 use anyhow::Result;
 use rusqlite::Connection;
 
-use crate::schema::bucket_of;
+use crate::schema::{bucket_of, highest_id_through};
 use crate::Retention;
 
 /// At most this many rows are deleted per retention transaction, so a large
@@ -23,13 +23,10 @@ pub fn used_bytes(conn: &Connection) -> Result<u64> {
 pub fn apply_retention(conn: &mut Connection, retention: Retention, now_ns: i64) -> Result<u64> {
     let mut deleted = 0u64;
     let cutoff = now_ns.saturating_sub(retention.max_age.as_nanos().min(i64::MAX as u128) as i64);
+    // Every decision older than the cutoff is at or below the highest id of the cutoff's minute.
+    let highest = highest_id_through(conn, bucket_of(cutoff))?.unwrap_or(0);
     loop {
-        // Every decision older than the cutoff is at or below the highest id of the cutoff's minute.
-        let n = delete_where(
-            conn,
-            "id <= (SELECT COALESCE(MAX(last_id), 0) FROM time_buckets WHERE minute <= ?3) AND time_ns < ?1 LIMIT ?2",
-            rusqlite::params![cutoff, RETENTION_CHUNK, bucket_of(cutoff)],
-        )?;
+        let n = delete_where(conn, "id <= ?3 AND time_ns < ?1 LIMIT ?2", rusqlite::params![cutoff, RETENTION_CHUNK, highest])?;
         deleted += n as u64;
         if (n as i64) < RETENTION_CHUNK {
             break;
@@ -48,7 +45,7 @@ pub fn apply_retention(conn: &mut Connection, retention: Retention, now_ns: i64)
         let target = retention.max_bytes as f64 * 0.9;
         let share = 1.0 - target / used as f64;
         let n = ((count as f64 * share).ceil() as i64).clamp(1, RETENTION_CHUNK);
-        let removed = delete_where(conn, "?1 ORDER BY id LIMIT ?2", rusqlite::params![1, n])?;
+        let removed = delete_where(conn, "1 ORDER BY id LIMIT ?2", rusqlite::params![0, n])?;
         deleted += removed as u64;
         // Freed pages go to the freelist; give them back so "used" falls.
         conn.execute_batch("PRAGMA incremental_vacuum")?;

@@ -52,7 +52,6 @@ CREATE TABLE time_buckets (
     last_id INTEGER NOT NULL
 );
 INSERT INTO time_buckets SELECT time_ns / 60000000000, MIN(id), MAX(id) FROM decisions GROUP BY 1;
-DROP INDEX IF EXISTS decisions_time;
 ";
 
 /// The user, uid and role each session's decisions carry. It replaces an
@@ -69,8 +68,6 @@ CREATE TABLE session_owners (
     PRIMARY KEY (session_id, user, uid, role)
 ) WITHOUT ROWID;
 INSERT INTO session_owners SELECT DISTINCT session_id, user, uid, role FROM decisions;
-DROP INDEX IF EXISTS decisions_user;
-DROP INDEX IF EXISTS decisions_role;
 ";
 
 /// Tables that replace indexes: each made (and filled from the decisions
@@ -90,6 +87,18 @@ pub const BUCKET_NS: i64 = 60_000_000_000;
 /// both; all that matters is that later times never get earlier buckets).
 pub fn bucket_of(time_ns: i64) -> i64 {
     time_ns / BUCKET_NS
+}
+
+/// The lowest id of the decisions at or after `minute`: a lower bound for
+/// every decision whose time is in that minute or later.
+pub fn lowest_id_from(conn: &Connection, minute: i64) -> Result<Option<i64>> {
+    conn.query_row("SELECT MIN(first_id) FROM time_buckets WHERE minute >= ?1", [minute], |r| r.get(0)).context("read the time buckets")
+}
+
+/// The highest id of the decisions up to `minute`: an upper bound for every
+/// decision whose time is in that minute or earlier.
+pub fn highest_id_through(conn: &Connection, minute: i64) -> Result<Option<i64>> {
+    conn.query_row("SELECT MAX(last_id) FROM time_buckets WHERE minute <= ?1", [minute], |r| r.get(0)).context("read the time buckets")
 }
 
 pub fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
@@ -133,7 +142,8 @@ pub fn create_tables(conn: &Connection) -> Result<()> {
         if stale || !exists("table", table)? {
             // One scan fills it, in one transaction with the removal of the indexes it replaces.
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}; {sql}")).with_context(|| format!("make the decision store's {table} table"))?;
+            let drops: String = replaced.iter().map(|index| format!("DROP INDEX IF EXISTS {index}; ")).collect();
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}; {sql} {drops}")).with_context(|| format!("make the decision store's {table} table"))?;
             tx.commit().with_context(|| format!("make the decision store's {table} table"))?;
         }
     }
