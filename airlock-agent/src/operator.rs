@@ -146,7 +146,12 @@ fn print_status(r: &pb::StatusResponse) {
     println!("backend:        {}", r.backend);
     println!("hooks:");
     for h in &r.hooks {
-        println!("  {:<24} {}", h.program, h.attach_point);
+        let state = match (h.on_demand, h.attached) {
+            (false, _) => "",
+            (true, true) => "  (on demand: attached, a governed process lives)",
+            (true, false) => "  (on demand: detached, no governed process)",
+        };
+        println!("  {:<24} {}{state}", h.program, h.attach_point);
     }
     println!("guarantees:");
     for g in &r.guarantees {

@@ -113,6 +113,9 @@ pub struct StatusReport {
     pub pid: u32,
     pub backend: String,
     pub hooks: Vec<Hook>,
+    /// Whether the on-demand hooks are attached now (while a governed process lives).
+    #[serde(default)]
+    pub on_demand_attached: bool,
     /// What this backend guarantees and what it cannot.
     pub guarantees: Vec<String>,
     pub policy: PolicyStatus,

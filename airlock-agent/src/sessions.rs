@@ -172,6 +172,11 @@ impl Sessions {
         self.by_id.values().map(|s| s.info.clone()).collect()
     }
 
+    /// Whether any session is ready or running.
+    pub fn any_active(&self) -> bool {
+        self.by_id.values().any(|s| s.info.state.is_active())
+    }
+
     /// Sessions that are ready or running.
     pub fn running(&self) -> Vec<SessionInfo> {
         self.by_id.values().filter(|s| s.info.state.is_active()).map(|s| s.info.clone()).collect()

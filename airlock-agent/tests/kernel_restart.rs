@@ -326,6 +326,9 @@ fn fd_store_holds_the_enforcement_when_the_daemon_is_killed_and_the_pins_removed
     let mut d = Daemon::start_under_service_manager("fdstore", &[("test-infra.json", &policy(port))], &[("agent.json", ROLE)]);
     let backend = d.backend();
     let set = pinned_set(&d.pin_dir);
+    // With a session running, the on-demand hooks are attached and stored too.
+    let mut s = d.live_session("agent");
+    let sid = s.session_id.clone();
     let want = store_names_of(&set);
     let manager = d.manager.as_ref().expect("a service manager");
     manager.wait("every pinned object stored", |_, names| sorted(names.to_vec()) == want);
@@ -342,8 +345,6 @@ fn fd_store_holds_the_enforcement_when_the_daemon_is_killed_and_the_pins_removed
     assert_eq!(status["lifecycle"]["fd_store"]["stored"].as_u64(), Some(want.len() as u64), "{status:#}");
     let programs = pinned_programs(&set);
 
-    let mut s = d.live_session("agent");
-    let sid = s.session_id.clone();
     let (out, _) = s.run("terraform apply; echo rc=$?");
     assert!(!out.contains(RAN), "{out}");
 
@@ -388,6 +389,9 @@ fn fd_store_holds_the_enforcement_when_the_daemon_is_killed_and_the_pins_removed
     let log = d.current_log();
     assert!(log.contains("took the enforcement back from systemd's file descriptor store"), "{log}");
     assert!(log.contains("adopted the running enforcement"), "{log}");
+    // The store holds links, not programs: the on-demand programs came back from their attached links.
+    assert!(log.contains("the on-demand programs were pinned again from their links"), "{log}");
+    assert!(std::fs::read_dir(set.join("progs")).is_ok_and(|mut d| d.next().is_some()), "no on-demand program is pinned again");
 
     // The same set, the same programs, pinned again where they were.
     assert_eq!(pinned_set(&d.pin_dir), set, "the set was not pinned again under its own name");

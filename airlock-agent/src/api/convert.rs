@@ -41,7 +41,11 @@ pub fn status_of(r: StatusReport, sessions: Vec<pb::Session>, store: pb::StoreSt
         version: r.version,
         pid: r.pid,
         backend: r.backend,
-        hooks: r.hooks.into_iter().map(|h| pb::Hook { program: h.program, attach_point: h.attach_point }).collect(),
+        hooks: r
+            .hooks
+            .into_iter()
+            .map(|h| pb::Hook { attached: !h.on_demand || r.on_demand_attached, on_demand: h.on_demand, program: h.program, attach_point: h.attach_point })
+            .collect(),
         guarantees: r.guarantees,
         policy: Some(pb::PolicyStatus {
             version: r.policy.version,

@@ -61,7 +61,7 @@ pub struct Agent {
     pub backlog_audited: AtomicU64,
     pub release_on_exit: bool,
     /// systemd's file descriptor store, as published at start.
-    pub fd_store: crate::protocol::FdStoreStatus,
+    pub fd_store: Mutex<crate::protocol::FdStoreStatus>,
     /// The gateway link's state and spool, when the daemon has a gateway.
     pub gateway: Option<GatewayHandle>,
     /// Approval requests and the grants their verdicts wrote.

@@ -156,10 +156,15 @@ impl Agent {
         if let Some(path) = &path {
             self.learn_session_path(peer.pid, path, &info.cwd)?;
         }
+        // The syscall tracepoints run before its first instruction, and stay
+        // attached: the idle check cannot run until the tag is in place.
+        let (on_demand, attached) = self.kernel.hold_on_demand().context("refusing to start a session that the syscall tracepoints would not govern")?;
         // Registered before tagging, so the first event already finds its session.
         lock(&self.sessions).insert(id, info.clone());
         maps.tag(peer.pid, &ProcTag { session_id: id, role_slot, flags: 0 })
             .context("could not tag the session's process; refusing to start it ungoverned")?;
+        drop(on_demand);
+        super::fd_store::store_links(&self.fd_store, attached);
         tracing::info!(session = %info.id, role = %role, pid = peer.pid, uid = peer.uid, command = ?info.command, "session started");
         Ok(Response::Launched { session_id: info.id, role })
     }

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
+use std::sync::Mutex;
 
-use crate::kernel::Kernel;
+use crate::kernel::{fdstore, Kernel};
 use crate::protocol::FdStoreStatus;
 use crate::systemd;
 
@@ -70,6 +71,35 @@ pub fn publish(kernel: &Kernel) -> FdStoreStatus {
         status.error = Some(failures.join("; "));
     }
     status
+}
+
+/// Stores links attached after start (the on-demand hooks).
+pub fn store_links(status: &Mutex<FdStoreStatus>, entries: Vec<fdstore::Entry>) {
+    if entries.is_empty() || !systemd::under_service_manager() {
+        return;
+    }
+    let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+    for entry in entries {
+        match systemd::fd_store_add(&entry.name, entry.fd.as_fd()) {
+            Ok(()) => status.stored += 1,
+            // The pin still holds the link; only the extra holder is missing.
+            Err(e) => tracing::error!(descriptor = %entry.name, "store in systemd's file descriptor store: {e}"),
+        }
+    }
+}
+
+/// Withdraws links the daemon detached: the store would keep them attached.
+pub fn withdraw_links(status: &Mutex<FdStoreStatus>, names: &[String]) {
+    if names.is_empty() || !systemd::under_service_manager() {
+        return;
+    }
+    let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+    for name in names {
+        match systemd::fd_store_remove(name) {
+            Ok(()) => status.stored = status.stored.saturating_sub(1),
+            Err(e) => tracing::error!(descriptor = %name, "remove from systemd's file descriptor store: {e}"),
+        }
+    }
 }
 
 /// Removes the set in force from the store (before `--release-on-exit`

@@ -192,7 +192,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         protected: Mutex::new(ProtectedFiles::default()),
         backlog_audited: AtomicU64::new(0),
         release_on_exit: opts.release_on_exit,
-        fd_store,
+        fd_store: fd_store.into(),
         gateway,
         approvals: Mutex::new(Approvals::persistent(opts.approvals, approvals_file)),
         notifier,
@@ -282,8 +282,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     threads::release_free_heap();
     tracing::info!(socket = %opts.socket.display(), "ready");
     let mut status = format!("enforcing ({}), {} session(s) re-adopted", agent.kernel.backend(), restored.running);
-    if agent.fd_store.received > 0 {
-        status += &format!(", {} descriptor(s) taken back from the fd store", agent.fd_store.taken_back);
+    let taken_back = lock(&agent.fd_store).taken_back;
+    if lock(&agent.fd_store).received > 0 {
+        status += &format!(", {taken_back} descriptor(s) taken back from the fd store");
     }
     crate::systemd::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 

@@ -39,6 +39,7 @@ impl Agent {
             pid: std::process::id(),
             backend: self.kernel.backend().to_string(),
             hooks: self.kernel.hooks().to_vec(),
+            on_demand_attached: self.kernel.on_demand_attached(),
             guarantees: {
                 let mut g = guarantees(self.kernel.backend());
                 g.extend(self.kernel.gaps().iter().map(|gap| format!("not guaranteed: {gap}")));
@@ -59,7 +60,7 @@ impl Agent {
                 startup: self.kernel.startup().clone(),
                 backlog_audited: self.backlog_audited.load(Ordering::Relaxed),
                 on_stop: if self.release_on_exit { "release".into() } else { "enforcement stays pinned".into() },
-                fd_store: self.fd_store.clone(),
+                fd_store: lock(&self.fd_store).clone(),
             }),
         })
     }

@@ -2,7 +2,7 @@
 //! compatible set that is already pinned and running.
 
 use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use airlock_common::abi;
 use airlock_ebpf::airlock::{AirlockSkelBuilder, OpenAirlockSkel};
@@ -11,6 +11,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
 
 use super::maps::Maps;
+use super::on_demand::OnDemand;
 use super::pins::{self, PinMeta, PinRoot, PinSet};
 use super::types::{Backend, Hook, MapSizes, Startup};
 use super::{mounts, probe};
@@ -108,7 +109,19 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
         let mut link = link.with_context(|| format!("attach {name} to {point}"))?;
         link.pin(set.link_path(name)).with_context(|| format!("pin the link of {name}"))?;
         links.push(link);
-        hooks.push(Hook { program: name.to_string(), attach_point: point.to_string() });
+        hooks.push(Hook { program: name.to_string(), attach_point: point.to_string(), on_demand: false });
+        Ok(())
+    };
+    // Syscall tracepoints: pinned programs, attached while a governed process lives.
+    let mut on_demand_hooks = Vec::new();
+    let mut on_demand = |name: &str, syscall: &str, prog: &libbpf_rs::Program<'_>| -> Result<()> {
+        let point = format!("tracepoint/syscalls/{syscall}");
+        if !probe::tracepoint_exists(syscall) {
+            tracing::warn!(hook = %point, "this kernel has no such tracepoint; not attached");
+            return Ok(());
+        }
+        pins::pin_object(prog.as_fd(), &set.prog_path(name)).with_context(|| format!("pin program {name}"))?;
+        on_demand_hooks.push(Hook { program: name.to_string(), attach_point: point, on_demand: true });
         Ok(())
     };
 
@@ -130,8 +143,8 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
     let at = |hook: &str| format!("{hook} on {}", cgroup_root.display());
     attached("airlock_packet_egress", &at("cgroup/egress"), p.airlock_packet_egress.attach_cgroup(cgroup_fd))?;
     if lsm {
-        attached("airlock_enter_execve", "tracepoint/syscalls/sys_enter_execve", p.airlock_enter_execve.attach())?;
-        attached("airlock_enter_execveat", "tracepoint/syscalls/sys_enter_execveat", p.airlock_enter_execveat.attach())?;
+        on_demand("airlock_enter_execve", "sys_enter_execve", &p.airlock_enter_execve)?;
+        on_demand("airlock_enter_execveat", "sys_enter_execveat", &p.airlock_enter_execveat)?;
         attached("airlock_bprm_check", "lsm/bprm_check_security", p.airlock_bprm_check.attach_lsm())?;
         attached("airlock_socket_connect", "lsm/socket_connect", p.airlock_socket_connect.attach_lsm())?;
         attached("airlock_socket_sendmsg", "lsm/socket_sendmsg", p.airlock_socket_sendmsg.attach_lsm())?;
@@ -199,13 +212,14 @@ pub fn load_and_attach(pins: PinRoot, old_sets: Vec<PinSet>, reason: String, bac
             ("airlock_compat_creat", "sys_exit_creat", &p.airlock_compat_creat),
             ("airlock_compat_socket", "sys_enter_socket", &p.airlock_compat_socket),
         ] {
-            let point = format!("tracepoint/syscalls/{syscall}");
-            if !probe::tracepoint_exists(syscall) {
-                tracing::warn!(hook = %point, "this kernel has no such tracepoint; not attached");
-                continue;
-            }
-            attached(name, &point, prog.attach())?;
+            on_demand(name, syscall, prog)?;
         }
+    }
+    hooks.extend(on_demand_hooks);
+    // The old sets' sessions are governed by this set from now on.
+    if !old_sets.is_empty() {
+        let on_demand = OnDemand::new(set.clone(), &hooks);
+        on_demand.attach()?;
     }
     // Every open hook of the new set records now: the old sets' strict-session
     // records come over last, so no write falls between the two.

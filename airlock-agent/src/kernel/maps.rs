@@ -133,6 +133,11 @@ impl Maps {
         from_bytes(&value)
     }
 
+    /// Whether any process is tagged or quarantined (one key read per map).
+    pub fn any_governed(&self) -> bool {
+        self.tagged_procs.keys().next().is_some() || self.quarantine.keys().next().is_some()
+    }
+
     /// Every tagged process.
     pub fn tagged(&self) -> Vec<(u32, abi::ProcTag)> {
         self.tagged_procs

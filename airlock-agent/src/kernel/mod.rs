@@ -11,6 +11,7 @@ pub mod ftrace;
 mod load;
 pub mod maps;
 pub mod mounts;
+pub mod on_demand;
 pub mod pins;
 mod probe;
 pub mod types;
@@ -46,6 +47,8 @@ pub struct Kernel {
     gaps: Vec<String>,
     /// What the descriptors systemd handed back at start came to.
     restored: fdstore::Restored,
+    /// The syscall tracepoints, attached while a governed process lives.
+    on_demand: on_demand::OnDemand,
 }
 
 impl Kernel {
@@ -93,7 +96,15 @@ impl Kernel {
                 load::load_and_attach(pins, sets, reason, backend, opts.sizes)?
             }
         };
+        let on_demand = on_demand::OnDemand::new(attached.set.clone(), &attached.hooks);
+        match on_demand.repin_programs() {
+            Ok(pinned) if !pinned.is_empty() => tracing::info!(programs = ?pinned, "the on-demand programs were pinned again from their links"),
+            Ok(_) => {}
+            // Only a set adopted without them gets here (its pins removed while no session lived).
+            Err(e) => tracing::error!("the on-demand hooks cannot be attached again: {e:#}"),
+        }
         Ok(Kernel {
+            on_demand,
             backend: attached.backend,
             hooks: attached.hooks,
             links: attached.links,
@@ -143,6 +154,34 @@ impl Kernel {
 
     pub fn hooks(&self) -> &[Hook] {
         &self.hooks
+    }
+
+    /// Whether the on-demand hooks (the syscall tracepoints) are attached now.
+    pub fn on_demand_attached(&self) -> bool {
+        self.on_demand.attached()
+    }
+
+    /// Attaches the on-demand hooks for a process about to be tagged; they
+    /// stay attached at least until the hold is dropped (after the tag).
+    /// Also returns the links attached now, for systemd's descriptor store.
+    pub fn hold_on_demand(&self) -> Result<(on_demand::Held<'_>, Vec<fdstore::Entry>)> {
+        let (held, attached) = self.on_demand.attach().context("attach the syscall tracepoints")?;
+        if !attached.is_empty() {
+            tracing::info!(hooks = attached.len(), "a governed session starts: the syscall tracepoints are attached");
+        }
+        let entries = fdstore::link_entries(&self.set, &attached)?;
+        Ok((held, entries))
+    }
+
+    /// Detaches the on-demand hooks if no governed process is left (none when
+    /// `sessions_live`, else the tag maps are looked at). Returns the store
+    /// names of the links unpinned, to withdraw from systemd's descriptor store.
+    pub fn release_on_demand_if_idle(&self, sessions_live: bool) -> Result<Vec<String>> {
+        let detached = self.on_demand.detach_if_idle(sessions_live, || self.maps.any_governed())?;
+        if !detached.is_empty() {
+            tracing::info!(hooks = detached.len(), "no governed process is left: the syscall tracepoints are detached");
+        }
+        Ok(detached.iter().map(|program| fdstore::link_name(&self.set, program)).collect())
     }
 
     pub fn sizes(&self) -> MapSizes {

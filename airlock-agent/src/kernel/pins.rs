@@ -5,7 +5,9 @@
 //! ```text
 //! <pin-dir>/                      flock()ed by the running daemon: one daemon per pin dir
 //!   set-<seconds>-<pid>/          one pinned set: one loaded object and its attachments
-//!     links/<program>             every attachment (tp_btf, tracepoint, lsm, cgroup links)
+//!     links/<program>             every attachment (tp_btf, tracepoint, lsm, cgroup links);
+//!                                 an on-demand hook's only while a governed process lives
+//!     progs/<program>             the programs of the on-demand hooks, to attach them again
 //!     maps/<map>                  every map of the object
 //!     meta                        written LAST: a one-entry array map holding a JSON record
 //! ```
@@ -14,12 +16,13 @@
 //! never adopted. bpffs holds only BPF objects and directories, which is why the
 //! metadata record is itself a small map.
 
+use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, MapType};
 use serde::{Deserialize, Serialize};
 
 use super::types::{Hook, MapSizes};
@@ -28,7 +31,9 @@ use super::types::{Hook, MapSizes};
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 
 /// Version of this layout and of the meta record; a different one is never adopted.
-pub const LAYOUT: u32 = 1;
+/// (2: on-demand hooks, whose links come and go; a daemon of layout 1 would
+/// take their absence for a set that needs no such hook.)
+pub const LAYOUT: u32 = 2;
 /// Bytes of the meta record (JSON, NUL padded).
 pub const META_BYTES: u32 = 8192;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -123,7 +128,7 @@ impl PinRoot {
         loop {
             let dir = self.dir.join(format!("set-{secs:012}-{}-{n}", std::process::id()));
             if !dir.exists() {
-                for sub in ["links", "maps"] {
+                for sub in ["links", "progs", "maps"] {
                     std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("create {}", dir.join(sub).display()))?;
                 }
                 return Ok(PinSet { dir });
@@ -176,6 +181,11 @@ impl PinSet {
 
     pub fn link_path(&self, program: &str) -> PathBuf {
         self.dir.join("links").join(program)
+    }
+
+    /// Where an on-demand hook's program is pinned.
+    pub fn prog_path(&self, program: &str) -> PathBuf {
+        self.dir.join("progs").join(program)
     }
 
     /// Opens a pinned map by the name it has in the object.
@@ -235,19 +245,28 @@ impl PinSet {
         Ok(removed)
     }
 
-    /// The ids of the programs the pinned links attach.
+    /// The ids of the programs the pinned links attach, and of the pinned programs.
     pub fn program_ids(&self) -> Vec<u32> {
-        self.links()
+        let mut ids: Vec<u32> = self
+            .links()
             .iter()
             .filter_map(|name| libbpf_rs::Link::open(self.link_path(name)).ok())
             // A link opened from its pin only closes its fd when dropped: the pin keeps it.
             .filter_map(|link| link.info().ok().map(|i| i.prog_id))
-            .collect()
+            .collect();
+        for name in names_in(&self.dir.join("progs")) {
+            if let Ok(id) = pinned_program_id(&self.prog_path(&name)) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn unpin_all(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for sub in ["links", "maps"] {
+        for sub in ["links", "progs", "maps"] {
             for name in names_in(&self.dir.join(sub)) {
                 let path = self.dir.join(sub).join(&name);
                 std::fs::remove_file(&path).with_context(|| format!("unpin {}", path.display()))?;
@@ -286,8 +305,13 @@ impl PinSet {
             return Some(format!("map sizes {:?} (this daemon wants {:?})", meta.sizes, want.sizes));
         }
         let links = self.links();
-        if let Some(missing) = meta.hooks.iter().find(|h| !links.contains(&h.program)) {
+        if let Some(missing) = meta.hooks.iter().find(|h| !h.on_demand && !links.contains(&h.program)) {
             return Some(format!("the link of {} ({}) is no longer pinned", missing.program, missing.attach_point));
+        }
+        // An on-demand program is found again from its pin, or from its link while attached.
+        let programs = names_in(&self.dir.join("progs"));
+        if let Some(missing) = meta.hooks.iter().find(|h| h.on_demand && !programs.contains(&h.program) && !links.contains(&h.program)) {
+            return Some(format!("the on-demand program {} ({}) is no longer pinned", missing.program, missing.attach_point));
         }
         None
     }
@@ -324,6 +348,42 @@ pub fn wait_programs_gone(ids: &[u32]) {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Pins a BPF object (map, link or program) at `path`.
+pub fn pin_object(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
+    // SAFETY: valid descriptor and C string for the duration of the call.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc)).with_context(|| format!("pin {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Opens the BPF object pinned at `path`.
+pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
+    // SAFETY: valid C string; a returned fd is ours.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd)).with_context(|| format!("open the pin {}", path.display()));
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The kernel id of the program pinned at `path`.
+pub fn pinned_program_id(path: &Path) -> Result<u32> {
+    let fd = open_pinned(path)?;
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info is valid for len bytes.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc)).with_context(|| format!("read the program pinned at {}", path.display()));
+    }
+    Ok(info.id)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

@@ -51,9 +51,27 @@ pub fn backend_gaps(backend: Backend, compat_unix: bool) -> Vec<String> {
     gaps
 }
 
+const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
 /// Whether tracefs lists the syscall tracepoint (it exists only for syscalls the architecture has).
 pub fn tracepoint_exists(syscall: &str) -> bool {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().any(|root| Path::new(root).join("events/syscalls").join(syscall).exists())
+    TRACEFS_ROOTS.iter().any(|root| Path::new(root).join("events/syscalls").join(syscall).exists())
+}
+
+/// The perf event id tracefs gives the syscall tracepoint.
+pub fn syscall_tracepoint_id(syscall: &str) -> Result<u64> {
+    let mut last = None;
+    for root in TRACEFS_ROOTS {
+        let path = Path::new(root).join("events/syscalls").join(syscall).join("id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return text.trim().parse().with_context(|| format!("{} holds {:?}, not an id", path.display(), text.trim())),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("read {}", path.display()))),
+        }
+    }
+    match last {
+        Some(e) => Err(e),
+        None => bail!("no tracefs"),
+    }
 }
 
 /// The kernel's largest pid (the tag map is sized to it).

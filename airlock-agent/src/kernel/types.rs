@@ -51,11 +51,14 @@ pub enum BackendChoice {
     Compat,
 }
 
-/// One attached program, for `status`.
+/// One program of the set and where it attaches, for `status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hook {
     pub program: String,
     pub attach_point: String,
+    /// Attached only while a governed process lives ([`super::on_demand`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// Entries of the unix_rules map (fixed in maps.h).

@@ -122,6 +122,43 @@ impl Daemon {
         })
     }
 
+    /// Waits until every on-demand hook (the syscall tracepoints) of the
+    /// daemon is attached, or every one is detached.
+    pub fn wait_on_demand(&self, attached: bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status()?;
+            let hooks: Vec<&Value> = status["hooks"].as_array().into_iter().flatten().filter(|h| h["on_demand"] == true).collect();
+            if hooks.is_empty() {
+                bail!("status --json lists no on-demand hook");
+            }
+            if hooks.iter().all(|h| h["attached"] == attached) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon's on-demand hooks were not {} within 30 s", if attached { "attached" } else { "detached" });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A governed `sleep` that keeps a session live until dropped.
+    pub fn live_session(&self) -> Result<LiveSession> {
+        let child = Command::new(&self.agent)
+            .arg("launch")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--role", ROLE, "--", "sleep", "3600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("launch a governed sleep")?;
+        let session = LiveSession(Some(child));
+        self.wait_on_demand(true)?;
+        Ok(session)
+    }
+
     /// Stops the daemon and reports how it ended.
     pub fn stop(mut self) -> Result<()> {
         stop_child(self.child.take())
@@ -132,6 +169,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if let Err(e) = stop_child(self.child.take()) {
             eprintln!("xtask bench: {e:#}");
+        }
+    }
+}
+
+/// A governed process kept alive; killed by pid when dropped.
+pub struct LiveSession(Option<Child>);
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -88,6 +88,10 @@ pub struct ConfigResult {
     pub governed_ns: Vec<f64>,
     pub untagged_ratio: Vec<f64>,
     pub governed_ratio: Vec<f64>,
+    /// Untagged while a governed session lives elsewhere on the host (the
+    /// on-demand syscall tracepoints attached): `untagged` has none.
+    pub beside_ns: Vec<f64>,
+    pub beside_ratio: Vec<f64>,
     /// Summed over rounds, with the operations they cover.
     pub bpf_untagged: BpfSnapshot,
     pub bpf_governed: BpfSnapshot,
@@ -212,13 +216,15 @@ impl Storms<'_> {
                 measured.push(pair);
                 baselines.push(self.baseline(storm, plan.ops)?);
             }
-            for (i, (untagged, governed)) in measured.into_iter().enumerate() {
+            for (i, runs) in measured.into_iter().enumerate() {
                 let base = (baselines[i] + baselines[i + 1]) / 2.0;
                 let r = &mut result.configs[i];
-                r.untagged_ns.push(untagged);
-                r.governed_ns.push(governed);
-                r.untagged_ratio.push(untagged / base);
-                r.governed_ratio.push(governed / base);
+                r.untagged_ns.push(runs.untagged);
+                r.governed_ns.push(runs.governed);
+                r.beside_ns.push(runs.beside);
+                r.untagged_ratio.push(runs.untagged / base);
+                r.governed_ratio.push(runs.governed / base);
+                r.beside_ratio.push(runs.beside / base);
                 if let Some(p) = r.paused.as_mut().filter(|_| round == 0) {
                     p.ratio = p.ns_per_op / base;
                 }
@@ -228,8 +234,9 @@ impl Storms<'_> {
         Ok(result)
     }
 
-    /// Starts the configuration's daemon, measures untagged and governed (in
-    /// alternating order by round), records what the daemon spent, stops it.
+    /// Starts the configuration's daemon, measures untagged (no session on the
+    /// host), governed, and untagged beside a live session (in an order that
+    /// reverses by round), records what the daemon spent, stops it.
     fn with_daemon(
         &self,
         storm: Storm,
@@ -238,18 +245,29 @@ impl Storms<'_> {
         round: usize,
         idle: Option<Duration>,
         out: &mut ConfigResult,
-    ) -> Result<(f64, f64)> {
+    ) -> Result<Runs> {
         let dir = self.work.join(format!("daemon-{}-{}-r{round}", storm.noun(), config.rules));
         let daemon = Daemon::start(self.tools, &config.policy_dir, &dir)?;
         out.usage.start_cpu_ns.push(sys::cpu_ns(daemon.pid)? as f64);
         if let Some(idle) = idle {
             out.usage.idle = Some(measure_idle(&daemon, idle)?);
         }
-        let mut untagged = 0.0;
-        let mut governed = 0.0;
-        let order = if round.is_multiple_of(2) { [false, true] } else { [true, false] };
-        for governed_run in order {
-            let tagging = if governed_run { Tagging::Governed(&daemon) } else { Tagging::Untagged };
+        let mut runs = Runs { untagged: 0.0, governed: 0.0, beside: 0.0 };
+        let mut order = [Run::Untagged, Run::Governed, Run::Beside];
+        if !round.is_multiple_of(2) {
+            order.reverse();
+        }
+        for run in order {
+            // The session that ended last (governed, or the one kept beside) leaves no hook attached.
+            let live = match run {
+                Run::Beside => Some(daemon.live_session()?),
+                Run::Untagged => {
+                    daemon.wait_on_demand(false)?;
+                    None
+                }
+                Run::Governed => None,
+            };
+            let tagging = if run == Run::Governed { Tagging::Governed(&daemon) } else { Tagging::Untagged };
             let bpf_before = BpfSnapshot::take()?;
             let cpu_before = sys::cpu_ns(daemon.pid)?;
             let ns = self.measure(storm, ops, tagging)?;
@@ -257,15 +275,20 @@ impl Storms<'_> {
             wait_drained(&daemon)?;
             let cpu = sys::cpu_ns(daemon.pid)?.saturating_sub(cpu_before);
             let bpf = BpfSnapshot::take()?.since(&bpf_before);
-            if governed_run {
-                governed = ns;
-                out.bpf_governed.add(&bpf);
-                out.ops_governed += ops;
-                out.usage.storm_cpu_ns_per_op.push(cpu as f64 / ops as f64);
-            } else {
-                untagged = ns;
-                out.bpf_untagged.add(&bpf);
-                out.ops_untagged += ops;
+            drop(live);
+            match run {
+                Run::Governed => {
+                    runs.governed = ns;
+                    out.bpf_governed.add(&bpf);
+                    out.ops_governed += ops;
+                    out.usage.storm_cpu_ns_per_op.push(cpu as f64 / ops as f64);
+                }
+                Run::Untagged => {
+                    runs.untagged = ns;
+                    out.bpf_untagged.add(&bpf);
+                    out.ops_untagged += ops;
+                }
+                Run::Beside => runs.beside = ns,
             }
         }
         if round == 0 {
@@ -280,8 +303,24 @@ impl Storms<'_> {
         out.usage.decisions += counters.decisions;
         out.usage.audit_lines += counters.audit_lines;
         daemon.stop()?;
-        Ok((untagged, governed))
+        Ok(runs)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// A worker of no session, with no session on the host.
+    Untagged,
+    Governed,
+    /// A worker of no session, while a governed session lives.
+    Beside,
+}
+
+/// Nanoseconds per operation of one round's runs against one daemon.
+struct Runs {
+    untagged: f64,
+    governed: f64,
+    beside: f64,
 }
 
 impl Storms<'_> {
@@ -352,6 +391,8 @@ impl ConfigResult {
             governed_ns: Vec::new(),
             untagged_ratio: Vec::new(),
             governed_ratio: Vec::new(),
+            beside_ns: Vec::new(),
+            beside_ratio: Vec::new(),
             bpf_untagged: BpfSnapshot::default(),
             bpf_governed: BpfSnapshot::default(),
             ops_untagged: 0,

@@ -301,6 +301,7 @@ mod tests {
 
     fn hook(program: &str, point: &str) -> Hook {
         Hook {
+            on_demand: false,
             program: program.into(),
             attach_point: point.into(),
         }

@@ -16,14 +16,12 @@ mod inspect;
 pub mod names;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::libbpf_sys;
 
-use super::pins::{PinMeta, PinRoot, PinSet};
+use super::pins::{self, PinMeta, PinRoot, PinSet};
 use names::{FdName, Kind};
 
 /// What the descriptors handed back at start came to.
@@ -207,7 +205,7 @@ fn check_meta(fd: BorrowedFd<'_>) -> Result<(PinMeta, u32)> {
 /// A pin that holds another object is replaced: the descriptor is what the
 /// previous daemon attached. Returns the paths pinned.
 fn repin(set: &PinSet, valid: &[Valid]) -> Result<Vec<String>> {
-    for sub in ["maps", "links"] {
+    for sub in ["maps", "links", "progs"] {
         let dir = set.dir.join(sub);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -233,7 +231,7 @@ fn repin(set: &PinSet, valid: &[Valid]) -> Result<Vec<String>> {
             }
             None => {}
         }
-        if let Err(e) = pin(v.fd.as_fd(), &path) {
+        if let Err(e) = pins::pin_object(v.fd.as_fd(), &path) {
             tracing::error!("{e:#}");
             continue;
         }
@@ -250,7 +248,7 @@ fn pinned_id(path: &Path, kind: Kind) -> Option<u32> {
     }
     // Something is there: an object of another kind, or one that will not
     // open, counts as another object (id 0 is never a kernel id).
-    let id = obj_get(path).ok().and_then(|fd| match kind {
+    let id = pins::open_pinned(path).ok().and_then(|fd| match kind {
         Kind::Link if inspect::is_link(&inspect::anon_kind(fd.as_fd())) => {
             inspect::link_object(fd.as_fd()).ok().map(|l| l.id)
         }
@@ -262,57 +260,38 @@ fn pinned_id(path: &Path, kind: Kind) -> Option<u32> {
     Some(id.unwrap_or(0))
 }
 
-fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
-    // SAFETY: valid descriptor and C string for the duration of the call.
-    let rc = unsafe { libbpf_sys::bpf_obj_pin(std::os::fd::AsRawFd::as_raw_fd(&fd), c.as_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(-rc))
-            .with_context(|| format!("pin {}", path.display()));
-    }
-    Ok(())
-}
-
-fn obj_get(path: &Path) -> Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
-    // SAFETY: valid C string; a returned fd is ours.
-    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd))
-            .with_context(|| format!("open the pin {}", path.display()));
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Every pinned object of `set`, opened from its pin, under its store name.
 pub fn entries(set: &PinSet) -> Result<Vec<Entry>> {
     let name = set.name();
     let mut out = Vec::new();
-    let mut add = |fd_name: FdName, path: PathBuf| -> Result<()> {
-        let fd = obj_get(&path)?;
-        let id = match fd_name.kind {
-            Kind::Link => inspect::link_object(fd.as_fd())?.id,
-            Kind::Map | Kind::Meta => inspect::map_object(fd.as_fd())?.id,
-        };
-        out.push(Entry {
-            name: fd_name.format(),
-            fd,
-            id,
-        });
-        Ok(())
-    };
     for map in set.map_pins() {
-        add(FdName::map(&name, &map), set.dir.join("maps").join(&map))?;
+        out.push(entry(FdName::map(&name, &map), set.dir.join("maps").join(&map))?);
     }
     for link in set.links() {
-        add(FdName::link(&name, &link), set.link_path(&link))?;
+        out.push(entry(FdName::link(&name, &link), set.link_path(&link))?);
     }
-    add(FdName::meta(&name), set.dir.join("meta"))?;
-    for e in &out {
-        // Every name must read back: a pin whose name the parser refuses could never be taken back.
-        FdName::parse(&e.name)
-            .with_context(|| format!("the pinned object {} has no store name", e.name))?;
-    }
+    out.push(entry(FdName::meta(&name), set.dir.join("meta"))?);
     Ok(out)
+}
+
+/// The pinned links of `programs` in `set`, under their store names.
+pub fn link_entries(set: &PinSet, programs: &[String]) -> Result<Vec<Entry>> {
+    programs.iter().map(|program| entry(FdName::link(&set.name(), program), set.link_path(program))).collect()
+}
+
+/// The store name of the link of `program` in `set`.
+pub fn link_name(set: &PinSet, program: &str) -> String {
+    FdName::link(&set.name(), program).format()
+}
+
+fn entry(fd_name: FdName, path: PathBuf) -> Result<Entry> {
+    let fd = pins::open_pinned(&path)?;
+    let id = match fd_name.kind {
+        Kind::Link => inspect::link_object(fd.as_fd())?.id,
+        Kind::Map | Kind::Meta => inspect::map_object(fd.as_fd())?.id,
+    };
+    let name = fd_name.format();
+    // Every name must read back: a pin whose name the parser refuses could never be taken back.
+    FdName::parse(&name).with_context(|| format!("the pinned object {name} has no store name"))?;
+    Ok(Entry { name, fd, id })
 }
