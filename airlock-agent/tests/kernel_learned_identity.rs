@@ -17,15 +17,10 @@ use std::path::Path;
 use serde_json::Value;
 use support::*;
 
-const POLICY: &str = r#"{
-  "id": "test-infra", "name": "Test infra block", "status": "active",
-  "blocked_commands": ["terraform apply"] }"#;
-const ROLE: &str = r#"{ "id": "agent", "name": "Agent", "policies": ["test-infra"] }"#;
-
 /// Without `--program-path`: the daemon's scan (its own PATH, the standard
 /// bin directories) does not see the test's tools.
 fn daemon(tag: &str) -> Daemon {
-    Daemon::start(tag, &[("test-infra.json", POLICY)], &[("agent.json", ROLE)])
+    Daemon::start(tag, &[("test-infra.json", APPLY_BLOCKED)], &[("agent.json", AGENT_ROLE)])
 }
 
 fn identity_deny(v: &Value, session: &str) -> bool {
@@ -124,7 +119,7 @@ fn learned_from_an_exec_survives_reload_and_restart() {
     // A reload (the policy file rewritten) keeps it.
     let generation = d.status_json()["policy"]["generation"].as_u64().unwrap_or(0);
     let file = d.policy_dir().join("policies/test-infra.json");
-    std::fs::write(&file, format!("{POLICY}\n")).expect("rewrite the policy");
+    std::fs::write(&file, format!("{APPLY_BLOCKED}\n")).expect("rewrite the policy");
     d.wait_status("the reload", |s| s["policy"]["generation"].as_u64().unwrap_or(0) > generation);
     assert_denied(&d, "copy after a reload", "cp tools/terraform tf2 && ./tf2 apply");
 

@@ -11,29 +11,13 @@
 mod support;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use support::*;
 
-const POLICY: &str = r#"{
-  "id": "test-infra", "name": "Test infra block", "status": "active",
-  "blocked_commands": ["terraform apply"] }"#;
-const ROLE: &str = r#"{ "id": "agent", "name": "Agent", "policies": ["test-infra"] }"#;
-
 fn daemon(tag: &str) -> Daemon {
-    Daemon::start(tag, &[("test-infra.json", POLICY)], &[("agent.json", ROLE)])
-}
-
-fn pinned_set(pin_dir: &Path) -> PathBuf {
-    let sets: Vec<PathBuf> = std::fs::read_dir(pin_dir)
-        .expect("read the pin dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("set-")))
-        .collect();
-    assert_eq!(sets.len(), 1, "expected one pinned set in {}: {sets:?}", pin_dir.display());
-    sets.into_iter().next().unwrap()
+    Daemon::start(tag, &[("test-infra.json", APPLY_BLOCKED)], &[("agent.json", AGENT_ROLE)])
 }
 
 /// The programs pinned in the set's `progs/`: name and kernel id.

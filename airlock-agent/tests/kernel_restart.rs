@@ -9,7 +9,7 @@ mod support;
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde_json::Value;
@@ -33,18 +33,6 @@ fn connect_cmd(d: &Daemon, addr: &str, port: u16) -> String {
         write_file(&probe, PROBE, 0o644);
     }
     format!("python3 {} {addr} {port}", probe.display())
-}
-
-/// The one pinned set under the daemon's pin dir.
-fn pinned_set(pin_dir: &Path) -> PathBuf {
-    let sets: Vec<PathBuf> = std::fs::read_dir(pin_dir)
-        .expect("read the pin dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("set-")))
-        .collect();
-    assert_eq!(sets.len(), 1, "expected one pinned set in {}: {sets:?}", pin_dir.display());
-    sets.into_iter().next().unwrap()
 }
 
 /// The session id a pid carries in the pinned tag map, read directly from bpffs.

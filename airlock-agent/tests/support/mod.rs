@@ -25,6 +25,13 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_airlock-agent");
 /// What the fake tools print when they run: a blocked command must never print it.
 pub const RAN: &str = "FAKE-TOOL-RAN";
 
+/// The policy many tests start from: `terraform apply` blocked.
+pub const APPLY_BLOCKED: &str = r#"{
+  "id": "test-infra", "name": "Test infra block", "status": "active",
+  "blocked_commands": ["terraform apply"] }"#;
+/// Role `agent`, governed by [`APPLY_BLOCKED`].
+pub const AGENT_ROLE: &str = r#"{ "id": "agent", "name": "Agent", "policies": ["test-infra"] }"#;
+
 /// Waits are this many times longer in slow guests (vm-tests under TCG set it).
 pub fn time_scale() -> u32 {
     std::env::var("AIRLOCK_TEST_TIME_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
@@ -151,6 +158,18 @@ struct AuditRead {
     consumed: usize,
     tail: Vec<u8>,
     lines: Vec<Value>,
+}
+
+/// The one pinned set in `pin_dir`.
+pub fn pinned_set(pin_dir: &Path) -> PathBuf {
+    let sets: Vec<PathBuf> = std::fs::read_dir(pin_dir)
+        .expect("read the pin dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("set-")))
+        .collect();
+    assert_eq!(sets.len(), 1, "expected one pinned set in {}: {sets:?}", pin_dir.display());
+    sets.into_iter().next().unwrap()
 }
 
 /// A bpffs directory name no other test daemon uses.
