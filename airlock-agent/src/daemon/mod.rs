@@ -96,6 +96,7 @@ pub struct DaemonOptions {
 pub fn run(opts: DaemonOptions) -> Result<()> {
     // First, while this is the only thread: it clears LISTEN_* from the environment.
     let inherited = crate::systemd::take_listen_fds();
+    threads::limit_heap_arenas();
     raise_descriptor_limit();
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("create the state dir {}", opts.state_dir.display()))?;
     let audit = AuditSink::open(&opts.state_dir.join(AUDIT_FILE))?;

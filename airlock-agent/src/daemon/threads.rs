@@ -119,6 +119,18 @@ impl Agent {
     }
 }
 
+/// At most two glibc heaps (arenas) for all the daemon's threads. By default
+/// every thread that allocates under contention gets a heap of its own, and
+/// each keeps its own high-water mark resident: at 50,000 decisions/s that was
+/// about 2.5 MB more peak RSS, for no CPU measurably saved. Call before the
+/// daemon starts its threads.
+pub fn limit_heap_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) } != 1 {
+        tracing::warn!("the allocator refused M_ARENA_MAX=2; every thread may get a heap of its own");
+    }
+}
+
 /// Returns the allocator's free memory to the kernel. glibc keeps freed
 /// blocks for reuse; after the large, short-lived allocations of loading (the
 /// kernel's BTF) and of a policy compile, that is megabytes of resident memory
