@@ -76,19 +76,40 @@ fn assert_attached(d: &Daemon, want: bool, when: &str) {
     assert_eq!(programs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), hooks.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), "every on-demand hook has its program pinned");
     let expected = if d.backend() == "lsm" { "airlock_enter_execve" } else { "airlock_compat_kill" };
     assert!(hooks.iter().any(|(n, _)| n == expected), "{expected} is not on demand: {hooks:?}");
-    for (program, links) in links_per_program(&programs) {
-        assert_eq!(links, usize::from(want), "{when}: program {program} has {links} links in the kernel\nstatus: {status:#}");
-        assert_eq!(set.join("links").join(&program).exists(), want, "{when}: the link pin of {program}");
+    // The kernel frees a released link after a grace period: polled, bounded.
+    let deadline = std::time::Instant::now() + seconds(15);
+    loop {
+        let counts = links_per_program(&programs);
+        if counts.iter().all(|(_, links)| *links == usize::from(want)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{when}: links per program in the kernel {counts:?}, want {}\nstatus: {status:#}", usize::from(want));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (program, _) in &programs {
+        assert_eq!(set.join("links").join(program).exists(), want, "{when}: the link pin of {program}");
     }
     assert!(d.status_text().contains(if want { "(on demand: attached" } else { "(on demand: detached" }), "{}", d.status_text());
 }
 
-/// A signal to the daemon from the session: the guard's own hook on LSM, the
-/// on-demand sys_enter_kill tracepoint on compat (its sender is killed).
-fn assert_signal_guarded(d: &Daemon, s: &mut LiveSession) {
+/// What the on-demand hooks do, seen from the session. LSM: an allowed
+/// `terraform plan` runs, which needs its argv captured at sys_enter_execve
+/// (without it a program a rule names is refused, argv unknown). compat: a
+/// signal to the daemon kills its sender at sys_enter_kill.
+fn assert_governed(d: &Daemon, s: &mut LiveSession) {
+    let (out, _) = s.run("terraform plan");
+    assert!(out.contains(RAN), "the allowed terraform plan did not run: {out}");
+    let (out, _) = s.run("terraform apply; echo rc=$?");
+    assert!(!out.contains(RAN), "terraform apply ran: {out}");
     let (out, _) = s.run(&format!("(kill -CONT {}); echo sent=$?", d.pid()));
     let want = if d.backend() == "lsm" { "sent=1" } else { "sent=137" };
     assert!(out.contains(want), "a governed signal to the daemon was not stopped ({want} expected): {out}");
+}
+
+/// The link pin of the hook `assert_governed` relies on, in the set in force.
+fn guard_link_pin(d: &Daemon) -> std::path::PathBuf {
+    let program = if d.backend() == "lsm" { "airlock_enter_execve" } else { "airlock_compat_kill" };
+    pinned_set(&d.pin_dir).join("links").join(program)
 }
 
 /// No session: detached. A session: attached before its first instruction,
@@ -99,9 +120,18 @@ fn syscall_tracepoints_follow_the_governed_processes() {
 
     let mut s = d.live_session("agent");
     assert_attached(&d, true, "while a session runs");
-    assert_signal_guarded(&d, &mut s);
-    let (out, _) = s.run("terraform apply; echo rc=$?");
-    assert!(!out.contains(RAN), "{out}");
+    assert_governed(&d, &mut s);
+
+    // A link pin removed while the session runs: the daemon holds the link and pins it again.
+    let pin = guard_link_pin(&d);
+    std::fs::remove_file(&pin).expect("remove an on-demand link pin");
+    let deadline = std::time::Instant::now() + seconds(15);
+    while !pin.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} was not pinned again; log:\n{}", pin.display(), d.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_attached(&d, true, "after its link pin was removed");
+    assert_governed(&d, &mut s);
 
     // A process that outlives its session's root is still governed.
     let (out, _) = s.run("setsid sleep 300 >/dev/null 2>&1 </dev/null & echo orphan=$!");
@@ -117,7 +147,7 @@ fn syscall_tracepoints_follow_the_governed_processes() {
     // Attached again for the next session.
     let mut s = d.live_session("agent");
     assert_attached(&d, true, "for the next session");
-    assert_signal_guarded(&d, &mut s);
+    assert_governed(&d, &mut s);
     s.quit();
     assert_attached(&d, false, "after the next session");
 }
@@ -134,7 +164,18 @@ fn an_adopting_daemon_attaches_and_detaches_them() {
     d.restart();
     assert_eq!(d.status_json()["lifecycle"]["startup"]["kind"], "adopted", "log:\n{}", d.current_log());
     assert_attached(&d, true, "after the restart, the session still running");
-    assert_signal_guarded(&d, &mut s);
+    assert_governed(&d, &mut s);
+
+    // A link pin removed while no daemon runs detaches that hook; the next
+    // start finds governed processes and attaches it before anything else.
+    let pin = guard_link_pin(&d);
+    d.kill_hard();
+    std::fs::remove_file(&pin).expect("remove an on-demand link pin");
+    d.restart();
+    assert_eq!(d.status_json()["lifecycle"]["startup"]["kind"], "adopted", "log:\n{}", d.current_log());
+    assert!(d.current_log().contains("governed processes run without these hooks' links: attached again"), "{}", d.current_log());
+    assert_attached(&d, true, "after a restart that found a link pin removed");
+    assert_governed(&d, &mut s);
     s.quit();
     assert_attached(&d, false, "after the adopted session ended");
 
@@ -144,9 +185,7 @@ fn an_adopting_daemon_attaches_and_detaches_them() {
     assert_attached(&d, false, "after a restart with no session");
     let mut s = d.live_session("agent");
     assert_attached(&d, true, "for a session of the adopting daemon");
-    assert_signal_guarded(&d, &mut s);
-    let (out, _) = s.run("terraform apply; echo rc=$?");
-    assert!(!out.contains(RAN), "{out}");
+    assert_governed(&d, &mut s);
     s.quit();
     assert_attached(&d, false, "after that session");
 }

@@ -163,8 +163,9 @@ impl Agent {
         lock(&self.sessions).insert(id, info.clone());
         maps.tag(peer.pid, &ProcTag { session_id: id, role_slot, flags: 0 })
             .context("could not tag the session's process; refusing to start it ungoverned")?;
-        drop(on_demand);
+        // Stored before the hold ends: an idle check cannot withdraw them first.
         super::fd_store::store_links(&self.fd_store, attached);
+        drop(on_demand);
         tracing::info!(session = %info.id, role = %role, pid = peer.pid, uid = peer.uid, command = ?info.command, "session started");
         Ok(Response::Launched { session_id: info.id, role })
     }

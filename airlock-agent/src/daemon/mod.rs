@@ -283,8 +283,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     threads::release_free_heap();
     tracing::info!(socket = %opts.socket.display(), "ready");
     let mut status = format!("enforcing ({}), {} session(s) re-adopted", agent.kernel.backend(), restored.running);
-    let taken_back = lock(&agent.fd_store).taken_back;
-    if lock(&agent.fd_store).received > 0 {
+    let (received, taken_back) = {
+        let fd_store = lock(&agent.fd_store);
+        (fd_store.received, fd_store.taken_back)
+    };
+    if received > 0 {
         status += &format!(", {taken_back} descriptor(s) taken back from the fd store");
     }
     crate::systemd::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);

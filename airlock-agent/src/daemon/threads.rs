@@ -42,10 +42,7 @@ impl Agent {
                 tracing::info!(session = %id, "session root exited");
             }
             let sessions_live = lock(&self.sessions).any_active();
-            match self.kernel.release_on_demand_if_idle(sessions_live) {
-                Ok(detached) => super::fd_store::withdraw_links(&self.fd_store, &detached),
-                Err(e) => tracing::error!("detach the syscall tracepoints: {e:#}"),
-            }
+            self.kernel.release_on_demand_if_idle(sessions_live, |detached| super::fd_store::withdraw_links(&self.fd_store, detached));
             if last_forget.elapsed() >= FORGET_WRITTEN_EVERY {
                 let gone = self.kernel.maps().forget_written_of_ended();
                 if gone > 0 {

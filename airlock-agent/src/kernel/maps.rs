@@ -7,6 +7,7 @@
 //! whatever it names.
 
 use std::collections::{BTreeSet, HashMap};
+use std::os::fd::{AsFd, AsRawFd};
 
 use airlock_common::abi::{self, as_bytes, from_bytes, IdentityKey, IdentityValue, InodeKey, InodeValue, Pod, RoleSet};
 use airlock_policy::{RawEntry, Table};
@@ -134,8 +135,18 @@ impl Maps {
     }
 
     /// Whether any process is tagged or quarantined (one key read per map).
+    /// Only the kernel's "no key" (ENOENT) counts as none: any other error
+    /// answers yes, which keeps the hooks that govern them attached.
     pub fn any_governed(&self) -> bool {
-        self.tagged_procs.keys().next().is_some() || self.quarantine.keys().next().is_some()
+        [&self.tagged_procs, &self.quarantine].into_iter().any(|map| {
+            let mut key = [0u8; 4];
+            // SAFETY: a valid map descriptor; the key buffer fits the maps' 4-byte keys.
+            let rc = unsafe { libbpf_rs::libbpf_sys::bpf_map_get_next_key(map.as_fd().as_raw_fd(), std::ptr::null(), key.as_mut_ptr().cast()) };
+            if rc != 0 && rc != -libc::ENOENT {
+                tracing::warn!(map = %map.name().to_string_lossy(), "read the first key: {}", std::io::Error::from_raw_os_error(-rc));
+            }
+            rc != -libc::ENOENT
+        })
     }
 
     /// Every tagged process.

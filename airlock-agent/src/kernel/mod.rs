@@ -100,8 +100,16 @@ impl Kernel {
         match on_demand.repin_programs() {
             Ok(pinned) if !pinned.is_empty() => tracing::info!(programs = ?pinned, "the on-demand programs were pinned again from their links"),
             Ok(_) => {}
-            // Only a set adopted without them gets here (its pins removed while no session lived).
+            // The program or its link is pinned (the set was adoptable), yet it did not open: launches are refused.
             Err(e) => tracing::error!("the on-demand hooks cannot be attached again: {e:#}"),
+        }
+        // Governed processes live (an adopted set whose link pins were removed
+        // while no daemon ran): their hooks are attached before anything else.
+        if attached.maps.any_governed() {
+            let (_held, now) = on_demand.attach().context("attach the syscall tracepoints for the governed processes already running")?;
+            if !now.is_empty() {
+                tracing::warn!(hooks = ?now, "governed processes run without these hooks' links: attached again");
+            }
         }
         Ok(Kernel {
             on_demand,
@@ -174,14 +182,19 @@ impl Kernel {
     }
 
     /// Detaches the on-demand hooks if no governed process is left (none when
-    /// `sessions_live`, else the tag maps are looked at). Returns the store
-    /// names of the links unpinned, to withdraw from systemd's descriptor store.
-    pub fn release_on_demand_if_idle(&self, sessions_live: bool) -> Result<Vec<String>> {
-        let detached = self.on_demand.detach_if_idle(sessions_live, || self.maps.any_governed())?;
-        if !detached.is_empty() {
-            tracing::info!(hooks = detached.len(), "no governed process is left: the syscall tracepoints are detached");
-        }
-        Ok(detached.iter().map(|program| fdstore::link_name(&self.set, program)).collect())
+    /// `sessions_live`, else the tag maps are looked at). `withdraw` gets the
+    /// store names of the links detached (for systemd's descriptor store),
+    /// before a launch can attach them again.
+    pub fn release_on_demand_if_idle(&self, sessions_live: bool, withdraw: impl FnOnce(&[String])) {
+        self.on_demand.detach_if_idle(
+            sessions_live,
+            || self.maps.any_governed(),
+            |detached| {
+                tracing::info!(hooks = detached.len(), "no governed process is left: the syscall tracepoints are detached");
+                let names: Vec<String> = detached.iter().map(|program| fdstore::link_name(&self.set, program)).collect();
+                withdraw(&names);
+            },
+        );
     }
 
     pub fn sizes(&self) -> MapSizes {

@@ -37,7 +37,12 @@ pub struct OnDemand {
 }
 
 struct State {
+    /// Whether the hooks are attached (all of them; true of a set with none
+    /// once a session asked for them).
     attached: bool,
+    /// The links, held: a pin removed behind the daemon's back does not detach
+    /// them, and the watcher pins them again.
+    links: Vec<(String, OwnedFd)>,
     /// No scan before this (governed processes were found without a session).
     next_scan: Option<Instant>,
 }
@@ -48,11 +53,23 @@ pub struct Held<'a> {
 }
 
 impl OnDemand {
-    /// The set's on-demand hooks, attached if any of their links is pinned.
+    /// The set's on-demand hooks, attached if any of their links is pinned
+    /// (those links are held from now on).
     pub fn new(set: PinSet, hooks: &[Hook]) -> OnDemand {
         let hooks: Vec<Hook> = hooks.iter().filter(|h| h.on_demand).cloned().collect();
-        let attached = hooks.iter().any(|h| set.link_path(&h.program).exists());
-        OnDemand { set, hooks, state: Mutex::new(State { attached, next_scan: None }) }
+        let mut links = Vec::new();
+        for hook in &hooks {
+            let path = set.link_path(&hook.program);
+            if !path.exists() {
+                continue;
+            }
+            match pins::open_pinned(&path) {
+                Ok(fd) => links.push((hook.program.clone(), fd)),
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
+        let attached = !links.is_empty();
+        OnDemand { set, hooks, state: Mutex::new(State { attached, links, next_scan: None }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -86,70 +103,100 @@ impl OnDemand {
         Ok(pinned)
     }
 
-    /// Attaches every on-demand hook not attached yet and pins its link.
-    /// Returns the hold (no detaching until it is dropped) and the programs
-    /// whose links were pinned now.
+    /// Attaches every on-demand hook not attached yet and pins its link; all
+    /// or none (a failure detaches what this call attached). Returns the hold
+    /// (no detaching until it is dropped) and the programs attached now.
     pub fn attach(&self) -> Result<(Held<'_>, Vec<String>)> {
         let mut state = self.lock();
         let mut attached = Vec::new();
-        let mut result = Ok(());
         for hook in &self.hooks {
-            if self.set.link_path(&hook.program).exists() {
+            if state.links.iter().any(|(program, _)| *program == hook.program) {
                 continue;
             }
-            match attach_pinned(&self.set, hook) {
-                Ok(()) => attached.push(hook.program.clone()),
+            let path = self.set.link_path(&hook.program);
+            let link = if path.exists() { pins::open_pinned(&path) } else { attach_pinned(&self.set, hook) };
+            match link {
+                Ok(fd) => {
+                    state.links.push((hook.program.clone(), fd));
+                    attached.push(hook.program.clone());
+                }
                 Err(e) => {
-                    result = Err(e);
-                    break;
+                    state.links.retain(|(program, _)| {
+                        let new = attached.contains(program);
+                        if new {
+                            let _ = std::fs::remove_file(self.set.link_path(program));
+                        }
+                        !new
+                    });
+                    return Err(e);
                 }
             }
         }
-        // Partly attached counts as attached: the next idle check detaches it.
-        state.attached |= !attached.is_empty() || result.is_ok();
+        state.attached = true;
         state.next_scan = None;
-        result?;
         Ok((Held { _state: state }, attached))
     }
 
     /// Detaches the on-demand hooks when no governed process is left:
     /// `sessions_live` (cheap) rules that out first, then `governed()` looks
-    /// for one in the tag maps. Returns the programs whose links were unpinned.
-    pub fn detach_if_idle(&self, sessions_live: bool, governed: impl FnOnce() -> bool) -> Result<Vec<String>> {
+    /// for one in the tag maps. `on_detached` gets the programs detached,
+    /// under the same lock (a launch cannot attach them again meanwhile).
+    /// While they stay attached, a link pin found removed is pinned again.
+    pub fn detach_if_idle(&self, sessions_live: bool, governed: impl FnOnce() -> bool, on_detached: impl FnOnce(&[String])) {
         let mut state = self.lock();
         if !state.attached {
-            return Ok(Vec::new());
-        }
-        if sessions_live {
-            state.next_scan = None;
-            return Ok(Vec::new());
+            return;
         }
         let now = Instant::now();
-        if state.next_scan.is_some_and(|at| now < at) {
-            return Ok(Vec::new());
-        }
-        if governed() {
+        let idle = if sessions_live {
+            state.next_scan = None;
+            false
+        } else if state.next_scan.is_some_and(|at| now < at) {
+            false
+        } else if governed() {
             state.next_scan = Some(now + RESCAN_EVERY);
-            return Ok(Vec::new());
+            false
+        } else {
+            true
+        };
+        if !idle {
+            self.repin_links(&state);
+            return;
         }
         let mut detached = Vec::new();
-        for hook in &self.hooks {
-            let path = self.set.link_path(&hook.program);
+        for (program, link) in state.links.drain(..) {
+            let path = self.set.link_path(&program);
             match std::fs::remove_file(&path) {
-                Ok(()) => detached.push(hook.program.clone()),
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("unpin {}", path.display())),
+                // The pin keeps it attached: the next attach takes it up again.
+                Err(e) => tracing::error!("unpin {}: {e}", path.display()),
             }
+            drop(link);
+            detached.push(program);
         }
         state.attached = false;
         state.next_scan = None;
-        Ok(detached)
+        on_detached(&detached);
+    }
+
+    fn repin_links(&self, state: &State) {
+        for (program, link) in &state.links {
+            let path = self.set.link_path(program);
+            if path.exists() {
+                continue;
+            }
+            match pins::pin_object(link.as_fd(), &path) {
+                Ok(()) => tracing::warn!(pin = %path.display(), "the pin of an attached on-demand link was removed; it is pinned again"),
+                Err(e) => tracing::error!("{e:#}"),
+            }
+        }
     }
 }
 
 /// Attaches the program pinned for `hook` to its syscall tracepoint through
 /// a perf-event link, and pins the link.
-fn attach_pinned(set: &PinSet, hook: &Hook) -> Result<()> {
+fn attach_pinned(set: &PinSet, hook: &Hook) -> Result<OwnedFd> {
     let Some(syscall) = hook.attach_point.strip_prefix("tracepoint/syscalls/") else {
         bail!("{} attaches to {}, not a syscall tracepoint", hook.program, hook.attach_point);
     };
@@ -157,11 +204,12 @@ fn attach_pinned(set: &PinSet, hook: &Hook) -> Result<()> {
     let id = probe::syscall_tracepoint_id(syscall)?;
     let event = open_tracepoint_event(id).with_context(|| format!("open the perf event of {}", hook.attach_point))?;
     let link = create_perf_link(program.as_fd(), event.as_fd()).with_context(|| format!("attach {} to {}", hook.program, hook.attach_point))?;
-    pins::pin_object(link.as_fd(), &set.link_path(&hook.program)).with_context(|| format!("pin the link of {}", hook.program))
+    pins::pin_object(link.as_fd(), &set.link_path(&hook.program)).with_context(|| format!("pin the link of {}", hook.program))?;
+    Ok(link)
 }
 
-/// A perf event on a tracepoint, counting on every CPU (BPF programs on
-/// tracepoints run wherever the event fires, whatever CPU the event names).
+/// A perf event on a tracepoint. It names CPU 0 as libbpf's does: a BPF
+/// program on a tracepoint runs wherever the tracepoint fires.
 fn open_tracepoint_event(tracepoint_id: u64) -> Result<OwnedFd> {
     let attr = libbpf_sys::perf_event_attr {
         type_: libbpf_sys::PERF_TYPE_TRACEPOINT,
@@ -210,15 +258,20 @@ mod tests {
         OnDemand::new(PinSet { dir: "/nonexistent/airlock-set".into() }, &[])
     }
 
+    fn detached(on_demand: &OnDemand, sessions_live: bool, governed: impl FnOnce() -> bool) -> bool {
+        let mut called = false;
+        on_demand.detach_if_idle(sessions_live, governed, |_| called = true);
+        called
+    }
+
     #[test]
     fn detached_hooks_are_never_looked_at_and_a_live_session_needs_no_scan() {
         let on_demand = empty();
         assert!(!on_demand.attached());
-        let none = on_demand.detach_if_idle(false, || panic!("scanned while detached")).expect("idle check");
-        assert!(none.is_empty());
+        assert!(!detached(&on_demand, false, || panic!("scanned while detached")));
         drop(on_demand.attach().expect("attach"));
         assert!(on_demand.attached());
-        on_demand.detach_if_idle(true, || panic!("scanned while a session is live")).expect("idle check");
+        assert!(!detached(&on_demand, true, || panic!("scanned while a session is live")));
         assert!(on_demand.attached());
     }
 
@@ -226,28 +279,33 @@ mod tests {
     fn governed_processes_without_a_session_are_looked_for_again_only_after_the_pause() {
         let on_demand = empty();
         drop(on_demand.attach().expect("attach"));
-        on_demand.detach_if_idle(false, || true).expect("idle check");
+        assert!(!detached(&on_demand, false, || true));
         assert!(on_demand.attached(), "a governed process was found: still attached");
-        on_demand.detach_if_idle(false, || panic!("scanned again before {RESCAN_EVERY:?}")).expect("idle check");
+        assert!(!detached(&on_demand, false, || panic!("scanned again before {RESCAN_EVERY:?}")));
         // A session resets the pause: the scan after it ends is immediate.
-        on_demand.detach_if_idle(true, || panic!("scanned while a session is live")).expect("idle check");
-        on_demand.detach_if_idle(false, || false).expect("idle check");
+        assert!(!detached(&on_demand, true, || panic!("scanned while a session is live")));
+        assert!(detached(&on_demand, false, || false));
         assert!(!on_demand.attached(), "nothing governed is left: detached");
     }
 
     #[test]
     fn a_hold_keeps_the_idle_check_waiting() {
-        let on_demand = empty();
-        let on_demand = std::sync::Arc::new(on_demand);
+        let on_demand = std::sync::Arc::new(empty());
         let (held, _) = on_demand.attach().expect("attach");
+        let (started, checking) = std::sync::mpsc::channel();
         let checker = {
             let on_demand = on_demand.clone();
-            std::thread::spawn(move || on_demand.detach_if_idle(false, || true).expect("idle check"))
+            std::thread::spawn(move || {
+                started.send(()).expect("say the check starts");
+                on_demand.detach_if_idle(false, || false, |_| {});
+            })
         };
-        std::thread::sleep(Duration::from_millis(50));
+        checking.recv().expect("the checker started");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(on_demand.state.try_lock().is_err(), "the hold was not kept");
         assert!(!checker.is_finished(), "the idle check ran while a launch held the hooks");
         drop(held);
         checker.join().expect("the idle check");
-        assert!(on_demand.attached());
+        assert!(!on_demand.attached(), "once the hold is gone the idle check detaches");
     }
 }

@@ -30,9 +30,9 @@ use super::types::{Hook, MapSizes};
 /// Where the enforcement is pinned unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 
-/// Version of this layout and of the meta record; a different one is never adopted.
-/// (2: on-demand hooks, whose links come and go; a daemon of layout 1 would
-/// take their absence for a set that needs no such hook.)
+/// Version of this layout and of the meta record; a different one is never
+/// adopted. A set with on-demand hooks (whose links come and go) must not be
+/// adopted by a daemon that would take their absence for hooks not needed.
 pub const LAYOUT: u32 = 2;
 /// Bytes of the meta record (JSON, NUL padded).
 pub const META_BYTES: u32 = 8192;
