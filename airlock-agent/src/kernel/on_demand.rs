@@ -93,7 +93,7 @@ impl OnDemand {
             let link = libbpf_rs::Link::open(self.set.link_path(&hook.program))
                 .with_context(|| format!("the program of {} is neither pinned nor attached", hook.program))?;
             let id = link.info().with_context(|| format!("read the link of {}", hook.program))?.prog_id;
-            let program = program_by_id(id).with_context(|| format!("open program {id} of {}", hook.program))?;
+            let program = pins::program_by_id(id).with_context(|| format!("open program {id} of {}", hook.program))?;
             if let Some(dir) = prog_path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             }
@@ -232,16 +232,6 @@ fn open_tracepoint_event(tracepoint_id: u64) -> Result<OwnedFd> {
 fn create_perf_link(program: BorrowedFd<'_>, event: BorrowedFd<'_>) -> Result<OwnedFd> {
     // SAFETY: valid descriptors; no options; a returned fd is ours.
     let fd = unsafe { libbpf_sys::bpf_link_create(program.as_raw_fd(), event.as_raw_fd(), libbpf_sys::BPF_PERF_EVENT, std::ptr::null()) };
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd).into());
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn program_by_id(id: u32) -> Result<OwnedFd> {
-    // SAFETY: plain syscall wrapper; a returned fd is ours.
-    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
     if fd < 0 {
         return Err(std::io::Error::from_raw_os_error(-fd).into());
     }

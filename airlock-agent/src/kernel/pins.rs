@@ -317,20 +317,20 @@ impl PinSet {
     }
 }
 
+/// A descriptor of the loaded program with this kernel id.
+pub fn program_by_id(id: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall wrapper; a returned fd is ours.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Which of the programs `ids` still exist.
 pub fn programs_alive(ids: &[u32]) -> Vec<u32> {
-    ids.iter()
-        .copied()
-        .filter(|id| {
-            // SAFETY: plain syscall wrapper; a returned fd is ours to close.
-            let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(*id) };
-            if fd >= 0 {
-                // SAFETY: closing the fd we were just given.
-                unsafe { libc::close(fd) };
-            }
-            fd >= 0
-        })
-        .collect()
+    ids.iter().copied().filter(|id| program_by_id(*id).is_ok()).collect()
 }
 
 /// The kernel frees a released link's program asynchronously: wait (bounded)

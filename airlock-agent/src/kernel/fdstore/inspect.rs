@@ -3,7 +3,7 @@
 //! whether it is the object its name says.
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::libbpf_sys;
@@ -115,14 +115,7 @@ pub fn link_object(fd: BorrowedFd<'_>) -> Result<LinkObject> {
 
 /// The program by id: its name and the maps it uses.
 fn program_object(id: u32) -> Result<ProgramObject> {
-    // SAFETY: plain syscall wrapper; a returned fd is ours.
-    let raw = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
-    if raw < 0 {
-        return Err(std::io::Error::from_raw_os_error(-raw))
-            .with_context(|| format!("open program {id}"));
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = crate::kernel::pins::program_by_id(id).with_context(|| format!("open program {id}"))?;
     let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info and len are valid for the duration of the call.
