@@ -124,7 +124,7 @@ impl Agent {
         let exe = PathBuf::from(&job.executable);
         let in_view = candidate_file(&job.program, root, &exe);
         let seen_in_view = in_view.is_some();
-        let Some(file) = in_view.or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
+        let Some(mut file) = in_view.or_else(|| candidate_file(&job.program, Path::new("/"), &exe)) else {
             return seen_in_view;
         };
         if known.holds(file.stamp, &job.program) {

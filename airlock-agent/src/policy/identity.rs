@@ -217,13 +217,25 @@ impl IdentityTable {
 /// The fingerprint of a regular file and the file's metadata, opened without blocking:
 /// the path comes from a governed session and could name a FIFO or a device.
 pub(crate) fn fingerprint_regular_file(path: &Path) -> Option<(u64, std::fs::Metadata)> {
-    use std::io::Read;
+    fingerprint_open_file(&mut open_without_blocking(path)?)
+}
+
+/// `path` opened for reading, its last component not followed, without
+/// waiting on a FIFO or a device's open.
+pub(crate) fn open_without_blocking(path: &Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path).ok()?;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path).ok()
+}
+
+/// The fingerprint of an open regular file (its head, from the start) and its
+/// metadata as they are now.
+pub(crate) fn fingerprint_open_file(file: &mut std::fs::File) -> Option<(u64, std::fs::Metadata)> {
+    use std::io::{Read, Seek};
     let meta = file.metadata().ok()?;
     if !meta.is_file() {
         return None;
     }
+    file.rewind().ok()?;
     let mut head = [0u8; abi::HEAD_LEN];
     let mut filled = 0;
     while filled < abi::HEAD_LEN {

@@ -29,7 +29,7 @@ use airlock_common::abi::{IdentityKey, IdentityValue};
 use airlock_policy::CompiledPolicy;
 
 use super::dir_names::DirNameCache;
-use super::identity::{build, fingerprint_regular_file, is_interpreter_name, is_multi_call_name, search_dirs, IdentityTable};
+use super::identity::{build, fingerprint_open_file, is_interpreter_name, is_multi_call_name, open_without_blocking, search_dirs, IdentityTable};
 use crate::kernel::Kernel;
 
 /// Learned contents kept at most; the oldest learned goes first.
@@ -231,9 +231,11 @@ impl FileStamp {
 }
 
 /// The file a session sees at `path` (absolute) under `root`, found as a
-/// [`candidate`] would read it, and its stamp; nothing of it is read.
+/// [`candidate`] would read it, and its stamp; nothing of it is read yet.
+/// It is held open: what is read later is the file that was found, even once
+/// the process whose root led to it has exited (its `/proc/PID/root` with it).
 pub struct CandidateFile {
-    real: PathBuf,
+    file: std::fs::File,
     pub stamp: FileStamp,
 }
 
@@ -247,22 +249,27 @@ pub fn candidate_file(program: &str, root: &Path, path: &Path) -> Option<Candida
         return None;
     }
     let real = follow(root, under_root(root, path));
-    let meta = std::fs::symlink_metadata(&real).ok()?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return None;
-    }
     if real.file_name().is_some_and(|n| is_multi_call_name(&n.to_string_lossy())) {
         return None;
     }
-    Some(CandidateFile { real, stamp: FileStamp::of(&meta) })
+    // Only a regular file is opened at all (a FIFO's or a device's open can act).
+    if !std::fs::symlink_metadata(&real).ok()?.is_file() {
+        return None;
+    }
+    let file = open_without_blocking(&real)?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return None;
+    }
+    Some(CandidateFile { file, stamp: FileStamp::of(&meta) })
 }
 
 impl CandidateFile {
     /// Reads the file's fingerprint: the entry that learns it as `program`,
-    /// and the stamp of the file that was read (it may have been replaced
+    /// and the stamp of the file as it was read (it may have been rewritten
     /// since it was found).
-    pub fn read(&self, program: &str, path: &Path, source: &str) -> Option<(LearnedEntry, FileStamp)> {
-        let (hash, meta) = fingerprint_regular_file(&self.real)?;
+    pub fn read(&mut self, program: &str, path: &Path, source: &str) -> Option<(LearnedEntry, FileStamp)> {
+        let (hash, meta) = fingerprint_open_file(&mut self.file)?;
         let entry = LearnedEntry {
             program: program.to_string(),
             hash,
@@ -503,14 +510,15 @@ mod tests {
             std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         };
         write(b"#!/bin/sh\necho one\n");
-        let first = candidate_file("terraform", Path::new("/"), &tool).expect("an executable file is a candidate");
+        let mut first = candidate_file("terraform", Path::new("/"), &tool).expect("an executable file is a candidate");
         let again = candidate_file("terraform", Path::new("/"), &tool).expect("still a candidate");
         assert_eq!(first.stamp, again.stamp, "an untouched file keeps its stamp");
+        let first_stamp = first.stamp;
         let (entry, read_stamp) = first.read("terraform", &tool, "exec").expect("readable");
-        assert_eq!(read_stamp, first.stamp, "the file read is the file found");
+        assert_eq!(read_stamp, first_stamp, "the file read is the file found");
 
         write(b"#!/bin/sh\necho three\n");
-        let rewritten = candidate_file("terraform", Path::new("/"), &tool).expect("a candidate");
+        let mut rewritten = candidate_file("terraform", Path::new("/"), &tool).expect("a candidate");
         assert_ne!(rewritten.stamp, first.stamp, "a rewrite in place kept the stamp");
         let (changed, _) = rewritten.read("terraform", &tool, "exec").expect("readable");
         assert_ne!(changed.hash, entry.hash);
@@ -531,6 +539,29 @@ mod tests {
         assert_ne!(replaced.stamp, touched.stamp, "a file renamed over it kept the stamp");
 
         assert!(candidate_file("python3", Path::new("/"), &tool).is_none(), "an interpreter's name is never a candidate");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The learning thread finds an exec's file through `/proc/PID/root` while
+    /// the process lives; a short-lived tool has often exited by the time the
+    /// file is read, and what was found must still be read.
+    #[test]
+    fn a_file_found_through_a_process_root_is_read_after_the_process_exits() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = temp_file("exited");
+        let dir = file.parent().expect("dir").to_path_buf();
+        let tool = dir.join("terraform");
+        std::fs::write(&tool, b"#!/bin/sh\necho learned\n").expect("write");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+        let root = PathBuf::from(format!("/proc/{}/root", child.id()));
+        let mut found = candidate_file("terraform", &root, &tool).expect("found through the live process's root");
+        child.kill().expect("kill our sleep");
+        child.wait().expect("reap our sleep");
+        assert!(std::fs::symlink_metadata(under_root(&root, &tool)).is_err(), "the exited process's root still leads to the file");
+        let (entry, _) = found.read("terraform", &tool, "exec").expect("the file found is read after its process exited");
+        let direct = candidate("terraform", Path::new("/"), &tool, "exec").expect("readable from /");
+        assert_eq!((entry.hash, entry.size), (direct.hash, direct.size));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
