@@ -41,19 +41,37 @@ pub fn kind_class(kind: &str) -> DecisionKind {
 /// Unix socket, the file) and the command line; lowercased (ASCII), as the
 /// search is case-insensitive.
 pub fn subject_of(d: &Decision) -> String {
-    let target = match &d.detail {
-        Some(Detail::Destination(dest)) => Some(format!("{}:{} {}", dest.address, dest.port, dest.protocol)),
-        Some(Detail::UnixSocket(u)) => Some(u.path.clone()),
-        Some(Detail::Guard(g)) => g.file.clone(),
-        Some(Detail::RawSocket(r)) => Some(format!("{} {} {}", r.family, r.socket_type, r.protocol)),
-        _ => None,
+    use std::fmt::Write;
+    // Built in one buffer: the store computes it for every decision it keeps.
+    let mut s = String::with_capacity(128);
+    let has_target = match &d.detail {
+        Some(Detail::Destination(dest)) => write!(s, "{}:{} {}", dest.address, dest.port, dest.protocol).is_ok(),
+        Some(Detail::UnixSocket(u)) => {
+            s.push_str(&u.path);
+            true
+        }
+        Some(Detail::Guard(g)) => g.file.as_deref().map(|f| s.push_str(f)).is_some(),
+        Some(Detail::RawSocket(r)) => write!(s, "{} {} {}", r.family, r.socket_type, r.protocol).is_ok(),
+        _ => false,
     };
-    let command = if d.argv.is_empty() { d.executable.clone() } else { d.argv.join(" ") };
-    let mut s = match target {
-        Some(t) if command.is_empty() => t,
-        Some(t) => format!("{t} {command}"),
-        None => command,
+    let command_is_empty = match d.argv.as_slice() {
+        [] => d.executable.is_empty(),
+        [only] => only.is_empty(),
+        _ => false,
     };
+    if has_target && !command_is_empty {
+        s.push(' ');
+    }
+    if d.argv.is_empty() {
+        s.push_str(&d.executable);
+    } else {
+        for (i, word) in d.argv.iter().enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(word);
+        }
+    }
     s.make_ascii_lowercase();
     s
 }
@@ -94,7 +112,7 @@ pub fn matches(f: &DecisionFilter, d: &Decision) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{Destination, ExecDetail, UnixSocket};
+    use crate::v1::{Destination, ExecDetail, GuardDetail, RawSocket, UnixSocket};
 
     #[test]
     fn the_subject_holds_what_was_touched_and_the_command() {
@@ -105,6 +123,22 @@ mod tests {
         assert_eq!(subject_of(&d), "/run/docker.sock curl x");
         d.detail = Some(Detail::Exec(ExecDetail::default()));
         assert_eq!(subject_of(&d), "curl x");
+        d.detail = Some(Detail::Guard(GuardDetail { file: Some("/Home/a/.aws/credentials".into()), ..Default::default() }));
+        assert_eq!(subject_of(&d), "/home/a/.aws/credentials curl x");
+        d.detail = Some(Detail::RawSocket(RawSocket { family: "AF_PACKET".into(), socket_type: "SOCK_RAW".into(), protocol: "3".into(), ..Default::default() }));
+        assert_eq!(subject_of(&d), "af_packet sock_raw 3 curl x");
+        // Without a command, the target alone; without either, the executable.
+        d.argv = vec![String::new()];
+        assert_eq!(subject_of(&d), "af_packet sock_raw 3");
+        d.argv.clear();
+        assert_eq!(subject_of(&d), "af_packet sock_raw 3");
+        d.executable = "/usr/bin/Tool".into();
+        assert_eq!(subject_of(&d), "af_packet sock_raw 3 /usr/bin/tool");
+        d.detail = Some(Detail::Guard(GuardDetail::default()));
+        assert_eq!(subject_of(&d), "/usr/bin/tool");
+        d.detail = None;
+        d.argv = vec!["a".into(), "".into(), "B".into()];
+        assert_eq!(subject_of(&d), "a  b");
     }
 
     #[test]

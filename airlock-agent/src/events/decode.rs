@@ -58,14 +58,15 @@ pub fn split_argv(bytes: &[u8]) -> Vec<String> {
 
 /// Rebuilds a path from components sent leaf first ("tool\0bin\0usr\0").
 pub fn path_from_components(bytes: &[u8]) -> String {
-    let parts: Vec<String> = split_argv(bytes);
-    if parts.is_empty() {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
         return "/".to_string();
     }
-    let mut path = String::new();
-    for part in parts.iter().rev() {
+    // In one buffer, walking the components from the last: every exec event carries two paths.
+    let mut path = String::with_capacity(bytes.len() + 1);
+    for part in bytes.rsplit(|&b| b == 0) {
         path.push('/');
-        path.push_str(part);
+        path.push_str(&String::from_utf8_lossy(part));
     }
     path
 }
@@ -79,6 +80,11 @@ mod tests {
         assert_eq!(path_from_components(b"terraform\0bin\0usr\0"), "/usr/bin/terraform");
         assert_eq!(path_from_components(b""), "/");
         assert_eq!(path_from_components(b"tmp\0"), "/tmp");
+        // A truncated walk has no final NUL; an empty component stays one.
+        assert_eq!(path_from_components(b"tool\0bin"), "/bin/tool");
+        assert_eq!(path_from_components(b"a\0\0b\0"), "/b//a");
+        assert_eq!(path_from_components(b"\0"), "/");
+        assert_eq!(path_from_components(b"caf\xc3\xa9\0x\xff\0"), "/x\u{fffd}/caf\u{e9}");
     }
 
     #[test]
