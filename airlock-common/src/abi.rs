@@ -443,25 +443,63 @@ pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Reads a variable-length record whose tail may be cut short; missing bytes read as zero.
-pub fn from_prefix_bytes<T: Pod>(bytes: &[u8]) -> Option<Box<T>> {
-    if bytes.len() > std::mem::size_of::<T>() {
-        return None;
+/// Variable-length records (their tails may be cut short, and missing bytes
+/// read as zero) read one after another into one buffer. An exec event is
+/// kilobytes: a fresh allocation that large per event made glibc merge all its
+/// freed small blocks each time, about a microsecond of the event thread.
+pub struct PrefixBuffer<T: Pod> {
+    value: Box<T>,
+    /// How many bytes from the start the last record wrote (the rest are zero).
+    written: usize,
+}
+
+impl<T: Pod> Default for PrefixBuffer<T> {
+    fn default() -> Self {
+        // SAFETY: T is Pod, so all zeros is a valid T.
+        PrefixBuffer { value: unsafe { Box::<T>::new_zeroed().assume_init() }, written: 0 }
     }
-    // Straight into a zeroed box: an exec event is kilobytes, and copying it
-    // through a buffer and the stack was a measurable part of the event thread.
-    let mut boxed = Box::<T>::new_zeroed();
-    // SAFETY: T is Pod, so all zeros is a valid T and so is any byte pattern
-    // written over it; the copy writes at most size_of::<T>() bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), boxed.as_mut_ptr().cast::<u8>(), bytes.len());
-        Some(boxed.assume_init())
+}
+
+impl<T: Pod> PrefixBuffer<T> {
+    /// `bytes` read as a T, zero past their end; `None` when they are longer than one.
+    pub fn read(&mut self, bytes: &[u8]) -> Option<&T> {
+        let size = std::mem::size_of::<T>();
+        if bytes.len() > size {
+            return None;
+        }
+        // SAFETY: T is Pod, so any byte pattern written over it is a valid T,
+        // and the slice covers exactly its size_of::<T>() bytes.
+        let raw = unsafe { std::slice::from_raw_parts_mut((&mut *self.value as *mut T).cast::<u8>(), size) };
+        raw[..bytes.len()].copy_from_slice(bytes);
+        if self.written > bytes.len() {
+            raw[bytes.len()..self.written].fill(0);
+        }
+        self.written = bytes.len();
+        Some(&*self.value)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_buffer_reads_each_record_alone_zero_past_its_end() {
+        let mut buffer = PrefixBuffer::<NetEvent>::default();
+        let mut full = NetEvent { port: 443, family: 2, protocol: 6, ..Default::default() };
+        full.addr = [0xab; 16];
+        let long = buffer.read(as_bytes(&full)).copied().expect("a whole record");
+        assert_eq!((long.port, long.addr), (443, [0xab; 16]));
+        // A shorter record after it: nothing of the longer one shows through.
+        let cut = std::mem::size_of::<NetEvent>() - 16 + 4;
+        let mut short = NetEvent { port: 80, family: 2, ..Default::default() };
+        short.addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let read = buffer.read(&as_bytes(&short)[..cut]).copied().expect("a cut record");
+        assert_eq!((read.port, read.protocol), (80, 0));
+        assert_eq!(read.addr, [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(buffer.read(&[0u8; std::mem::size_of::<NetEvent>() + 1]).is_none(), "a record longer than the type is refused");
+        assert_eq!(buffer.read(&[]).copied().expect("an empty record").port, 0);
+    }
 
     #[test]
     fn fnv1a_matches_the_reference_vectors() {

@@ -100,7 +100,10 @@ impl Masker {
                 *word = format!("{}{}", &word[..value.start], self.mask_value(&word[value], kind));
                 continue;
             }
-            *word = self.mask_text(word);
+            // Most words hold nothing to mask: they are left as they are, not copied.
+            if may_hold_findings(word) {
+                *word = self.mask_text(word);
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::agent::{lock, Agent};
 use super::learn_ops::{content_already_known, learn_job};
-use crate::events::decode::decode;
+use crate::events::decode::Decoder;
 use crate::events::enrich::{host_name, Enricher};
 
 /// Sessions whose latest denial is kept in memory.
@@ -28,10 +28,11 @@ impl Agent {
     pub fn drain(&self, enricher: &mut Enricher, events: MapHandle) -> Result<u64> {
         let count = AtomicU64::new(0);
         let enricher = RefCell::new(enricher);
+        let decoder = RefCell::new(Decoder::default());
         let mut builder = RingBufferBuilder::new();
         builder.add(&events, |bytes: &[u8]| {
             count.fetch_add(1, Ordering::Relaxed);
-            self.handle_event(&mut enricher.borrow_mut(), bytes, false);
+            self.handle_event(&mut enricher.borrow_mut(), &mut decoder.borrow_mut(), bytes, false);
             0
         })?;
         let ring = builder.build()?;
@@ -46,9 +47,10 @@ impl Agent {
     pub fn event_loop(&self, enricher: Enricher) -> Result<()> {
         let events_map = self.kernel.maps().events_handle()?;
         let enricher = RefCell::new(enricher);
+        let decoder = RefCell::new(Decoder::default());
         let mut builder = RingBufferBuilder::new();
         builder.add(&events_map, |bytes: &[u8]| {
-            self.handle_event(&mut enricher.borrow_mut(), bytes, true);
+            self.handle_event(&mut enricher.borrow_mut(), &mut decoder.borrow_mut(), bytes, true);
             0
         })?;
         let ring = builder.build()?;
@@ -74,9 +76,9 @@ impl Agent {
     /// One kernel event: decode, enrich, block message, sinks. `live` is false
     /// for the backlog read at start: those decisions are old, and a block
     /// message about them would reach the agent long after the fact.
-    fn handle_event(&self, enricher: &mut Enricher, bytes: &[u8], live: bool) {
+    fn handle_event(&self, enricher: &mut Enricher, decoder: &mut Decoder, bytes: &[u8], live: bool) {
         self.events_received.fetch_add(1, Ordering::Relaxed);
-        let Some(event) = decode(bytes) else {
+        let Some(event) = decoder.decode(bytes) else {
             tracing::warn!(len = bytes.len(), "undecodable kernel event");
             return;
         };

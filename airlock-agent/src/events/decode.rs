@@ -1,22 +1,23 @@
 //! Ring-buffer records decoded into kernel events, and the byte layouts they
 //! carry (NUL-separated argv, paths sent leaf first).
 
-use airlock_common::abi::{self, from_bytes, from_prefix_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, RawSocketEvent, UnixEvent};
+use airlock_common::abi::{self, from_bytes, EventHeader, ExecEvent, GuardEvent, NetEvent, PrefixBuffer, RawSocketEvent, UnixEvent};
 
-/// A raw event, decoded but not yet enriched.
+/// A raw event, decoded but not yet enriched. The variable-length ones are
+/// borrowed from the [`Decoder`] that read them.
 #[derive(Debug, Clone)]
-pub enum KernelEvent {
-    Exec(Box<ExecEvent>),
+pub enum KernelEvent<'a> {
+    Exec(&'a ExecEvent),
     Net(NetEvent),
     /// A connect or datagram to a Unix socket.
     Unix(Box<UnixEvent>),
     /// A tamper attempt or a protected-file open.
-    Guard(Box<GuardEvent>),
+    Guard(&'a GuardEvent),
     /// A raw or packet socket.
     RawSocket(RawSocketEvent),
 }
 
-impl KernelEvent {
+impl KernelEvent<'_> {
     pub fn header(&self) -> &EventHeader {
         match self {
             KernelEvent::Exec(e) => &e.hdr,
@@ -28,16 +29,26 @@ impl KernelEvent {
     }
 }
 
-/// Decodes one ring-buffer record; `None` for a record of unknown kind or size.
-pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
-    let hdr: EventHeader = from_bytes(bytes)?;
-    match hdr.kind {
-        abi::EVENT_EXEC => from_prefix_bytes::<ExecEvent>(bytes).map(KernelEvent::Exec),
-        abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
-        abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
-        abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => from_prefix_bytes::<GuardEvent>(bytes).map(KernelEvent::Guard),
-        abi::EVENT_RAW_SOCKET => from_bytes::<RawSocketEvent>(bytes).map(KernelEvent::RawSocket),
-        _ => None,
+/// Decodes ring-buffer records, one at a time; an event it returns lives
+/// until the next record is decoded.
+#[derive(Default)]
+pub struct Decoder {
+    exec: PrefixBuffer<ExecEvent>,
+    guard: PrefixBuffer<GuardEvent>,
+}
+
+impl Decoder {
+    /// One ring-buffer record; `None` for a record of unknown kind or size.
+    pub fn decode(&mut self, bytes: &[u8]) -> Option<KernelEvent<'_>> {
+        let hdr: EventHeader = from_bytes(bytes)?;
+        match hdr.kind {
+            abi::EVENT_EXEC => self.exec.read(bytes).map(KernelEvent::Exec),
+            abi::EVENT_CONNECT | abi::EVENT_SENDMSG | abi::EVENT_TAG_FAILURE => from_bytes::<NetEvent>(bytes).map(KernelEvent::Net),
+            abi::EVENT_UNIX_CONNECT | abi::EVENT_UNIX_SENDMSG => from_bytes::<UnixEvent>(bytes).map(|e| KernelEvent::Unix(Box::new(e))),
+            abi::EVENT_TAMPER | abi::EVENT_FILE_OPEN => self.guard.read(bytes).map(KernelEvent::Guard),
+            abi::EVENT_RAW_SOCKET => from_bytes::<RawSocketEvent>(bytes).map(KernelEvent::RawSocket),
+            _ => None,
+        }
     }
 }
 
@@ -98,14 +109,42 @@ mod tests {
 
     #[test]
     fn decode_rejects_short_and_unknown_records() {
-        assert!(decode(&[0u8; 4]).is_none());
+        let mut decoder = Decoder::default();
+        assert!(decoder.decode(&[0u8; 4]).is_none());
         let mut hdr = EventHeader { kind: 99, ..Default::default() };
-        assert!(decode(abi::as_bytes(&hdr)).is_none());
+        assert!(decoder.decode(abi::as_bytes(&hdr)).is_none());
         hdr.kind = abi::EVENT_CONNECT;
         let net = NetEvent { hdr, family: libc::AF_INET as u16, port: 443, protocol: 6, addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
-        match decode(abi::as_bytes(&net)) {
+        match decoder.decode(abi::as_bytes(&net)) {
             Some(KernelEvent::Net(n)) => assert_eq!((n.port, n.addr[0]), (443, 10)),
             other => panic!("decoded {other:?}"),
         }
+        hdr.kind = abi::EVENT_EXEC;
+        let too_long = [abi::as_bytes(&hdr), &vec![0u8; std::mem::size_of::<ExecEvent>()]].concat();
+        assert!(decoder.decode(&too_long).is_none(), "an exec record longer than the event");
+    }
+
+    /// Exec records are read into the decoder's one buffer: a record cut
+    /// short after a longer one reads as zero where the longer one had bytes.
+    #[test]
+    fn exec_records_read_one_after_another_keep_nothing_of_the_last() {
+        let record = |argv: &[u8]| {
+            let hdr = EventHeader { kind: abi::EVENT_EXEC, tgid: 7, ..Default::default() };
+            let at = std::mem::offset_of!(ExecEvent, argv);
+            let mut bytes = vec![0u8; at + argv.len()];
+            bytes[..std::mem::size_of::<EventHeader>()].copy_from_slice(abi::as_bytes(&hdr));
+            let len_at = std::mem::offset_of!(ExecEvent, argv_len);
+            bytes[len_at..len_at + 4].copy_from_slice(&(argv.len() as u32).to_ne_bytes());
+            bytes[at..].copy_from_slice(argv);
+            bytes
+        };
+        let mut decoder = Decoder::default();
+        let long = record(b"terraform\0apply\0-auto-approve\0");
+        let Some(KernelEvent::Exec(e)) = decoder.decode(&long) else { panic!("not an exec event") };
+        assert_eq!(split_argv(&e.argv[..e.argv_len as usize]), ["terraform", "apply", "-auto-approve"]);
+        let short = record(b"ls\0");
+        let Some(KernelEvent::Exec(e)) = decoder.decode(&short) else { panic!("not an exec event") };
+        assert_eq!((e.hdr.tgid, e.argv_len), (7, 3));
+        assert!(e.argv[3..].iter().all(|&b| b == 0), "bytes of the longer record are left past the shorter one's end");
     }
 }

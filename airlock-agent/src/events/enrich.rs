@@ -101,7 +101,7 @@ impl Enricher {
                     exec.detected_program = ran.and_then(|f| detect_program(hdr.tgid, &d.cwd, f, policy));
                 }
                 if hdr.decision == abi::ALLOW {
-                    self.procs.remember(hdr.tgid, ProcImage { executable: d.executable.clone(), argv: d.argv.clone(), cwd: d.cwd.clone(), ppid: hdr.ppid });
+                    self.procs.remember(hdr.tgid, &d.executable, &d.argv, &d.cwd, hdr.ppid);
                 }
                 if hdr.decision == abi::ALLOW && hdr.flags & abi::FLAG_GRANTED != 0 {
                     // An approval rule named it; a person's grant let it run.
@@ -118,9 +118,9 @@ impl Enricher {
                 d.detail = Some(Detail::Guard(guard_detail(g)));
                 // The rest from its last exec.
                 if let Some(image) = self.procs.get(hdr.tgid) {
-                    d.executable = image.executable.clone();
-                    d.argv = image.argv.clone();
-                    d.cwd = image.cwd.clone();
+                    d.executable = image.executable;
+                    d.argv = image.argv;
+                    d.cwd = image.cwd;
                 }
             }
             KernelEvent::Net(_) | KernelEvent::Unix(_) | KernelEvent::RawSocket(_) => {
@@ -132,7 +132,7 @@ impl Enricher {
                 };
                 // What the socket hook cannot carry: from the process's last exec, else /proc.
                 let image = match self.procs.get(hdr.tgid) {
-                    Some(image) => Some(image.clone()),
+                    Some(image) => Some(image),
                     None => ProcImage::read(hdr.tgid).map(|mut image| {
                         self.masking.mask_argv(&mut image.argv);
                         image
