@@ -1,6 +1,7 @@
 //! The writer thread: owns the write connection, takes whole batches (one
-//! ring-buffer drain each) as one transaction, stores what was spilled once
-//! its queue is empty, and applies retention.
+//! ring-buffer drain each), and whatever else is queued behind the first, as
+//! one transaction, stores what was spilled once its queue is empty, and
+//! applies retention.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -12,7 +13,7 @@ use rusqlite::Connection;
 use crate::retention::apply_retention;
 use crate::schema::bucket_of;
 use crate::spill::Spill;
-use crate::{now_ns, Retention, Row};
+use crate::{now_ns, Retention, Row, MAX_PENDING};
 
 /// How often the writer applies the retention limit.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -33,10 +34,42 @@ pub struct Backlog<'a> {
 }
 
 impl Backlog<'_> {
-    fn done(&self, batch: &[Row]) {
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        self.pending_rows.fetch_sub(batch.len(), Ordering::Relaxed);
+    fn done(&self, queued: &Queued) {
+        self.pending.fetch_sub(queued.batches, Ordering::Relaxed);
+        self.pending_rows.fetch_sub(queued.rows.len(), Ordering::Relaxed);
     }
+}
+
+/// Batches taken from the queue together, to be stored in one transaction.
+struct Queued {
+    rows: Vec<Row>,
+    batches: usize,
+    /// A stop was queued behind them.
+    stop: bool,
+}
+
+/// `first` and the batches queued behind it, up to about [`MAX_PENDING`]
+/// rows. A commit (its WAL write, its share of the checkpoints) costs about
+/// as much for a few rows as for thousands, and a writer that fell behind
+/// finds many small batches waiting (one per drain).
+fn take_queued(first: Vec<Row>, batches: &Receiver<Batch>) -> Queued {
+    let mut queued = Queued { rows: first, batches: 1, stop: false };
+    while queued.rows.len() < MAX_PENDING {
+        match batches.try_recv() {
+            Ok(Batch::Decisions(more)) => {
+                queued.rows.extend(more);
+                queued.batches += 1;
+            }
+            // The loop looks at the spill at every turn.
+            Ok(Batch::Spilled) => {}
+            Ok(Batch::Stop) => {
+                queued.stop = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    queued
 }
 
 /// The writer runs at a lower priority (nice 10) than the rest of the daemon:
@@ -74,7 +107,13 @@ pub fn writer_loop(mut conn: Connection, batches: Receiver<Batch>, retention: Re
             batches.recv_timeout(Duration::from_secs(5))
         };
         match next {
-            Ok(Batch::Decisions(batch)) => store_batch(&mut conn, &batch, &backlog),
+            Ok(Batch::Decisions(batch)) => {
+                let queued = take_queued(batch, &batches);
+                store_queued(&mut conn, &queued, &backlog);
+                if queued.stop {
+                    break;
+                }
+            }
             Ok(Batch::Spilled) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Batch::Stop) | Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -82,17 +121,17 @@ pub fn writer_loop(mut conn: Connection, batches: Receiver<Batch>, retention: Re
     // Everything queued before the stop is written; a spill stays on disk for the next start.
     while let Ok(next) = batches.try_recv() {
         if let Batch::Decisions(batch) = next {
-            store_batch(&mut conn, &batch, &backlog);
+            store_queued(&mut conn, &take_queued(batch, &batches), &backlog);
         }
     }
 }
 
-fn store_batch(conn: &mut Connection, batch: &[Row], backlog: &Backlog<'_>) {
-    if let Err(e) = insert(conn, batch) {
-        backlog.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        tracing::error!(decisions = batch.len(), "decision store write failed (the audit trail has them): {e:#}");
+fn store_queued(conn: &mut Connection, queued: &Queued, backlog: &Backlog<'_>) {
+    if let Err(e) = insert(conn, &queued.rows) {
+        backlog.dropped.fetch_add(queued.rows.len() as u64, Ordering::Relaxed);
+        tracing::error!(decisions = queued.rows.len(), "decision store write failed (the audit trail has them): {e:#}");
     }
-    backlog.done(batch);
+    backlog.done(queued);
 }
 
 /// One chunk of the spill into the database.
@@ -117,7 +156,7 @@ fn store_spilled(conn: &mut Connection, backlog: &Backlog<'_>) {
     }
 }
 
-/// One transaction per batch. `OR IGNORE`, not `OR REPLACE`: ids only grow,
+/// One transaction. `OR IGNORE`, not `OR REPLACE`: ids only grow,
 /// and a REPLACE may delete rows mid-statement, which makes SQLite keep a
 /// statement journal: a temporary file written for every page the insert
 /// touched, which was most of the writer's time.
@@ -171,4 +210,43 @@ fn id_spans_by_minute(batch: &[Row]) -> Vec<(i64, i64, i64)> {
         }
     }
     spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_api::v1::Decision;
+
+    fn rows(ids: std::ops::RangeInclusive<u64>) -> Vec<Row> {
+        ids.map(|id| Row::of(&Decision { id, ..Default::default() })).collect()
+    }
+
+    fn ids(queued: &Queued) -> Vec<i64> {
+        queued.rows.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn the_batches_queued_behind_the_first_go_with_it_in_order_up_to_the_bound() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        tx.send(Batch::Decisions(rows(3..=4))).unwrap();
+        tx.send(Batch::Spilled).unwrap();
+        tx.send(Batch::Decisions(rows(5..=5))).unwrap();
+        let queued = take_queued(rows(1..=2), &rx);
+        assert_eq!((ids(&queued), queued.batches, queued.stop), (vec![1, 2, 3, 4, 5], 3, false));
+
+        // A stop behind them ends the taking, and says so.
+        tx.send(Batch::Decisions(rows(7..=7))).unwrap();
+        tx.send(Batch::Stop).unwrap();
+        tx.send(Batch::Decisions(rows(8..=8))).unwrap();
+        let queued = take_queued(rows(6..=6), &rx);
+        assert_eq!((ids(&queued), queued.batches, queued.stop), (vec![6, 7], 2, true));
+        assert!(matches!(rx.try_recv(), Ok(Batch::Decisions(_))), "what follows the stop stays queued");
+
+        // Past the bound the rest waits for the next transaction.
+        let full = MAX_PENDING as u64;
+        tx.send(Batch::Decisions(rows(full + 1..=full + 1))).unwrap();
+        let queued = take_queued(rows(1..=full), &rx);
+        assert_eq!((queued.rows.len(), queued.batches), (MAX_PENDING, 1));
+        assert!(matches!(rx.try_recv(), Ok(Batch::Decisions(b)) if b.len() == 1));
+    }
 }
