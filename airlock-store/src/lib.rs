@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_api::decision::subject_of;
 use airlock_api::v1::{Decision, DecisionFilter};
@@ -115,6 +115,8 @@ pub struct Store {
     queue: SyncSender<Batch>,
     reader: Mutex<Connection>,
     dropped: Arc<AtomicU64>,
+    /// The highest decision id the writer is done with.
+    written: Arc<AtomicU64>,
     /// Decisions that arrived while the writer was behind, on disk.
     spill: Arc<Spill>,
     /// Batches submitted and not yet written, and the decisions in them.
@@ -143,18 +145,20 @@ impl Store {
 
         let (queue, batches) = mpsc::sync_channel(QUEUE_BATCHES);
         let dropped = Arc::new(AtomicU64::new(0));
+        let written = Arc::new(AtomicU64::new(last as u64));
         let pending = Arc::new(AtomicUsize::new(0));
         let pending_rows = Arc::new(AtomicUsize::new(0));
         let handle = std::thread::Builder::new()
             .name("airlock-store".into())
             .spawn({
                 let dropped = dropped.clone();
+                let written = written.clone();
                 let pending = pending.clone();
                 let pending_rows = pending_rows.clone();
                 let spill = spill.clone();
                 move || {
                     writer::yield_to_the_audit_trail();
-                    let backlog = Backlog { dropped: &dropped, pending: &pending, pending_rows: &pending_rows, spill: &spill };
+                    let backlog = Backlog { dropped: &dropped, written: &written, pending: &pending, pending_rows: &pending_rows, spill: &spill };
                     writer::writer_loop(writer, batches, retention, backlog)
                 }
             })
@@ -165,6 +169,7 @@ impl Store {
             queue,
             reader: Mutex::new(reader),
             dropped,
+            written,
             spill,
             pending,
             pending_rows,
@@ -189,6 +194,23 @@ impl Store {
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `bound`, until the writer is done with decision `id`
+    /// (the store fills in id order): a decision is often asked for just
+    /// after it was made, before the writer, behind the audit trail, got to
+    /// it. False when the bound passed first.
+    pub fn wait_written(&self, id: u64, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        loop {
+            if self.written.load(Ordering::Acquire) >= id {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Batches in memory, and decisions in memory or spilled, waiting for the writer.
@@ -343,6 +365,28 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("the writer did not store {n} decisions");
+    }
+
+    /// What `wait_written` says is written can be read; an id not made yet
+    /// is waited for only as long as the bound.
+    #[test]
+    fn a_decision_waited_for_is_readable_and_an_id_never_made_times_out() {
+        let dir = temp_dir("written");
+        let store = Store::open(&dir, Retention::default()).unwrap();
+        let ids: Vec<u64> = (0..3).map(|_| store.next_id()).collect();
+        store.submit(ids.iter().map(|&id| Row::of(&decision(id, 1_000, "s1", "exec", "deny", &["terraform", "apply"]))).collect());
+        assert!(store.wait_written(ids[2], Duration::from_secs(30)), "the writer never got to the batch");
+        let (found, _) = store.query(&DecisionFilter::default(), ids[2] + 1, 1).unwrap();
+        assert_eq!(found.first().map(|d| d.id), Some(ids[2]), "written, and not readable");
+        let started = Instant::now();
+        assert!(!store.wait_written(ids[2] + 1, Duration::from_millis(50)), "an id nobody made was written");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        store.close();
+        // After a reopen, what the database holds counts as written.
+        let store = Store::open(&dir, Retention::default()).unwrap();
+        assert!(store.wait_written(ids[2], Duration::ZERO));
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

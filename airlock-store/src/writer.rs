@@ -28,6 +28,8 @@ pub enum Batch {
 /// Batches in the queue and the decisions in them, shared with the submitters.
 pub struct Backlog<'a> {
     pub dropped: &'a AtomicU64,
+    /// The highest decision id the writer is done with (stored, or failed and counted).
+    pub written: &'a AtomicU64,
     pub pending: &'a AtomicUsize,
     pub pending_rows: &'a AtomicUsize,
     pub spill: &'a Spill,
@@ -35,8 +37,15 @@ pub struct Backlog<'a> {
 
 impl Backlog<'_> {
     fn done(&self, queued: &Queued) {
+        self.written_up_to(&queued.rows);
         self.pending.fetch_sub(queued.batches, Ordering::Relaxed);
         self.pending_rows.fetch_sub(queued.rows.len(), Ordering::Relaxed);
+    }
+
+    fn written_up_to(&self, rows: &[Row]) {
+        if let Some(highest) = rows.iter().map(|r| r.id as u64).max() {
+            self.written.fetch_max(highest, Ordering::Release);
+        }
     }
 }
 
@@ -146,6 +155,7 @@ fn store_spilled(conn: &mut Connection, backlog: &Backlog<'_>) {
                 backlog.dropped.fetch_add(rows.len() as u64, Ordering::Relaxed);
                 tracing::error!(decisions = rows.len(), "decision store write failed (the audit trail has them): {e:#}");
             }
+            backlog.written_up_to(&rows);
         }
         Err(e) => {
             // A spill that cannot be read back would hold every later batch: it is given up, and counted.

@@ -19,6 +19,9 @@ use crate::sessions::{format_session_id, SessionInfo};
 const MAX_WORDS: usize = 256;
 const MAX_ARGV_BYTES: usize = 64 * 1024;
 const MAX_JUSTIFICATION: usize = 4096;
+/// How long an explanation waits for the store to have a decision already
+/// made. Short: the control socket serves one request at a time, launches too.
+const STORE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
 const EXEC_TIME_NOTE: &str = "This is the verdict of the compiled policy on the command's name and arguments. \
      Checks the kernel makes only at exec time can still differ: a file whose content is a protected program \
@@ -81,11 +84,19 @@ impl Agent {
             decision: if decision_id.is_none() { pb::Verdict::Deny as i32 } else { 0 },
             ..Default::default()
         };
+        // The denial a session just got is asked about at once, often before the store has it.
+        let remembered = decision_id.and_then(|id| lock(&self.last_denials).get(&session.id).filter(|d| d.id == id).cloned());
         let decision = match decision_id {
-            Some(id) => {
-                let (page, _) = self.store.query(&filter, id.saturating_add(1), 1)?;
-                page.into_iter().find(|d| d.id == id).with_context(|| format!("no decision {id} in session {}", session.id))?
-            }
+            Some(id) => match remembered {
+                Some(d) => d,
+                None => {
+                    if id < lock(&self.pipeline).next_id() {
+                        self.store.wait_written(id, STORE_CATCH_UP);
+                    }
+                    let (page, _) = self.store.query(&filter, id.saturating_add(1), 1)?;
+                    page.into_iter().find(|d| d.id == id).with_context(|| format!("no decision {id} in session {}", session.id))?
+                }
+            },
             None => match lock(&self.last_denials).get(&session.id).cloned() {
                 Some(d) => d,
                 None => self.store.query(&filter, 0, 1)?.0.into_iter().next().with_context(|| format!("session {} has no denial", session.id))?,

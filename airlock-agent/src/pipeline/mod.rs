@@ -55,6 +55,11 @@ impl Pipeline {
         Pipeline { sinks, next_id: next_id.max(1) }
     }
 
+    /// The id the next decision gets: every lower one was emitted.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
     /// Gives `decision` its id and hands it to every sink.
     pub fn emit(&mut self, mut decision: Decision) -> Arc<Record> {
         decision.id = self.next_id;
