@@ -199,8 +199,13 @@ impl Store {
     /// Waits, at most `bound`, until the writer is done with decision `id`
     /// (the store fills in id order): a decision is often asked for just
     /// after it was made, before the writer, behind the audit trail, got to
-    /// it. False when the bound passed first.
+    /// it. False when the bound passed first, and at once when `id` is more
+    /// than [`MAX_PENDING`] past what is written: the writer is far behind
+    /// (spilling), and a caller would wait out every bound.
     pub fn wait_written(&self, id: u64, bound: Duration) -> bool {
+        if id > self.written.load(Ordering::Acquire).saturating_add(MAX_PENDING as u64) {
+            return false;
+        }
         let deadline = Instant::now() + bound;
         loop {
             if self.written.load(Ordering::Acquire) >= id {
@@ -381,6 +386,10 @@ mod tests {
         let started = Instant::now();
         assert!(!store.wait_written(ids[2] + 1, Duration::from_millis(50)), "an id nobody made was written");
         assert!(started.elapsed() >= Duration::from_millis(50));
+        // Far past what is written, nothing is waited for.
+        let started = Instant::now();
+        assert!(!store.wait_written(ids[2] + MAX_PENDING as u64 + 1, Duration::from_secs(30)), "an id nobody made was written");
+        assert!(started.elapsed() < Duration::from_secs(30), "the wait ran out its bound far behind the writer");
         store.close();
         // After a reopen, what the database holds counts as written.
         let store = Store::open(&dir, Retention::default()).unwrap();

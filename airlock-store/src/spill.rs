@@ -257,6 +257,8 @@ mod tests {
         assert_eq!(std::fs::metadata(dir.join(SPILL_FILE)).expect("the spill file").len(), 0);
         store.submit(vec![Row::of(&decision(store.next_id()))]);
         wait_stored(&store, total + 1);
+        assert!(store.wait_written(total + 1, std::time::Duration::from_secs(30)), "the writer's mark did not reach the last decision");
+        assert_eq!(store.queued(), (0, 0), "the queue's counts outlived what they counted");
         assert_eq!(store.spill.rows(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -281,6 +283,7 @@ mod tests {
         let store = Store::open(&dir, Retention::default()).expect("open the store");
         assert!(store.next_id() > 300, "a new decision would reuse a spilled id");
         wait_stored(&store, 300);
+        assert!(store.wait_written(300, std::time::Duration::from_secs(30)), "the spill's decisions never counted as written");
         let (page, _) = store.query(&Default::default(), 0, 1000).expect("query");
         assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), (1..=300).rev().collect::<Vec<_>>());
         assert_eq!(store.dropped(), 0);

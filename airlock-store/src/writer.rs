@@ -37,9 +37,10 @@ pub struct Backlog<'a> {
 
 impl Backlog<'_> {
     fn done(&self, queued: &Queued) {
-        self.written_up_to(&queued.rows);
         self.pending.fetch_sub(queued.batches, Ordering::Relaxed);
         self.pending_rows.fetch_sub(queued.rows.len(), Ordering::Relaxed);
+        // Last: whoever sees the mark move sees the queue without these rows.
+        self.written_up_to(&queued.rows);
     }
 
     fn written_up_to(&self, rows: &[Row]) {

@@ -97,10 +97,14 @@ impl Agent {
                     page.into_iter().find(|d| d.id == id).with_context(|| format!("no decision {id} in session {}", session.id))?
                 }
             },
-            None => match lock(&self.last_denials).get(&session.id).cloned() {
-                Some(d) => d,
-                None => self.store.query(&filter, 0, 1)?.0.into_iter().next().with_context(|| format!("session {} has no denial", session.id))?,
-            },
+            None => {
+                // Not queried under the lock: the event thread takes it after every denial.
+                let last = lock(&self.last_denials).get(&session.id).cloned();
+                match last {
+                    Some(d) => d,
+                    None => self.store.query(&filter, 0, 1)?.0.into_iter().next().with_context(|| format!("session {} has no denial", session.id))?,
+                }
+            }
         };
         let approval = match &decision.detail {
             Some(pb::decision::Detail::Exec(e)) => e.approval_request.as_deref().and_then(|id| self.approval(id)),

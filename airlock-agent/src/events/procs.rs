@@ -48,6 +48,7 @@ struct PackedImage {
 
 impl PackedImage {
     fn pack(executable: &str, argv: &[String], cwd: &str, ppid: u32) -> PackedImage {
+        debug_assert!(!executable.contains('\0') && !cwd.contains('\0') && argv.iter().all(|w| !w.contains('\0')), "a NUL would shift the image's fields");
         let mut text = String::with_capacity(executable.len() + cwd.len() + 2 + argv.iter().map(|w| w.len() + 1).sum::<usize>());
         text.push_str(executable);
         text.push('\0');
