@@ -84,27 +84,21 @@ impl Agent {
             decision: if decision_id.is_none() { pb::Verdict::Deny as i32 } else { 0 },
             ..Default::default()
         };
-        // The denial a session just got is asked about at once, often before the store has it.
-        let remembered = decision_id.and_then(|id| lock(&self.last_denials).get(&session.id).filter(|d| d.id == id).cloned());
-        let decision = match decision_id {
-            Some(id) => match remembered {
-                Some(d) => d,
-                None => {
-                    if id < lock(&self.pipeline).next_id() {
-                        self.store.wait_written(id, STORE_CATCH_UP);
-                    }
-                    let (page, _) = self.store.query(&filter, id.saturating_add(1), 1)?;
-                    page.into_iter().find(|d| d.id == id).with_context(|| format!("no decision {id} in session {}", session.id))?
+        // The denial a session just got is asked about at once, often before
+        // the store has it. Taken out of the lock before any store query: the
+        // event thread takes it after every denial.
+        let last = lock(&self.last_denials).get(&session.id).cloned();
+        let decision = match (decision_id, last) {
+            (None, Some(d)) => d,
+            (Some(id), Some(d)) if d.id == id => d,
+            (Some(id), _) => {
+                if id < lock(&self.pipeline).next_id() {
+                    self.store.wait_written(id, STORE_CATCH_UP);
                 }
-            },
-            None => {
-                // Not queried under the lock: the event thread takes it after every denial.
-                let last = lock(&self.last_denials).get(&session.id).cloned();
-                match last {
-                    Some(d) => d,
-                    None => self.store.query(&filter, 0, 1)?.0.into_iter().next().with_context(|| format!("session {} has no denial", session.id))?,
-                }
+                let (page, _) = self.store.query(&filter, id.saturating_add(1), 1)?;
+                page.into_iter().find(|d| d.id == id).with_context(|| format!("no decision {id} in session {}", session.id))?
             }
+            (None, None) => self.store.query(&filter, 0, 1)?.0.into_iter().next().with_context(|| format!("session {} has no denial", session.id))?,
         };
         let approval = match &decision.detail {
             Some(pb::decision::Detail::Exec(e)) => e.approval_request.as_deref().and_then(|id| self.approval(id)),
